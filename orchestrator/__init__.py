@@ -1,0 +1,1 @@
+"""The driver side: fans jobs out over Ray, gathers, blends, audits, reports."""

@@ -1,0 +1,258 @@
+"""Load an experiment's gathered logits into per-model arrays, or say clearly why not.
+
+A backbone whose OOF or test logits are incomplete (a failed job) is excluded with a
+printed reason; anything that makes rows incomparable (schema, class count, duplicate
+rows, two spec hashes, disagreeing labels) is a BlendError naming the file.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from tasks.labels import MASK_STEMS, NUM_CLASSES
+from tasks.logits import LogitsError, read_logits
+from tasks.spec import Experiment, load_spec
+
+
+class BlendError(Exception):
+    """A problem with the inputs that the user can fix; printed as one message, no traceback."""
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class OofLogits:
+    models: tuple[str, ...]
+    logits: np.ndarray  # (M, N, C) float32, rows in `image_key` order
+    image_key: np.ndarray  # (N,) "<person>/<stem>", sorted
+    person: np.ndarray  # (N,)
+    fold: np.ndarray  # (N,) fold in which the image was held out
+    target: np.ndarray  # (N,) the 18-class label as given
+    spec_hash: str
+    excluded: tuple[Exclusion, ...]
+
+
+@dataclass(frozen=True)
+class TestLogits:
+    models: tuple[str, ...]
+    logits: np.ndarray  # (M, T, C) float32, each model's mean over its fold models
+    image_ids: np.ndarray  # (T,) eval ImageIDs in info.csv order
+    spec_hash: str
+    excluded: tuple[Exclusion, ...]
+
+
+@dataclass(frozen=True)
+class BlendInputs:
+    oof: OofLogits  # only models complete in both files, same order as test
+    test: TestLogits
+    excluded: tuple[Exclusion, ...]
+
+
+def find_experiment(results: Path | None, root: Path = Path("results")) -> Path:
+    """`results` if given, else the experiment under `root` whose logits were written last."""
+    if results is not None:
+        if not (results / "spec.yaml").is_file():
+            raise BlendError(f"{results}: not an experiment's results folder (no spec.yaml in it); "
+                             f"pass --results results/<experiment>")
+        return results
+    found = [d for d in root.glob("*") if (d / "spec.yaml").is_file()]
+    if not found:
+        raise BlendError(f"no experiment results under {root.resolve()}; run an experiment first "
+                         f"or pass --results DIR")
+
+    def written(d: Path) -> float:
+        return max(os.path.getmtime(p) for p in (d / "spec.yaml", d / "oof.parquet") if p.exists())
+
+    return max(found, key=written)
+
+
+def load_experiment(exp_dir: Path, overrides: Sequence[str] = ()) -> Experiment:
+    """The resolved spec saved with the results, with `--set` overrides (SpecError if invalid)."""
+    return load_spec(exp_dir / "spec.yaml", list(overrides), check_data=False)
+
+
+def read_eval_ids(data_root: Path) -> np.ndarray:
+    path = data_root / "eval" / "info.csv"
+    try:
+        info = pd.read_csv(path, dtype={"ImageID": str})
+    except FileNotFoundError:
+        raise BlendError(f"{path}: not found; the submission needs eval/info.csv's row order "
+                         f"(fix data.root with --set data.root=/path/to/data)") from None
+    if "ImageID" not in info.columns or info.empty:
+        raise BlendError(f"{path}: expected a non-empty ImageID column, got columns {list(info.columns)}")
+    dup = info.ImageID[info.ImageID.duplicated()]
+    if len(dup):
+        raise BlendError(f"{path}: {len(dup)} duplicate ImageIDs, e.g. {dup.iloc[0]}")
+    return info.ImageID.to_numpy(dtype=object)
+
+
+def load_blend_inputs(exp_dir: Path, spec: Experiment) -> BlendInputs:
+    """OOF and test logits of every backbone complete in both, or a BlendError."""
+    expected = [m.name for m in spec.models]
+    n_splits = spec.folds.n_splits
+    oof = load_oof(exp_dir / "oof.parquet", n_splits, expected)
+    test = load_test(exp_dir / "test.parquet", n_splits, read_eval_ids(spec.data.root), expected)
+    if oof.spec_hash != test.spec_hash:
+        raise BlendError(f"{exp_dir}/oof.parquet has spec_hash {oof.spec_hash} but test.parquet has "
+                         f"{test.spec_hash}: the logits come from different data, folds or seeds; "
+                         f"re-run the experiment so both come from one spec")
+    if oof.spec_hash != spec.shared_hash():
+        print(f"note: the logits' spec_hash {oof.spec_hash} differs from spec.yaml's "
+              f"{spec.shared_hash()} (was data.root overridden?)", flush=True)
+    both = [m for m in oof.models if m in test.models]
+    excluded = _merge_exclusions(oof.excluded + test.excluded)
+    if not both:
+        reasons = "; ".join(f"{e.model}: {e.reason}" for e in excluded) or "no models"
+        raise BlendError(f"{exp_dir}: no backbone has complete OOF and test logits ({reasons}); "
+                         f"re-run the failed jobs")
+    pick_oof = [oof.models.index(m) for m in both]
+    pick_test = [test.models.index(m) for m in both]
+    oof = OofLogits(tuple(both), oof.logits[pick_oof], oof.image_key, oof.person, oof.fold,
+                    oof.target, oof.spec_hash, excluded)
+    test = TestLogits(tuple(both), test.logits[pick_test], test.image_ids, test.spec_hash, excluded)
+    return BlendInputs(oof, test, excluded)
+
+
+def _merge_exclusions(items: tuple[Exclusion, ...]) -> tuple[Exclusion, ...]:
+    merged: dict[str, list[str]] = {}
+    for item in items:
+        merged.setdefault(item.model, []).append(item.reason)
+    return tuple(Exclusion(m, "; ".join(r)) for m, r in merged.items())
+
+
+def load_oof(path: Path, n_splits: int, expected: Sequence[str]) -> OofLogits:
+    """Per-model OOF logits aligned on training images; incomplete backbones excluded."""
+    frame, logits, spec_hash = _read(path, "oof")
+    _check_oof_keys(frame, path, n_splits)
+    rows = frame.drop_duplicates("image_key").sort_values("image_key")
+    keys = pd.Index(rows.image_key)
+    complete, excluded = [], []
+    for model, at in _by_model(frame, expected):
+        reason = _oof_gap(frame.iloc[at], len(keys), n_splits) if len(at) else "no OOF rows (job failed or not run)"
+        (excluded.append(Exclusion(model, reason)) if reason else complete.append((model, at)))
+    _print_exclusions(excluded)
+    stack = np.empty((len(complete), len(keys), NUM_CLASSES), np.float32)
+    for m, (_, at) in enumerate(complete):
+        stack[m, keys.get_indexer(frame.image_key.iloc[at])] = logits[at]
+    return OofLogits(tuple(m for m, _ in complete), stack, keys.to_numpy(dtype=object),
+                     rows.person.to_numpy(dtype=object), rows.fold.to_numpy(np.int64),
+                     rows.target.to_numpy(np.int64), spec_hash, tuple(excluded))
+
+
+def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequence[str]) -> TestLogits:
+    """Per-model test logits averaged over fold models, rows in eval order."""
+    frame, logits, spec_hash = _read(path, "test")
+    _check_unique(frame, ["backbone", "fold", "image_key"], path)
+    _check_folds(frame, path, n_splits)
+    ids = pd.Index(eval_ids)
+    where = ids.get_indexer(frame.image_key)
+    if (where < 0).any():
+        raise BlendError(f"{path}: {(where < 0).sum()} rows have ImageIDs not in eval/info.csv, e.g. "
+                         f"{frame.image_key[where < 0].iloc[0]}: logits of different eval data?")
+    complete, excluded = [], []
+    for model, at in _by_model(frame, expected):
+        if not len(at):
+            excluded.append(Exclusion(model, "no test rows (job failed or not run)"))
+            continue
+        per_fold = np.bincount(frame.fold.iloc[at], minlength=n_splits)
+        short = [f"{f} ({n} of {len(ids)} images)" for f, n in enumerate(per_fold) if n < len(ids)]
+        if short:
+            excluded.append(Exclusion(model, f"test logits incomplete for fold models {', '.join(short)}"))
+            continue
+        mean = np.zeros((len(ids), NUM_CLASSES), np.float64)
+        np.add.at(mean, where[at], logits[at])
+        complete.append((model, (mean / n_splits).astype(np.float32)))
+    _print_exclusions(excluded)
+    stack = np.stack([m for _, m in complete]) if complete else np.empty((0, len(ids), NUM_CLASSES), np.float32)
+    return TestLogits(tuple(m for m, _ in complete), stack, np.asarray(eval_ids, dtype=object),
+                      spec_hash, tuple(excluded))
+
+
+def _read(path: Path, split: str) -> tuple[pd.DataFrame, np.ndarray, str]:
+    if not path.is_file():
+        raise BlendError(f"{path}: not found; run the experiment first or pick another with --results")
+    try:
+        frame, logits, meta = read_logits(path)
+    except (LogitsError, pa.ArrowException, OSError) as err:
+        raise BlendError(f"{path}: cannot be read as maskfold logits: {err}") from None
+    wrong = frame.split != split
+    if wrong.any():
+        raise BlendError(f"{path}: {wrong.sum()} rows have split {frame.split[wrong].iloc[0]!r}, "
+                         f"expected only {split!r}")
+    bad = ~np.isfinite(logits).all(axis=1)
+    if bad.any():
+        models = sorted(frame.backbone[bad].unique())
+        raise BlendError(f"{path}: {bad.sum()} rows have NaN or infinite logits (backbones {models}); "
+                         f"re-run those jobs")
+    return frame, logits, meta.spec_hash
+
+
+def _check_unique(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
+    dup = frame.duplicated(columns)
+    if dup.any():
+        first = frame.loc[dup, columns].iloc[0].to_dict()
+        raise BlendError(f"{path}: {dup.sum()} duplicate rows per ({', '.join(columns)}), e.g. {first}; "
+                         f"the gather step wrote some job twice")
+
+
+def _check_folds(frame: pd.DataFrame, path: Path, n_splits: int) -> None:
+    bad = (frame.fold < 0) | (frame.fold >= n_splits)
+    if bad.any():
+        raise BlendError(f"{path}: fold {frame.fold[bad].iloc[0]} outside 0..{n_splits - 1} "
+                         f"(folds.n_splits in spec.yaml is {n_splits})")
+
+
+def _check_oof_keys(frame: pd.DataFrame, path: Path, n_splits: int) -> None:
+    for column in ("person", "target"):
+        if frame[column].isna().any():
+            raise BlendError(f"{path}: {frame[column].isna().sum()} OOF rows have no {column}")
+    target = frame.target.astype(np.int64)
+    if ((target < 0) | (target >= NUM_CLASSES)).any():
+        raise BlendError(f"{path}: targets outside 0..{NUM_CLASSES - 1}")
+    _check_unique(frame, ["backbone", "image_key"], path)
+    _check_folds(frame, path, n_splits)
+    parts = frame.image_key.str.rpartition("/")
+    bad = (parts[0] != frame.person) | ~parts[2].isin(MASK_STEMS)
+    if bad.any():
+        raise BlendError(f"{path}: image_key {frame.image_key[bad].iloc[0]!r} is not "
+                         f"'<person>/<one of {', '.join(MASK_STEMS)}>'")
+    split_people = frame.groupby("person").fold.nunique()
+    if (split_people > 1).any():
+        raise BlendError(f"{path}: person {split_people[split_people > 1].index[0]} is held out in "
+                         f"several folds; folds must split by person or OOF scores flatter")
+    labels = frame.drop_duplicates(["image_key", "target", "fold", "person"])
+    if labels.image_key.duplicated().any():
+        key = labels.image_key[labels.image_key.duplicated()].iloc[0]
+        raise BlendError(f"{path}: backbones disagree on the target, fold or person of {key} "
+                         f"(and maybe more); their OOF rows come from different labels or folds")
+
+
+def _by_model(frame: pd.DataFrame, expected: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+    """Row positions per backbone: the spec's models first (empty if absent), then any others."""
+    groups = frame.groupby("backbone", sort=True).indices
+    names = list(expected) + [m for m in groups if m not in expected]
+    return [(m, groups.get(m, np.empty(0, np.int64))) for m in names]
+
+
+def _oof_gap(rows: pd.DataFrame, n_images: int, n_splits: int) -> str | None:
+    # Folds are checked apart from the count: a fold every backbone lost is in no one's rows.
+    missing = sorted(set(range(n_splits)) - set(rows.fold.unique().tolist()))
+    if len(rows) == n_images and not missing:
+        return None
+    where = f"fold {', '.join(map(str, missing))} missing" if missing else "images missing within folds"
+    return f"OOF covers {len(rows)} of {n_images} training images ({where})"
+
+
+def _print_exclusions(excluded: list[Exclusion]) -> None:
+    for item in excluded:
+        print(f"excluded backbone {item.model!r}: {item.reason}", flush=True)

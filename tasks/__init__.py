@@ -1,0 +1,1 @@
+"""What runs inside one job: data, folds, cache, training. Never imports Ray."""

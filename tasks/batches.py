@@ -1,0 +1,114 @@
+"""Batches from the decode-once cache: augmentation, sampling, normalisation and mixing.
+
+Images stay uint8 until they reach the device, where they are normalised in one tensor op:
+cheaper than per-image float conversion in the loader, and the same on CPU and GPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from tasks.augment_spec import MixSpec, Pipeline, build_pipeline
+from tasks.cache import ImageCache
+from tasks.losses import Targets
+
+
+class CachedImages(Dataset):
+    """Rows of a memory-mapped cache, augmented; opened lazily so workers map it themselves."""
+
+    def __init__(self, cache: ImageCache, rows: np.ndarray, labels: np.ndarray, ages: np.ndarray,
+                 steps: Pipeline, size: tuple[int, int]):
+        import albumentations as A
+
+        self.path, self.rows, self.labels, self.ages = cache.array_path, rows, labels, ages
+        self.pipeline = A.Compose([build_pipeline(steps), A.Resize(*size)])
+        self.array: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        if self.array is None:
+            self.array = np.load(self.path, mmap_mode="r")
+        image = self.pipeline(image=np.asarray(self.array[self.rows[i]]))["image"]
+        return torch.from_numpy(np.ascontiguousarray(image)), int(self.labels[i]), float(self.ages[i])
+
+    def reseed(self, seed: int) -> None:
+        self.pipeline.set_random_seed(seed)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Each worker's augmentations follow from the loader's per-epoch generator: resumable.
+    info = torch.utils.data.get_worker_info()
+    info.dataset.reseed(int(torch.initial_seed() % 2**31))
+
+
+def make_loader(data: CachedImages, batch_size: int, workers: int, shuffle: bool,
+                sample_weights: np.ndarray | None = None, seed: int = 0) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    sampler = None
+    if sample_weights is not None:
+        sampler = WeightedRandomSampler(torch.as_tensor(sample_weights, dtype=torch.double), len(data),
+                                        replacement=True, generator=generator)
+    data.reseed(seed)
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      num_workers=workers, generator=generator, worker_init_fn=_seed_worker,
+                      drop_last=shuffle and len(data) > batch_size, persistent_workers=False,
+                      pin_memory=torch.cuda.is_available())
+
+
+def sample_weights(labels: np.ndarray, bands: np.ndarray, how: str) -> np.ndarray | None:
+    """`weighted`: every class equally likely; `oversample_old`: the old band as common as
+    the average of the other two bands."""
+    if how == "none":
+        return None
+    if how == "weighted":
+        counts = np.bincount(labels, minlength=18).astype(float)
+        return 1.0 / counts[labels]
+    band_counts = np.bincount(bands, minlength=3).astype(float)
+    boost = band_counts[:2].mean() / max(band_counts[2], 1.0)
+    return np.where(bands == 2, max(boost, 1.0), 1.0)
+
+
+def to_device(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
+              channels_last: bool) -> torch.Tensor:
+    """uint8 NHWC -> normalised float NCHW on the device."""
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def mix_batch(x: torch.Tensor, labels: torch.Tensor, ages: torch.Tensor, mix: MixSpec,
+              generator: torch.Generator) -> tuple[torch.Tensor, Targets]:
+    """Maybe mix the batch with its reverse; soft targets follow the mixed area."""
+    soft = F.one_hot(labels.long(), 18).float()
+    ages = ages.float()
+    if mix.name == "none" or torch.rand((), generator=generator).item() >= mix.prob:
+        return x, Targets(soft, ages)
+    lam = _mix_images(x, mix, generator)
+    return x, Targets(lam * soft + (1 - lam) * soft.flip(0), lam * ages + (1 - lam) * ages.flip(0))
+
+
+def _mix_images(x: torch.Tensor, mix: MixSpec, generator: torch.Generator) -> float:
+    """Mix `x` in place with x.flip(0); returns the share of the original image."""
+    height, width = x.shape[2], x.shape[3]
+    other = x.flip(0)
+    if mix.name == "vstrip":
+        low, high = mix.strip_ratio
+        cut = int(round(width * (low + (high - low) * torch.rand((), generator=generator).item())))
+        x[:, :, :, cut:] = other[:, :, :, cut:]
+        return cut / width
+    lam = torch.distributions.Beta(mix.alpha, mix.alpha).sample().item()
+    if mix.name == "mixup":
+        x.mul_(lam).add_(other, alpha=1 - lam)
+        return lam
+    # cutmix: a box of area (1 - lam), clipped at the borders; lam corrected to the real area.
+    cut_h, cut_w = int(height * (1 - lam) ** 0.5), int(width * (1 - lam) ** 0.5)
+    cy = int(torch.randint(height, (), generator=generator))
+    cx = int(torch.randint(width, (), generator=generator))
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
+    x[:, :, y0:y1, x0:x1] = other[:, :, y0:y1, x0:x1]
+    return 1 - (y1 - y0) * (x1 - x0) / (height * width)

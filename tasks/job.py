@@ -1,0 +1,183 @@
+"""One (fold, model) job as a plain function: train, pick the best epoch by validation macro
+F1, write OOF and test logits. No Ray here; the orchestrator wraps it.
+
+Every epoch reseeds from (job seed, epoch), so an epoch is a pure function of the weights
+and optimiser state it starts from: a job resumed after epoch k gives the same result as
+one that was never interrupted.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from tasks.batches import CachedImages, make_loader, sample_weights
+from tasks.job_io import (EpochReport, Job, JobResult, load_checkpoint, save_checkpoint, save_weights,
+                          write_job_logits, write_metrics, write_result)
+from tasks.labels import TRUE_AGE_BORDERS, age_band, class_of
+from tasks.losses import class_weights
+from tasks.metrics import score
+from tasks.model import build_model
+from tasks.prepare import Dataset, load_dataset, read_folds, rows_hash
+from tasks.spec import Experiment, TrainSpec, stable_hash
+from tasks.train_loop import Device, eval_loss, predict, select_device, train_epoch
+
+
+def job_seed(spec: Experiment, job: Job) -> int:
+    base = spec.seed if job.seed is None else job.seed
+    return int(stable_hash([base, job.fold, job.model]), 16) % 2**31
+
+
+def split_fold(dataset: Dataset, spec: Experiment, fold: int, train: TrainSpec):
+    """Training rows (with training-only band borders and drops) and validation rows."""
+    folds = read_folds(spec, dataset)
+    rows = dataset.train.merge(folds[["image_key", "fold"]], on="image_key", how="left", validate="one_to_one")
+    if rows["fold"].isna().any():
+        raise ValueError(f"{spec.out_dir / 'folds.parquet'} lacks some images; run prepare again")
+    if not 0 <= fold < spec.folds.n_splits:
+        raise ValueError(f"fold {fold} is outside 0..{spec.folds.n_splits - 1}")
+    val = rows[rows["fold"] == fold].reset_index(drop=True)
+    fit = rows[rows["fold"] != fold].copy()
+    margin = train.drop_age_margin
+    if margin:
+        near = np.zeros(len(fit), dtype=bool)
+        for border in TRUE_AGE_BORDERS:
+            near |= (fit["age"] >= border - margin).to_numpy() & (fit["age"] < border).to_numpy()
+        fit = fit[~near]
+    fit["train_label"] = class_of(fit["mask"], fit["gender"], age_band(fit["age"], train.age_borders))
+    return fit.reset_index(drop=True), val
+
+
+def make_scheduler(optimizer, train: TrainSpec, updates: int):
+    from timm.scheduler import create_scheduler_v2
+
+    s, lr = train.scheduler, train.optimizer.lr
+    if s.name == "none":
+        return None
+    kwargs = dict(num_epochs=train.epochs, warmup_epochs=s.warmup_epochs, warmup_lr=s.warmup_lr,
+                  min_lr=s.min_lr, decay_epochs=s.decay_epochs, decay_rate=s.decay_rate,
+                  patience_epochs=s.patience_epochs, step_on_epochs=s.name == "plateau",
+                  updates_per_epoch=updates)
+    if s.name == "cyclic":
+        kwargs.update(num_epochs=max(1, train.epochs // s.cycles), cycle_limit=s.cycles)
+    if s.name == "onecycle":  # OneCycleLR's shape: 30% warm-up from lr/25, then anneal to lr/1e4
+        kwargs.update(warmup_epochs=max(1, round(0.3 * train.epochs)), warmup_lr=lr / 25, min_lr=lr / 1e4,
+                      warmup_prefix=True)
+    name = "cosine" if s.name in ("cyclic", "onecycle") else s.name
+    scheduler, _ = create_scheduler_v2(optimizer, sched=name, **kwargs)
+    return scheduler
+
+
+def train_job(spec: Experiment, job: Job, on_epoch: Callable[[EpochReport], None] | None = None,
+              dataset: Dataset | None = None, log=print) -> JobResult:
+    started = time.monotonic()
+    dataset = dataset or load_dataset(spec, verbose=False)
+    model_spec = spec.model(job.model)
+    train = spec.train_for(model_spec)
+    seed = job_seed(spec, job)
+    fit_rows, val_rows = split_fold(dataset, spec, job.fold, train)
+    torch.manual_seed(seed)
+    model = build_model(model_spec, train)
+    dev = select_device(train)
+    model.to(dev.device, memory_format=torch.channels_last if dev.channels_last else torch.preserve_format)
+    norm = normalisation(model, dev)
+    from timm.optim import create_optimizer_v2
+
+    o = train.optimizer
+    optimizer = create_optimizer_v2(model, opt=o.name, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum)
+    make_fit = lambda e: _fit_loader(dataset, fit_rows, train, seed * 1000 + e)  # noqa: E731
+    scheduler = make_scheduler(optimizer, train, len(make_fit(0)))
+    scaler = dev.scaler()
+    state = load_checkpoint(job.out_dir, model, optimizer, scheduler, scaler)
+    if state.epoch:
+        log(f"[{job.key}] resuming after epoch {state.epoch} (best F1 {state.best_f1:.4f} at {state.best_epoch})")
+    val_loader = _eval_loader(dataset.train_cache, val_rows, train)
+    weights = {k: v.to(dev.device) for k, v in class_weights(torch.as_tensor(fit_rows["train_label"].to_numpy())).items()}
+    for epoch in range(state.epoch, train.epochs):
+        if state.stale >= train.patience:
+            break
+        torch.manual_seed(seed * 1000 + epoch)
+        mix_gen = torch.Generator().manual_seed(seed * 1000 + epoch)
+        stats = train_epoch(model, make_fit(epoch), optimizer, scheduler, scaler, dev, train, norm, weights,
+                            epoch, mix_gen)
+        logits = predict(model, val_loader, dev, norm, flip_tta=False)
+        labels = val_rows["label"].to_numpy()
+        val = score(labels, logits.argmax(1))
+        if scheduler is not None:
+            scheduler.step(epoch + 1, val.macro_f1)
+        state = state.after_epoch(epoch + 1, val.macro_f1, model)
+        report = EpochReport(epoch + 1, train.epochs, stats.loss, stats.accuracy, eval_loss(logits, labels),
+                             val, optimizer.param_groups[0]["lr"], stats.seconds, state.best_f1,
+                             state.best_epoch, stats.images / max(stats.seconds, 1e-9))
+        state = replace(state, history=(*state.history, report.row()))
+        save_checkpoint(job.out_dir, model, optimizer, scheduler, scaler, state)
+        write_metrics(job.out_dir, state.history)
+        log(report.line(job.key))
+        if on_epoch is not None:
+            on_epoch(report)
+    return _finish(spec, job, dataset, model, dev, norm, train, val_rows, state, started)
+
+
+def _finish(spec, job, dataset, model, dev: Device, norm, train, val_rows, state, started) -> JobResult:
+    model.load_state_dict(state.best_weights)
+    save_weights(job.out_dir, model)
+    oof = predict(model, _eval_loader(dataset.train_cache, val_rows, train), dev, norm, train.tta_flip)
+    test = predict(model, _eval_loader(dataset.eval_cache, dataset.eval, train), dev, norm, train.tta_flip)
+    paths = write_job_logits(job, spec, val_rows, oof, dataset.eval, test, rows_hash(spec, dataset))
+    val = score(val_rows["label"].to_numpy(), oof.argmax(1))
+    result = JobResult(
+        experiment=spec.name, model=job.model, backbone=spec.model(job.model).backbone, fold=job.fold,
+        seed=job_seed(spec, job), best_epoch=state.best_epoch, epochs_run=state.epoch,
+        stopped_early=state.epoch < train.epochs, val=val.as_dict(), val_loss=eval_loss(oof, val_rows["label"].to_numpy()),
+        train_images=int(state.history[-1]["train_images"]) if state.history else 0,
+        val_images=len(val_rows), test_images=len(dataset.eval), device=str(dev.device),
+        seconds=time.monotonic() - started, **paths)
+    write_result(job.out_dir, result)
+    return result
+
+
+def normalisation(model, dev: Device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backbone's pretrained mean/std (timm's data config), shaped for NCHW batches."""
+    from timm.data import resolve_data_config
+
+    config = resolve_data_config({}, model=model.body)
+    return tuple(torch.tensor(config[k], device=dev.device).view(1, 3, 1, 1) for k in ("mean", "std"))
+
+
+def _fit_loader(dataset: Dataset, rows, train: TrainSpec, seed: int):
+    bands = age_band(rows["age"].to_numpy(), train.age_borders)
+    data = CachedImages(dataset.train_cache, dataset.train_cache.rows(rows["image_key"]),
+                        rows["train_label"].to_numpy(), rows["age"].to_numpy(), train.augment.train,
+                        train.input_size)
+    weights = sample_weights(rows["train_label"].to_numpy(), bands, train.sampler)
+    return make_loader(data, train.batch_size, train.loader_workers, shuffle=True, sample_weights=weights, seed=seed)
+
+
+def _eval_loader(cache, rows, train: TrainSpec):
+    labels = rows["label"].to_numpy() if "label" in rows else np.zeros(len(rows), np.int64)
+    ages = rows["age"].to_numpy() if "age" in rows else np.zeros(len(rows))
+    data = CachedImages(cache, cache.rows(rows["image_key"]), labels, ages, train.augment.eval, train.input_size)
+    return make_loader(data, train.batch_size * 2, train.loader_workers, shuffle=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tasks.job SPEC MODEL FOLD OUT_DIR`: run one job by hand, no Ray."""
+    from tasks.spec import load_spec
+
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 4:
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    spec = load_spec(args[0])
+    result = train_job(spec, Job(args[1], int(args[2]), Path(args[3])))
+    print(f"{result.model} fold {result.fold}: val macro F1 {result.val['macro_f1']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

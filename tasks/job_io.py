@@ -1,0 +1,162 @@
+"""A job's typed inputs and outputs and its files: checkpoint, weights, metrics, logits, result.
+
+Files in the job's folder (each written atomically):
+  checkpoint.pt  last finished epoch (resume point)     best.pt      best weights (state_dict)
+  metrics.csv    one row per epoch                       tb/          TensorBoard events
+  oof.parquet    validation logits                       test.parquet eval logits
+  result.json    written last: its presence means the job is complete
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from tasks.atomic import atomic_path, write_text
+from tasks.logits import LogitsMeta, logits_table, write_logits
+from tasks.metrics import Scores
+
+
+@dataclass(frozen=True)
+class Job:
+    model: str  # the model's name in the spec
+    fold: int
+    out_dir: Path
+    seed: int | None = None  # None: the spec's seed
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/fold{self.fold}"
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    epoch: int
+    epochs: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val: Scores
+    lr: float
+    seconds: float
+    best_f1: float
+    best_epoch: int
+    images_per_second: float
+
+    def row(self) -> dict[str, float]:
+        flat = {k: v for k, v in asdict(self).items() if k != "val"}
+        return {**flat, **{f"val_{k}": v for k, v in self.val.as_dict().items()},
+                "train_images": self.images_per_second * self.seconds}
+
+    def line(self, key: str) -> str:
+        return (f"[{key}] epoch {self.epoch}/{self.epochs} loss {self.train_loss:.4f} "
+                f"val F1 {self.val.macro_f1:.4f} acc {self.val.accuracy:.4f} (best {self.best_f1:.4f} "
+                f"@{self.best_epoch}) {self.images_per_second:.0f} img/s {self.seconds:.1f}s")
+
+
+@dataclass(frozen=True)
+class JobResult:
+    experiment: str
+    model: str
+    backbone: str
+    fold: int
+    seed: int
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    val: dict[str, float]  # Scores of the best weights on the fold's validation people
+    val_loss: float
+    train_images: int
+    val_images: int
+    test_images: int
+    device: str
+    seconds: float
+    oof_path: str
+    test_path: str
+    weights_path: str
+    metrics_path: str
+
+    @classmethod
+    def read(cls, out_dir: Path) -> "JobResult":
+        return cls(**json.loads((Path(out_dir) / "result.json").read_text()))
+
+
+@dataclass(frozen=True)
+class TrainState:
+    epoch: int = 0  # epochs finished
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    stale: int = 0  # epochs since the best
+    best_weights: dict = field(default_factory=dict, repr=False)
+    history: tuple[dict, ...] = ()
+
+    def after_epoch(self, epoch: int, f1: float, model: torch.nn.Module) -> "TrainState":
+        if f1 > self.best_f1:
+            best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            return replace(self, epoch=epoch, best_f1=f1, best_epoch=epoch, stale=0, best_weights=best)
+        return replace(self, epoch=epoch, stale=self.stale + 1)
+
+
+def save_checkpoint(out_dir: Path, model, optimizer, scheduler, scaler, state: TrainState) -> None:
+    blob = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else {},
+            "scaler": scaler.state_dict(), "state": {**asdict(state), "history": list(state.history)}}
+    with atomic_path(out_dir / "checkpoint.pt") as tmp:
+        torch.save(blob, tmp)
+
+
+def load_checkpoint(out_dir: Path, model, optimizer, scheduler, scaler) -> TrainState:
+    """Restore the last finished epoch if there is one; a fresh state otherwise."""
+    path = out_dir / "checkpoint.pt"
+    if not path.exists():
+        return TrainState()
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(blob["model"])
+    optimizer.load_state_dict(blob["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(blob["scheduler"])
+    scaler.load_state_dict(blob["scaler"])
+    saved = blob["state"]
+    return TrainState(**{**saved, "history": tuple(saved["history"])})
+
+
+def save_weights(out_dir: Path, model) -> Path:
+    with atomic_path(out_dir / "best.pt") as tmp:
+        torch.save(copy.deepcopy(model.state_dict()), tmp)
+    return out_dir / "best.pt"
+
+
+def write_metrics(out_dir: Path, history: tuple[dict, ...]) -> None:
+    with atomic_path(out_dir / "metrics.csv") as tmp:
+        pd.DataFrame(list(history)).to_csv(tmp, index=False)
+    _log_tensorboard(out_dir / "tb", history[-1])
+
+
+def _log_tensorboard(log_dir: Path, row: dict) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(log_dir)) as writer:
+        for key, value in row.items():
+            if key not in ("epoch", "epochs"):
+                writer.add_scalar(key.replace("val_", "val/").replace("train_", "train/"), value, int(row["epoch"]))
+
+
+def write_job_logits(job: Job, spec, val_rows: pd.DataFrame, oof, eval_rows: pd.DataFrame, test,
+                     spec_hash: str) -> dict[str, str]:
+    meta = LogitsMeta(spec_hash=spec_hash)
+    common = {"experiment": spec.name, "backbone": job.model, "fold": job.fold}
+    oof_frame = val_rows[["image_key", "person", "label"]].rename(columns={"label": "target"})
+    oof_frame = oof_frame.assign(**common, split="oof")
+    test_frame = eval_rows[["image_key"]].assign(**common, split="test", person=None, target=None)
+    write_logits(job.out_dir / "oof.parquet", logits_table(oof_frame, oof, meta))
+    write_logits(job.out_dir / "test.parquet", logits_table(test_frame, test, meta))
+    return {"oof_path": str(job.out_dir / "oof.parquet"), "test_path": str(job.out_dir / "test.parquet"),
+            "weights_path": str(job.out_dir / "best.pt"), "metrics_path": str(job.out_dir / "metrics.csv")}
+
+
+def write_result(out_dir: Path, result: JobResult) -> None:
+    write_text(out_dir / "result.json", json.dumps(asdict(result), indent=2))

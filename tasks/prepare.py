@@ -1,0 +1,131 @@
+"""Everything before training: index, relabel, decode-once cache, checks, folds, manifest.
+
+Problems anywhere in the data are gathered and reported together before any job starts.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from tasks.atomic import write_text
+from tasks.cache import ImageCache, ensure_cache
+from tasks.dataset import DataError, Problem, describe, fingerprint, index_eval, index_train
+from tasks.folds import load_folds, make_folds, save_folds
+from tasks.relabel import apply_relabel
+from tasks.spec import Experiment, stable_hash
+
+PACKAGES = ("torch", "torchvision", "timm", "ray", "albumentations", "numpy", "pandas",
+            "scikit-learn", "pyarrow", "pydantic")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The indexed, checked data of one experiment, ready for jobs."""
+
+    train: pd.DataFrame  # usable training images with labels (after relabel)
+    eval: pd.DataFrame  # every eval image, in info.csv's order
+    train_cache: ImageCache
+    eval_cache: ImageCache
+    data_hash: str  # identity of the files, the relabel file and the cache size
+    skipped: tuple[Problem, ...]  # what on_bad_image=skip left out (or blanked, for eval)
+
+
+def load_dataset(spec: Experiment, verbose: bool = True) -> Dataset:
+    """Index and cache the data; DataError lists every problem unless told to skip them."""
+    root, data = spec.data.root, spec.data
+    train, evals = index_train(root), index_eval(root)
+    images = train.images
+    relabel_hash = ""
+    if data.relabel is not None:
+        images, summary = apply_relabel(images, data.relabel)
+        relabel_hash = stable_hash(Path(data.relabel).read_text())
+        if verbose:
+            print(summary.text(data.relabel), file=sys.stderr)
+    caches = [ensure_cache(root, list(f["image_key"]), list(f["path"]), data.cache_size, data.cache_dir,
+                           data.decode_workers, label=label)
+              for f, label in ((images, "train"), (evals.images, "eval"))]
+    problems = [*train.problems, *evals.problems, *caches[0].problems, *caches[1].problems]
+    if problems and data.on_bad_image == "stop":
+        raise DataError(f"{len(problems)} problem(s) in {root}:\n{describe(problems)}\n"
+                        "Fix them, or run with --set data.on_bad_image=skip to leave them out.")
+    if problems and verbose:
+        print(f"data.on_bad_image=skip: leaving out {len(problems)} problem(s):\n{describe(problems)}",
+              file=sys.stderr)
+    usable = images[caches[0].ok[caches[0].rows(images["image_key"])]].reset_index(drop=True)
+    data_hash = stable_hash({"files": fingerprint(root, list(images["path"]) + list(evals.images["path"])),
+                             "relabel": relabel_hash, "size": list(data.cache_size),
+                             "skipped": sorted(p.file for p in problems)})
+    return Dataset(usable, evals.images, caches[0], caches[1], data_hash, tuple(problems))
+
+
+def prepare(spec: Experiment, verbose: bool = True) -> Dataset:
+    """Load the data, write folds and the manifest under results/<name>/."""
+    started = time.monotonic()
+    dataset = load_dataset(spec, verbose)
+    out = spec.out_dir
+    folds = make_folds(dataset.train, spec.folds.n_splits, spec.folds.seed)
+    save_folds(out / "folds.parquet", folds, folds_meta(spec, dataset))
+    write_text(out / "spec.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    write_text(out / "manifest.json", json.dumps(manifest(spec, dataset), indent=2))
+    if dataset.skipped:
+        pd.DataFrame([p.__dict__ for p in dataset.skipped]).to_csv(out / "skipped_images.csv", index=False)
+    if verbose:
+        people = dataset.train["person"].nunique()
+        print(f"prepared {spec.name}: {people} people, {len(dataset.train)} training images, "
+              f"{len(dataset.eval)} eval images, {spec.folds.n_splits} folds in "
+              f"{time.monotonic() - started:.1f}s -> {out}", file=sys.stderr)
+    return dataset
+
+
+def folds_meta(spec: Experiment, dataset: Dataset) -> dict[str, str]:
+    return {"data_hash": dataset.data_hash, "n_splits": str(spec.folds.n_splits), "seed": str(spec.folds.seed)}
+
+
+def read_folds(spec: Experiment, dataset: Dataset) -> pd.DataFrame:
+    """The saved folds; refuses folds made for other data or another fold setting."""
+    path = spec.out_dir / "folds.parquet"
+    if not path.exists():
+        raise DataError(f"{path} does not exist; run `python -m orchestrator.prepare` first")
+    folds, meta = load_folds(path)
+    if meta != folds_meta(spec, dataset):
+        raise DataError(f"{path} was made for other data or fold settings ({meta}); prepare again")
+    return folds
+
+
+def manifest(spec: Experiment, dataset: Dataset) -> dict:
+    return {"experiment": spec.name, "spec_hash": spec.spec_hash(), "shared_hash": spec.shared_hash(),
+            "data_hash": dataset.data_hash, "git": git_revision(),
+            "packages": {p: _version(p) for p in PACKAGES}, "python": sys.version.split()[0],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def git_revision() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("-dirty" if dirty else "")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def rows_hash(spec: Experiment, dataset: Dataset) -> str:
+    """What makes logits rows of different models comparable: same data, folds and labels."""
+    return stable_hash([spec.shared_hash(), dataset.data_hash])

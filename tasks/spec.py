@@ -1,0 +1,271 @@
+"""The one typed experiment spec, loaded from YAML, with dotted `--set` overrides.
+
+Every section forbids unknown keys so a typo is an error, not a silent default.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tasks.augment_spec import AugmentSpec, MixSpec
+from tasks.overrides import apply_overrides
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(Strict):
+    root: Path  # the folder holding train/ and eval/
+    relabel: Path | None = None  # CSV person,field,value applied at indexing
+    on_bad_image: Literal["stop", "skip"] = "stop"
+    cache_size: tuple[int, int] = (128, 96)  # (H, W) images are decoded to, once
+    cache_dir: Path | None = None  # default: $MASKFOLD_CACHE or ~/.cache/maskfold
+    decode_workers: int = Field(0, ge=0)  # 0 = one per core
+
+
+class FoldSpec(Strict):
+    n_splits: int = Field(5, ge=2, le=20)
+    seed: int = 42
+
+
+LossName = Literal["ce", "weighted_ce", "focal", "label_smoothing", "f1"]
+
+
+class LossTerm(Strict):
+    name: LossName
+    weight: float = Field(1.0, ge=0)
+    gamma: float = Field(2.0, ge=0)  # focal only
+    smoothing: float = Field(0.1, ge=0, lt=1)  # label_smoothing only
+
+
+class OptimizerSpec(Strict):
+    name: Literal["sgd", "adam", "adamw", "madgrad"] = "adam"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+
+
+class SchedulerSpec(Strict):
+    # cyclic: cosine restarts (`cycles` of them); onecycle: a long warm-up to lr, then cosine down.
+    name: Literal["none", "step", "cosine", "cyclic", "onecycle", "plateau"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    warmup_lr: float = Field(1e-6, ge=0)
+    min_lr: float = Field(1e-6, ge=0)
+    decay_epochs: int = Field(3, ge=1)  # step
+    decay_rate: float = Field(0.5, gt=0, le=1)  # step and plateau
+    patience_epochs: int = Field(1, ge=0)  # plateau
+    cycles: int = Field(2, ge=1)  # cyclic
+
+
+class HeadWeights(Strict):
+    mask: float = Field(1.0, ge=0)
+    gender: float = Field(1.0, ge=0)
+    age: float = Field(1.0, ge=0)
+
+
+class TrainSpec(Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    input_size: tuple[int, int] = (128, 96)  # (H, W) fed to the model
+    head: Literal["single", "multi"] = "single"
+    drop_rate: float = Field(0.2, ge=0, lt=1)
+    head_weights: HeadWeights = HeadWeights()
+    age_mse: float = Field(0.0, ge=0)  # multi head: weight of the age regression term
+    loss: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="ce")], min_length=1)
+    optimizer: OptimizerSpec = OptimizerSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    augment: AugmentSpec = AugmentSpec()
+    mix: MixSpec = MixSpec()
+    sampler: Literal["none", "weighted", "oversample_old"] = "none"
+    # Training labels only: validation and OOF always use the competition's bands.
+    age_borders: tuple[int, int] = (30, 60)
+    # Drop from training the people this many years below a true border (3: ages 27-29, 57-59),
+    # whose photos look most like the next band; never dropped from validation.
+    drop_age_margin: int = Field(0, ge=0, le=10)
+    patience: int = Field(3, ge=1)
+    tta_flip: bool = True
+    amp: Literal["auto", "fp16", "bf16", "off"] = "auto"  # auto: fp16 on CUDA, off on CPU
+    channels_last: bool = True
+    loader_workers: int = Field(2, ge=0)
+
+    @field_validator("age_borders")
+    @classmethod
+    def _ordered_borders(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not v[0] < v[1]:
+            raise ValueError(f"borders must increase, got {list(v)}")
+        return v
+
+
+class ModelSpec(Strict):
+    backbone: str  # any timm model name, passed straight to timm.create_model
+    name: str = ""  # unique id in results; default: the backbone
+    pretrained: bool = False
+    pretrained_path: Path | None = None
+    train: dict[str, Any] = Field(default_factory=dict)  # overrides of the experiment's train
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        import timm  # deferred: timm imports torch, which the CLI help should not wait for
+
+        if not timm.is_model(v):
+            close = timm.list_models(f"*{v.split('_')[0]}*")[:5]
+            raise ValueError(f"unknown timm backbone {v!r}; similar: {close}")
+        return v
+
+    @model_validator(mode="after")
+    def _default_name(self) -> "ModelSpec":
+        if not self.name:
+            object.__setattr__(self, "name", self.backbone)
+        return self
+
+
+class ResourcesSpec(Strict):
+    slot: str = "GPU"  # "GPU" pins real GPUs; any other name is a custom resource
+    cpus_per_worker: float = Field(4, gt=0)
+    workers_per_job: int = Field(1, ge=1)  # >1 trains one job with DDP
+    accelerator_type: str | None = None  # e.g. "V100"
+    max_failures: int = Field(2, ge=0)
+
+
+class BlendSpec(Strict):
+    metric: Literal["macro_f1", "accuracy", "log_loss"] = "macro_f1"
+    rounds: int = Field(50, ge=1)
+    refine: bool = True
+    temperature: bool = True
+    class_offsets: bool = True
+    decode: Literal["joint", "per_attribute", "both"] = "both"
+
+
+class Experiment(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    seed: int = 0
+    data: DataSpec
+    folds: FoldSpec = FoldSpec()
+    train: TrainSpec = TrainSpec()
+    models: list[ModelSpec] = Field(min_length=1)
+    resources: ResourcesSpec = ResourcesSpec()
+    blend: BlendSpec = BlendSpec()
+    results_dir: Path = Path("results")
+
+    @model_validator(mode="after")
+    def _models_resolve(self) -> "Experiment":
+        names = [m.name for m in self.models]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"models: duplicate names {dup}; give each a distinct `name`")
+        problems = []
+        for i, model in enumerate(self.models):
+            try:
+                self.train_for(model)
+            except ValidationError as err:
+                problems += [f"models.{i}.train.{line}" for line in error_lines(err)]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def train_for(self, model: ModelSpec) -> TrainSpec:
+        """The experiment's train section with the model's own overrides on top."""
+        merged = _deep_merge(self.train.model_dump(mode="json"), model.train)
+        return TrainSpec.model_validate(merged)
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(f"no model named {name!r} in experiment {self.name!r}")
+
+    @property
+    def out_dir(self) -> Path:
+        return self.results_dir / self.name
+
+    def shared_hash(self) -> str:
+        """Hash of what makes OOF rows of different models comparable: data, folds, seed."""
+        return stable_hash(
+            {"data": self.data.model_dump(mode="json", exclude={"cache_dir", "decode_workers"}),
+             "folds": self.folds.model_dump(mode="json"), "seed": self.seed}
+        )
+
+    def spec_hash(self) -> str:
+        return stable_hash(self.model_dump(mode="json", exclude={"name", "results_dir"}))
+
+
+class SpecError(ValueError):
+    """A spec that does not validate; the message names the file and each field path."""
+
+
+def stable_hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_spec(path: str | Path, overrides: list[str] = (), check_data: bool = True) -> Experiment:
+    """Load, override, validate. Raises SpecError with one line per problem."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such experiment file") from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        raw = apply_overrides(raw, list(overrides))
+    except ValueError as err:
+        raise SpecError(f"{path}: --set: {err}") from None
+    raw.setdefault("name", path.stem)
+    try:
+        spec = Experiment.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(format_errors(path, err)) from None
+    if check_data:
+        check_data_root(path, spec)
+    return spec
+
+
+def error_lines(err: ValidationError) -> list[str]:
+    """One `field.path: message` line per error; nested messages keep their own paths."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (typo?)"
+        lines += [f"{loc}: {m}" if loc else m for m in msg.splitlines()]
+    return lines
+
+
+def format_errors(path: Path, err: ValidationError) -> str:
+    return "\n".join(f"{path}: {line}" for line in error_lines(err))
+
+
+def check_data_root(path: Path, spec: Experiment) -> None:
+    root = spec.data.root
+    missing = [p for p in ("train/images", "train/train.csv", "eval/info.csv", "eval/images")
+               if not (root / p).exists()]
+    if not missing:
+        return
+    raise SpecError(
+        f"{path}: data.root: {root.resolve()} is missing {', '.join(missing)}.\n"
+        f"  Put the competition data there (unpack it so that {root}/train/images/<profile>/ and "
+        f"{root}/eval/info.csv exist), or point elsewhere with --set data.root=/path/to/data.\n"
+        f"  No data? Try the synthetic demo: python -m orchestrator.demo"
+    )
