@@ -119,13 +119,15 @@ def fit_recipe(recipe: Recipe, logits: np.ndarray, y: np.ndarray, spec: BlendSpe
         if weighting == "equal":
             return np.full(len(logits), 1 / len(logits))
         if recipe.vote == "hard":
-            return ens.select_greedy(ens.one_hot_votes(logits), y, spec.rounds, spec.metric, bonus).weights
+            # Adding one model to a lone voter never changes its votes (ties go to the better
+            # model), so the greedy search starts from the best three, as teams voted.
+            top3 = tuple(np.argsort(-gains, kind="stable")[:3].tolist())
+            return ens.select_greedy(ens.one_hot_votes(logits), y, spec.rounds, spec.metric, bonus, top3).weights
         if weighting == "greedy_refined":
             return ens.refine_weights(probs, y, once(("w", "soft", "greedy", t), lambda: weights_of("greedy")),
                                       spec.metric)
         metric = "log_loss" if weighting == "greedy_log_loss" else spec.metric
-        members = once(("members", t), lambda: np.ascontiguousarray(probs.transpose(0, 2, 1)))
-        return ens.select_greedy(members, y, spec.rounds, metric).weights
+        return ens.select_greedy(probs, y, spec.rounds, metric).weights
 
     weights = once(("w", recipe.vote, recipe.weighting, t), lambda: weights_of(recipe.weighting))
     offsets = ens.no_offsets(recipe.decode)

@@ -2,7 +2,8 @@
 
 Candidate blends are scored together: confusion matrices of a whole batch of predictions
 come from one `np.bincount`, so a round of greedy selection over every model costs a few
-array passes instead of one `sklearn.metrics.f1_score` call per candidate.
+array passes instead of one `sklearn.metrics.f1_score` call per candidate, and rows that
+no candidate can change are counted once instead of per candidate.
 """
 from __future__ import annotations
 
@@ -19,9 +20,8 @@ Decode = Literal["joint", "per_attribute"]
 C = NUM_CLASSES
 # Scores this close count as tied, so that ties do not depend on summation order.
 TIE = 1e-12
-# One more member moves any class difference by at most 1 (a probability or a vote); the
-# slack covers float32 rounding of sums of up to a few hundred members.
-SETTLED_MARGIN = 1.0 + 1e-3
+# Covers float32 rounding of sums of up to a few hundred members.
+SLACK = 1e-3
 PROB_FLOOR = 1e-7
 OFFSET_GRID = np.round(np.arange(-3.0, 3.0001, 0.1), 2)
 
@@ -83,32 +83,20 @@ def score_probs(y: np.ndarray, probs: np.ndarray, metric: Metric) -> float:
     return float(metric_of_confusion(confusion_batch(y, probs.argmax(-1)), metric)[0])
 
 
-def argmax_classes(x: np.ndarray) -> np.ndarray:
-    """First argmax over axis -2 of (..., C, N): a pass per class beats numpy's small-axis argmax."""
-    best = x[..., 0, :].copy()
-    arg = np.zeros(best.shape, np.int64)
-    bigger = np.empty(best.shape, bool)
-    for c in range(1, x.shape[-2]):
-        np.greater(x[..., c, :], best, out=bigger)
-        np.maximum(best, x[..., c, :], out=best)
-        np.copyto(arg, c, where=bigger)
-    return arg
-
-
 def decide_hard(votes: np.ndarray, support: np.ndarray) -> np.ndarray:
-    """Most-voted class over axis -2; a tie goes to the class whose best supporter ranks higher."""
-    top = votes >= votes.max(axis=-2, keepdims=True) - 1e-9
-    return argmax_classes(np.where(top, support, -1.0))
+    """Most-voted class (last axis); a tie goes to the class whose best supporter ranks higher."""
+    top = votes >= votes.max(axis=-1, keepdims=True) - 1e-9
+    return np.where(top, support, -1.0).argmax(axis=-1)
 
 
 def vote_support(votes: np.ndarray, bonus: np.ndarray) -> np.ndarray:
-    """(M, C, N) one-hot votes -> (C, N) bonus of the best model voting for each class."""
-    return (votes * bonus[:, None, None]).max(axis=0)
+    """(M, N, C) one-hot votes -> (N, C) bonus of the best model voting for each class."""
+    return (votes * np.asarray(bonus, np.float32)[:, None, None]).max(axis=0)
 
 
 def one_hot_votes(logits: np.ndarray) -> np.ndarray:
-    """(M, N, C) logits -> (M, C, N) float32 one-hot of each model's argmax."""
-    return (np.arange(C)[None, :, None] == logits.argmax(-1)[:, None, :]).astype(np.float32)
+    """(M, N, C) logits -> (M, N, C) float32 one-hot of each model's argmax."""
+    return (logits.argmax(-1)[..., None] == np.arange(C)).astype(np.float32)
 
 
 def rank_bonus(gains: np.ndarray) -> np.ndarray:
@@ -130,32 +118,43 @@ class Selection:
 
 
 def select_greedy(members: np.ndarray, y: np.ndarray, rounds: int, metric: Metric,
-                  bonus: np.ndarray | None = None) -> Selection:
+                  bonus: np.ndarray | None = None, start: tuple[int, ...] = ()) -> Selection:
     """Greedy forward selection with replacement (Caruana et al. 2004), as AutoGluon does.
 
-    `members` is (M, C, N): probabilities for a soft vote, or one-hot votes with `bonus`
-    (see rank_bonus) for a hard vote. Each round adds the model whose addition scores best
-    (ties: a model already in, then the lower index); the rounds up to the best are kept.
+    `members` is (M, N, C): probabilities for a soft vote, or one-hot votes with `bonus`
+    (see rank_bonus) for a hard vote. The models in `start` are in from the outset. Each
+    round adds the model whose addition scores best (ties: a model already in, then the
+    lower index); the rounds up to the best are kept.
     """
     total = np.zeros(members.shape[1:], np.float32)
     support = np.zeros(members.shape[1:], np.float32)
     counts = np.zeros(len(members), np.int64)
-    order, trajectory = [], []
-    for r in range(rounds):
+    order, trajectory = list(start), []
+    for best in start:
+        _add(members, best, total, support, bonus)
+    counts[list(start)] += 1
+    rows = np.arange(len(y))
+    true = members[:, rows, y] if metric == "log_loss" else None
+    swing = None if metric == "log_loss" else _max_swing(members)
+    for _ in range(rounds):
         if metric == "log_loss":
-            gains = -_candidate_log_loss(members, total, y, r)
+            gains = -_candidate_log_loss(true, total[rows, y], len(order))
         else:
-            gains = _candidate_decision_gains(members, total, support, y, metric, bonus)
+            gains = _candidate_decision_gains(members, total, support, y, metric, bonus, swing)
         best = _pick(gains, counts)
-        total += members[best]
-        if bonus is not None:
-            np.maximum(support, members[best] * np.float32(bonus[best]), out=support)
+        _add(members, best, total, support, bonus)
         counts[best] += 1
         order.append(best)
         trajectory.append(gains[best])
     trajectory = np.asarray(trajectory)
-    keep = int(np.flatnonzero(trajectory >= trajectory.max() - TIE)[0]) + 1
+    keep = len(start) + int(np.flatnonzero(trajectory >= trajectory.max() - TIE)[0]) + 1
     return Selection(np.bincount(order[:keep], minlength=len(members)), trajectory)
+
+
+def _add(members, best, total, support, bonus) -> None:
+    total += members[best]
+    if bonus is not None:
+        np.maximum(support, members[best] * np.float32(bonus[best]), out=support)
 
 
 def _pick(gains: np.ndarray, counts: np.ndarray) -> int:
@@ -164,29 +163,34 @@ def _pick(gains: np.ndarray, counts: np.ndarray) -> int:
     return int(np.flatnonzero(used if used.any() else tied)[0])
 
 
-def _candidate_log_loss(members, total, y, r) -> np.ndarray:
-    rows = np.arange(len(y))
-    true = (members[:, y, rows] + total[y, rows]) / (r + 1)
-    return -np.log(np.maximum(true, PROB_FLOOR)).mean(axis=1)
+def _candidate_log_loss(true: np.ndarray, total_true: np.ndarray, members_in: int) -> np.ndarray:
+    blended = (true + total_true[None]) / (members_in + 1)
+    return -np.log(np.maximum(blended, PROB_FLOOR)).mean(axis=1)
 
 
-def _candidate_decision_gains(members, total, support, y, metric, bonus) -> np.ndarray:
-    # Rows whose leader is ahead by more than one member can add keep their decision
+def _max_swing(members: np.ndarray) -> np.ndarray:
+    """(N, C): most that adding any one member can gain any class over class c, per row."""
+    best = members.max(axis=0)
+    ranked = np.partition(best, C - 2, axis=1)
+    top_other = np.where(best == ranked[:, -1:], ranked[:, -2:-1], ranked[:, -1:])  # max over other classes
+    return top_other - members.min(axis=0)
+
+
+def _candidate_decision_gains(members, total, support, y, metric, bonus, swing) -> np.ndarray:
+    # A row whose leader is ahead by more than any one member can swing keeps its decision
     # whichever model joins; only the undecided rest is scored per candidate.
-    if total.any():
-        ranked = np.partition(total, C - 2, axis=0)
-        settled = ranked[-1] - ranked[-2] > SETTLED_MARGIN
-        lead = total[:, settled].argmax(axis=0)
-    else:
-        settled, lead = np.zeros(len(y), bool), np.zeros(0, np.int64)
-    fixed = confusion_batch(y[settled], lead[None])[0]
-    open_ = ~settled
-    votes = members[:, :, open_] + total[None, :, open_]
+    lead = total.argmax(axis=1)
+    ranked = np.partition(total, C - 2, axis=1)
+    settled = ranked[:, -1] - ranked[:, -2] > swing[np.arange(len(y)), lead] + SLACK
+    fixed = confusion_batch(y[settled], lead[settled][None])[0]
+    open_ = np.flatnonzero(~settled)
+    sub = members if len(open_) == len(y) else np.take(members, open_, axis=1)
+    votes = sub + total[open_][None]
     if bonus is None:
-        preds = argmax_classes(votes)
+        preds = votes.argmax(axis=-1)
     else:
-        mine = members[:, :, open_] * bonus.astype(np.float32)[:, None, None]
-        preds = decide_hard(votes, np.maximum(support[None, :, open_], mine))
+        mine = sub * np.asarray(bonus, np.float32)[:, None, None]
+        preds = decide_hard(votes, np.maximum(support[open_][None], mine))
     return metric_of_confusion(confusion_batch(y[open_], preds) + fixed, metric)
 
 

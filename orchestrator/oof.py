@@ -14,9 +14,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tasks.labels import MASK_STEMS, NUM_CLASSES
-from tasks.logits import LogitsError, read_logits
+from tasks.logits import LOGITS_SCHEMA, LogitsError, read_logits
 from tasks.spec import Experiment, load_spec
 
 
@@ -43,7 +44,7 @@ class OofLogits:
 
 
 @dataclass(frozen=True)
-class TestLogits:
+class EvalLogits:
     models: tuple[str, ...]
     logits: np.ndarray  # (M, T, C) float32, each model's mean over its fold models
     image_ids: np.ndarray  # (T,) eval ImageIDs in info.csv order
@@ -54,7 +55,7 @@ class TestLogits:
 @dataclass(frozen=True)
 class BlendInputs:
     oof: OofLogits  # only models complete in both files, same order as test
-    test: TestLogits
+    test: EvalLogits
     excluded: tuple[Exclusion, ...]
 
 
@@ -119,7 +120,7 @@ def load_blend_inputs(exp_dir: Path, spec: Experiment) -> BlendInputs:
     pick_test = [test.models.index(m) for m in both]
     oof = OofLogits(tuple(both), oof.logits[pick_oof], oof.image_key, oof.person, oof.fold,
                     oof.target, oof.spec_hash, excluded)
-    test = TestLogits(tuple(both), test.logits[pick_test], test.image_ids, test.spec_hash, excluded)
+    test = EvalLogits(tuple(both), test.logits[pick_test], test.image_ids, test.spec_hash, excluded)
     return BlendInputs(oof, test, excluded)
 
 
@@ -149,7 +150,7 @@ def load_oof(path: Path, n_splits: int, expected: Sequence[str]) -> OofLogits:
                      rows.target.to_numpy(np.int64), spec_hash, tuple(excluded))
 
 
-def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequence[str]) -> TestLogits:
+def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequence[str]) -> EvalLogits:
     """Per-model test logits averaged over fold models, rows in eval order."""
     frame, logits, spec_hash = _read(path, "test")
     _check_unique(frame, ["backbone", "fold", "image_key"], path)
@@ -174,7 +175,7 @@ def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequenc
         complete.append((model, (mean / n_splits).astype(np.float32)))
     _print_exclusions(excluded)
     stack = np.stack([m for _, m in complete]) if complete else np.empty((0, len(ids), NUM_CLASSES), np.float32)
-    return TestLogits(tuple(m for m, _ in complete), stack, np.asarray(eval_ids, dtype=object),
+    return EvalLogits(tuple(m for m, _ in complete), stack, np.asarray(eval_ids, dtype=object),
                       spec_hash, tuple(excluded))
 
 
@@ -182,9 +183,10 @@ def _read(path: Path, split: str) -> tuple[pd.DataFrame, np.ndarray, str]:
     if not path.is_file():
         raise BlendError(f"{path}: not found; run the experiment first or pick another with --results")
     try:
+        _check_schema(path)
         frame, logits, meta = read_logits(path)
     except (LogitsError, pa.ArrowException, OSError) as err:
-        raise BlendError(f"{path}: cannot be read as maskfold logits: {err}") from None
+        raise BlendError(f"{path}: cannot be read as maskfold logits: {str(err).removeprefix(f'{path}: ')}") from None
     wrong = frame.split != split
     if wrong.any():
         raise BlendError(f"{path}: {wrong.sum()} rows have split {frame.split[wrong].iloc[0]!r}, "
@@ -195,6 +197,24 @@ def _read(path: Path, split: str) -> tuple[pd.DataFrame, np.ndarray, str]:
         raise BlendError(f"{path}: {bad.sum()} rows have NaN or infinite logits (backbones {models}); "
                          f"re-run those jobs")
     return frame, logits, meta.spec_hash
+
+
+def _check_schema(path: Path) -> None:
+    """Name what differs from LOGITS_SCHEMA before read_logits dumps the whole schema."""
+    schema = pq.read_schema(path)
+    if "logits" in schema.names:
+        size = getattr(schema.field("logits").type, "list_size", NUM_CLASSES)
+        if size != NUM_CLASSES:
+            raise LogitsError(f"logits have {size} classes per row, expected {NUM_CLASSES} "
+                              f"(mask x gender x age); was the model built with another head?")
+    missing = [n for n in LOGITS_SCHEMA.names if n not in schema.names]
+    extra = [n for n in schema.names if n not in LOGITS_SCHEMA.names]
+    typed = [f"{n} is {schema.field(n).type}, expected {LOGITS_SCHEMA.field(n).type}"
+             for n in LOGITS_SCHEMA.names if n in schema.names and schema.field(n).type != LOGITS_SCHEMA.field(n).type]
+    problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
+        [f"unexpected {', '.join(extra)}"] if extra else []) + typed
+    if problems:
+        raise LogitsError(f"schema differs from LOGITS_SCHEMA: {'; '.join(problems)}")
 
 
 def _check_unique(frame: pd.DataFrame, columns: list[str], path: Path) -> None:

@@ -33,7 +33,7 @@ class CachedImages(Dataset):
         if self.array is None:
             self.array = np.load(self.path, mmap_mode="r")
         image = self.pipeline(image=np.asarray(self.array[self.rows[i]]))["image"]
-        return torch.from_numpy(np.ascontiguousarray(image)), int(self.labels[i]), float(self.ages[i])
+        return torch.tensor(image), int(self.labels[i]), float(self.ages[i])  # a copy: the map is read-only
 
     def reseed(self, seed: int) -> None:
         self.pipeline.set_random_seed(seed)

@@ -97,7 +97,7 @@ def train_job(spec: Experiment, job: Job, on_epoch: Callable[[EpochReport], None
     if state.epoch:
         log(f"[{job.key}] resuming after epoch {state.epoch} (best F1 {state.best_f1:.4f} at {state.best_epoch})")
     val_loader = _eval_loader(dataset.train_cache, val_rows, train)
-    weights = {k: v.to(dev.device) for k, v in class_weights(torch.as_tensor(fit_rows["train_label"].to_numpy())).items()}
+    weights = {k: v.to(dev.device) for k, v in class_weights(torch.tensor(fit_rows["train_label"].to_numpy())).items()}
     for epoch in range(state.epoch, train.epochs):
         if state.stale >= train.patience:
             break

@@ -20,7 +20,8 @@ class Net(nn.Module):
         super().__init__()
         self.body = body
         self.drop = nn.Dropout(drop_rate)
-        width = body.num_features
+        # Models with a conv head (MobileNetV3, LCNet) pool to head_hidden_size, not num_features.
+        width = getattr(body, "head_hidden_size", None) or body.num_features
         if head == "single":
             self.heads = nn.ModuleDict({"class": nn.Linear(width, 18)})
         else:

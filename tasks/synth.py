@@ -38,7 +38,9 @@ MIN_PERSONS = 8  # enough people to carry every quirk at once
 JUNK = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + b"\x00" * 32 + b"ATTR"
 MARKER = "synth_params.json"
 TRAIN, EVAL = 0, 1  # first element of each person's RNG spawn key
-POOL_MIN_PIXELS = 4_000_000  # below this, starting worker processes costs more than it saves
+# Below this many output pixels (~300 photos at 384x512) starting worker processes
+# costs more than it saves.
+POOL_MIN_PIXELS = 60_000_000
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class RenderJob:
 
 @dataclass(frozen=True)
 class SynthSummary:
+    """Counts of what write_synth wrote; str() is the one-line CLI summary."""
+
     train_people: int
     train_folders: int
     train_images: int
@@ -175,7 +179,7 @@ def _render(job: RenderJob) -> None:
 
 
 def _run(jobs: list[RenderJob], workers: int) -> None:
-    pixels = sum(j.size[0] * j.size[1] for j in jobs)
+    pixels = sum(len(j.paths) * j.size[0] * j.size[1] for j in jobs)
     if workers <= 1 or pixels < POOL_MIN_PIXELS:
         for job in jobs:
             _render(job)

@@ -110,4 +110,4 @@ def predict(model, loader: DataLoader, dev: Device, norm, flip_tta: bool) -> np.
 
 def eval_loss(logits: np.ndarray, labels: np.ndarray) -> float:
     logp = torch.log_softmax(torch.from_numpy(logits).float(), 1)
-    return float(torch.nn.functional.nll_loss(logp, torch.from_numpy(labels).long()))
+    return float(torch.nn.functional.nll_loss(logp, torch.tensor(labels).long()))

@@ -1,0 +1,218 @@
+"""The blend CLI end to end on real Parquet files, and the nested estimate's honesty."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import f1_score
+
+from orchestrator import blend
+from orchestrator.oof import BlendInputs, OofLogits, EvalLogits
+from tasks.labels import NUM_CLASSES
+from tasks.logits import LOGITS_SCHEMA, LogitsMeta, logits_table, read_logits, write_logits
+from tasks.spec import BlendSpec
+from tests.fake_logits import fake_models, make_people, make_targets, write_experiment
+
+N_SPLITS = 4
+MODELS = {"good": {}, "age_eye": {"strength": (2.0, 1.5, 2.0)}, "gender_eye": {"strength": (2.5, 3.5, 0.8)},
+          "noise": {"strength": (0.0, 0.0, 0.0)}}
+FAST = {"rounds": 15}
+
+
+def make_experiment(tmp_path, models=MODELS, n_people=120, name="exp", **blend_opts):
+    people = make_people(n_people, N_SPLITS, seed=1)
+    answers = make_targets(300, seed=2)
+    oof, test = fake_models(people, answers, N_SPLITS, models)
+    return write_experiment(tmp_path, people, oof, test, answers, N_SPLITS, name=name, **{**FAST, **blend_opts})
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    code = blend.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def blended(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("blended")
+    exp = make_experiment(tmp)
+    truth = tmp / "data" / "truth" / "eval_answers.csv"
+    code = blend.main(["--results", str(exp), "--truth", str(truth)])
+    assert code == 0
+    return exp, truth
+
+
+def test_submission_has_every_eval_image_once_in_info_order(blended):
+    exp, _ = blended
+    info = pd.read_csv(exp.parents[1] / "data" / "eval" / "info.csv")
+    sub = pd.read_csv(exp / "blend" / "submission.csv")
+    assert list(sub.columns) == ["ImageID", "ans"]
+    assert sub.ImageID.tolist() == info.ImageID.tolist()
+    assert sub.ImageID.is_unique
+    assert sub.ans.dtype.kind == "i" and sub.ans.between(0, NUM_CLASSES - 1).all()
+
+
+def test_method_is_chosen_by_nested_score_and_recorded(blended):
+    exp, _ = blended
+    board = pd.read_csv(exp / "blend" / "leaderboard.csv")
+    weights = json.loads((exp / "blend" / "weights.json").read_text())
+    assert set(board.method) == {r.name for r in blend.plan_recipes(BlendSpec(**FAST))}
+    chosen = board[board.chosen]
+    assert len(chosen) == 1 and chosen.method.iloc[0] == weights["method"]
+    assert chosen.nested_macro_f1.iloc[0] == board.nested_macro_f1.max()
+    assert weights["nested"]["macro_f1"] == pytest.approx(chosen.nested_macro_f1.iloc[0])
+    assert sum(weights["weights"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert set(weights["weights"]) == set(MODELS)
+    # The saved nested predictions are the ones the leaderboard scored.
+    oof = pd.read_parquet(exp / "blend" / "oof_predictions.parquet")
+    assert f1_score(oof.target, oof.nested, average="macro") == pytest.approx(chosen.nested_macro_f1.iloc[0])
+
+
+def test_truth_score_is_the_submissions_real_macro_f1(blended, capsys):
+    exp, truth = blended
+    code, out, _ = run_cli(capsys, "--results", exp, "--truth", truth)
+    sub = pd.read_csv(exp / "blend" / "submission.csv")
+    answers = pd.read_csv(truth).set_index("ImageID").ans.reindex(sub.ImageID)
+    real = f1_score(answers, sub.ans, average="macro")
+    assert code == 0
+    line = re.search(r"submission vs .*: macro F1 ([0-9.]+).*nested estimate ([0-9.]+)", out)
+    assert line and float(line.group(1)) == pytest.approx(real, abs=5e-5)
+    board = pd.read_csv(exp / "blend" / "leaderboard.csv")
+    assert board[board.chosen].truth_macro_f1.iloc[0] == pytest.approx(real)
+
+
+def _inputs(n_people: int, models: dict, seed: int = 0) -> BlendInputs:
+    people = make_people(n_people, N_SPLITS, seed=seed)
+    answers = make_targets(50, seed)
+    oof, test = fake_models(people, answers, N_SPLITS, models)
+    names = tuple(oof)
+    o = OofLogits(names, np.stack(list(oof.values())), people.image_key.to_numpy(), people.person.to_numpy(),
+                  people.fold.to_numpy(), people.target.to_numpy(), "h", ())
+    t = EvalLogits(names, np.stack([x.mean(0) for x in test.values()]), np.arange(50).astype(str), "h", ())
+    return BlendInputs(o, t, ())
+
+
+def test_nested_estimate_is_below_in_sample_when_weights_overfit():
+    # Many similar weak models and few people: greedy weights, refinement and offsets fit noise.
+    weak = {f"m{i}": {"strength": (1.2, 1.0, 0.5), "noise": 1.2} for i in range(10)}
+    result = blend.fit_blend(_inputs(40, weak, seed=3), BlendSpec(rounds=40, decode="joint", temperature=False))
+    by_name = {r.fitted.recipe.name: r for r in result.methods}
+    for name in ("soft_greedy_refined", "soft_greedy_refined+offsets"):
+        assert by_name[name].in_sample.macro_f1 > by_name[name].nested.macro_f1 + 0.02
+    # Nothing is fitted for an equal vote: its nested and in-sample scores are the same rows' score.
+    assert by_name["soft_equal"].in_sample.macro_f1 == pytest.approx(by_name["soft_equal"].nested.macro_f1)
+
+
+def _rewrite(path, keep=None, edit=None, num_classes=NUM_CLASSES, spec_hash=None):
+    frame, logits, meta = read_logits(path)
+    mask = np.ones(len(frame), bool) if keep is None else keep(frame)
+    frame, logits = frame[mask].reset_index(drop=True), logits[mask]
+    if edit is not None:
+        frame, logits = edit(frame, logits)
+    write_logits(path, logits_table(frame, logits, LogitsMeta(spec_hash or meta.spec_hash)))
+
+
+def test_partial_backbone_is_excluded_with_a_printed_reason(tmp_path, capsys):
+    exp = make_experiment(tmp_path, models={**MODELS, "never_ran": {}})
+    _rewrite(exp / "oof.parquet", keep=lambda f: ~((f.backbone == "age_eye") & (f.fold == 2)))
+    _rewrite(exp / "oof.parquet", keep=lambda f: f.backbone != "never_ran")
+    _rewrite(exp / "test.parquet", keep=lambda f: f.backbone != "never_ran")
+    code, out, _ = run_cli(capsys, "--results", exp, "--set", "blend.decode=joint")
+    assert code == 0
+    assert re.search(r"excluded backbone 'age_eye': OOF covers \d+ of \d+ training images \(fold 2 missing\)", out)
+    assert "excluded backbone 'never_ran': no OOF rows" in out
+    weights = json.loads((exp / "blend" / "weights.json").read_text())
+    assert set(weights["weights"]) == {"good", "gender_eye", "noise"}
+    assert {e["model"] for e in weights["excluded"]} == {"age_eye", "never_ran"}
+
+
+def _duplicate(f, x):
+    return pd.concat([f, f.iloc[:3]], ignore_index=True), np.concatenate([x, x[:3]])
+
+
+def _flip_target(f, x):
+    f = f.copy()
+    first = f.index[f.backbone == "good"][0]
+    f.loc[first, "target"] = (int(f.target[first]) + 1) % NUM_CLASSES
+    return f, x
+
+
+def _move_person(f, x):
+    f = f.copy()
+    first = f.index[0]
+    f.loc[first, "fold"] = (int(f.fold[first]) + 1) % N_SPLITS
+    return f, x
+
+
+def _write_raw(path, columns: tuple[str, ...], n_classes: int):
+    frame, logits, meta = read_logits(path)
+    table = pa.table({**{c: pa.array(frame[c], type=LOGITS_SCHEMA.field(c).type) for c in columns},
+                      "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits[:, :n_classes].ravel()), n_classes)})
+    pq.write_table(table.replace_schema_metadata({"spec_hash": meta.spec_hash, "num_classes": str(n_classes)}), path)
+
+
+KEYS = ("experiment", "backbone", "fold", "split", "image_key", "person", "target")
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda exp: _rewrite(exp / "oof.parquet", edit=_duplicate), r"oof\.parquet: 3 duplicate rows"),
+    (lambda exp: _rewrite(exp / "test.parquet", spec_hash="0123456789abcdef"), r"different data, folds or seeds"),
+    (lambda exp: _write_raw(exp / "oof.parquet", KEYS, 10),
+     r"oof\.parquet: cannot be read as maskfold logits: logits have 10 classes per row, expected 18"),
+    (lambda exp: _write_raw(exp / "test.parquet", KEYS[:-1], NUM_CLASSES),
+     r"test\.parquet: cannot be read as maskfold logits: schema differs from LOGITS_SCHEMA: missing target$"),
+    (lambda exp: _rewrite(exp / "oof.parquet", edit=_flip_target), r"backbones disagree on the target"),
+    (lambda exp: _rewrite(exp / "oof.parquet", edit=_move_person), r"held out in several folds"),
+    (lambda exp: (exp / "test.parquet").unlink(), r"test\.parquet: not found"),
+], ids=["duplicates", "two_hashes", "class_count", "schema", "labels_disagree", "person_split", "missing_file"])
+def test_bad_input_is_one_clear_error_and_keeps_earlier_outputs(tmp_path, capsys, breakage, message):
+    exp = make_experiment(tmp_path)
+    assert run_cli(capsys, "--results", exp, "--set", "blend.decode=joint")[0] == 0
+    before = {p.name: p.read_bytes() for p in (exp / "blend").iterdir()}
+    breakage(exp)
+    code, _, err = run_cli(capsys, "--results", exp)
+    assert code == 1
+    assert err.startswith("blend: error: ") and "Traceback" not in err
+    assert re.search(message, err), err
+    assert {p.name: p.read_bytes() for p in (exp / "blend").iterdir()} == before
+    assert not [p for p in exp.iterdir() if p.name.startswith(".blend")]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("blend.rounds=0", r"spec\.yaml: blend\.rounds: Input should be greater than or equal to 1"),
+    ("blend.metrc=accuracy", r"spec\.yaml: blend\.metrc: unknown field"),
+    ("blend.decode=sideways", r"spec\.yaml: blend\.decode: Input should be 'joint', 'per_attribute' or 'both'"),
+])
+def test_bad_override_names_the_file_and_field(tmp_path, capsys, override, message):
+    exp = make_experiment(tmp_path)
+    code, _, err = run_cli(capsys, "--results", exp, "--set", override)
+    assert code == 1 and re.search(message, err), err
+    assert not (exp / "blend").exists()
+
+
+def test_overrides_and_metric_shape_the_methods(tmp_path, capsys):
+    exp = make_experiment(tmp_path)
+    code, out, _ = run_cli(capsys, "--results", exp, "--metric", "log_loss", "--set", "blend.refine=false")
+    assert code == 0
+    board = pd.read_csv(exp / "blend" / "leaderboard.csv")
+    assert not board.method.str.contains("hard|offsets|attr|refined").any()
+    assert board[board.chosen].nested_log_loss.iloc[0] == board.nested_log_loss.min()
+    assert json.loads((exp / "blend" / "weights.json").read_text())["metric"] == "log_loss"
+
+
+def test_default_results_dir_is_the_most_recent_experiment(tmp_path, capsys, monkeypatch):
+    old = make_experiment(tmp_path, name="older")
+    new = make_experiment(tmp_path, name="newer")
+    os.utime(old / "oof.parquet", (time.time() + 60,) * 2)  # "older" was written last after all
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(capsys, "--set", "blend.decode=joint")
+    assert code == 0
+    assert "experiment: results/older" in out
+    assert (old / "blend" / "submission.csv").exists() and not (new / "blend").exists()
