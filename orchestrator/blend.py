@@ -19,12 +19,12 @@ from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, f1_score
 from sklearn.metrics import log_loss as sk_log_loss
 
 from orchestrator import ensemble as ens
 from orchestrator.oof import BlendError, BlendInputs, find_experiment, load_blend_inputs, load_experiment
 from tasks.labels import NUM_CLASSES
+from tasks.metrics import Scores, score
 from tasks.spec import BlendSpec, SpecError
 
 Weighting = Literal["single", "equal", "greedy", "greedy_log_loss", "greedy_refined"]
@@ -56,19 +56,23 @@ class Prediction:
 
 
 @dataclass(frozen=True)
-class Scores:
-    macro_f1: float
-    accuracy: float
+class Evaluation:
+    labels: np.ndarray
+    scores: Scores  # macro F1, accuracy and per-attribute F1
     log_loss: float  # NaN for a hard vote
+
+    def value(self, metric: ens.Metric) -> float:
+        return self.log_loss if metric == "log_loss" else getattr(self.scores, metric)
+
+    def record(self) -> dict:
+        return {**self.scores.as_dict(), "log_loss": None if np.isnan(self.log_loss) else self.log_loss}
 
 
 @dataclass(frozen=True)
 class MethodResult:
     fitted: FittedBlend  # on all OOF rows
-    in_sample: Scores
-    nested: Scores
-    in_sample_labels: np.ndarray
-    nested_labels: np.ndarray
+    in_sample: Evaluation
+    nested: Evaluation  # fitted on the other folds' rows, pooled over held-out folds
     test_labels: np.ndarray
 
 
@@ -159,9 +163,11 @@ def predict_nested(recipes, logits, y, fold, spec: BlendSpec) -> dict[str, Predi
     folds = np.unique(fold)
     for i, k in enumerate(folds):
         start, held = time.perf_counter(), fold == k
-        fitted = fit_all(recipes, logits[:, ~held], y[~held], spec)
+        # np.compress keeps (M, N, C) C-contiguous; logits[:, mask] would not, and every
+        # later pass over rows would crawl.
+        fitted = fit_all(recipes, np.compress(~held, logits, axis=1), y[~held], spec)
         for name, f in fitted.items():
-            out = predict(f, logits[:, held])
+            out = predict(f, np.compress(held, logits, axis=1))
             labels[name][held] = out.labels
             if out.probs is not None:
                 probs[name][held] = out.probs
@@ -170,9 +176,9 @@ def predict_nested(recipes, logits, y, fold, spec: BlendSpec) -> dict[str, Predi
     return {r.name: Prediction(labels[r.name], probs[r.name] if r.vote == "soft" else None) for r in recipes}
 
 
-def score(y: np.ndarray, pred: Prediction) -> Scores:
-    loss = float("nan") if pred.probs is None else sk_log_loss(y, pred.probs, labels=range(NUM_CLASSES))
-    return Scores(f1_score(y, pred.labels, average="macro"), accuracy_score(y, pred.labels), loss)
+def evaluate(y: np.ndarray, pred: Prediction) -> Evaluation:
+    loss = float("nan") if pred.probs is None else float(sk_log_loss(y, pred.probs, labels=range(NUM_CLASSES)))
+    return Evaluation(pred.labels, score(y, pred.labels), loss)
 
 
 def fit_blend(inputs: BlendInputs, spec: BlendSpec) -> BlendResult:
@@ -184,25 +190,24 @@ def fit_blend(inputs: BlendInputs, spec: BlendSpec) -> BlendResult:
     start = time.perf_counter()
     fitted = fit_all(recipes, oof.logits, oof.target, spec)
     print(f"  all rows: {len(recipes)} methods fitted ({time.perf_counter() - start:.1f}s)", flush=True)
-    results = []
-    for recipe in recipes:
-        in_sample = predict(fitted[recipe.name], oof.logits)
-        results.append(MethodResult(fitted[recipe.name], score(oof.target, in_sample),
-                                    score(oof.target, nested[recipe.name]), in_sample.labels,
-                                    nested[recipe.name].labels, predict(fitted[recipe.name], inputs.test.logits).labels))
-    ranked = sorted(results, key=lambda r: -ens.gain(spec.metric, getattr(r.nested, spec.metric)))
+    results = [MethodResult(f, evaluate(oof.target, predict(f, oof.logits)), evaluate(oof.target, nested[name]),
+                            predict(f, inputs.test.logits).labels) for name, f in fitted.items()]
+    # Stable sort: among equal scores the simpler method (planned earlier) is chosen.
+    ranked = sorted(results, key=lambda r: (-ens.gain(spec.metric, r.nested.value(spec.metric)),
+                                            -r.nested.scores.accuracy))
     return BlendResult(spec.metric, tuple(ranked))
 
 
 def leaderboard(result: BlendResult, truth: np.ndarray | None = None) -> pd.DataFrame:
     rows = []
     for i, r in enumerate(result.methods):
-        row = {"method": r.fitted.recipe.name, "in_sample_macro_f1": r.in_sample.macro_f1,
-               "nested_macro_f1": r.nested.macro_f1, "in_sample_accuracy": r.in_sample.accuracy,
-               "nested_accuracy": r.nested.accuracy, "in_sample_log_loss": r.in_sample.log_loss,
-               "nested_log_loss": r.nested.log_loss, "chosen": i == 0}
+        ins, nest = r.in_sample.scores, r.nested.scores
+        row = {"method": r.fitted.recipe.name, "in_sample_macro_f1": ins.macro_f1, "nested_macro_f1": nest.macro_f1,
+               "in_sample_accuracy": ins.accuracy, "nested_accuracy": nest.accuracy,
+               "nested_mask_f1": nest.mask_f1, "nested_gender_f1": nest.gender_f1, "nested_age_f1": nest.age_f1,
+               "in_sample_log_loss": r.in_sample.log_loss, "nested_log_loss": r.nested.log_loss, "chosen": i == 0}
         if truth is not None:
-            row["truth_macro_f1"] = f1_score(truth, r.test_labels, average="macro")
+            row["truth_macro_f1"] = score(truth, r.test_labels).macro_f1
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -216,12 +221,8 @@ def weights_record(result: BlendResult, inputs: BlendInputs, experiment: str) ->
             "weights": dict(zip(models, f.weights.round(6).tolist())),
             "temperatures": dict(zip(models, f.temperatures.round(4).tolist())),
             "offsets": {g: b.round(3).tolist() for g, b in zip(groups, f.offsets)},
-            "in_sample": _finite(vars(chosen.in_sample)), "nested": _finite(vars(chosen.nested)),
+            "in_sample": chosen.in_sample.record(), "nested": chosen.nested.record(),
             "excluded": [{"model": e.model, "reason": e.reason} for e in inputs.excluded]}
-
-
-def _finite(values: dict) -> dict:
-    return {k: None if np.isnan(v) else float(v) for k, v in values.items()}
 
 
 def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: pd.DataFrame) -> Path:
@@ -235,7 +236,7 @@ def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: 
         pd.DataFrame({"ImageID": inputs.test.image_ids, "ans": chosen.test_labels}).to_csv(
             tmp / "submission.csv", index=False)
         pd.DataFrame({"image_key": oof.image_key, "person": oof.person, "fold": oof.fold, "target": oof.target,
-                      "in_sample": chosen.in_sample_labels, "nested": chosen.nested_labels}).to_parquet(
+                      "in_sample": chosen.in_sample.labels, "nested": chosen.nested.labels}).to_parquet(
             tmp / "oof_predictions.parquet", index=False)
         _swap_in(tmp, target)
     finally:
@@ -268,7 +269,9 @@ def read_truth(path: Path, image_ids: np.ndarray) -> np.ndarray:
 
 
 def print_board(board: pd.DataFrame) -> None:
-    shown = board.drop(columns=["in_sample_log_loss", "nested_log_loss"]).copy()
+    columns = ["method", "in_sample_macro_f1", "nested_macro_f1", "in_sample_accuracy", "nested_accuracy",
+               "truth_macro_f1", "chosen"]
+    shown = board[[c for c in columns if c in board.columns]].copy()
     shown["chosen"] = np.where(shown.chosen, "<-", "")
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
 
@@ -285,12 +288,13 @@ def run(args: argparse.Namespace) -> None:
     print_board(board)
     out = write_blend(exp_dir, result, inputs, board)
     chosen = result.methods[0]
-    print(f"chosen: {chosen.fitted.recipe.name} (nested macro F1 {chosen.nested.macro_f1:.4f}, "
-          f"in-sample {chosen.in_sample.macro_f1:.4f}); wrote {out}/", flush=True)
+    nested = chosen.nested.scores
+    print(f"chosen: {chosen.fitted.recipe.name} (nested macro F1 {nested.macro_f1:.4f}, "
+          f"in-sample {chosen.in_sample.scores.macro_f1:.4f}); wrote {out}/", flush=True)
     if truth is not None:
-        print(f"submission vs {args.truth}: macro F1 {f1_score(truth, chosen.test_labels, average='macro'):.4f}, "
-              f"accuracy {accuracy_score(truth, chosen.test_labels):.4f} "
-              f"(nested estimate {chosen.nested.macro_f1:.4f})", flush=True)
+        real = score(truth, chosen.test_labels)
+        print(f"submission vs {args.truth}: macro F1 {real.macro_f1:.4f}, accuracy {real.accuracy:.4f} "
+              f"(nested estimate {nested.macro_f1:.4f}, accuracy {nested.accuracy:.4f})", flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -126,6 +126,7 @@ def select_greedy(members: np.ndarray, y: np.ndarray, rounds: int, metric: Metri
     round adds the model whose addition scores best (ties: a model already in, then the
     lower index); the rounds up to the best are kept.
     """
+    members = np.ascontiguousarray(members)  # row gathers below are slow on strided views
     total = np.zeros(members.shape[1:], np.float32)
     support = np.zeros(members.shape[1:], np.float32)
     counts = np.zeros(len(members), np.int64)

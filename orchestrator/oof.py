@@ -66,15 +66,11 @@ def find_experiment(results: Path | None, root: Path = Path("results")) -> Path:
             raise BlendError(f"{results}: not an experiment's results folder (no spec.yaml in it); "
                              f"pass --results results/<experiment>")
         return results
-    found = [d for d in root.glob("*") if (d / "spec.yaml").is_file()]
+    found = [d for d in root.glob("*") if (d / "spec.yaml").is_file() and (d / "oof.parquet").is_file()]
     if not found:
-        raise BlendError(f"no experiment results under {root.resolve()}; run an experiment first "
-                         f"or pass --results DIR")
-
-    def written(d: Path) -> float:
-        return max(os.path.getmtime(p) for p in (d / "spec.yaml", d / "oof.parquet") if p.exists())
-
-    return max(found, key=written)
+        raise BlendError(f"no experiment with gathered logits (spec.yaml and oof.parquet) under "
+                         f"{root.resolve()}; run an experiment first or pass --results DIR")
+    return max(found, key=lambda d: os.path.getmtime(d / "oof.parquet"))
 
 
 def load_experiment(exp_dir: Path, overrides: Sequence[str] = ()) -> Experiment:
@@ -170,9 +166,10 @@ def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequenc
         if short:
             excluded.append(Exclusion(model, f"test logits incomplete for fold models {', '.join(short)}"))
             continue
-        mean = np.zeros((len(ids), NUM_CLASSES), np.float64)
-        np.add.at(mean, where[at], logits[at])
-        complete.append((model, (mean / n_splits).astype(np.float32)))
+        # Each (fold, image) occurs once (duplicates were refused), so plain assignment fills it.
+        per_model = np.empty((n_splits, len(ids), NUM_CLASSES), np.float32)
+        per_model[frame.fold.to_numpy()[at], where[at]] = logits[at]
+        complete.append((model, per_model.mean(axis=0)))
     _print_exclusions(excluded)
     stack = np.stack([m for _, m in complete]) if complete else np.empty((0, len(ids), NUM_CLASSES), np.float32)
     return EvalLogits(tuple(m for m, _ in complete), stack, np.asarray(eval_ids, dtype=object),
@@ -241,20 +238,20 @@ def _check_oof_keys(frame: pd.DataFrame, path: Path, n_splits: int) -> None:
         raise BlendError(f"{path}: targets outside 0..{NUM_CLASSES - 1}")
     _check_unique(frame, ["backbone", "image_key"], path)
     _check_folds(frame, path, n_splits)
-    parts = frame.image_key.str.rpartition("/")
-    bad = (parts[0] != frame.person) | ~parts[2].isin(MASK_STEMS)
-    if bad.any():
-        raise BlendError(f"{path}: image_key {frame.image_key[bad].iloc[0]!r} is not "
-                         f"'<person>/<one of {', '.join(MASK_STEMS)}>'")
-    split_people = frame.groupby("person").fold.nunique()
-    if (split_people > 1).any():
-        raise BlendError(f"{path}: person {split_people[split_people > 1].index[0]} is held out in "
-                         f"several folds; folds must split by person or OOF scores flatter")
     labels = frame.drop_duplicates(["image_key", "target", "fold", "person"])
     if labels.image_key.duplicated().any():
         key = labels.image_key[labels.image_key.duplicated()].iloc[0]
         raise BlendError(f"{path}: backbones disagree on the target, fold or person of {key} "
                          f"(and maybe more); their OOF rows come from different labels or folds")
+    parts = labels.image_key.str.rpartition("/")  # one row per image from here: cheaper
+    bad = (parts[0] != labels.person) | ~parts[2].isin(MASK_STEMS)
+    if bad.any():
+        raise BlendError(f"{path}: image_key {labels.image_key[bad].iloc[0]!r} is not "
+                         f"'<person>/<one of {', '.join(MASK_STEMS)}>'")
+    split_people = labels.groupby("person").fold.nunique()
+    if (split_people > 1).any():
+        raise BlendError(f"{path}: person {split_people[split_people > 1].index[0]} is held out in "
+                         f"several folds; folds must split by person or OOF scores flatter")
 
 
 def _by_model(frame: pd.DataFrame, expected: Sequence[str]) -> list[tuple[str, np.ndarray]]:

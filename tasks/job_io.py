@@ -82,7 +82,11 @@ class JobResult:
 
     @classmethod
     def read(cls, out_dir: Path) -> "JobResult":
-        return cls(**json.loads((Path(out_dir) / "result.json").read_text()))
+        """Load a job's result; its file paths point into `out_dir`, wherever the job ran."""
+        fields = json.loads((Path(out_dir) / "result.json").read_text())
+        for key in ("oof_path", "test_path", "weights_path", "metrics_path"):
+            fields[key] = str(Path(out_dir) / Path(fields[key]).name)
+        return cls(**fields)
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,14 @@ plus Gaussian noise; a shared noise term makes models' errors correlate.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from tasks.labels import MASK_STEMS, NUM_CLASSES, age_band, class_of, mask_of_stem, split_class
+from tasks.labels import GENDER_NAMES, MASK_STEMS, NUM_CLASSES, age_band, class_of, mask_of_stem, split_class
 from tasks.logits import LogitsMeta, logits_table, write_logits
 from tasks.spec import Experiment
 
@@ -121,3 +122,31 @@ def fake_models(people: pd.DataFrame, answers: np.ndarray, n_splits: int,
         oof[model] = model_logits(people.target.to_numpy(), seed=100 + i, **kw)
         test[model] = fold_model_logits(answers, 1000 + 10 * i, n_splits, **kw)
     return oof, test
+
+
+@dataclass(frozen=True)
+class Mislabeled:
+    given: pd.DataFrame  # people as labelled: what the OOF targets say
+    true: pd.DataFrame  # people as pictured: what the models see
+    truth: pd.DataFrame  # relabel-format rows (person, field, value) that turn `given` into `true`
+
+
+def inject_mislabels(people: pd.DataFrame, n_gender: int, n_swap: int, n_age: int, seed: int = 0) -> Mislabeled:
+    """Pick distinct people whose labels are wrong: gender, swapped incorrect/normal files, age band."""
+    rng = np.random.default_rng(seed)
+    persons = rng.choice(people.person.unique(), n_gender + n_swap + n_age, replace=False)
+    flips, swaps, aged = np.split(persons, [n_gender, n_gender + n_swap])
+    true, rows = people.copy(), []
+    on = true.person.isin(flips)
+    true.loc[on, "gender"] = 1 - true.loc[on, "gender"]
+    rows += [(p, "gender", GENDER_NAMES[int(true.gender[true.person == p].iloc[0])]) for p in flips]
+    stem = true.image_key.str.rpartition("/")[2]
+    mask = np.array([mask_of_stem(s) for s in stem])
+    mask[true.person.isin(swaps) & (stem == "incorrect_mask")] = 2
+    mask[true.person.isin(swaps) & (stem == "normal")] = 1
+    rows += [r for p in swaps for r in ((p, "incorrect_mask", "not_worn"), (p, "normal", "incorrect"))]
+    on = true.person.isin(aged)
+    true.loc[on, "age"] = np.where(age_band(true.loc[on, "age"].to_numpy()) == 1, 60, 45)
+    rows += [(p, "age", str(int(true.age[true.person == p].iloc[0]))) for p in aged]
+    true["target"] = class_of(mask, true.gender.to_numpy(), age_band(true.age.to_numpy()))
+    return Mislabeled(people, true, pd.DataFrame(rows, columns=["person", "field", "value"]))

@@ -103,14 +103,14 @@ def test_nested_estimate_is_below_in_sample_when_weights_overfit():
     # Many similar weak models and few people: greedy weights, refinement and offsets fit noise.
     weak = {f"m{i}": {"strength": (1.2, 1.0, 0.5), "noise": 1.2} for i in range(10)}
     result = blend.fit_blend(_inputs(40, weak, seed=3), BlendSpec(rounds=40, decode="joint", temperature=False))
-    by_name = {r.fitted.recipe.name: r for r in result.methods}
+    f1 = {r.fitted.recipe.name: (r.in_sample.scores.macro_f1, r.nested.scores.macro_f1) for r in result.methods}
     for name in ("soft_greedy_refined", "soft_greedy_refined+offsets"):
-        assert by_name[name].in_sample.macro_f1 > by_name[name].nested.macro_f1 + 0.02
+        assert f1[name][0] > f1[name][1] + 0.02
     # Nothing is fitted for an equal vote: its nested and in-sample scores are the same rows' score.
-    assert by_name["soft_equal"].in_sample.macro_f1 == pytest.approx(by_name["soft_equal"].nested.macro_f1)
+    assert f1["soft_equal"][0] == pytest.approx(f1["soft_equal"][1])
 
 
-def _rewrite(path, keep=None, edit=None, num_classes=NUM_CLASSES, spec_hash=None):
+def _rewrite(path, keep=None, edit=None, spec_hash=None):
     frame, logits, meta = read_logits(path)
     mask = np.ones(len(frame), bool) if keep is None else keep(frame)
     frame, logits = frame[mask].reset_index(drop=True), logits[mask]
@@ -146,8 +146,8 @@ def _flip_target(f, x):
 
 def _move_person(f, x):
     f = f.copy()
-    first = f.index[0]
-    f.loc[first, "fold"] = (int(f.fold[first]) + 1) % N_SPLITS
+    image = f.image_key == f.image_key[0]  # one image of a person, in every backbone alike
+    f.loc[image, "fold"] = (int(f.fold[0]) + 1) % N_SPLITS
     return f, x
 
 

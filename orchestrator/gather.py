@@ -1,0 +1,116 @@
+"""Gather finished jobs into the experiment's tables: oof.parquet, test.parquet,
+leaderboard.csv and a fold x model heatmap. Every table is validated before it is written.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from orchestrator.plan import JobPlan
+from tasks.atomic import atomic_path
+from tasks.job_io import JobResult
+from tasks.logits import LogitsError, LogitsMeta, logits_table, read_logits, write_logits
+
+
+@dataclass(frozen=True)
+class Gathered:
+    oof_rows: int
+    test_rows: int
+    models: tuple[str, ...]  # models whose every fold finished
+    incomplete: tuple[str, ...]  # models with a missing fold: left out of the tables
+
+
+def gather(out_dir: Path, plans: list[JobPlan], train_keys: pd.Series, eval_keys: pd.Series) -> Gathered:
+    done = [p for p in plans if (p.out_dir / "result.json").exists()]
+    folds_of = {m: {p.fold for p in plans if p.model == m} for m in {p.model for p in plans}}
+    complete = sorted(m for m, folds in folds_of.items() if folds == {p.fold for p in done if p.model == m})
+    incomplete = tuple(sorted(set(folds_of) - set(complete)))
+    jobs = [p for p in done if p.model in complete]
+    write_leaderboard(out_dir / "leaderboard.csv", [JobResult.read(p.out_dir) for p in done])
+    if not jobs:
+        return Gathered(0, 0, (), incomplete)
+    oof = _concat([p.out_dir / "oof.parquet" for p in jobs])
+    test = _concat([p.out_dir / "test.parquet" for p in jobs])
+    check_oof(oof[0], train_keys, complete)
+    check_test(test[0], eval_keys, {(p.model, p.fold) for p in jobs})
+    write_logits(out_dir / "oof.parquet", logits_table(*oof))
+    write_logits(out_dir / "test.parquet", logits_table(*test))
+    if len(done) > 1:
+        plot_heatmap(out_dir / "leaderboard.png", pd.read_csv(out_dir / "leaderboard.csv"))
+    return Gathered(len(oof[0]), len(test[0]), tuple(complete), incomplete)
+
+
+def _concat(paths: list[Path]) -> tuple[pd.DataFrame, np.ndarray, LogitsMeta]:
+    parts = [read_logits(p) for p in paths]
+    hashes = {meta.spec_hash for _, _, meta in parts}
+    if len(hashes) > 1:
+        raise LogitsError(f"job outputs come from different data or folds (spec hashes {sorted(hashes)})")
+    frame = pd.concat([f for f, _, _ in parts], ignore_index=True)
+    return frame, np.concatenate([l for _, l, _ in parts]), parts[0][2]
+
+
+def check_oof(oof: pd.DataFrame, train_keys: pd.Series, models: list[str]) -> None:
+    """Each training image exactly once per model."""
+    expected = set(train_keys)
+    for model, rows in oof.groupby("backbone"):
+        keys = rows["image_key"]
+        if keys.duplicated().any() or set(keys) != expected:
+            extra, missing = set(keys) - expected, expected - set(keys)
+            raise LogitsError(f"OOF of {model}: {keys.duplicated().sum()} duplicated, {len(missing)} missing, "
+                              f"{len(extra)} unknown images")
+    if sorted(oof["backbone"].unique()) != sorted(models):
+        raise LogitsError(f"OOF models {sorted(oof['backbone'].unique())} != {sorted(models)}")
+
+
+def check_test(test: pd.DataFrame, eval_keys: pd.Series, fold_models: set[tuple[str, int]]) -> None:
+    """Every eval image once per fold model, in info.csv's order."""
+    expected = list(eval_keys)
+    for (model, fold), rows in test.groupby(["backbone", "fold"]):
+        if list(rows["image_key"]) != expected:
+            raise LogitsError(f"test logits of {model} fold {fold} do not cover eval/info.csv in order")
+    if set(zip(test["backbone"], test["fold"])) != fold_models:
+        raise LogitsError("test logits are missing some fold models")
+
+
+def write_leaderboard(path: Path, results: list[JobResult]) -> pd.DataFrame:
+    """One row per (model, fold), then per model the mean and spread over folds."""
+    rows = [{"model": r.model, "backbone": r.backbone, "fold": str(r.fold), "best_epoch": r.best_epoch,
+             "seconds": round(r.seconds, 1), **r.val} for r in results]
+    table = pd.DataFrame(rows)
+    if len(table):
+        metrics = ["macro_f1", "accuracy", "mask_f1", "gender_f1", "age_f1"]
+        for stat in ("mean", "std"):
+            agg = table.groupby(["model", "backbone"])[metrics].agg(stat).reset_index().assign(fold=stat)
+            table = pd.concat([table, agg], ignore_index=True)
+        table = table.sort_values(["model", "fold"], kind="stable").astype({"best_epoch": "Int64"})
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.5f")
+    return table
+
+
+def plot_heatmap(path: Path, leaderboard: pd.DataFrame) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folds = leaderboard[leaderboard["fold"].str.isdigit()]
+    grid = folds.pivot(index="model", columns="fold", values="macro_f1")
+    grid["mean"] = grid.mean(axis=1)
+    fig, ax = plt.subplots(figsize=(1.2 * grid.shape[1] + 3, 0.5 * grid.shape[0] + 1.5))
+    image = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), [f"fold {c}" if c != "mean" else "mean" for c in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), grid.index)
+    for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value < grid.max().max() - 0.1 else "black")
+    fig.colorbar(image, label="validation macro F1")
+    ax.set_title("macro F1 by fold and model")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,92 @@
+"""The job matrix: every (model, fold) with its identity, state, resources and expected cost.
+
+A job's identity is a hash of what determines its result: its model's settings, the data,
+the folds, the fold and the seed. Its folder under results/<name>/jobs/ carries that hash,
+so changing one model's settings reruns only that model's jobs and never overwrites the
+results of the old settings.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.job_io import JobResult
+from tasks.spec import Experiment, ModelSpec, stable_hash
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    job_id: str  # <model>-fold<k>-<hash>: folder name and Ray run name
+    model: str
+    backbone: str
+    fold: int
+    job_hash: str
+    out_dir: Path  # results/<name>/jobs/<job_id>
+    state: str  # "cached" (result complete) or "to run"
+    cost: float  # relative compute, for longest-first ordering
+    estimate_s: float | None  # from earlier runs of this backbone and input size, if any
+
+    @property
+    def cached(self) -> bool:
+        return self.state == "cached"
+
+
+def job_hash(spec: Experiment, model: ModelSpec, fold: int, rows_hash: str) -> str:
+    train = spec.train_for(model).model_dump(mode="json", exclude={"loader_workers"})
+    weights = {"backbone": model.backbone, "pretrained": model.pretrained,
+               "pretrained_path": str(model.pretrained_path) if model.pretrained_path else None}
+    return stable_hash({"rows": rows_hash, "model": weights, "train": train, "fold": fold, "seed": spec.seed})
+
+
+def relative_cost(spec: Experiment, model: ModelSpec) -> float:
+    """Parameters x pixels x epochs: a rough but order-preserving stand-in for FLOPs."""
+    import timm
+    import torch
+
+    with torch.device("meta"):  # no memory, no weights: just the architecture's size
+        net = timm.create_model(model.backbone, pretrained=False, num_classes=0)
+    params = sum(p.numel() for p in net.parameters())
+    train = spec.train_for(model)
+    return float(params) * train.input_size[0] * train.input_size[1] * train.epochs
+
+
+def plan_jobs(spec: Experiment, rows_hash: str) -> list[JobPlan]:
+    """All jobs, longest first (big backbones before small ones shortens the makespan)."""
+    history = seconds_by_backbone(spec.out_dir / "jobs")
+    plans = []
+    for model in spec.models:
+        cost = relative_cost(spec, model)
+        train = spec.train_for(model)
+        for fold in range(spec.folds.n_splits):
+            digest = job_hash(spec, model, fold, rows_hash)
+            job_id = f"{model.name}-fold{fold}-{digest[:8]}"
+            out_dir = spec.out_dir / "jobs" / job_id
+            state = "cached" if (out_dir / "result.json").exists() else "to run"
+            estimate = history.get((model.backbone, tuple(train.input_size)))
+            plans.append(JobPlan(job_id, model.name, model.backbone, fold, digest, out_dir, state, cost,
+                                 estimate * train.epochs if estimate else None))
+    return sorted(plans, key=lambda p: (-p.cost, p.model, p.fold))
+
+
+def seconds_by_backbone(jobs_dir: Path) -> dict[tuple[str, tuple[int, ...]], float]:
+    """Mean seconds per epoch of finished jobs, by backbone and input size."""
+    per: dict[tuple[str, tuple[int, ...]], list[float]] = {}
+    for path in jobs_dir.glob("*/result.json"):
+        result = JobResult.read(path.parent)
+        meta = json.loads((path.parent / "job.json").read_text()) if (path.parent / "job.json").exists() else {}
+        size = tuple(meta.get("input_size", ()))
+        per.setdefault((result.backbone, size), []).append(result.seconds / max(result.epochs_run, 1))
+    return {k: sum(v) / len(v) for k, v in per.items()}
+
+
+def format_plan(plans: list[JobPlan], resources: str) -> str:
+    lines = [f"{'job':44s} {'state':8s} {'resources':28s} {'estimate':>10s}"]
+    for p in plans:
+        estimate = f"{p.estimate_s / 60:.1f} min" if p.estimate_s else "unknown"
+        lines.append(f"{p.job_id:44s} {p.state:8s} {resources:28s} {'-' if p.cached else estimate:>10s}")
+    todo = [p for p in plans if not p.cached]
+    known = [p.estimate_s for p in todo if p.estimate_s]
+    total = f", about {sum(known) / 3600:.2f} GPU-hours by earlier runs" if known else ""
+    lines.append(f"{len(plans)} jobs: {len(plans) - len(todo)} cached, {len(todo)} to run{total}")
+    return "\n".join(lines)

@@ -1,0 +1,120 @@
+"""The Ray side of a job: a Train V2 TorchTrainer run, launched from a Tune function trainable.
+
+The trainable reserves almost nothing; the Train worker holds the slot (a GPU, or a custom
+resource such as `fake_gpu` on CPU machines). Workers get the small spec and paths, never
+data: they index the data and open the decode-once cache on their own node.
+
+Every epoch the worker reports its metrics with the epoch checkpoint, so a worker lost with
+its node resumes from its last epoch elsewhere (FailureConfig). Its last report carries a
+checkpoint holding all of the job's outputs, which the driver copies into results/.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from tasks.job_io import EpochReport, Job
+from tasks.spec import Experiment, ResourcesSpec
+
+OUTPUT_FILES = ("result.json", "oof.parquet", "test.parquet", "best.pt", "metrics.csv", "job.log")
+
+
+def worker_resources(res: ResourcesSpec) -> dict[str, float]:
+    """One Train worker's bundle. With use_gpu=True Ray adds the GPU itself."""
+    bundle = {"CPU": res.cpus_per_worker}
+    if res.slot != "GPU":
+        bundle[res.slot] = 1
+    if res.accelerator_type:
+        bundle[f"accelerator_type:{res.accelerator_type}"] = 0.001
+    return bundle
+
+
+def train_worker(config: dict) -> None:
+    """The Train worker: run (or resume) the job in a node-local folder, report every epoch."""
+    import ray.train
+
+    from tasks.job import train_job
+
+    spec = Experiment.model_validate(config["spec"])
+    work = Path(tempfile.gettempdir()) / "maskfold-jobs" / config["job_id"]
+    work.mkdir(parents=True, exist_ok=True)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as saved:  # resume from the last reported epoch
+            for name in os.listdir(saved):
+                shutil.copy2(Path(saved) / name, work / name)
+    node = ray.util.get_node_ip_address()
+    log_file = open(work / "job.log", "a", buffering=1)
+
+    def log(line: str) -> None:
+        log_file.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+    def on_epoch(report: EpochReport) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy2(work / "checkpoint.pt", Path(tmp) / "checkpoint.pt")
+            ray.train.report(_epoch_metrics(report, node), checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    job = Job(config["model"], config["fold"], work)
+    log(f"start on {node}" + (" (resumed from a checkpoint)" if checkpoint else ""))
+    result = train_job(spec, job, on_epoch=on_epoch, log=log)
+    log(f"done: best macro F1 {result.val['macro_f1']:.4f} at epoch {result.best_epoch}")
+    log_file.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in OUTPUT_FILES:
+            shutil.copy2(work / name, Path(tmp) / name)
+        ray.train.report({"final": 1, "node": node, "val_macro_f1": result.val["macro_f1"],
+                          "epoch": result.epochs_run, "epochs": result.epochs_run, "seconds": result.seconds},
+                         checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _epoch_metrics(report: EpochReport, node: str) -> dict:
+    return {"final": 0, "node": node, "epoch": report.epoch, "epochs": report.epochs,
+            "val_macro_f1": report.val.macro_f1, "best_f1": report.best_f1, "train_loss": report.train_loss,
+            "epoch_seconds": report.seconds}
+
+
+def run_trial(config: dict) -> None:
+    """The Tune function trainable: one TorchTrainer run for one (model, fold) job."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    config = config["job"]
+    res = ResourcesSpec.model_validate(config["spec"]["resources"])
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=res.workers_per_job, use_gpu=res.slot == "GPU",
+                                               resources_per_worker=worker_resources(res)),
+        run_config=ray.train.RunConfig(
+            name=config["job_id"], storage_path=config["storage"],
+            failure_config=ray.train.FailureConfig(max_failures=res.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            callbacks=[TuneReportCallback()]),
+    )
+    trainer.fit()
+
+
+def job_config(spec: Experiment, plan, storage: str) -> dict:
+    return {"spec": spec.model_dump(mode="json"), "job_id": plan.job_id, "model": plan.model,
+            "fold": plan.fold, "storage": storage}
+
+
+def copy_outputs(checkpoint_path: str, storage: str, out_dir: Path) -> None:
+    """Copy a final checkpoint (local or on shared storage) into results/, atomically."""
+    import pyarrow.fs
+    import ray.train
+
+    filesystem, _ = pyarrow.fs.FileSystem.from_uri(storage) if "://" in storage else (None, None)
+    checkpoint = ray.train.Checkpoint(checkpoint_path, filesystem=filesystem)
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    checkpoint.to_directory(str(staging))
+    if not (staging / "result.json").exists():
+        raise RuntimeError(f"{checkpoint_path} holds no result.json")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(staging, out_dir)

@@ -1,0 +1,99 @@
+"""Connecting to Ray, checking that the jobs can ever be scheduled, and the Tune fan-out."""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+from orchestrator.live import Board, LiveTable
+from orchestrator.plan import JobPlan
+from orchestrator.ray_jobs import job_config, run_trial, worker_resources
+from tasks.spec import Experiment, ResourcesSpec
+
+REPO = Path(__file__).resolve().parent.parent
+# Kept small: jobs pass paths and a small spec, never data, through the object store.
+OBJECT_STORE_BYTES = 128 * 1024**2
+
+
+class ResourceError(RuntimeError):
+    """A job asks for resources no node has: Ray would wait for them forever."""
+
+
+def local_ray_args(res: ResourcesSpec) -> dict:
+    """An embedded Ray sized to this machine; a custom slot gets one per worker's CPUs."""
+    cpus = os.cpu_count() or 1
+    resources = {}
+    if res.slot != "GPU":
+        resources[res.slot] = max(1, int(cpus // res.cpus_per_worker))
+    return {"num_cpus": cpus, "resources": resources, "object_store_memory": OBJECT_STORE_BYTES,
+            "include_dashboard": False, "log_to_driver": False}
+
+
+@contextlib.contextmanager
+def ray_session(spec: Experiment, address: str | None):
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # Workers import `tasks` from this checkout (the same path on every node of a cluster).
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    for name in ("MASKFOLD_CACHE", "HF_HUB_OFFLINE", "HF_HOME"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+    else:
+        ray.init(runtime_env={"env_vars": env}, **local_ray_args(spec.resources))
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def check_resources(res: ResourcesSpec) -> int:
+    """How many jobs can run at once; ResourceError if no node can ever hold a job's worker."""
+    import ray
+
+    bundle = worker_resources(res) | ({"GPU": 1.0} if res.slot == "GPU" else {})
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    fits = [sum(int(min(node.get(k, 0) / v for k, v in bundle.items())) for node in nodes)]
+    if fits[0] < res.workers_per_job:
+        have = "; ".join(", ".join(f"{k}={v:g}" for k, v in sorted(n.items()) if not k.startswith("node:")
+                                   and k not in ("memory", "object_store_memory")) for n in nodes)
+        raise ResourceError(
+            f"resources: a job needs {res.workers_per_job} worker(s) of "
+            f"{', '.join(f'{k}={v:g}' for k, v in bundle.items())} but the cluster's nodes have: {have}. "
+            "Check resources.slot, resources.cpus_per_worker and resources.accelerator_type "
+            "(or start the GPU nodes first).")
+    return max(1, fits[0] // res.workers_per_job)
+
+
+def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | None, stream) -> tuple[str, ...]:
+    """Run the jobs through Tune, longest first; returns the ids of jobs that failed."""
+    from ray import tune
+
+    board = Board({p.job_id: p for p in todo})
+    live = LiveTable(board, storage, spec.out_dir / "logs", stream)
+    configs = [job_config(spec, p, storage) | {"meta": _meta(spec, p)} for p in todo]
+    with ray_session(spec, address):
+        slots = check_resources(spec.resources)
+        print(f"running {len(todo)} jobs, {slots} at a time", file=stream)
+        tuner = tune.Tuner(
+            # The trainable only waits on its TorchTrainer; the Train worker holds the slot.
+            tune.with_resources(run_trial, {"cpu": 0.01}),
+            param_space={"job": tune.grid_search(configs)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=slots),
+            run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
+                                      callbacks=[live], verbose=0),
+        )
+        tuner.fit()
+    live.show_final()
+    return tuple(job_id for job_id, s in board.status.items() if s.state == "failed") + tuple(
+        p.job_id for p in todo if p.job_id not in board.status)
+
+
+def _meta(spec: Experiment, plan: JobPlan) -> dict:
+    train = spec.train_for(spec.model(plan.model))
+    return {"job_id": plan.job_id, "job_hash": plan.job_hash, "model": plan.model, "backbone": plan.backbone,
+            "fold": plan.fold, "input_size": list(train.input_size), "epochs": train.epochs}
