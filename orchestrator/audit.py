@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.ensemble import PROB_FLOOR, blend_probs, model_probs
+from orchestrator.cli import add_set_arg, run_main
 from orchestrator.oof import BlendError, OofLogits, find_experiment, load_experiment, load_oof
 from tasks.atomic import atomic_path
 from tasks.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, TRUE_AGE_BORDERS, age_band, split_class
-from tasks.spec import SpecError
 
 ATTRIBUTES = ("gender", "age", "mask")
 AGGREGATES = ("geo", "min", "vote")
@@ -177,7 +177,7 @@ def precision_recall(rankings: dict[str, dict[str, Ranking]], truth: dict[str, s
             true = truth[attribute]
             if not true:
                 continue
-            for k in sorted({len(true), 2 * len(true), 10, 50} & set(range(1, len(r.people) + 1))):
+            for k in sorted({len(true), 2 * len(true)} & set(range(1, len(r.people) + 1))):
                 hits = len(set(r.people[:k]) & true)
                 rows.append({"attribute": attribute, "aggregate": how, "k": k, "true": len(true),
                              "found": hits, "precision": hits / k, "recall": hits / len(true)})
@@ -187,7 +187,7 @@ def precision_recall(rankings: dict[str, dict[str, Ranking]], truth: dict[str, s
 def run(args: argparse.Namespace) -> None:
     exp_dir = find_experiment(args.results)
     print(f"experiment: {exp_dir}", flush=True)
-    spec = load_experiment(exp_dir, args.set)
+    spec = load_experiment(exp_dir, args.overrides)
     oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, [m.name for m in spec.models])
     if not oof.models:
         raise BlendError(f"{exp_dir}/oof.parquet: no backbone has complete OOF logits to audit with")
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.audit", description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, help="results/<experiment> (default: the most recent)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec field")
+    add_set_arg(parser)
     parser.add_argument("--top", type=int, help="at most this many people per attribute (default: all flagged)")
     parser.add_argument("--truth-mislabels", type=Path,
                         help="relabel-format CSV of the true mislabels: report precision and recall of the top k")
@@ -218,12 +218,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(parse_args(argv))
-    except (BlendError, SpecError) as err:
-        print(f"audit: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    args = parse_args(argv)
+    return run_main(lambda: run(args), errors=(BlendError,))
 
 
 if __name__ == "__main__":

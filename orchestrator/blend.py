@@ -22,10 +22,13 @@ import pandas as pd
 from sklearn.metrics import log_loss as sk_log_loss
 
 from orchestrator import ensemble as ens
-from orchestrator.oof import BlendError, BlendInputs, find_experiment, load_blend_inputs, load_experiment
+from orchestrator.cli import add_set_arg, run_main
+from orchestrator.oof import (BlendError, BlendInputs, find_experiment, load_blend_inputs, load_experiment,
+                             read_truth)
+from orchestrator.report import write_report
 from tasks.labels import NUM_CLASSES
 from tasks.metrics import Scores, score
-from tasks.spec import BlendSpec, SpecError
+from tasks.spec import BlendSpec
 
 Weighting = Literal["single", "equal", "greedy", "greedy_log_loss", "greedy_refined"]
 
@@ -238,6 +241,7 @@ def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: 
         pd.DataFrame({"image_key": oof.image_key, "person": oof.person, "fold": oof.fold, "target": oof.target,
                       "in_sample": chosen.in_sample.labels, "nested": chosen.nested.labels}).to_parquet(
             tmp / "oof_predictions.parquet", index=False)
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the results from other users
         _swap_in(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -253,21 +257,6 @@ def _swap_in(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def read_truth(path: Path, image_ids: np.ndarray) -> np.ndarray:
-    """Answers in `image_ids` order from an ImageID,ans CSV."""
-    try:
-        truth = pd.read_csv(path, dtype={"ImageID": str})
-    except FileNotFoundError:
-        raise BlendError(f"{path}: no such truth file") from None
-    if not {"ImageID", "ans"} <= set(truth.columns):
-        raise BlendError(f"{path}: expected columns ImageID,ans, got {list(truth.columns)}")
-    answers = truth.drop_duplicates("ImageID").set_index("ImageID").ans.reindex(image_ids)
-    if answers.isna().any():
-        raise BlendError(f"{path}: no answer for {answers.isna().sum()} eval images, e.g. "
-                         f"{answers.index[answers.isna()][0]}")
-    return answers.to_numpy(np.int64)
-
-
 def print_board(board: pd.DataFrame) -> None:
     columns = ["method", "in_sample_macro_f1", "nested_macro_f1", "in_sample_accuracy", "nested_accuracy",
                "truth_macro_f1", "chosen"]
@@ -279,7 +268,7 @@ def print_board(board: pd.DataFrame) -> None:
 def run(args: argparse.Namespace) -> None:
     exp_dir = find_experiment(args.results)
     print(f"experiment: {exp_dir}", flush=True)
-    overrides = list(args.set) + ([f"blend.metric={args.metric}"] if args.metric else [])
+    overrides = list(args.overrides) + ([f"blend.metric={args.metric}"] if args.metric else [])
     spec = load_experiment(exp_dir, overrides)
     inputs = load_blend_inputs(exp_dir, spec)
     result = fit_blend(inputs, spec.blend)
@@ -287,10 +276,11 @@ def run(args: argparse.Namespace) -> None:
     board = leaderboard(result, truth)
     print_board(board)
     out = write_blend(exp_dir, result, inputs, board)
+    report = write_report(exp_dir, inputs.oof)
     chosen = result.methods[0]
     nested = chosen.nested.scores
     print(f"chosen: {chosen.fitted.recipe.name} (nested macro F1 {nested.macro_f1:.4f}, "
-          f"in-sample {chosen.in_sample.scores.macro_f1:.4f}); wrote {out}/", flush=True)
+          f"in-sample {chosen.in_sample.scores.macro_f1:.4f}); wrote {out}/ and {report}", flush=True)
     if truth is not None:
         real = score(truth, chosen.test_labels)
         print(f"submission vs {args.truth}: macro F1 {real.macro_f1:.4f}, accuracy {real.accuracy:.4f} "
@@ -302,19 +292,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, help="results/<experiment> (default: the most recent)")
     parser.add_argument("--metric", choices=["macro_f1", "accuracy", "log_loss"],
                         help="what methods are fitted and chosen by (default: the spec's blend.metric)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a spec field, e.g. --set blend.rounds=100 (repeatable)")
+    add_set_arg(parser)
     parser.add_argument("--truth", type=Path, help="ImageID,ans CSV of true answers: score the submission")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(parse_args(argv))
-    except (BlendError, SpecError) as err:
-        print(f"blend: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    args = parse_args(argv)
+    return run_main(lambda: run(args), errors=(BlendError,))
 
 
 if __name__ == "__main__":

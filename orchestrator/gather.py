@@ -107,7 +107,7 @@ def plot_heatmap(path: Path, leaderboard: pd.DataFrame) -> None:
     ax.set_yticks(range(grid.shape[0]), grid.index)
     for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value < grid.max().max() - 0.1 else "black")
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value < np.nanmean([np.nanmin(grid.to_numpy(dtype=float)), np.nanmax(grid.to_numpy(dtype=float))]) else "black")
     fig.colorbar(image, label="validation macro F1")
     ax.set_title("macro F1 by fold and model")
     fig.tight_layout()

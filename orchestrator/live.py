@@ -56,9 +56,10 @@ class Board:
 class LiveTable(Callback):
     """Tune callback on the driver: tracks each trial's job, logs it, collects its outputs."""
 
-    def __init__(self, board: Board, storage: str, log_dir: Path, stream=sys.stderr):
-        self.board, self.storage, self.log_dir, self.stream = board, storage, log_dir, stream
-        self.redraw = stream.isatty()
+    def __init__(self, board: Board, storage: str, log_dir: Path):
+        # No stream kept: Tune pickles its callbacks; stderr is looked up when drawing.
+        self.board, self.storage, self.log_dir = board, storage, log_dir
+        self.redraw = sys.stderr.isatty()
         self.last_render = 0.0
         log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -78,7 +79,10 @@ class LiveTable(Callback):
         self._show(force=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get("final"):
+        if result.get("error"):
+            job_id = self._update(trial, node=result.get("node", ""))
+            self._log(job_id, f"error in the worker on {result.get('node')}:\n{result['error']}")
+        elif result.get("final"):
             job_id = self._finish(trial, result)
         else:
             job_id = self._update(trial, node=result.get("node", ""), epoch=int(result.get("epoch", 0)),
@@ -114,10 +118,10 @@ class LiveTable(Callback):
         self.last_render = now
         text = self.board.render()
         if self.redraw:  # repaint in place on a terminal; plain appended snapshots in logs
-            self.stream.write("\x1b[H\x1b[2J" + text + "\n")
+            sys.stderr.write("\x1b[H\x1b[2J" + text + "\n")
         else:
-            self.stream.write(text + "\n\n")
-        self.stream.flush()
+            sys.stderr.write(text + "\n\n")
+        sys.stderr.flush()
 
 
 def _error_text(trial) -> str:

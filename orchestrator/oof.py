@@ -93,6 +93,21 @@ def read_eval_ids(data_root: Path) -> np.ndarray:
     return info.ImageID.to_numpy(dtype=object)
 
 
+def read_truth(path: Path, image_ids: np.ndarray) -> np.ndarray:
+    """Answers in `image_ids` order from an ImageID,ans CSV."""
+    try:
+        truth = pd.read_csv(path, dtype={"ImageID": str})
+    except FileNotFoundError:
+        raise BlendError(f"{path}: no such truth file") from None
+    if not {"ImageID", "ans"} <= set(truth.columns):
+        raise BlendError(f"{path}: expected columns ImageID,ans, got {list(truth.columns)}")
+    answers = truth.drop_duplicates("ImageID").set_index("ImageID").ans.reindex(image_ids)
+    if answers.isna().any():
+        raise BlendError(f"{path}: no answer for {answers.isna().sum()} eval images, e.g. "
+                         f"{answers.index[answers.isna()][0]}")
+    return answers.to_numpy(np.int64)
+
+
 def load_blend_inputs(exp_dir: Path, spec: Experiment) -> BlendInputs:
     """OOF and test logits of every backbone complete in both, or a BlendError."""
     expected = [m.name for m in spec.models]
@@ -129,26 +144,30 @@ def _merge_exclusions(items: tuple[Exclusion, ...]) -> tuple[Exclusion, ...]:
 
 def load_oof(path: Path, n_splits: int, expected: Sequence[str]) -> OofLogits:
     """Per-model OOF logits aligned on training images; incomplete backbones excluded."""
-    frame, logits, spec_hash = _read(path, "oof")
+    file = _read(path, "oof")
+    frame = file.frame
     _check_oof_keys(frame, path, n_splits)
     rows = frame.drop_duplicates("image_key").sort_values("image_key")
     keys = pd.Index(rows.image_key)
-    complete, excluded = [], []
-    for model, at in _by_model(frame, expected):
+    complete, excluded = {}, []
+    for model, at in _by_model(frame, expected).items():
         reason = _oof_gap(frame.iloc[at], len(keys), n_splits) if len(at) else "no OOF rows (job failed or not run)"
-        (excluded.append(Exclusion(model, reason)) if reason else complete.append((model, at)))
+        if reason:
+            excluded.append(Exclusion(model, reason))
+        else:
+            complete[model] = at
     _print_exclusions(excluded)
     stack = np.empty((len(complete), len(keys), NUM_CLASSES), np.float32)
-    for m, (_, at) in enumerate(complete):
-        stack[m, keys.get_indexer(frame.image_key.iloc[at])] = logits[at]
-    return OofLogits(tuple(m for m, _ in complete), stack, keys.to_numpy(dtype=object),
-                     rows.person.to_numpy(dtype=object), rows.fold.to_numpy(np.int64),
-                     rows.target.to_numpy(np.int64), spec_hash, tuple(excluded))
+    for m, at in enumerate(complete.values()):
+        stack[m, keys.get_indexer(frame.image_key.iloc[at])] = file.logits[at]
+    return OofLogits(tuple(complete), stack, keys.to_numpy(dtype=object), rows.person.to_numpy(dtype=object),
+                     rows.fold.to_numpy(np.int64), rows.target.to_numpy(np.int64), file.spec_hash, tuple(excluded))
 
 
 def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequence[str]) -> EvalLogits:
     """Per-model test logits averaged over fold models, rows in eval order."""
-    frame, logits, spec_hash = _read(path, "test")
+    file = _read(path, "test")
+    frame = file.frame
     _check_unique(frame, ["backbone", "fold", "image_key"], path)
     _check_folds(frame, path, n_splits)
     ids = pd.Index(eval_ids)
@@ -156,27 +175,31 @@ def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequenc
     if (where < 0).any():
         raise BlendError(f"{path}: {(where < 0).sum()} rows have ImageIDs not in eval/info.csv, e.g. "
                          f"{frame.image_key[where < 0].iloc[0]}: logits of different eval data?")
-    complete, excluded = [], []
-    for model, at in _by_model(frame, expected):
-        if not len(at):
-            excluded.append(Exclusion(model, "no test rows (job failed or not run)"))
-            continue
+    complete, excluded = {}, []
+    for model, at in _by_model(frame, expected).items():
         per_fold = np.bincount(frame.fold.iloc[at], minlength=n_splits)
         short = [f"{f} ({n} of {len(ids)} images)" for f, n in enumerate(per_fold) if n < len(ids)]
-        if short:
-            excluded.append(Exclusion(model, f"test logits incomplete for fold models {', '.join(short)}"))
+        if not len(at) or short:
+            reason = f"test logits incomplete for fold models {', '.join(short)}" if len(at) else "no test rows"
+            excluded.append(Exclusion(model, reason))
             continue
         # Each (fold, image) occurs once (duplicates were refused), so plain assignment fills it.
         per_model = np.empty((n_splits, len(ids), NUM_CLASSES), np.float32)
-        per_model[frame.fold.to_numpy()[at], where[at]] = logits[at]
-        complete.append((model, per_model.mean(axis=0)))
+        per_model[frame.fold.to_numpy()[at], where[at]] = file.logits[at]
+        complete[model] = per_model.mean(axis=0)
     _print_exclusions(excluded)
-    stack = np.stack([m for _, m in complete]) if complete else np.empty((0, len(ids), NUM_CLASSES), np.float32)
-    return EvalLogits(tuple(m for m, _ in complete), stack, np.asarray(eval_ids, dtype=object),
-                      spec_hash, tuple(excluded))
+    stack = np.stack(list(complete.values())) if complete else np.empty((0, len(ids), NUM_CLASSES), np.float32)
+    return EvalLogits(tuple(complete), stack, np.asarray(eval_ids, dtype=object), file.spec_hash, tuple(excluded))
 
 
-def _read(path: Path, split: str) -> tuple[pd.DataFrame, np.ndarray, str]:
+@dataclass(frozen=True)
+class LogitsFile:
+    frame: pd.DataFrame  # key columns
+    logits: np.ndarray  # (rows, C)
+    spec_hash: str
+
+
+def _read(path: Path, split: str) -> LogitsFile:
     if not path.is_file():
         raise BlendError(f"{path}: not found; run the experiment first or pick another with --results")
     try:
@@ -193,7 +216,7 @@ def _read(path: Path, split: str) -> tuple[pd.DataFrame, np.ndarray, str]:
         models = sorted(frame.backbone[bad].unique())
         raise BlendError(f"{path}: {bad.sum()} rows have NaN or infinite logits (backbones {models}); "
                          f"re-run those jobs")
-    return frame, logits, meta.spec_hash
+    return LogitsFile(frame, logits, meta.spec_hash)
 
 
 def _check_schema(path: Path) -> None:
@@ -254,11 +277,11 @@ def _check_oof_keys(frame: pd.DataFrame, path: Path, n_splits: int) -> None:
                          f"several folds; folds must split by person or OOF scores flatter")
 
 
-def _by_model(frame: pd.DataFrame, expected: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+def _by_model(frame: pd.DataFrame, expected: Sequence[str]) -> dict[str, np.ndarray]:
     """Row positions per backbone: the spec's models first (empty if absent), then any others."""
     groups = frame.groupby("backbone", sort=True).indices
     names = list(expected) + [m for m in groups if m not in expected]
-    return [(m, groups.get(m, np.empty(0, np.int64))) for m in names]
+    return {m: groups.get(m, np.empty(0, np.int64)) for m in names}
 
 
 def _oof_gap(rows: pd.DataFrame, n_images: int, n_splits: int) -> str | None:

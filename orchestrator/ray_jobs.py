@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from tasks.job_io import EpochReport, Job
@@ -59,7 +60,12 @@ def train_worker(config: dict) -> None:
 
     job = Job(config["model"], config["fold"], work)
     log(f"start on {node}" + (" (resumed from a checkpoint)" if checkpoint else ""))
-    result = train_job(spec, job, on_epoch=on_epoch, log=log)
+    try:
+        result = train_job(spec, job, on_epoch=on_epoch, log=log)
+    except Exception:
+        # Ray shortens worker tracebacks; the driver logs this full one from the report.
+        ray.train.report({"final": 0, "node": node, "error": traceback.format_exc()})
+        raise
     log(f"done: best macro F1 {result.val['macro_f1']:.4f} at epoch {result.best_epoch}")
     log_file.close()
     with tempfile.TemporaryDirectory() as tmp:

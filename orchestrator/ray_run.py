@@ -74,14 +74,16 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
     from ray import tune
 
     board = Board({p.job_id: p for p in todo})
-    live = LiveTable(board, storage, spec.out_dir / "logs", stream)
+    live = LiveTable(board, storage, spec.out_dir / "logs")
     configs = [job_config(spec, p, storage) | {"meta": _meta(spec, p)} for p in todo]
     with ray_session(spec, address):
         slots = check_resources(spec.resources)
         print(f"running {len(todo)} jobs, {slots} at a time", file=stream)
         tuner = tune.Tuner(
-            # The trainable only waits on its TorchTrainer; the Train worker holds the slot.
-            tune.with_resources(run_trial, {"cpu": 0.01}),
+            # The trainable only waits on its TorchTrainer, whose controller runs on the same
+            # node: keep both on the head node (no CPU taken) so that losing a worker node
+            # loses only Train workers, which FailureConfig restarts from their checkpoint.
+            tune.with_resources(run_trial, {"node:__internal_head__": 0.001}),
             param_space={"job": tune.grid_search(configs)},
             tune_config=tune.TuneConfig(max_concurrent_trials=slots),
             run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,

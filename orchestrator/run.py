@@ -45,8 +45,8 @@ def absolute(spec: Experiment) -> Experiment:
 
 
 def run_experiment(spec: Experiment, address: str | None = None, storage: str | None = None,
-                   dry_run: bool = False, stream=sys.stderr) -> RunSummary:
-    started = time.monotonic()
+                   dry_run: bool = False, stream=None) -> RunSummary:
+    started, stream = time.monotonic(), stream or sys.stderr
     spec = absolute(spec)
     dataset = prepare(spec)
     plans = plan_jobs(spec, rows_hash(spec, dataset))

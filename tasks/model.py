@@ -56,9 +56,14 @@ def create_body(model: ModelSpec) -> nn.Module:
         path = Path(model.pretrained_path)
         if not path.is_file():
             raise PretrainedError(f"models[{model.name}].pretrained_path: {path} is not a file")
-        # timm's own local-file loading: it adapts or drops the classifier as for hub weights.
-        return timm.create_model(model.backbone, pretrained=True, num_classes=0,
-                                 pretrained_cfg_overlay={"file": str(path)})
+        try:  # timm's own local-file loading: it adapts or drops the classifier as for hub weights
+            return timm.create_model(model.backbone, pretrained=True, num_classes=0,
+                                     pretrained_cfg_overlay={"file": str(path)})
+        except Exception as err:  # torch and timm raise many types for a bad file
+            raise PretrainedError(
+                f"models[{model.name}].pretrained_path: {path} could not be loaded as {model.backbone} "
+                f"weights ({type(err).__name__}: {str(err).splitlines()[0][:200]}). It must be a state_dict "
+                "saved with torch.save (or .safetensors) for this backbone.") from None
     if not model.pretrained:
         return timm.create_model(model.backbone, pretrained=False, num_classes=0)
     try:

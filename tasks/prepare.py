@@ -102,7 +102,7 @@ def read_folds(spec: Experiment, dataset: Dataset) -> pd.DataFrame:
 
 def manifest(spec: Experiment, dataset: Dataset) -> dict:
     return {"experiment": spec.name, "spec_hash": spec.spec_hash(), "shared_hash": spec.shared_hash(),
-            "data_hash": dataset.data_hash, "git": git_revision(),
+            "data_hash": dataset.data_hash, "rows_hash": rows_hash(spec, dataset), "git": git_revision(),
             "packages": {p: _version(p) for p in PACKAGES}, "python": sys.version.split()[0],
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 

@@ -93,10 +93,10 @@ def write_data_root(tmp_path: Path, ids: np.ndarray, answers: np.ndarray) -> Pat
     return root
 
 
-def write_experiment(tmp_path: Path, people: pd.DataFrame, oof: dict[str, np.ndarray],
-                     test: dict[str, np.ndarray], answers: np.ndarray, n_splits: int,
-                     name: str = "exp", **blend) -> Path:
-    """results/<name>/ with spec.yaml, oof.parquet and test.parquet; test[m] is (K, T, 18)."""
+def write_experiment(tmp_path: Path, people: pd.DataFrame, models: "FakeModels", answers: np.ndarray,
+                     n_splits: int, name: str = "exp", **blend) -> Path:
+    """results/<name>/ with spec.yaml, oof.parquet and test.parquet; people's targets are the OOF rows'."""
+    oof, test = models.oof, models.test
     ids = eval_ids(len(answers))
     write_data_root(tmp_path, ids, answers)
     spec = spec_dict(tmp_path, list(oof), n_splits, name, **blend)
@@ -114,14 +114,19 @@ def write_experiment(tmp_path: Path, people: pd.DataFrame, oof: dict[str, np.nda
     return exp_dir
 
 
-def fake_models(people: pd.DataFrame, answers: np.ndarray, n_splits: int,
-                specs: dict[str, dict]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+@dataclass(frozen=True)
+class FakeModels:
+    oof: dict[str, np.ndarray]  # model -> (N, 18) OOF logits
+    test: dict[str, np.ndarray]  # model -> (K, T, 18) logits of each fold model
+
+
+def fake_models(people: pd.DataFrame, answers: np.ndarray, n_splits: int, specs: dict[str, dict]) -> FakeModels:
     """OOF and per-fold test logits for each model; specs[m] are model_logits' keyword args."""
     oof, test = {}, {}
     for i, (model, kw) in enumerate(specs.items()):
         oof[model] = model_logits(people.target.to_numpy(), seed=100 + i, **kw)
         test[model] = fold_model_logits(answers, 1000 + 10 * i, n_splits, **kw)
-    return oof, test
+    return FakeModels(oof, test)
 
 
 @dataclass(frozen=True)

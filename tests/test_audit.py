@@ -26,8 +26,8 @@ def audited(tmp_path_factory):
     people = make_people(300, N_SPLITS, seed=4)
     bad = inject_mislabels(people, N_GENDER, N_SWAP, N_AGE, seed=5)
     answers = make_targets(100)
-    oof, test = fake_models(bad.true, answers, N_SPLITS, MODELS)
-    exp = write_experiment(tmp, bad.given, oof, test, answers, N_SPLITS)
+    models = fake_models(bad.true, answers, N_SPLITS, MODELS)
+    exp = write_experiment(tmp, bad.given, models, answers, N_SPLITS)
     truth = tmp / "mislabeled.csv"
     bad.truth.to_csv(truth, index=False)
     return exp, truth, bad
@@ -72,25 +72,30 @@ def test_swap_suggestion_is_the_two_row_relabel_pair(audited):
     assert ages.value.str.fullmatch(r"\d+").all()
 
 
-def _hypotheses(rng, n_people: int, liars: int, outliers: int) -> audit.Hypotheses:
-    """Probability of the given label per image: liars' images lean against it on the whole,
-    honest people's are mostly sure but some have one confidently wrong image."""
-    p = rng.uniform(0.55, 0.99, (n_people, 7))
-    p[:liars] = rng.beta(2, 4, (liars, 7))  # whole-person error: mean 0.33, a few images above 0.5
-    p[liars:liars + outliers, 0] = rng.uniform(0.001, 0.02, outliers)  # one bad photo of an honest person
-    return audit.Hypotheses("gender", np.array([f"p{i:03d}" for i in range(n_people)]),
-                            np.repeat(np.arange(n_people), 7), np.stack([p.ravel(), 1 - p.ravel()], 1),
-                            np.zeros(n_people, np.int64))
+def _gender_evidence(rng, n_people: int, n_wrong: int) -> tuple[audit.Hypotheses, set[str]]:
+    """A calibrated model's per-image probability of the given gender: a person effect plus
+    image noise in logit space (so single confidently wrong photos happen), flipped for the
+    people whose gender is wrong. People are in random order so ties favour no one."""
+    z = rng.normal(2.0, 1.0, (n_people, 1)) + rng.normal(0.0, 1.5, (n_people, 7))
+    p = 1 / (1 + np.exp(-z))
+    wrong = rng.choice(n_people, n_wrong, replace=False)
+    p[wrong] = 1 - p[wrong]
+    people = np.array([f"p{i:05d}" for i in range(n_people)])
+    h = audit.Hypotheses("gender", people, np.repeat(np.arange(n_people), 7),
+                         np.stack([p.ravel(), 1 - p.ravel()], 1), np.zeros(n_people, np.int64))
+    return h, set(people[wrong])
 
 
 def test_geometric_mean_ranks_whole_person_errors_above_min_and_vote():
-    rng = np.random.default_rng(0)
-    h = _hypotheses(rng, n_people=400, liars=20, outliers=60)
-    liars = set(h.people[:20])
-    precision = {how: len(set(audit.rank(h, how).people[:20]) & liars) / 20 for how in audit.AGGREGATES}
-    assert precision["geo"] >= 0.9
-    assert precision["geo"] > precision["min"] + 0.3
-    assert precision["geo"] > precision["vote"]
+    found = dict.fromkeys(audit.AGGREGATES, 0)
+    for seed in range(3):
+        h, wrong = _gender_evidence(np.random.default_rng(seed), 3000, 90)
+        for how in audit.AGGREGATES:
+            found[how] += len(set(audit.rank(h, how).people[:90]) & wrong)
+    precision = {how: n / 270 for how, n in found.items()}
+    assert precision["geo"] > 0.75
+    assert precision["geo"] > precision["vote"] + 0.02
+    assert precision["geo"] > precision["min"] + 0.08
 
 
 def test_audit_probabilities_follow_a_soft_blend_and_ignore_a_hard_one(audited, tmp_path):
@@ -109,6 +114,6 @@ def test_a_truth_file_about_other_people_is_a_clear_error(audited, tmp_path, cap
     exp, _, _ = audited
     other = tmp_path / "other.csv"
     pd.DataFrame({"person": ["004432"], "field": ["gender"], "value": ["female"]}).to_csv(other, index=False)
-    assert audit.main(["--results", str(exp), "--truth-mislabels", str(other)]) == 1
+    assert audit.main(["--results", str(exp), "--truth-mislabels", str(other)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("audit: error: ") and "none of its people are in the OOF rows" in err
+    assert err.startswith("error: ") and "none of its people are in the OOF rows" in err

@@ -29,8 +29,8 @@ FAST = {"rounds": 15}
 def make_experiment(tmp_path, models=MODELS, n_people=120, name="exp", **blend_opts):
     people = make_people(n_people, N_SPLITS, seed=1)
     answers = make_targets(300, seed=2)
-    oof, test = fake_models(people, answers, N_SPLITS, models)
-    return write_experiment(tmp_path, people, oof, test, answers, N_SPLITS, name=name, **{**FAST, **blend_opts})
+    fake = fake_models(people, answers, N_SPLITS, models)
+    return write_experiment(tmp_path, people, fake, answers, N_SPLITS, name=name, **{**FAST, **blend_opts})
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
@@ -91,11 +91,11 @@ def test_truth_score_is_the_submissions_real_macro_f1(blended, capsys):
 def _inputs(n_people: int, models: dict, seed: int = 0) -> BlendInputs:
     people = make_people(n_people, N_SPLITS, seed=seed)
     answers = make_targets(50, seed)
-    oof, test = fake_models(people, answers, N_SPLITS, models)
-    names = tuple(oof)
-    o = OofLogits(names, np.stack(list(oof.values())), people.image_key.to_numpy(), people.person.to_numpy(),
+    fake = fake_models(people, answers, N_SPLITS, models)
+    names = tuple(fake.oof)
+    o = OofLogits(names, np.stack(list(fake.oof.values())), people.image_key.to_numpy(), people.person.to_numpy(),
                   people.fold.to_numpy(), people.target.to_numpy(), "h", ())
-    t = EvalLogits(names, np.stack([x.mean(0) for x in test.values()]), np.arange(50).astype(str), "h", ())
+    t = EvalLogits(names, np.stack([x.mean(0) for x in fake.test.values()]), np.arange(50).astype(str), "h", ())
     return BlendInputs(o, t, ())
 
 
@@ -178,8 +178,8 @@ def test_bad_input_is_one_clear_error_and_keeps_earlier_outputs(tmp_path, capsys
     before = {p.name: p.read_bytes() for p in (exp / "blend").iterdir()}
     breakage(exp)
     code, _, err = run_cli(capsys, "--results", exp)
-    assert code == 1
-    assert err.startswith("blend: error: ") and "Traceback" not in err
+    assert code == 2
+    assert err.startswith("error: ") and "Traceback" not in err
     assert re.search(message, err), err
     assert {p.name: p.read_bytes() for p in (exp / "blend").iterdir()} == before
     assert not [p for p in exp.iterdir() if p.name.startswith(".blend")]
@@ -193,7 +193,7 @@ def test_bad_input_is_one_clear_error_and_keeps_earlier_outputs(tmp_path, capsys
 def test_bad_override_names_the_file_and_field(tmp_path, capsys, override, message):
     exp = make_experiment(tmp_path)
     code, _, err = run_cli(capsys, "--results", exp, "--set", override)
-    assert code == 1 and re.search(message, err), err
+    assert code == 2 and re.search(message, err), err
     assert not (exp / "blend").exists()
 
 

@@ -1,0 +1,94 @@
+"""Fault tolerance on real Ray: a node lost mid-run, and a driver killed mid-run."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator.run import run_experiment
+from tasks.logits import read_logits
+from tasks.prepare import prepare
+from tasks.spec import load_spec
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+def spec_args(root: Path, results: Path, name: str, epochs: int, folds: int) -> list[str]:
+    return [f"data.root={root}", f"results_dir={results}", f"name={name}", f"folds.n_splits={folds}",
+            f"train.epochs={epochs}", f"train.patience={epochs}", "train.tta_flip=false",
+            "models=[{backbone: test_convnext}]", "resources.cpus_per_worker=1", "resources.max_failures=3"]
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what}")
+        time.sleep(0.5)
+
+
+def epoch_logged(log_dir: Path) -> bool:
+    return any("epoch 1/" in p.read_text() for p in log_dir.glob("*.log"))
+
+
+def test_node_lost_mid_run_every_job_still_finishes(synth_root, tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 80 * 2**20})
+    nodes = [cluster.add_node(num_cpus=1, resources={"fake_gpu": 1}, object_store_memory=80 * 2**20)
+             for _ in range(2)]
+    cluster.wait_for_nodes()
+    spec = load_spec(REPO / "experiments/demo.yaml", spec_args(synth_root, tmp_path, "nodes", epochs=4, folds=3))
+    removed = threading.Event()
+
+    def remove_a_busy_node():
+        wait_for(lambda: epoch_logged(tmp_path / "nodes" / "logs"), 300, "a first epoch")
+        cluster.remove_node(nodes[0])
+        removed.set()
+
+    killer = threading.Thread(target=remove_a_busy_node, daemon=True)
+    killer.start()
+    try:
+        summary = run_experiment(spec, address=cluster.address)
+    finally:
+        cluster.shutdown()
+    assert removed.is_set()
+    assert summary.failed == () and len(summary.ran) == 3
+    oof, _, _ = read_logits(spec.out_dir / "oof.parquet")
+    dataset = prepare(spec, verbose=False)
+    assert oof["image_key"].is_unique and set(oof["image_key"]) == set(dataset.train["image_key"])
+
+
+def test_killed_driver_resumes_without_retraining(synth_root, tmp_path):
+    args = spec_args(synth_root, tmp_path, "killed", epochs=3, folds=3)
+    command = [sys.executable, "-m", "orchestrator.run", "experiments/demo.yaml"]
+    for a in args:
+        command += ["--set", a]
+    log_dir = tmp_path / "killed" / "logs"
+    first = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    done = lambda: list((tmp_path / "killed" / "jobs").glob("*/result.json"))  # noqa: E731
+    try:
+        wait_for(lambda: len(done()) >= 1, 400, "a finished job")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        first.wait()
+    finished_before = {p.parent.name for p in done()}
+    assert 1 <= len(finished_before) < 3
+    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    for job_id in finished_before:  # trained once: started once, no epoch after the kill
+        assert (log_dir / f"{job_id}.log").read_text().count("started") == 1
+    reference = load_spec(REPO / "experiments/demo.yaml", spec_args(synth_root, tmp_path, "reference", 3, 3))
+    run_experiment(reference)
+    got, got_logits, _ = read_logits(tmp_path / "killed" / "oof.parquet")
+    want, want_logits, _ = read_logits(reference.out_dir / "oof.parquet")
+    order, want_order = np.argsort(got["image_key"].to_numpy()), np.argsort(want["image_key"].to_numpy())
+    np.testing.assert_allclose(got_logits[order], want_logits[want_order], atol=1e-5)
+    assert (tmp_path / "killed" / "leaderboard.csv").read_text() == (reference.out_dir / "leaderboard.csv").read_text()

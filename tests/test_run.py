@@ -1,0 +1,77 @@
+"""The driver on real Ray: an embedded local Ray, a failing job, caching, and the job matrix."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from orchestrator.plan import plan_jobs
+from orchestrator.ray_run import ResourceError, check_resources, ray_session
+from orchestrator.run import main, run_experiment
+from tasks.logits import read_logits
+from tasks.prepare import prepare, rows_hash
+from tasks.spec import load_spec
+
+pytestmark = pytest.mark.slow
+
+
+def run_spec(root: Path, results: Path, *overrides: str):
+    """Two tiny models x 2 folds x 1 epoch on one fake GPU slot (2 CPUs per worker)."""
+    return load_spec(Path("experiments/demo.yaml"), [
+        f"data.root={root}", f"results_dir={results}", "name=runtest", "folds.n_splits=2",
+        "train.epochs=1", "train.tta_flip=false", "resources.cpus_per_worker=2", "resources.max_failures=0",
+        *overrides])
+
+
+def test_dry_run_plans_longest_first_and_hashes_settings(synth_root, tmp_path, capsys):
+    spec = run_spec(synth_root, tmp_path, "models=[{backbone: test_convnext}, {backbone: resnet18}]")
+    dataset = prepare(spec, verbose=False)
+    plans = plan_jobs(spec, rows_hash(spec, dataset))
+    assert [p.backbone for p in plans] == ["resnet18"] * 2 + ["test_convnext"] * 2  # big first
+    assert all(p.state == "to run" for p in plans) and len({p.job_id for p in plans}) == 4
+    changed = run_spec(synth_root, tmp_path, "models=[{backbone: test_convnext}, {backbone: resnet18}]",
+                       "models.1.train.epochs=3")
+    again = {p.job_id for p in plan_jobs(changed, rows_hash(changed, dataset))}
+    assert {p.job_id for p in plans if p.backbone == "test_convnext"} <= again
+    assert not {p.job_id for p in plans if p.backbone == "resnet18"} & again
+    code = main(["experiments/demo.yaml", "--dry-run", "--set", f"data.root={synth_root}",
+                 "--set", f"results_dir={tmp_path}", "--set", "name=runtest"])
+    assert code == 0
+    out = capsys.readouterr().err
+    assert "to run" in out and "fake_gpu=1" in out and "0 cached" in out
+
+
+def test_unsatisfiable_resources_fail_fast(synth_root, tmp_path):
+    spec = run_spec(synth_root, tmp_path, "resources.slot=fake_gpu")
+    typo = run_spec(synth_root, tmp_path, "resources.slot=fake_gpus")
+    with ray_session(spec, None):
+        assert check_resources(spec.resources) == 1
+        with pytest.raises(ResourceError, match="fake_gpus=1"):
+            check_resources(typo.resources)
+
+
+def test_failed_job_reported_others_finish_rerun_retries_only_it(synth_root, tmp_path, capsys):
+    bad = tmp_path / "corrupt.pth"
+    bad.write_bytes(b"not a checkpoint")
+    # "a_broken" sorts first at equal cost, so it fails first on the single slot: the jobs
+    # after it only run if its slot was released.
+    spec = run_spec(synth_root, tmp_path, "models=[{backbone: test_convnext}, "
+                    f"{{backbone: test_convnext, name: a_broken, pretrained_path: {bad}}}]")
+    first = run_experiment(spec)
+    assert sorted(first.failed) == sorted(p for p in first.ran + first.failed if p.startswith("a_broken"))
+    assert len(first.failed) == 2 and len(first.ran) == 2
+    assert first.gathered.models == ("test_convnext",) and first.gathered.incomplete == ("a_broken",)
+    log = next((spec.out_dir / "logs").glob("a_broken-fold0-*.log")).read_text()
+    assert "FAILED" in log and "Traceback" in log
+    assert "PretrainedError: models[a_broken].pretrained_path:" in log and "corrupt.pth" in log
+    oof, logits, _ = read_logits(spec.out_dir / "oof.parquet")
+    dataset = prepare(spec, verbose=False)
+    assert sorted(oof["image_key"]) == sorted(dataset.train["image_key"])  # each image once
+    board = pd.read_csv(spec.out_dir / "leaderboard.csv")
+    assert set(board["fold"].astype(str)) == {"0", "1", "mean", "std"}
+    capsys.readouterr()
+    second = run_experiment(spec)
+    assert sorted(second.failed) == sorted(first.failed) and second.ran == ()
+    assert sorted(second.cached) == sorted(first.ran)  # finished jobs are never repeated
+    _, again, _ = read_logits(spec.out_dir / "oof.parquet")
+    assert np.array_equal(logits, again)
