@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from orchestrator.placement import release_orphaned_groups
 from orchestrator.plan import JobPlan
 from orchestrator.ray_jobs import copy_outputs
 
@@ -60,7 +61,7 @@ class LiveTable(Callback):
         # No stream kept: Tune pickles its callbacks; stderr is looked up when drawing.
         self.board, self.storage, self.log_dir = board, storage, log_dir
         self.redraw = sys.stderr.isatty()
-        self.last_render = 0.0
+        self.last_render = self.last_sweep = 0.0
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def _update(self, trial, **changes) -> str:
@@ -105,7 +106,19 @@ class LiveTable(Callback):
         error = _error_text(trial)
         job_id = self._update(trial, state="failed", finished=time.time(), error=error)
         self._log(job_id, f"FAILED:\n{error}")
+        self._sweep()
         self._show(force=True)
+
+    def on_step_end(self, iteration, trials, **info):
+        # A controller killed with its trial may be marked dead only later: sweep now and then.
+        if time.time() - self.last_sweep > 10:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        self.last_sweep = time.time()
+        released = release_orphaned_groups()
+        if released:
+            print(f"released {released} placement group(s) left by ended jobs", file=sys.stderr)
 
     def show_final(self) -> None:
         self.redraw = False  # leave the last table in the scrollback

@@ -48,6 +48,9 @@ def train_worker(config: dict) -> None:
             for name in os.listdir(saved):
                 shutil.copy2(Path(saved) / name, work / name)
     node = ray.util.get_node_ip_address()
+    if (work / "result.json").exists():  # finished before the driver could collect it
+        _report_final(work, node)
+        return
     log_file = open(work / "job.log", "a", buffering=1)
 
     def log(line: str) -> None:
@@ -68,6 +71,16 @@ def train_worker(config: dict) -> None:
         raise
     log(f"done: best macro F1 {result.val['macro_f1']:.4f} at epoch {result.best_epoch}")
     log_file.close()
+    _report_final(work, node)
+
+
+def _report_final(work: Path, node: str) -> None:
+    """The last report: a checkpoint holding every output of the job, for the driver."""
+    import ray.train
+
+    from tasks.job_io import JobResult
+
+    result = JobResult.read(work)
     with tempfile.TemporaryDirectory() as tmp:
         for name in OUTPUT_FILES:
             shutil.copy2(work / name, Path(tmp) / name)

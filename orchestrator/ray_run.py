@@ -36,7 +36,9 @@ def ray_session(spec: Experiment, address: str | None):
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     # Workers import `tasks` from this checkout (the same path on every node of a cluster).
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    # A faster Train health check cuts 2-4 s of idle waiting from the end of every job.
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")}
     for name in ("MASKFOLD_CACHE", "HF_HUB_OFFLINE", "HF_HOME"):
         if name in os.environ:
             env[name] = os.environ[name]
@@ -44,7 +46,8 @@ def ray_session(spec: Experiment, address: str | None):
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
     else:
-        ray.init(runtime_env={"env_vars": env}, **local_ray_args(spec.resources))
+        # address="local": never join some other cluster that happens to run on this machine.
+        ray.init(address="local", runtime_env={"env_vars": env}, **local_ray_args(spec.resources))
     try:
         yield
     finally:

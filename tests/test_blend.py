@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 
 import numpy as np
@@ -172,9 +173,9 @@ KEYS = ("experiment", "backbone", "fold", "split", "image_key", "person", "targe
     (lambda exp: _rewrite(exp / "oof.parquet", edit=_move_person), r"held out in several folds"),
     (lambda exp: (exp / "test.parquet").unlink(), r"test\.parquet: not found"),
 ], ids=["duplicates", "two_hashes", "class_count", "schema", "labels_disagree", "person_split", "missing_file"])
-def test_bad_input_is_one_clear_error_and_keeps_earlier_outputs(tmp_path, capsys, breakage, message):
-    exp = make_experiment(tmp_path)
-    assert run_cli(capsys, "--results", exp, "--set", "blend.decode=joint")[0] == 0
+def test_bad_input_is_one_clear_error_and_keeps_earlier_outputs(blended, tmp_path, capsys, breakage, message):
+    exp = tmp_path / "exp"
+    shutil.copytree(blended[0], exp)  # with the earlier run's blend/ outputs
     before = {p.name: p.read_bytes() for p in (exp / "blend").iterdir()}
     breakage(exp)
     code, _, err = run_cli(capsys, "--results", exp)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from orchestrator.run import run_experiment
@@ -91,4 +92,5 @@ def test_killed_driver_resumes_without_retraining(synth_root, tmp_path):
     want, want_logits, _ = read_logits(reference.out_dir / "oof.parquet")
     order, want_order = np.argsort(got["image_key"].to_numpy()), np.argsort(want["image_key"].to_numpy())
     np.testing.assert_allclose(got_logits[order], want_logits[want_order], atol=1e-5)
-    assert (tmp_path / "killed" / "leaderboard.csv").read_text() == (reference.out_dir / "leaderboard.csv").read_text()
+    boards = [pd.read_csv(d / "leaderboard.csv").drop(columns="seconds") for d in (tmp_path / "killed", reference.out_dir)]
+    pd.testing.assert_frame_equal(*boards)  # every score equal; only the timings differ
