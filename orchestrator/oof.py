@@ -6,6 +6,8 @@ rows, two spec hashes, disagreeing labels) is a BlendError naming the file.
 """
 from __future__ import annotations
 
+import json
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +110,12 @@ def read_truth(path: Path, image_ids: np.ndarray) -> np.ndarray:
     return answers.to_numpy(np.int64)
 
 
+def _manifest_rows_hash(exp_dir: Path) -> str | None:
+    """The hash every job's logits of the current prepare carry (None for older results)."""
+    path = exp_dir / "manifest.json"
+    return json.loads(path.read_text()).get("rows_hash") if path.exists() else None
+
+
 def load_blend_inputs(exp_dir: Path, spec: Experiment) -> BlendInputs:
     """OOF and test logits of every backbone complete in both, or a BlendError."""
     expected = [m.name for m in spec.models]
@@ -118,9 +126,11 @@ def load_blend_inputs(exp_dir: Path, spec: Experiment) -> BlendInputs:
         raise BlendError(f"{exp_dir}/oof.parquet has spec_hash {oof.spec_hash} but test.parquet has "
                          f"{test.spec_hash}: the logits come from different data, folds or seeds; "
                          f"re-run the experiment so both come from one spec")
-    if oof.spec_hash != spec.shared_hash():
-        print(f"note: the logits' spec_hash {oof.spec_hash} differs from spec.yaml's "
-              f"{spec.shared_hash()} (was data.root overridden?)", flush=True)
+    expected_hash = _manifest_rows_hash(exp_dir)
+    if expected_hash and oof.spec_hash != expected_hash:
+        raise BlendError(f"{exp_dir}/oof.parquet was made for other data or folds (spec hash {oof.spec_hash}, "
+                         f"manifest.json says {expected_hash}); re-run `python -m orchestrator.run` to "
+                         "gather the current jobs")
     both = [m for m in oof.models if m in test.models]
     excluded = _merge_exclusions(oof.excluded + test.excluded)
     if not both:

@@ -54,22 +54,39 @@ def ray_session(spec: Experiment, address: str | None):
         ray.shutdown()
 
 
+def _fits(node: dict, bundle: dict[str, float]) -> int:
+    return int(min(node.get(k, 0) / v for k, v in bundle.items()))
+
+
+def autoscaler_node_types(path: Path = Path.home() / "ray_bootstrap_config.yaml") -> list[tuple[dict, int]]:
+    """(resources, max count) of each node type the autoscaler may launch, if this is a head."""
+    import yaml
+
+    if not path.exists():
+        return []
+    types = (yaml.safe_load(path.read_text()) or {}).get("available_node_types", {})
+    return [(t.get("resources", {}), int(t.get("max_workers", 0))) for t in types.values()]
+
+
 def check_resources(res: ResourcesSpec) -> int:
-    """How many jobs can run at once; ResourceError if no node can ever hold a job's worker."""
+    """How many jobs can run at once; ResourceError if no node can ever hold a job's worker.
+
+    Nodes the autoscaler may still launch count: GPU nodes usually start at zero.
+    """
     import ray
 
     bundle = worker_resources(res) | ({"GPU": 1.0} if res.slot == "GPU" else {})
     nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
-    fits = [sum(int(min(node.get(k, 0) / v for k, v in bundle.items())) for node in nodes)]
-    if fits[0] < res.workers_per_job:
+    workers = sum(_fits(node, bundle) for node in nodes)
+    workers += sum(_fits(node, bundle) * count for node, count in autoscaler_node_types())
+    if workers < res.workers_per_job:
         have = "; ".join(", ".join(f"{k}={v:g}" for k, v in sorted(n.items()) if not k.startswith("node:")
                                    and k not in ("memory", "object_store_memory")) for n in nodes)
         raise ResourceError(
             f"resources: a job needs {res.workers_per_job} worker(s) of "
             f"{', '.join(f'{k}={v:g}' for k, v in bundle.items())} but the cluster's nodes have: {have}. "
-            "Check resources.slot, resources.cpus_per_worker and resources.accelerator_type "
-            "(or start the GPU nodes first).")
-    return max(1, fits[0] // res.workers_per_job)
+            "Check resources.slot, resources.cpus_per_worker and resources.accelerator_type.")
+    return max(1, workers // res.workers_per_job)
 
 
 def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | None, stream) -> tuple[str, ...]:

@@ -75,3 +75,15 @@ def test_failed_job_reported_others_finish_rerun_retries_only_it(synth_root, tmp
     assert sorted(second.cached) == sorted(first.ran)  # finished jobs are never repeated
     _, again, _ = read_logits(spec.out_dir / "oof.parquet")
     assert np.array_equal(logits, again)
+
+
+def test_autoscaler_node_types_count_as_capacity(tmp_path):
+    from orchestrator.ray_run import _fits, autoscaler_node_types
+
+    config = tmp_path / "ray_bootstrap_config.yaml"
+    config.write_text("available_node_types:\n  head: {resources: {CPU: 0}, max_workers: 0}\n"
+                      "  v100_x4: {resources: {CPU: 32, GPU: 4}, max_workers: 2}\n")
+    types = autoscaler_node_types(config)
+    bundle = {"CPU": 4, "GPU": 1}
+    assert sum(_fits(node, bundle) * count for node, count in types) == 8
+    assert autoscaler_node_types(tmp_path / "absent.yaml") == []
