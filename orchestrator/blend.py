@@ -1,5 +1,8 @@
 """`python -m orchestrator.blend`: the submission the OOF evidence supports, honestly scored.
 
+Test logits are the ones the jobs saved; `--reinfer` first recomputes them from the saved fold
+models on Ray (optionally with flip TTA via `--tta/--no-tta`), e.g. when they are missing.
+
 Every method is fitted inside the person folds (on K-1 folds' OOF rows, scored on the
 held-out fold) as well as on all rows; the method is chosen by the nested score, since
 weights fitted and scored on the same rows flatter.
@@ -270,6 +273,10 @@ def run(args: argparse.Namespace) -> None:
     print(f"experiment: {exp_dir}", flush=True)
     overrides = list(args.overrides) + ([f"blend.metric={args.metric}"] if args.metric else [])
     spec = load_experiment(exp_dir, overrides)
+    if args.reinfer:
+        from orchestrator.reinfer import reinfer
+
+        reinfer(spec, exp_dir, args.tta, args.address)
     inputs = load_blend_inputs(exp_dir, spec)
     result = fit_blend(inputs, spec.blend)
     truth = read_truth(args.truth, inputs.test.image_ids) if args.truth else None
@@ -294,7 +301,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="what methods are fitted and chosen by (default: the spec's blend.metric)")
     add_set_arg(parser)
     parser.add_argument("--truth", type=Path, help="ImageID,ans CSV of true answers: score the submission")
-    return parser.parse_args(argv)
+    parser.add_argument("--reinfer", action="store_true",
+                        help="first re-run test inference from every finished job's saved fold model on Ray "
+                             "(when test logits are missing or TTA should change), then re-gather test.parquet")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="with --reinfer: flip TTA on or off for every model (default: each model's "
+                             "train.tta_flip)")
+    parser.add_argument("--address", help="with --reinfer: Ray cluster to join ('auto' on a head node); "
+                                          "default: RAY_ADDRESS, else an embedded local Ray")
+    args = parser.parse_args(argv)
+    if not args.reinfer and (args.tta is not None or args.address):
+        parser.error("--tta/--no-tta and --address only apply with --reinfer: the saved test logits were made "
+                     "with the spec's TTA setting")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

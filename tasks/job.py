@@ -84,7 +84,7 @@ def train_job(spec: Experiment, job: Job, on_epoch: Callable[[EpochReport], None
     torch.manual_seed(seed)
     model = build_model(model_spec, train)
     dev = select_device(train)
-    model.to(dev.device, memory_format=torch.channels_last if dev.channels_last else torch.preserve_format)
+    dev.place(model)
     norm = normalisation(model, dev)
     from timm.optim import create_optimizer_v2
 
@@ -96,7 +96,7 @@ def train_job(spec: Experiment, job: Job, on_epoch: Callable[[EpochReport], None
     state = load_checkpoint(job.out_dir, model, optimizer, scheduler, scaler)
     if state.epoch:
         log(f"[{job.key}] resuming after epoch {state.epoch} (best F1 {state.best_f1:.4f} at {state.best_epoch})")
-    val_loader = _eval_loader(dataset.train_cache, val_rows, train)
+    val_loader = eval_loader(dataset.train_cache, val_rows, train)
     weights = {k: v.to(dev.device) for k, v in class_weights(torch.tensor(fit_rows["train_label"].to_numpy())).items()}
     for epoch in range(state.epoch, train.epochs):
         if state.stale >= train.patience:
@@ -126,8 +126,8 @@ def train_job(spec: Experiment, job: Job, on_epoch: Callable[[EpochReport], None
 def _finish(spec, job, dataset, model, dev: Device, norm, train, val_rows, state, started) -> JobResult:
     model.load_state_dict(state.best_weights)
     save_weights(job.out_dir, model)
-    oof = predict(model, _eval_loader(dataset.train_cache, val_rows, train), dev, norm, train.tta_flip)
-    test = predict(model, _eval_loader(dataset.eval_cache, dataset.eval, train), dev, norm, train.tta_flip)
+    oof = predict(model, eval_loader(dataset.train_cache, val_rows, train), dev, norm, train.tta_flip)
+    test = predict(model, eval_loader(dataset.eval_cache, dataset.eval, train), dev, norm, train.tta_flip)
     paths = write_job_logits(job, spec, val_rows, oof, dataset.eval, test, rows_hash(spec, dataset))
     val = score(val_rows["label"].to_numpy(), oof.argmax(1))
     result = JobResult(
@@ -158,7 +158,8 @@ def _fit_loader(dataset: Dataset, rows, train: TrainSpec, seed: int):
     return make_loader(data, train.batch_size, train.loader_workers, shuffle=True, sample_weights=weights, seed=seed)
 
 
-def _eval_loader(cache, rows, train: TrainSpec):
+def eval_loader(cache, rows, train: TrainSpec):
+    """Unshuffled, un-augmented batches (the spec's eval pipeline) in `rows` order."""
     labels = rows["label"].to_numpy() if "label" in rows else np.zeros(len(rows), np.int64)
     ages = rows["age"].to_numpy() if "age" in rows else np.zeros(len(rows))
     data = CachedImages(cache, cache.rows(rows["image_key"]), labels, ages, train.augment.eval, train.input_size)

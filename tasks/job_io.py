@@ -155,11 +155,19 @@ def write_job_logits(job: Job, spec, val_rows: pd.DataFrame, oof, eval_rows: pd.
     common = {"experiment": spec.name, "backbone": job.model, "fold": job.fold}
     oof_frame = val_rows[["image_key", "person", "label"]].rename(columns={"label": "target"})
     oof_frame = oof_frame.assign(**common, split="oof")
-    test_frame = eval_rows[["image_key"]].assign(**common, split="test", person=None, target=None)
     write_logits(job.out_dir / "oof.parquet", logits_table(oof_frame, oof, meta))
-    write_logits(job.out_dir / "test.parquet", logits_table(test_frame, test, meta))
+    write_test_logits(job, spec, eval_rows, test, spec_hash)
     return {"oof_path": str(job.out_dir / "oof.parquet"), "test_path": str(job.out_dir / "test.parquet"),
             "weights_path": str(job.out_dir / "best.pt"), "metrics_path": str(job.out_dir / "metrics.csv")}
+
+
+def write_test_logits(job: Job, spec, eval_rows: pd.DataFrame, test, spec_hash: str) -> Path:
+    """The job's eval logits as its test.parquet; an earlier file stays until this one is complete."""
+    frame = eval_rows[["image_key"]].assign(experiment=spec.name, backbone=job.model, fold=job.fold,
+                                             split="test", person=None, target=None)
+    path = job.out_dir / "test.parquet"
+    write_logits(path, logits_table(frame, test, LogitsMeta(spec_hash=spec_hash)))
+    return path
 
 
 def write_result(out_dir: Path, result: JobResult) -> None:

@@ -33,6 +33,11 @@ class Device:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move `model` onto this device in its memory format (channels-last if asked)."""
+        return model.to(self.device, memory_format=torch.channels_last if self.channels_last
+                        else torch.preserve_format)
+
     def scaler(self) -> torch.amp.GradScaler:
         # Loss scaling is only needed (and only enabled) for fp16.
         return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)

@@ -172,7 +172,10 @@ KEYS = ("experiment", "backbone", "fold", "split", "image_key", "person", "targe
     (lambda exp: _rewrite(exp / "oof.parquet", edit=_flip_target), r"backbones disagree on the target"),
     (lambda exp: _rewrite(exp / "oof.parquet", edit=_move_person), r"held out in several folds"),
     (lambda exp: (exp / "test.parquet").unlink(), r"test\.parquet: not found"),
-], ids=["duplicates", "two_hashes", "class_count", "schema", "labels_disagree", "person_split", "missing_file"])
+    (lambda exp: (exp / "manifest.json").write_text('{"rows_hash": "0123456789abcdef"}'),
+     r"oof\.parquet was made for other data or folds .*manifest\.json says 0123456789abcdef"),
+], ids=["duplicates", "two_hashes", "class_count", "schema", "labels_disagree", "person_split", "missing_file",
+        "stale_manifest"])
 def test_bad_input_is_one_clear_error_and_keeps_earlier_outputs(blended, tmp_path, capsys, breakage, message):
     exp = tmp_path / "exp"
     shutil.copytree(blended[0], exp)  # with the earlier run's blend/ outputs

@@ -1,0 +1,110 @@
+"""`blend --reinfer`: test logits recomputed from the saved fold models on Ray, with and without TTA."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from orchestrator import blend
+from orchestrator.gather import check_test
+from orchestrator.oof import load_experiment
+from orchestrator.ray_run import ray_session
+from orchestrator.reinfer import reinfer
+from orchestrator.run import run_experiment
+from tasks import infer
+from tasks.job import eval_loader
+from tasks.job_io import JobResult
+from tasks.logits import read_logits
+from tasks.prepare import load_dataset
+from tasks.spec import load_spec
+from tasks.train_loop import predict
+
+pytestmark = pytest.mark.slow
+
+
+class Mirrored(torch.nn.Module):
+    """The net on left-right mirrored images: the flip half of TTA, computed on its own."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor):
+        return self.net(x.flip(3))
+
+
+@pytest.fixture(scope="module")
+def experiment(synth_root, tmp_path_factory):
+    """One tiny model x 2 folds x 1 epoch, trained without TTA; its jobs' saved test logits."""
+    results = tmp_path_factory.mktemp("reinfer")
+    # Module scope runs before the per-test MASKFOLD_CACHE fixture: name the session's cache here.
+    spec = load_spec(Path("experiments/demo.yaml"), [
+        f"data.root={synth_root}", f"results_dir={results}", f"data.cache_dir={results.parent / 'cache'}",
+        "name=reinfertest", "folds.n_splits=2", "train.epochs=1", "train.tta_flip=false",
+        "models=[{backbone: test_convnext}]", "resources.cpus_per_worker=1", "resources.max_failures=0"])
+    assert not run_experiment(spec).failed
+    exp = spec.out_dir.resolve()
+    jobs = {d.parent: JobResult.read(d.parent) for d in sorted((exp / "jobs").glob("*/result.json"))}
+    assert len(jobs) == 2
+    saved = {d: read_logits(d / "test.parquet")[1] for d in jobs}
+    return exp, jobs, saved
+
+
+@pytest.fixture(scope="module")
+def ray_connected(experiment):
+    """One embedded Ray for every reinfer below: reinfer reuses a connection it finds."""
+    exp, _, _ = experiment
+    with ray_session(load_experiment(exp), None):
+        yield
+
+
+def job_logits(jobs) -> dict[Path, np.ndarray]:
+    return {d: read_logits(d / "test.parquet")[1] for d in jobs}
+
+
+def test_reinfer_without_tta_reproduces_the_saved_logits(experiment, ray_connected, capsys):
+    exp, jobs, saved = experiment
+    summary = reinfer(load_experiment(exp), exp, tta=False)
+    assert sorted(r.fold for r in summary.jobs) == [0, 1] and not any(r.tta for r in summary.jobs)
+    assert capsys.readouterr().out.count("images, flip TTA off") == 2  # progress per finished task
+    for d, logits in job_logits(jobs).items():
+        np.testing.assert_allclose(logits, saved[d], atol=1e-5)
+
+
+def test_reinfer_with_tta_is_the_mean_of_plain_and_mirrored(experiment, ray_connected):
+    exp, jobs, saved = experiment
+    spec = load_experiment(exp)
+    reinfer(spec, exp, tta=True)
+    dataset = load_dataset(spec, verbose=False)
+    for d, logits in job_logits(jobs).items():
+        r = jobs[d]
+        plain = infer.infer_test(spec, r.model, r.fold, d / "best.pt", tta=False, dataset=dataset)
+        fm = infer.load_fold_model(spec, r.model, r.fold, d / "best.pt")
+        assert fm.device.device.type == "cpu"
+        mirrored = predict(Mirrored(fm.net), eval_loader(dataset.eval_cache, dataset.eval, fm.train),
+                           fm.device, fm.norm, flip_tta=False)
+        assert not np.allclose(logits, saved[d], atol=1e-3)
+        np.testing.assert_allclose(logits, (plain + mirrored) / 2, atol=1e-5)
+    gathered, gathered_logits, _ = read_logits(exp / "test.parquet")  # re-gathered from the new files
+    for d, logits in job_logits(jobs).items():
+        np.testing.assert_array_equal(gathered_logits[gathered["fold"].to_numpy() == jobs[d].fold], logits)
+
+
+def test_blend_reinfer_restores_a_missing_test_file(experiment, ray_connected, capsys):
+    exp, jobs, saved = experiment
+    lost = next(iter(jobs))
+    (lost / "test.parquet").unlink()
+    code = blend.main(["--results", str(exp), "--reinfer", "--no-tta", "--set", "blend.rounds=5"])
+    assert code == 0, capsys.readouterr().err
+    assert (exp / "blend" / "submission.csv").is_file()
+    for d, logits in job_logits(jobs).items():
+        np.testing.assert_allclose(logits, saved[d], atol=1e-5)
+    frame, _, _ = read_logits(exp / "test.parquet")
+    dataset = load_dataset(load_experiment(exp), verbose=False)
+    check_test(frame, dataset.eval["image_key"], {(r.model, r.fold) for r in jobs.values()})
+
+
+def test_tta_flags_need_reinfer(capsys):
+    with pytest.raises(SystemExit):
+        blend.parse_args(["--tta"])
+    assert "only apply with --reinfer" in capsys.readouterr().err
