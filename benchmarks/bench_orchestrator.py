@@ -1,12 +1,13 @@
 """Makespan of N fixed-work jobs on the slots: sequential loop vs bare Ray tasks vs the orchestrator's path.
 
     python -m benchmarks.bench_orchestrator [--jobs 12] [--work-seconds 4] [--epochs 3] [--trivial 3]
+                                            [--cuts reuse_actors,no_preemption_watcher | --cuts none]
 
 Every job is the same fixed CPU work: a torch matmul loop pinned to 1 thread, calibrated once
-at start to `--work-seconds` so that each job runs the same number of iterations. In one run:
+at start to `--work-seconds`, so that every job runs the same number of iterations. In one run:
 
-(1) a plain sequential loop in this process (how competition teams ran their folds); the sum
-    of the job times is T_seq, and ideal = T_seq / slots;
+(1) a plain sequential loop in this process, before Ray starts (how competition teams ran
+    their folds): the sum of the job times is T_seq, and ideal = T_seq / slots;
 (2) bare Ray tasks, @ray.remote(num_cpus=1, resources={"fake_gpu": 1}), all submitted at once;
 (3) the orchestrator's path: a Tune Tuner (max_concurrent_trials = slots) of function
     trainables with {"node:__internal_head__": 0.001}, each running one TorchTrainer with one
@@ -15,15 +16,22 @@ at start to `--work-seconds` so that each job runs the same number of iterations
     orchestrator.ray_run.ray_session (the same local Ray, runtime env and
     RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.25). The trainable and the worker function are written
     here: they mirror ray_jobs.run_trial / train_worker but run the fixed work instead of
-    tasks.job.train_job (no data, no model, no timm import), reporting once per `--epochs`
-    epoch and a final report with a small checkpoint. The LiveTable callback is left out;
+    tasks.job.train_job (no data, no model, no timm import), reporting once per epoch
+    (`--epochs`) and then a final report with a small checkpoint. The LiveTable callback is
+    left out;
+(3b) the same with the `--cuts` applied (Tune reuse_actors=True, no Train preemption watcher);
 (4) per-job overhead: a trivial job (no work) as a bare task, as TorchTrainer.fit() from the
-    driver, and through the whole Tune + TorchTrainer path one job at a time, each `--trivial`
-    times; and the overhead inside (2)/(3) = (makespan - ideal) / (jobs / slots).
+    driver, and through the whole Tune + TorchTrainer path one job at a time, `--trivial` times
+    each; and the overhead inside (2)/(3) = (makespan - ideal) / (jobs / slots).
 
-The worker and the trainable write timestamps to files, which give a per-job breakdown of where
-a Train job's overhead goes. Target: makespan(3) <= 1.15 x ideal + (jobs / slots) x the trivial
-per-job overhead of the same path.
+Where the overhead goes: the trainable and the Train worker write timestamps to files (a
+per-job timeline), and a thread samples /proc every 0.2 s for the CPU seconds of every process
+of this Ray (by process title: Tune trial actor, TrainController, RayTrainWorker, ...), so the
+CPU the overhead takes from the work is measured too: on a 2-core box with 2 slots, every
+CPU-second of overhead is a second taken from a job or added to the makespan.
+
+Target: makespan(3) <= 1.15 x ideal + (jobs / slots) x the trivial per-job overhead of the
+same path (the trivial Tune + TorchTrainer job, one at a time).
 """
 from __future__ import annotations
 
@@ -34,37 +42,46 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
 
 from tasks.spec import ResourcesSpec
 
 MATRIX = 256
+CUTS = {
+    "reuse_actors": "Tune TuneConfig(reuse_actors=True): one trial actor process per slot, not per job",
+    "no_preemption_watcher": "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0: no PreemptionWatcher actor per job",
+    "no_train_metrics": "RAY_TRAIN_METRICS_ENABLED=0: no controller/worker metrics callbacks",
+}
+CUT_ENV = {"no_preemption_watcher": ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0"),
+           "no_train_metrics": ("RAY_TRAIN_METRICS_ENABLED", "0")}
 
 
 # ------------------------------------------------------------------------------ the fixed work
 
-def work(iterations: int) -> float:
-    """The fixed CPU work: `iterations` 256x256 matmuls on 1 thread. Returns its seconds."""
+def work(iterations: int) -> tuple[float, float]:
+    """The fixed CPU work: `iterations` 256x256 matmuls on 1 thread. Returns (wall s, CPU s)."""
     import torch
 
     torch.set_num_threads(1)
-    started = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.thread_time()
     g = torch.Generator().manual_seed(0)
     a = torch.randn(MATRIX, MATRIX, generator=g) / MATRIX**0.5
     x = torch.randn(MATRIX, MATRIX, generator=g)
     for _ in range(iterations):
         x = a @ x
         x = x / x.norm()
-    return time.perf_counter() - started
+    return time.perf_counter() - wall, time.thread_time() - cpu
 
 
 def calibrate(seconds: float) -> int:
     work(20)  # warm up
     probe = 100
     while True:
-        took = work(probe)
+        took = work(probe)[0]
         if took > 0.5:
             return max(1, round(probe * seconds / took))
         probe *= 4
@@ -79,6 +96,91 @@ def process_start() -> float:
     return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
+# ---------------------------------------------------------------- CPU of every process of our Ray
+
+class RayCpu:
+    """Samples the CPU seconds of this process and all its descendants (GCS, raylet, agents, and
+    the raylet's worker processes) every `interval` s, keyed by process and named by its title.
+    A process that exits loses at most its last `interval` of CPU."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.tick = interval, os.sysconf("SC_CLK_TCK")
+        self.cpu: dict[tuple[int, int], float] = {}
+        self.kind: dict[tuple[int, int], str] = {}
+        self.lock, self.stop = threading.Lock(), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "RayCpu":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        procs, children = {}, defaultdict(list)
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(name)
+            procs[pid] = (int(fields[19]), (int(fields[11]) + int(fields[12])) / self.tick)
+            children[int(fields[1])].append(pid)
+        tree, todo = [], [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, ()))
+        with self.lock:
+            for pid in tree:
+                if pid not in procs:
+                    continue
+                key = (pid, procs[pid][0])
+                self.cpu[key] = procs[pid][1]
+                if self.kind.get(key, "idle worker") == "idle worker":
+                    self.kind[key] = self._kind(pid)
+
+    @staticmethod
+    def _kind(pid: int) -> str:
+        if pid == os.getpid():
+            return "driver (Tune loop)"
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            return "other"
+        title = argv[0].decode(errors="replace")
+        if title.startswith("ray::"):
+            name = title[5:].split(".")[0].split(" ")[0]
+            return {"IDLE": "idle worker", "ImplicitFunc": "Tune trial actor (ImplicitFunc)"}.get(name, name)
+        if os.path.basename(title) in ("raylet", "gcs_server"):
+            return "raylet + GCS"
+        if any(arg.endswith(b"default_worker.py") for arg in argv):
+            return "idle worker"  # a worker still starting: named again once it runs something
+        return "Ray agents, monitors"
+
+    def snapshot(self) -> dict[tuple[int, int], float]:
+        self.sample()
+        with self.lock:
+            return dict(self.cpu)
+
+    def by_kind(self, before: dict, after: dict) -> dict[str, float]:
+        out: dict[str, float] = defaultdict(float)
+        with self.lock:
+            for key, cpu in after.items():
+                out[self.kind.get(key, "other")] += cpu - before.get(key, 0.0)
+        return dict(out)
+
+
 # ------------------------------------------------------------------------- (3) the Train path
 
 def bench_worker(config: dict) -> None:
@@ -89,11 +191,11 @@ def bench_worker(config: dict) -> None:
 
     node = ray.util.get_node_ip_address()
     epochs, iterations = config["epochs"], config["iterations"]
-    work_s = report_s = 0.0
+    work_s = work_cpu = report_s = 0.0
     for epoch in range(epochs):
         part = iterations // epochs + (1 if epoch < iterations % epochs else 0)
-        took = work(part)
-        work_s += took
+        took, cpu = work(part)
+        work_s, work_cpu = work_s + took, work_cpu + cpu
         t = time.time()
         ray.train.report({"final": 0, "node": node, "epoch": epoch + 1, "epochs": epochs, "epoch_seconds": took})
         report_s += time.time() - t
@@ -104,7 +206,7 @@ def bench_worker(config: dict) -> None:
                          checkpoint=ray.train.Checkpoint.from_directory(tmp))
     report_s += time.time() - t
     _write(config, "worker", worker_proc=process_start(), fn_start=fn_start, fn_end=time.time(),
-           work=work_s, report=report_s)
+           work=work_s, work_cpu=work_cpu, report=report_s)
 
 
 def make_trainer(config: dict):
@@ -136,6 +238,7 @@ def bench_trial(config: dict) -> None:
     """Mirrors ray_jobs.run_trial: the Tune function trainable, one TorchTrainer per job."""
     trial_start = time.time()
     config = config["job"]
+    os.environ.update(config.get("env", {}))  # Train copies these to its controller and workers at fit()
     trainer = make_trainer(config)
     fit_start = time.time()
     trainer.fit()
@@ -156,14 +259,14 @@ def _read(timing: Path, job_id: str) -> dict:
     return out
 
 
-def run_tune(configs: list[dict], concurrent: int, name: str, storage: str) -> float:
+def run_tune(configs: list[dict], concurrent: int, name: str, storage: str, reuse_actors: bool = False) -> float:
     """The orchestrator's Tuner (ray_run.launch without the LiveTable); returns its wall time."""
     from ray import tune
 
     tuner = tune.Tuner(
         tune.with_resources(bench_trial, {"node:__internal_head__": 0.001}),
         param_space={"job": tune.grid_search([c | {"tune": True} for c in configs])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=reuse_actors),
         run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0),
     )
     started = time.time()
@@ -179,8 +282,8 @@ def run_tune(configs: list[dict], concurrent: int, name: str, storage: str) -> f
 
 def bare_work(iterations: int) -> dict:
     start = time.time()
-    took = work(iterations)
-    return {"start": start, "end": time.time(), "work": took}
+    took, cpu = work(iterations)
+    return {"start": start, "end": time.time(), "work": took, "work_cpu": cpu}
 
 
 def bare_noop() -> float:
@@ -190,11 +293,31 @@ def bare_noop() -> float:
 # ------------------------------------------------------------------------------------- report
 
 def med(values) -> float:
+    values = list(values)
     return statistics.median(values) if values else float("nan")
 
 
 def load() -> str:
     return f"{os.getloadavg()[0]:.1f}"
+
+
+PHASES = {
+    "trial actor process created -> trainable entered": lambda t: t["trial_start"] - t["trial_proc"],
+    "trainable entered -> fit() called (build the TorchTrainer)": lambda t: t["fit_start"] - t["trial_start"],
+    "fit() called -> Train worker process created (controller, placement group)":
+        lambda t: t["worker_proc"] - t["fit_start"],
+    "worker process created -> train fn entered (imports, torch backend)":
+        lambda t: t["fn_start"] - t["worker_proc"],
+    "train fn: the work": lambda t: t["work"],
+    "train fn: ray.train.report calls (epochs + final checkpoint)": lambda t: t["report"],
+    "train fn returned -> fit() returns (controller poll, worker group shutdown)":
+        lambda t: t["fit_end"] - t["fn_end"],
+}
+
+
+def phases(timings: list[dict]) -> dict[str, float]:
+    rows = [t for t in timings if {"trial_start", "fn_start"} <= t.keys()]
+    return {name: med(f(t) for t in rows) for name, f in PHASES.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,17 +326,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-seconds", type=float, default=4.0, help="CPU work per job")
     parser.add_argument("--epochs", type=int, default=3, help="reports per Train job")
     parser.add_argument("--trivial", type=int, default=3, help="repeats of each trivial-job measurement")
+    parser.add_argument("--cuts", default="reuse_actors,no_preemption_watcher",
+                        help=f"comma list for variant (3b), or 'none' to skip it: {', '.join(CUTS)}")
     parser.add_argument("--keep", action="store_true", help="keep the Ray storage and timing folder")
     args = parser.parse_args(argv)
+    cuts = [] if args.cuts == "none" else [c for c in args.cuts.split(",") if c]
+    if unknown := set(cuts) - set(CUTS):
+        parser.error(f"unknown cuts {sorted(unknown)}; choose from {', '.join(CUTS)}")
 
     # ---- (1) sequential, before Ray starts: nothing else of ours runs on the machine.
     loads = {"start": load()}
     iterations = calibrate(args.work_seconds)
-    seq_times = [work(iterations) for _ in range(args.jobs)]
-    t_seq = sum(seq_times)
-    job_s = t_seq / args.jobs
+    seq = [work(iterations) for _ in range(args.jobs)]
+    t_seq = sum(s[0] for s in seq)
+    job_s, job_cpu = t_seq / args.jobs, sum(s[1] for s in seq) / args.jobs
     print(f"calibrated {iterations} iterations; sequential: {t_seq:.1f} s "
-          f"({job_s:.2f} s/job, {min(seq_times):.2f}..{max(seq_times):.2f}), load {load()}", flush=True)
+          f"({job_s:.2f} s/job, {min(s[0] for s in seq):.2f}..{max(s[0] for s in seq):.2f}), load {load()}",
+          flush=True)
 
     import ray
 
@@ -223,33 +352,43 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-orch-"))
     storage, timing = str(tmp / "storage"), tmp / "timing"
     timing.mkdir(parents=True)
-    results: dict = {}
+    makespan, cpu, timings = {}, {}, {}
     started = time.time()
     try:
-        with ray_session(SimpleNamespace(resources=res), None):
+        with ray_session(SimpleNamespace(resources=res), None), RayCpu() as meter:
             slots = check_resources(res)
             ideal = t_seq / slots
             task = ray.remote(num_cpus=1, resources={res.slot: 1})
             loads["ray up"] = load()
 
+            def configs(prefix: str, n: int, iters: int, env: dict | None = None) -> list[dict]:
+                return [{"job_id": f"{prefix}-{i:02d}", "iterations": iters, "epochs": args.epochs,
+                         "resources": res.model_dump(mode="json"), "storage": storage, "timing": str(timing),
+                         "env": env or {}} for i in range(n)]
+
             # ---- (2) bare tasks, all submitted at once; the slots queue them.
+            before = meter.snapshot()
             t0 = time.time()
             bare = ray.get([task(bare_work).remote(iterations) for _ in range(args.jobs)])
-            results["bare"] = time.time() - t0
-            bare_job = med([b["work"] for b in bare])
-            print(f"bare tasks: {results['bare']:.1f} s, load {load()}", flush=True)
+            makespan["bare"] = time.time() - t0
+            cpu["bare"] = meter.by_kind(before, meter.snapshot())
+            bare_job = med(b["work"] for b in bare)
+            print(f"(2) bare tasks: {makespan['bare']:.1f} s, load {load()}", flush=True)
 
-            # ---- (3) the orchestrator's path.
-            def configs(prefix: str, n: int, iters: int) -> list[dict]:
-                return [{"job_id": f"{prefix}-{i:02d}", "iterations": iters, "epochs": args.epochs,
-                         "resources": res.model_dump(mode="json"), "storage": storage, "timing": str(timing)}
-                        for i in range(n)]
-
-            jobs = configs("job", args.jobs, iterations)
-            results["train"] = run_tune(jobs, slots, "bench-jobs", storage)
-            timings = [_read(timing, c["job_id"]) for c in jobs]
-            print(f"Tune + TorchTrainer: {results['train']:.1f} s, load {load()}", flush=True)
-            loads["after (3)"] = load()
+            # ---- (3) the orchestrator's path, and (3b) with the cuts.
+            variants = {"train": ({}, False)}
+            if cuts:
+                variants["cut"] = ({k: v for c in cuts if c in CUT_ENV for k, v in [CUT_ENV[c]]},
+                                   "reuse_actors" in cuts)
+            for key, (env, reuse) in variants.items():
+                jobs = configs(key, args.jobs, iterations, env)
+                before = meter.snapshot()
+                makespan[key] = run_tune(jobs, slots, f"bench-{key}", storage, reuse_actors=reuse)
+                cpu[key] = meter.by_kind(before, meter.snapshot())
+                timings[key] = [_read(timing, c["job_id"]) for c in jobs]
+                print(f"({'3' if key == 'train' else '3b'}) Tune + TorchTrainer: {makespan[key]:.1f} s, "
+                      f"load {load()}", flush=True)
+                loads[f"after ({'3' if key == 'train' else '3b'})"] = load()
 
             # ---- (4) trivial jobs: bare task, TorchTrainer.fit() from the driver, whole Tune path.
             noop = task(bare_noop)
@@ -263,11 +402,13 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.time()
                 make_trainer(c).fit()
                 fit_trivial.append(time.time() - t0)
-            print(f"trivial fit from the driver: {', '.join(f'{t:.1f}' for t in fit_trivial)} s, "
+            print(f"(4) trivial TorchTrainer.fit() from the driver: {', '.join(f'{t:.1f}' for t in fit_trivial)} s, "
                   f"load {load()}", flush=True)
             trivial = configs("trivial", args.trivial, 0)
+            before = meter.snapshot()
             tune_trivial = run_tune(trivial, 1, "bench-trivial", storage) / args.trivial
-            trivial_timings = [_read(timing, c["job_id"]) for c in trivial]
+            cpu["trivial"] = meter.by_kind(before, meter.snapshot())
+            trivial_phases = phases([_read(timing, c["job_id"]) for c in trivial])
             loads["end"] = load()
     finally:
         if args.keep:
@@ -276,62 +417,70 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     total = time.time() - started
 
+    # ------------------------------------------------------------------------------ the tables
     rounds = args.jobs / slots
-    print(f"\n{args.jobs} jobs x {job_s:.2f} s of 1-thread CPU work ({iterations} iterations, "
-          f"{args.epochs} reports + 1 final with checkpoint), {slots} slots, ideal = T_seq / {slots} = {ideal:.1f} s; "
-          f"Ray part {total:.0f} s; load average {', '.join(f'{k} {v}' for k, v in loads.items())}")
+    label = {"train": "(3)", "cut": "(3b)"}
+    print(f"\n{args.jobs} jobs x {job_s:.2f} s of 1-thread CPU work ({iterations} iterations; Train jobs report "
+          f"{args.epochs} epochs + 1 final with a checkpoint), {slots} slots, ideal = T_seq / {slots} = {ideal:.1f} s. "
+          f"Ray part {total:.0f} s. Load average (1 min): {', '.join(f'{k} {v}' for k, v in loads.items())}.")
+    if cuts:
+        print(f"(3b) cuts: {'; '.join(CUTS[c] for c in cuts)}.")
     print("\n| variant | makespan s | vs ideal | vs sequential |\n|---|---:|---:|---:|")
-    rows = {"(1) sequential loop in the driver": t_seq, f"(2) bare Ray tasks, {slots} slots": results["bare"],
-            f"(3) Tune + TorchTrainer (orchestrator path), {slots} at a time": results["train"]}
+    rows = {"(1) sequential loop in the driver": t_seq, f"(2) bare Ray tasks, {slots} slots": makespan["bare"],
+            f"(3) Tune + TorchTrainer, orchestrator path, {slots} at a time": makespan["train"]}
+    if "cut" in makespan:
+        rows[f"(3b) = (3) + {' + '.join(cuts)}"] = makespan["cut"]
     for name, value in rows.items():
         print(f"| {name} | {value:.1f} | {value / ideal:.2f}x | {value / t_seq:.2f}x |")
 
-    over_bare = (results["bare"] - ideal) / rounds
-    over_train = (results["train"] - ideal) / rounds
     print("\n| per-job overhead | s |\n|---|---:|")
     print(f"| trivial bare task (median of {args.trivial}; first {bare_trivial[0]:.3f}) | {med(bare_trivial):.3f} |")
     print(f"| trivial TorchTrainer.fit() from the driver (median of {args.trivial}) | {med(fit_trivial):.1f} |")
     print(f"| trivial job through Tune + TorchTrainer, one at a time (Tuner wall / {args.trivial}) | "
           f"{tune_trivial:.1f} |")
-    print(f"| inside (2): (makespan - ideal) / (jobs / slots) | {over_bare:.1f} |")
-    print(f"| inside (3): (makespan - ideal) / (jobs / slots) | {over_train:.1f} |")
+    for key, name in (("bare", "(2)"), ("train", "(3)"), ("cut", "(3b)")):
+        if key in makespan:
+            print(f"| inside {name}: (makespan - ideal) / (jobs / slots) | {(makespan[key] - ideal) / rounds:.1f} |")
 
-    # ---- where a Train job's time goes, from the timestamps of (3).
-    def phase(rows_, f) -> float:
-        return med([f(t) for t in rows_ if {"trial_start", "fn_start"} <= t.keys()])
+    # ---- where a Train job's time goes: timeline per job, then CPU per process kind.
+    keys = [k for k in ("train", "cut") if k in timings]
+    head = " | ".join(label[k] for k in keys)
+    print(f"\n| where a job's slot time goes (median per job) | {head} | trivial job, alone |\n"
+          f"|---|{'---:|' * (len(keys) + 1)}")
+    table = {k: phases(timings[k]) for k in keys}
+    for name in PHASES:
+        print(f"| {name} | {' | '.join(f'{table[k][name]:.2f}' for k in keys)} | {trivial_phases[name]:.2f} |")
+    idle = {k: (makespan[k] * slots - sum(t["fit_end"] - t["trial_start"] for t in timings[k] if "fit_end" in t))
+            / args.jobs for k in keys}
+    print(f"| slot idle between trials, mean (Tune scheduling, trial actor start, Tuner start/end) | "
+          f"{' | '.join(f'{idle[k]:.2f}' for k in keys)} | |")
+    print(f"| total slot time per job = makespan x slots / jobs | "
+          f"{' | '.join(f'{makespan[k] * slots / args.jobs:.2f}' for k in keys)} | {tune_trivial:.2f} |")
+    in_train = " / ".join(f"{med(t['work'] for t in timings[k] if 'work' in t):.2f} s" for k in keys)
+    in_train_cpu = " / ".join(f"{med(t['work_cpu'] for t in timings[k] if 'work_cpu' in t):.2f}" for k in keys)
+    print(f"\nThe same work alone in the driver: {job_s:.2f} s ({job_cpu:.2f} CPU s); in a bare task: {bare_job:.2f} s; "
+          f"in the Train worker {head}: {in_train} (its CPU: {in_train_cpu} s).")
 
-    busy = sum(t["fit_end"] - t["trial_start"] for t in timings if "fit_end" in t)
-    idle = (results["train"] * slots - busy) / args.jobs
-    print("\n| where a job's slot time goes in (3) (median per job) | s |\n|---|---:|")
-    parts = {
-        "trial actor process created -> trainable entered": lambda t: t["trial_start"] - t["trial_proc"],
-        "trainable entered -> fit() called (build TorchTrainer)": lambda t: t["fit_start"] - t["trial_start"],
-        "fit() called -> Train worker process created (controller, placement group)":
-            lambda t: t["worker_proc"] - t["fit_start"],
-        "worker process created -> train fn entered (imports, torch backend)":
-            lambda t: t["fn_start"] - t["worker_proc"],
-        "train fn: the work": lambda t: t["work"],
-        "train fn: ray.train.report calls (3 + final checkpoint)": lambda t: t["report"],
-        "train fn returned -> fit() returns (controller poll, worker group shutdown)":
-            lambda t: t["fit_end"] - t["fn_end"],
-    }
-    for name, f in parts.items():
-        print(f"| {name} | {phase(timings, f):.2f} |")
-    print(f"| slot idle between trials, mean (Tune: trial actor start, scheduling, Tuner start/end) | {idle:.2f} |")
-    print(f"| total slot time per job = makespan x slots / jobs | {results['train'] * slots / args.jobs:.2f} |")
-    print(f"| (the same work alone in the driver / in a bare task) | {job_s:.2f} / {bare_job:.2f} |")
-    if trivial_timings and all("fn_start" in t for t in trivial_timings):
-        wp = med([t["fn_start"] - t["fit_start"] for t in trivial_timings])
-        wp_proc = med([t["worker_proc"] - t["fit_start"] for t in trivial_timings])
-        end = med([t["fit_end"] - t["fn_end"] for t in trivial_timings])
-        print(f"\ntrivial job, one at a time: fit() -> worker process exists {wp_proc:.2f} s, "
-              f"-> train fn entered {wp:.2f} s; train fn returned -> fit() returns {end:.2f} s")
+    kinds = sorted({kind for c in cpu.values() for kind in c}, key=lambda k: -cpu.get("train", {}).get(k, 0.0))
+    cols = [k for k in ("bare", "train", "cut", "trivial") if k in cpu]
+    per = {"bare": args.jobs, "train": args.jobs, "cut": args.jobs, "trivial": args.trivial}
+    names = {"bare": "(2)", "train": "(3)", "cut": "(3b)", "trivial": "trivial, alone"}
+    print(f"\n| CPU seconds per job, by process | {' | '.join(names[c] for c in cols)} |\n|---|{'---:|' * len(cols)}")
+    for kind in kinds:
+        values = [cpu[c].get(kind, 0.0) / per[c] for c in cols]
+        if max(values) >= 0.05:
+            print(f"| {kind} | {' | '.join(f'{v:.2f}' for v in values)} |")
+    totals = {c: sum(cpu[c].values()) / per[c] for c in cols}
+    print(f"| **all of this Ray** | {' | '.join(f'{totals[c]:.2f}' for c in cols)} |")
+    work_cpu = {"bare": med(b["work_cpu"] for b in bare), "trivial": 0.0}
+    work_cpu |= {k: med(t["work_cpu"] for t in timings[k] if "work_cpu" in t) for k in keys}
+    print(f"| **overhead = all - the work's own CPU** | {' | '.join(f'{totals[c] - work_cpu[c]:.2f}' for c in cols)} |")
 
     allowed = 1.15 * ideal + rounds * tune_trivial
-    ok = results["train"] <= allowed
-    print(f"\nmakespan (3) {results['train']:.1f} s <= 1.15 x ideal {1.15 * ideal:.1f} s + "
-          f"jobs/slots {rounds:g} x trivial per-job overhead {tune_trivial:.1f} s = {allowed:.1f} s: "
-          f"{'yes' if ok else 'NO'}")
+    for key in keys:
+        print(f"\nmakespan {label[key]} {makespan[key]:.1f} s <= 1.15 x ideal {1.15 * ideal:.1f} s + jobs/slots "
+              f"{rounds:g} x trivial per-job overhead {tune_trivial:.1f} s = {allowed:.1f} s: "
+              f"{'yes' if makespan[key] <= allowed else 'NO'}")
     return 0
 
 

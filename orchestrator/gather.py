@@ -105,9 +105,11 @@ def plot_heatmap(path: Path, leaderboard: pd.DataFrame) -> None:
     image = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto")
     ax.set_xticks(range(grid.shape[1]), [f"fold {c}" if c != "mean" else "mean" for c in grid.columns])
     ax.set_yticks(range(grid.shape[0]), grid.index)
-    for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+    values = grid.to_numpy(dtype=float)
+    middle = (np.nanmin(values) + np.nanmax(values)) / 2  # dark text on the bright half of viridis
+    for (i, j), value in np.ndenumerate(values):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value < np.nanmean([np.nanmin(grid.to_numpy(dtype=float)), np.nanmax(grid.to_numpy(dtype=float))]) else "black")
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="black" if value > middle else "white")
     fig.colorbar(image, label="validation macro F1")
     ax.set_title("macro F1 by fold and model")
     fig.tight_layout()

@@ -9,7 +9,7 @@ from orchestrator import blend
 from orchestrator.gather import check_test
 from orchestrator.oof import load_experiment
 from orchestrator.ray_run import ray_session
-from orchestrator.reinfer import reinfer
+from orchestrator.reinfer import ReinferError, reinfer
 from orchestrator.run import run_experiment
 from tasks import infer
 from tasks.job import eval_loader
@@ -102,6 +102,21 @@ def test_blend_reinfer_restores_a_missing_test_file(experiment, ray_connected, c
     frame, _, _ = read_logits(exp / "test.parquet")
     dataset = load_dataset(load_experiment(exp), verbose=False)
     check_test(frame, dataset.eval["image_key"], {(r.model, r.fold) for r in jobs.values()})
+
+
+def test_a_failed_fold_model_keeps_the_old_logits_and_says_why(experiment, ray_connected):
+    exp, jobs, _ = experiment
+    broken = next(iter(jobs))
+    before = {d: (d / "test.parquet").read_bytes() for d in jobs} | {exp: (exp / "test.parquet").read_bytes()}
+    (broken / "best.pt").rename(broken / "best.pt.away")
+    try:
+        with pytest.raises(ReinferError, match=f"1 of 2 fold models failed(.|\n)*{broken.name}: InferError: "
+                                               "test_convnext fold [01]: no saved weights"):
+            reinfer(load_experiment(exp), exp, tta=True)
+    finally:
+        (broken / "best.pt.away").rename(broken / "best.pt")
+    assert (broken / "test.parquet").read_bytes() == before[broken]  # the failed job's file is untouched
+    assert (exp / "test.parquet").read_bytes() == before[exp]  # and nothing was gathered
 
 
 def test_tta_flags_need_reinfer(capsys):
