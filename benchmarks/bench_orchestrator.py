@@ -1,7 +1,10 @@
 """Makespan of N fixed-work jobs on the slots: sequential loop vs bare Ray tasks vs the orchestrator's path.
 
-    python -m benchmarks.bench_orchestrator [--jobs 12] [--work-seconds 4] [--epochs 3] [--trivial 3]
+    python -m benchmarks.bench_orchestrator [--jobs 12] [--work-seconds 3] [--epochs 3] [--trivial 2]
                                             [--cuts reuse_actors,no_preemption_watcher | --cuts none]
+
+About 6-7 min on an idle 2-core box with the defaults: (3) and (3b) alone take >= 4 min
+because of the very overhead they measure; `--cuts none` drops (3b) (~4.5 min).
 
 Every job is the same fixed CPU work: a torch matmul loop pinned to 1 thread, calibrated once
 at start to `--work-seconds`, so that every job runs the same number of iterations. In one run:
@@ -19,10 +22,13 @@ at start to `--work-seconds`, so that every job runs the same number of iteratio
     tasks.job.train_job (no data, no model, no timm import), reporting once per epoch
     (`--epochs`) and then a final report with a small checkpoint. The LiveTable callback is
     left out;
-(3b) the same with the `--cuts` applied (Tune reuse_actors=True, no Train preemption watcher);
-(4) per-job overhead: a trivial job (no work) as a bare task, as TorchTrainer.fit() from the
-    driver, and through the whole Tune + TorchTrainer path one job at a time, `--trivial` times
-    each; and the overhead inside (2)/(3) = (makespan - ideal) / (jobs / slots).
+(3b) the same with the `--cuts` applied (default: Tune reuse_actors=True, no Train preemption
+    watcher; also available: no_tune_report_callback, no_train_metrics, health_check_1s);
+(4) per-job overhead: a trivial job (no work) as a bare task (3 times) and as
+    TorchTrainer.fit() from the driver (`--trivial` times); `--trivial` rounds of trivial jobs
+    through the whole Tune + TorchTrainer path, `slots` at a time, so Tuner wall / rounds is the
+    per-job overhead in makespan terms; and the overhead inside (2)/(3) =
+    (makespan - ideal) / (jobs / slots).
 
 Where the overhead goes: the trainable and the Train worker write timestamps to files (a
 per-job timeline), and a thread samples /proc every 0.2 s for the CPU seconds of every process
@@ -31,7 +37,7 @@ CPU the overhead takes from the work is measured too: on a 2-core box with 2 slo
 CPU-second of overhead is a second taken from a job or added to the makespan.
 
 Target: makespan(3) <= 1.15 x ideal + (jobs / slots) x the trivial per-job overhead of the
-same path (the trivial Tune + TorchTrainer job, one at a time).
+same path (a round of trivial Tune + TorchTrainer jobs, `slots` at a time).
 """
 from __future__ import annotations
 
@@ -52,12 +58,15 @@ from tasks.spec import ResourcesSpec
 
 MATRIX = 256
 CUTS = {
-    "reuse_actors": "Tune TuneConfig(reuse_actors=True): one trial actor process per slot, not per job",
+    "reuse_actors": "Tune TuneConfig(reuse_actors=True): one trial actor process per slot, not one per job",
     "no_preemption_watcher": "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0: no PreemptionWatcher actor per job",
+    "no_tune_report_callback": "no TuneReportCallback: no _QueueActor per job, no 0.2 s queue polling by the trial",
     "no_train_metrics": "RAY_TRAIN_METRICS_ENABLED=0: no controller/worker metrics callbacks",
+    "health_check_1s": "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=1 instead of 0.25: fewer controller polls",
 }
 CUT_ENV = {"no_preemption_watcher": ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0"),
-           "no_train_metrics": ("RAY_TRAIN_METRICS_ENABLED", "0")}
+           "no_train_metrics": ("RAY_TRAIN_METRICS_ENABLED", "0"),
+           "health_check_1s": ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1")}
 
 
 # ------------------------------------------------------------------------------ the fixed work
@@ -98,15 +107,24 @@ def process_start() -> float:
 
 # ---------------------------------------------------------------- CPU of every process of our Ray
 
+STARTING = "idle pooled workers (never named)"
+BEFORE_NAMED = "of which: before the process took its name (python start, imports, unpickling)"
+
+
 class RayCpu:
     """Samples the CPU seconds of this process and all its descendants (GCS, raylet, agents, and
-    the raylet's worker processes) every `interval` s, keyed by process and named by its title.
-    A process that exits loses at most its last `interval` of CPU."""
+    the raylet's worker processes) every `interval` s. The CPU a process used since the last
+    sample goes to what its title says it is now (a pooled worker can run a task, then become an
+    actor); what it used before it first took a name (ray::IDLE while it starts and imports the
+    actor's module) goes to that first name, and is also summed as BEFORE_NAMED. A process that
+    exits loses at most its last `interval` of CPU."""
 
     def __init__(self, interval: float = 0.2):
         self.interval, self.tick = interval, os.sysconf("SC_CLK_TCK")
-        self.cpu: dict[tuple[int, int], float] = {}
-        self.kind: dict[tuple[int, int], str] = {}
+        self.last: dict[tuple[int, int], float] = {}
+        self.total: dict[str, float] = defaultdict(float)
+        self.pending: dict[tuple[int, int], float] = {}  # CPU of processes not named yet
+        self.named: set[tuple[int, int]] = set()
         self.lock, self.stop = threading.Lock(), threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -144,10 +162,23 @@ class RayCpu:
             for pid in tree:
                 if pid not in procs:
                     continue
-                key = (pid, procs[pid][0])
-                self.cpu[key] = procs[pid][1]
-                if self.kind.get(key, "idle worker") == "idle worker":
-                    self.kind[key] = self._kind(pid)
+                key, cpu = (pid, procs[pid][0]), procs[pid][1]
+                delta, kind = cpu - self.last.get(key, 0.0), self._kind(pid)
+                self.last[key] = cpu
+                if kind != STARTING:
+                    if key not in self.named:
+                        self.named.add(key)
+                        early = self.pending.pop(key, 0.0)
+                        self.total[kind] += early
+                        if kind.startswith(("ray::", "Tune", "Train", "RayTrain", "_", "Placement", "Sync",
+                                            "Dataset", "Preemption", "bare")) or "::" not in kind:
+                            pass
+                        self.total[BEFORE_NAMED] += early if self._is_worker(pid) else 0.0
+                    self.total[kind] += delta
+                elif key in self.named:
+                    self.total[STARTING] += delta  # an actor or task worker back in the pool
+                else:
+                    self.pending[key] = self.pending.get(key, 0.0) + delta
 
     @staticmethod
     def _kind(pid: int) -> str:
@@ -161,24 +192,21 @@ class RayCpu:
         title = argv[0].decode(errors="replace")
         if title.startswith("ray::"):
             name = title[5:].split(".")[0].split(" ")[0]
-            return {"IDLE": "idle worker", "ImplicitFunc": "Tune trial actor (ImplicitFunc)"}.get(name, name)
+            return {"IDLE": STARTING, "ImplicitFunc": "Tune trial actor (ImplicitFunc)"}.get(name, name)
         if os.path.basename(title) in ("raylet", "gcs_server"):
             return "raylet + GCS"
         if any(arg.endswith(b"default_worker.py") for arg in argv):
-            return "idle worker"  # a worker still starting: named again once it runs something
+            return STARTING  # named by its title once it runs something
         return "Ray agents, monitors"
 
-    def snapshot(self) -> dict[tuple[int, int], float]:
+    def snapshot(self) -> dict[str, float]:
         self.sample()
         with self.lock:
-            return dict(self.cpu)
+            return dict(self.total)
 
-    def by_kind(self, before: dict, after: dict) -> dict[str, float]:
-        out: dict[str, float] = defaultdict(float)
-        with self.lock:
-            for key, cpu in after.items():
-                out[self.kind.get(key, "other")] += cpu - before.get(key, 0.0)
-        return dict(out)
+    @staticmethod
+    def by_kind(before: dict, after: dict) -> dict[str, float]:
+        return {kind: cpu - before.get(kind, 0.0) for kind, cpu in after.items()}
 
 
 # ------------------------------------------------------------------------- (3) the Train path
@@ -218,7 +246,7 @@ def make_trainer(config: dict):
 
     res = ResourcesSpec.model_validate(config["resources"])
     callbacks = []
-    if config.get("tune"):
+    if config.get("tune") and config.get("tune_report", True):
         from ray.tune.integration.ray_train import TuneReportCallback
 
         callbacks = [TuneReportCallback()]
@@ -242,7 +270,7 @@ def bench_trial(config: dict) -> None:
     trainer = make_trainer(config)
     fit_start = time.time()
     trainer.fit()
-    _write(config, "trial", trial_proc=process_start(), trial_start=trial_start, fit_start=fit_start,
+    _write(config, "trial", trial_pid=os.getpid(), trial_proc=process_start(), trial_start=trial_start, fit_start=fit_start,
            fit_end=time.time())
 
 
@@ -317,15 +345,24 @@ PHASES = {
 
 def phases(timings: list[dict]) -> dict[str, float]:
     rows = [t for t in timings if {"trial_start", "fn_start"} <= t.keys()]
-    return {name: med(f(t) for t in rows) for name, f in PHASES.items()}
+    out = {name: med(f(t) for t in rows) for name, f in PHASES.items()}
+    # With reuse_actors a trial actor runs several trials: time only each process's first trial.
+    first = {}
+    for t in sorted(rows, key=lambda t: t["trial_start"]):
+        first.setdefault((t["trial_pid"], t["trial_proc"]), t)
+    name = next(iter(PHASES))
+    out[name] = med(PHASES[name](t) for t in first.values())
+    out["trial actor processes"] = len(first)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=12)
-    parser.add_argument("--work-seconds", type=float, default=4.0, help="CPU work per job")
+    parser.add_argument("--work-seconds", type=float, default=3.0, help="CPU work per job")
     parser.add_argument("--epochs", type=int, default=3, help="reports per Train job")
-    parser.add_argument("--trivial", type=int, default=3, help="repeats of each trivial-job measurement")
+    parser.add_argument("--trivial", type=int, default=2,
+                        help="trivial TorchTrainer fits from the driver, and rounds of trivial Tune jobs")
     parser.add_argument("--cuts", default="reuse_actors,no_preemption_watcher",
                         help=f"comma list for variant (3b), or 'none' to skip it: {', '.join(CUTS)}")
     parser.add_argument("--keep", action="store_true", help="keep the Ray storage and timing folder")
@@ -361,10 +398,10 @@ def main(argv: list[str] | None = None) -> int:
             task = ray.remote(num_cpus=1, resources={res.slot: 1})
             loads["ray up"] = load()
 
-            def configs(prefix: str, n: int, iters: int, env: dict | None = None) -> list[dict]:
+            def configs(prefix: str, n: int, iters: int, env: dict | None = None, report: bool = True) -> list[dict]:
                 return [{"job_id": f"{prefix}-{i:02d}", "iterations": iters, "epochs": args.epochs,
                          "resources": res.model_dump(mode="json"), "storage": storage, "timing": str(timing),
-                         "env": env or {}} for i in range(n)]
+                         "env": env or {}, "tune_report": report} for i in range(n)]
 
             # ---- (2) bare tasks, all submitted at once; the slots queue them.
             before = meter.snapshot()
@@ -376,12 +413,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"(2) bare tasks: {makespan['bare']:.1f} s, load {load()}", flush=True)
 
             # ---- (3) the orchestrator's path, and (3b) with the cuts.
-            variants = {"train": ({}, False)}
+            variants = {"train": ({}, False, True)}
             if cuts:
                 variants["cut"] = ({k: v for c in cuts if c in CUT_ENV for k, v in [CUT_ENV[c]]},
-                                   "reuse_actors" in cuts)
-            for key, (env, reuse) in variants.items():
-                jobs = configs(key, args.jobs, iterations, env)
+                                   "reuse_actors" in cuts, "no_tune_report_callback" not in cuts)
+            for key, (env, reuse, report) in variants.items():
+                jobs = configs(key, args.jobs, iterations, env, report)
                 before = meter.snapshot()
                 makespan[key] = run_tune(jobs, slots, f"bench-{key}", storage, reuse_actors=reuse)
                 cpu[key] = meter.by_kind(before, meter.snapshot())
@@ -393,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             # ---- (4) trivial jobs: bare task, TorchTrainer.fit() from the driver, whole Tune path.
             noop = task(bare_noop)
             bare_trivial = []
-            for _ in range(args.trivial):
+            for _ in range(3):
                 t0 = time.time()
                 ray.get(noop.remote())
                 bare_trivial.append(time.time() - t0)
@@ -404,9 +441,9 @@ def main(argv: list[str] | None = None) -> int:
                 fit_trivial.append(time.time() - t0)
             print(f"(4) trivial TorchTrainer.fit() from the driver: {', '.join(f'{t:.1f}' for t in fit_trivial)} s, "
                   f"load {load()}", flush=True)
-            trivial = configs("trivial", args.trivial, 0)
+            trivial = configs("trivial", args.trivial * slots, 0)
             before = meter.snapshot()
-            tune_trivial = run_tune(trivial, 1, "bench-trivial", storage) / args.trivial
+            tune_trivial = run_tune(trivial, slots, "bench-trivial", storage) / args.trivial
             cpu["trivial"] = meter.by_kind(before, meter.snapshot())
             trivial_phases = phases([_read(timing, c["job_id"]) for c in trivial])
             loads["end"] = load()
@@ -434,9 +471,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {value:.1f} | {value / ideal:.2f}x | {value / t_seq:.2f}x |")
 
     print("\n| per-job overhead | s |\n|---|---:|")
-    print(f"| trivial bare task (median of {args.trivial}; first {bare_trivial[0]:.3f}) | {med(bare_trivial):.3f} |")
+    print(f"| trivial bare task (median of 3; first {bare_trivial[0]:.3f}) | {med(bare_trivial):.3f} |")
     print(f"| trivial TorchTrainer.fit() from the driver (median of {args.trivial}) | {med(fit_trivial):.1f} |")
-    print(f"| trivial job through Tune + TorchTrainer, one at a time (Tuner wall / {args.trivial}) | "
+    print(f"| trivial jobs through Tune + TorchTrainer, {slots} at a time (Tuner wall / {args.trivial} rounds) | "
           f"{tune_trivial:.1f} |")
     for key, name in (("bare", "(2)"), ("train", "(3)"), ("cut", "(3b)")):
         if key in makespan:
@@ -445,11 +482,14 @@ def main(argv: list[str] | None = None) -> int:
     # ---- where a Train job's time goes: timeline per job, then CPU per process kind.
     keys = [k for k in ("train", "cut") if k in timings]
     head = " | ".join(label[k] for k in keys)
-    print(f"\n| where a job's slot time goes (median per job) | {head} | trivial job, alone |\n"
+    print(f"\n| where a job's slot time goes (median per job) | {head} | trivial jobs |\n"
           f"|---|{'---:|' * (len(keys) + 1)}")
     table = {k: phases(timings[k]) for k in keys}
     for name in PHASES:
         print(f"| {name} | {' | '.join(f'{table[k][name]:.2f}' for k in keys)} | {trivial_phases[name]:.2f} |")
+    name = "trial actor processes"
+    print(f"| (trial actor processes started for the jobs; the first row times each one's first trial) | "
+          f"{' | '.join(str(table[k][name]) for k in keys)} | {trivial_phases[name]} |")
     idle = {k: (makespan[k] * slots - sum(t["fit_end"] - t["trial_start"] for t in timings[k] if "fit_end" in t))
             / args.jobs for k in keys}
     print(f"| slot idle between trials, mean (Tune scheduling, trial actor start, Tuner start/end) | "
@@ -463,8 +503,8 @@ def main(argv: list[str] | None = None) -> int:
 
     kinds = sorted({kind for c in cpu.values() for kind in c}, key=lambda k: -cpu.get("train", {}).get(k, 0.0))
     cols = [k for k in ("bare", "train", "cut", "trivial") if k in cpu]
-    per = {"bare": args.jobs, "train": args.jobs, "cut": args.jobs, "trivial": args.trivial}
-    names = {"bare": "(2)", "train": "(3)", "cut": "(3b)", "trivial": "trivial, alone"}
+    per = {"bare": args.jobs, "train": args.jobs, "cut": args.jobs, "trivial": args.trivial * slots}
+    names = {"bare": "(2)", "train": "(3)", "cut": "(3b)", "trivial": "trivial jobs"}
     print(f"\n| CPU seconds per job, by process | {' | '.join(names[c] for c in cols)} |\n|---|{'---:|' * len(cols)}")
     for kind in kinds:
         values = [cpu[c].get(kind, 0.0) / per[c] for c in cols]

@@ -17,7 +17,9 @@ DEFAULT_TRAIN: list[dict[str, Any]] = [
     {"name": "HorizontalFlip", "p": 0.5},
     {"name": "RandomBrightnessContrast", "brightness_limit": 0.2, "contrast_limit": 0.2, "p": 0.5},
     {"name": "HueSaturationValue", "p": 0.3},
-    {"name": "GaussNoise", "p": 0.2},
+    # Random erasing, as the 2022 winner used (cheaper than per-pixel noise, too).
+    {"name": "CoarseDropout", "num_holes_range": [1, 3], "hole_height_range": [0.05, 0.15],
+     "hole_width_range": [0.05, 0.15], "p": 0.3},
 ]
 
 
