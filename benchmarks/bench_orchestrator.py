@@ -168,12 +168,9 @@ class RayCpu:
                 if kind != STARTING:
                     if key not in self.named:
                         self.named.add(key)
-                        early = self.pending.pop(key, 0.0)
+                        early = self.pending.pop(key, 0.0)  # only worker processes start unnamed
                         self.total[kind] += early
-                        if kind.startswith(("ray::", "Tune", "Train", "RayTrain", "_", "Placement", "Sync",
-                                            "Dataset", "Preemption", "bare")) or "::" not in kind:
-                            pass
-                        self.total[BEFORE_NAMED] += early if self._is_worker(pid) else 0.0
+                        self.total[BEFORE_NAMED] += early
                     self.total[kind] += delta
                 elif key in self.named:
                     self.total[STARTING] += delta  # an actor or task worker back in the pool
@@ -202,7 +199,9 @@ class RayCpu:
     def snapshot(self) -> dict[str, float]:
         self.sample()
         with self.lock:
-            return dict(self.total)
+            out = dict(self.total)
+            out[STARTING] = out.get(STARTING, 0.0) + sum(self.pending.values())
+            return out
 
     @staticmethod
     def by_kind(before: dict, after: dict) -> dict[str, float]:
@@ -506,15 +505,16 @@ def main(argv: list[str] | None = None) -> int:
     per = {"bare": args.jobs, "train": args.jobs, "cut": args.jobs, "trivial": args.trivial * slots}
     names = {"bare": "(2)", "train": "(3)", "cut": "(3b)", "trivial": "trivial jobs"}
     print(f"\n| CPU seconds per job, by process | {' | '.join(names[c] for c in cols)} |\n|---|{'---:|' * len(cols)}")
-    for kind in kinds:
+    for kind in [k for k in kinds if k != BEFORE_NAMED]:
         values = [cpu[c].get(kind, 0.0) / per[c] for c in cols]
         if max(values) >= 0.05:
             print(f"| {kind} | {' | '.join(f'{v:.2f}' for v in values)} |")
-    totals = {c: sum(cpu[c].values()) / per[c] for c in cols}
+    totals = {c: sum(v for k, v in cpu[c].items() if k != BEFORE_NAMED) / per[c] for c in cols}
     print(f"| **all of this Ray** | {' | '.join(f'{totals[c]:.2f}' for c in cols)} |")
     work_cpu = {"bare": med(b["work_cpu"] for b in bare), "trivial": 0.0}
     work_cpu |= {k: med(t["work_cpu"] for t in timings[k] if "work_cpu" in t) for k in keys}
     print(f"| **overhead = all - the work's own CPU** | {' | '.join(f'{totals[c] - work_cpu[c]:.2f}' for c in cols)} |")
+    print(f"| {BEFORE_NAMED}, all workers | {' | '.join(f'{cpu[c].get(BEFORE_NAMED, 0.0) / per[c]:.2f}' for c in cols)} |")
 
     allowed = 1.15 * ideal + rounds * tune_trivial
     for key in keys:

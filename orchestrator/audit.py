@@ -21,6 +21,7 @@ from orchestrator.ensemble import PROB_FLOOR, blend_probs, model_probs
 from orchestrator.cli import add_set_arg, run_main
 from orchestrator.oof import BlendError, OofLogits, find_experiment, load_experiment, load_oof
 from tasks.atomic import atomic_path
+from tasks.relabel import read_relabel_table
 from tasks.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, TRUE_AGE_BORDERS, age_band, split_class
 
 ATTRIBUTES = ("gender", "age", "mask")
@@ -143,12 +144,7 @@ def audit_table(rankings: dict[str, Ranking], top: int | None) -> pd.DataFrame:
 
 def read_true_mislabels(path: Path, h: dict[str, Hypotheses]) -> dict[str, set[str]]:
     """People per attribute whose labels a relabel file really changes (a band, not just an age)."""
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, comment="#")
-    except FileNotFoundError:
-        raise BlendError(f"{path}: no such mislabel file") from None
-    if list(table.columns[:3]) != ["person", "field", "value"]:
-        raise BlendError(f"{path}: the first columns must be person,field,value; found {list(table.columns)}")
+    table = read_relabel_table(path)
     if len(table) and not table.person.isin(h["gender"].people).any():
         raise BlendError(f"{path}: none of its people are in the OOF rows; persons must be folder names "
                          f"like {h['gender'].people[0]}")

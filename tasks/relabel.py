@@ -30,19 +30,27 @@ class RelabelSummary:
         return f"relabel: {self.rows} rows from {source} changed {self.changed_images} images ({parts})"
 
 
-def apply_relabel(images: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, RelabelSummary]:
-    """Return a relabelled copy of the index; DataError lists every bad row at once."""
+def read_relabel_table(path: Path) -> pd.DataFrame:
+    """The rows of a relabel file with their line numbers; lines starting with # are notes."""
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, comment="#")
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
-        raise DataError(f"data.relabel: {path} does not exist") from None
+        raise DataError(f"{path}: no such relabel file") from None
     if list(table.columns[:3]) != ["person", "field", "value"]:
         raise DataError(f"{path}: the first columns must be person,field,value; found {list(table.columns)}")
+    # Filtered here rather than by read_csv(comment=...) so line numbers stay the editor's.
+    table = table.assign(line=range(2, len(table) + 2))
+    return table[~table["person"].str.lstrip().str.startswith("#")].reset_index(drop=True)
+
+
+def apply_relabel(images: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, RelabelSummary]:
+    """Return a relabelled copy of the index; DataError lists every bad row at once."""
+    table = read_relabel_table(path)
     persons = _person_lookup(images)
     out = images.copy()
     errors, changed, counts = [], 0, Counter()
-    for line, row in enumerate(table.itertuples(index=False), start=2):
-        person, fld, value = (str(row[0]).strip(), str(row[1]).strip(), str(row[2]).strip())
+    for row in table.itertuples(index=False):
+        person, fld, value, line = (str(row[0]).strip(), str(row[1]).strip(), str(row[2]).strip(), row.line)
         try:
             key = _resolve_person(persons, person)
             rows = _rows_for(out, key, fld)

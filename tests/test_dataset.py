@@ -80,15 +80,15 @@ def test_relabel_by_unique_id_and_errors(synth_root, tmp_path):
     fixed, _ = apply_relabel(images, good)
     assert (fixed.loc[fixed["person"] == unique_id["person"], "label"] % 3 == 2).all()
     bad = tmp_path / "bad.csv"
-    bad.write_text(f"person,field,value\nnobody,gender,male\n{repeated},gender,male\n"
+    bad.write_text(f"person,field,value\n# a note: line numbers still count it,,\nnobody,gender,male\n{repeated},gender,male\n"
                    f"{unique_id['person']},hair,grey\n{unique_id['person']},normal,sideways\n")
     with pytest.raises(DataError) as info:
         apply_relabel(images, bad)
     text = str(info.value)
-    assert "bad.csv:2: unknown person 'nobody'" in text
-    assert f"bad.csv:3: id '{repeated}' names several folders" in text
-    assert "bad.csv:4: unknown field 'hair'" in text
-    assert "bad.csv:5: normal must be a mask state" in text
+    assert "bad.csv:3: unknown person 'nobody'" in text
+    assert f"bad.csv:4: id '{repeated}' names several folders" in text
+    assert "bad.csv:5: unknown field 'hair'" in text
+    assert "bad.csv:6: normal must be a mask state" in text
 
 
 def break_data(root: Path) -> dict[str, str]:
