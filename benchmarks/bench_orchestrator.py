@@ -3,8 +3,9 @@
     python -m benchmarks.bench_orchestrator [--jobs 12] [--work-seconds 3] [--epochs 3] [--trivial 2]
                                             [--cuts reuse_actors,no_preemption_watcher | --cuts none]
 
-About 6-7 min on an idle 2-core box with the defaults: (3) and (3b) alone take >= 4 min
-because of the very overhead they measure; `--cuts none` drops (3b) (~4.5 min).
+About 6.5-7.5 min on a 2-core box with the defaults (measured: 6m44s-7m41s): (3) and (3b)
+alone take ~4.5 min because of the very overhead they measure (~20 s per job on 2 cores);
+`--cuts none` drops (3b) and takes ~4.5-5 min. Results: /work/notes/bench_orchestrator.md.
 
 Every job is the same fixed CPU work: a torch matmul loop pinned to 1 thread, calibrated once
 at start to `--work-seconds`, so that every job runs the same number of iterations. In one run:
