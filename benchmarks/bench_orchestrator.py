@@ -238,28 +238,15 @@ def bench_worker(config: dict) -> None:
 
 
 def make_trainer(config: dict):
-    """Mirrors ray_jobs.run_trial's TorchTrainer (same scaling, failure, checkpoint configs)."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
+    """The orchestrator's own TorchTrainer (ray_jobs.build_trainer) around the fixed work."""
+    from orchestrator.ray_jobs import build_trainer
 
-    from orchestrator.ray_jobs import worker_resources
-
-    res = ResourcesSpec.model_validate(config["resources"])
     callbacks = []
     if config.get("tune") and config.get("tune_report", True):
         from ray.tune.integration.ray_train import TuneReportCallback
 
         callbacks = [TuneReportCallback()]
-    return TorchTrainer(
-        bench_worker, train_loop_config=config,
-        scaling_config=ray.train.ScalingConfig(num_workers=res.workers_per_job, use_gpu=res.slot == "GPU",
-                                               resources_per_worker=worker_resources(res)),
-        run_config=ray.train.RunConfig(
-            name=config["job_id"], storage_path=config["storage"],
-            failure_config=ray.train.FailureConfig(max_failures=res.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            callbacks=callbacks),
-    )
+    return build_trainer(bench_worker, config, ResourcesSpec.model_validate(config["resources"]), callbacks)
 
 
 def bench_trial(config: dict) -> None:

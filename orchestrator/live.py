@@ -7,7 +7,7 @@ import json
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ray.tune import Callback
@@ -143,7 +143,3 @@ def _error_text(trial) -> str:
         return path.read_text()
     error = getattr(trial, "error", None) or getattr(trial, "_error", None)
     return "".join(traceback.format_exception(error)) if isinstance(error, BaseException) else str(error or "")
-
-
-def status_rows(board: Board) -> list[dict]:
-    return [{"job_id": k, **asdict(v)} for k, v in board.status.items()]

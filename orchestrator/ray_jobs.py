@@ -96,16 +96,13 @@ def _epoch_metrics(report: EpochReport, node: str) -> dict:
             "epoch_seconds": report.seconds}
 
 
-def run_trial(config: dict) -> None:
-    """The Tune function trainable: one TorchTrainer run for one (model, fold) job."""
+def build_trainer(train_fn, config: dict, res: ResourcesSpec, callbacks: list):
+    """One job's TorchTrainer: its slot, its retries from the last epoch, its run name."""
     import ray.train
     from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
-    config = config["job"]
-    res = ResourcesSpec.model_validate(config["spec"]["resources"])
-    trainer = TorchTrainer(
-        train_worker,
+    return TorchTrainer(
+        train_fn,
         train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(num_workers=res.workers_per_job, use_gpu=res.slot == "GPU",
                                                resources_per_worker=worker_resources(res)),
@@ -113,9 +110,17 @@ def run_trial(config: dict) -> None:
             name=config["job_id"], storage_path=config["storage"],
             failure_config=ray.train.FailureConfig(max_failures=res.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            callbacks=[TuneReportCallback()]),
+            callbacks=callbacks),
     )
-    trainer.fit()
+
+
+def run_trial(config: dict) -> None:
+    """The Tune function trainable: one TorchTrainer run for one (model, fold) job."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    config = config["job"]
+    res = ResourcesSpec.model_validate(config["spec"]["resources"])
+    build_trainer(train_worker, config, res, [TuneReportCallback()]).fit()
 
 
 def job_config(spec: Experiment, plan, storage: str) -> dict:
