@@ -36,7 +36,10 @@ def job_hash(spec: Experiment, model: ModelSpec, fold: int, rows_hash: str) -> s
     train = spec.train_for(model).model_dump(mode="json", exclude={"loader_workers"})
     weights = {"backbone": model.backbone, "pretrained": model.pretrained,
                "pretrained_path": str(model.pretrained_path) if model.pretrained_path else None}
-    return stable_hash({"rows": rows_hash, "model": weights, "train": train, "fold": fold, "seed": spec.seed})
+    identity = {"rows": rows_hash, "model": weights, "train": train, "fold": fold, "seed": spec.seed}
+    if spec.resources.workers_per_job > 1:  # per-worker batches: the world size changes the result
+        identity["workers"] = spec.resources.workers_per_job
+    return stable_hash(identity)
 
 
 def relative_cost(spec: Experiment, model: ModelSpec) -> float:

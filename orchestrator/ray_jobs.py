@@ -34,22 +34,22 @@ def worker_resources(res: ResourcesSpec) -> dict[str, float]:
 
 
 def train_worker(config: dict) -> None:
-    """The Train worker: run (or resume) the job in a node-local folder, report every epoch."""
+    """The Train worker: run (or resume) the job in a node-local folder, report every epoch.
+
+    With several workers per job every rank runs this; rank 0 writes the job's files and
+    attaches the checkpoints, the others report bare metrics (Train waits for every rank).
+    """
     import ray.train
 
     from tasks.job import train_job
 
     spec = Experiment.model_validate(config["spec"])
-    work = Path(tempfile.gettempdir()) / "maskfold-jobs" / config["job_id"]
-    work.mkdir(parents=True, exist_ok=True)
+    rank = ray.train.get_context().get_world_rank()
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as saved:  # resume from the last reported epoch
-            for name in os.listdir(saved):
-                shutil.copy2(Path(saved) / name, work / name)
+    work = _scratch(config["job_id"], rank, checkpoint)
     node = ray.util.get_node_ip_address()
     if (work / "result.json").exists():  # finished before the driver could collect it
-        _report_final(work, node)
+        _report_final(work, node, rank)
         return
     log_file = open(work / "job.log", "a", buffering=1)
 
@@ -57,12 +57,16 @@ def train_worker(config: dict) -> None:
         log_file.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
     def on_epoch(report: EpochReport) -> None:
+        if rank:
+            ray.train.report(_epoch_metrics(report, node))
+            return
         with tempfile.TemporaryDirectory() as tmp:
-            shutil.copy2(work / "checkpoint.pt", Path(tmp) / "checkpoint.pt")
+            for name in ("checkpoint.pt", "job.log"):  # the log too: it runs on across restarts
+                shutil.copy2(work / name, Path(tmp) / name)
             ray.train.report(_epoch_metrics(report, node), checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     job = Job(config["model"], config["fold"], work)
-    log(f"start on {node}" + (" (resumed from a checkpoint)" if checkpoint else ""))
+    log(f"start on {node}" + (f" as rank {rank}" if rank else "") + (" (resumed from a checkpoint)" if checkpoint else ""))
     try:
         result = train_job(spec, job, on_epoch=on_epoch, log=log)
     except Exception:
@@ -71,15 +75,32 @@ def train_worker(config: dict) -> None:
         raise
     log(f"done: best macro F1 {result.val['macro_f1']:.4f} at epoch {result.best_epoch}")
     log_file.close()
-    _report_final(work, node)
+    _report_final(work, node, rank)
 
 
-def _report_final(work: Path, node: str) -> None:
+def _scratch(job_id: str, rank: int, checkpoint) -> Path:
+    """A fresh node-local folder holding exactly the last reported checkpoint, if any: every
+    rank then resumes from the same epoch, whatever an earlier attempt left on this node."""
+    work = Path(tempfile.gettempdir()) / "maskfold-jobs" / (job_id if rank == 0 else f"{job_id}.rank{rank}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    if checkpoint is not None:
+        with checkpoint.as_directory() as saved:
+            for name in os.listdir(saved):
+                shutil.copy2(Path(saved) / name, work / name)
+    return work
+
+
+def _report_final(work: Path, node: str, rank: int) -> None:
     """The last report: a checkpoint holding every output of the job, for the driver."""
     import ray.train
 
     from tasks.job_io import JobResult
 
+    if rank:
+        ray.train.report({"final": 1, "node": node})
+        shutil.rmtree(work, ignore_errors=True)
+        return
     result = JobResult.read(work)
     with tempfile.TemporaryDirectory() as tmp:
         for name in OUTPUT_FILES:

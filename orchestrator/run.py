@@ -51,7 +51,9 @@ def run_experiment(spec: Experiment, address: str | None = None, storage: str | 
     dataset = prepare(spec)
     plans = plan_jobs(spec, rows_hash(spec, dataset))
     bundle = worker_resources(spec.resources) | ({"GPU": 1} if spec.resources.slot == "GPU" else {})
-    print(format_plan(plans, " ".join(f"{k}={v:g}" for k, v in bundle.items())), file=stream)
+    workers = spec.resources.workers_per_job
+    per_job = (f"{workers}x " if workers > 1 else "") + " ".join(f"{k}={v:g}" for k, v in bundle.items())
+    print(format_plan(plans, per_job), file=stream)
     todo = [p for p in plans if not p.cached]
     if dry_run:
         return RunSummary((), tuple(p.job_id for p in plans if p.cached), (), Gathered(0, 0, (), ()), 0.0)
@@ -74,11 +76,10 @@ def format_summary(spec: Experiment, plans: list[JobPlan], summary: RunSummary) 
     lines = [f"\n{spec.name}: {len(summary.ran)} jobs ran, {len(summary.cached)} cached, "
              f"{len(summary.failed)} failed; wall time {summary.wall_seconds / 60:.1f} min"]
     if done:
-        table = pd.DataFrame([{"model": r.model, "f1": r.val["macro_f1"], "hours": r.seconds / 3600} for r in done])
-        workers = spec.resources.workers_per_job
+        table = pd.DataFrame([{"model": r.model, "f1": r.val["macro_f1"], "hours": r.seconds * r.workers / 3600}
+                              for r in done])
         per = table.groupby("model").agg(folds=("f1", "size"), macro_f1=("f1", "mean"), spread=("f1", "std"),
                                          slot_hours=("hours", "sum"))
-        per["slot_hours"] *= workers
         unit = "GPU-hours" if spec.resources.slot == "GPU" else f"{spec.resources.slot}-hours"
         lines.append(per.rename(columns={"slot_hours": unit}).to_string(float_format=lambda v: f"{v:.4f}"))
     g = summary.gathered

@@ -8,10 +8,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from tasks.augment_spec import MixSpec, Pipeline, build_pipeline
 from tasks.cache import ImageCache
+from tasks.distributed import EpochSampler, Ranks
 from tasks.losses import Targets
 
 
@@ -46,16 +47,16 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def make_loader(data: CachedImages, batch_size: int, workers: int, shuffle: bool,
-                sample_weights: np.ndarray | None = None, seed: int = 0) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    sampler = None
-    if sample_weights is not None:
-        sampler = WeightedRandomSampler(torch.as_tensor(sample_weights, dtype=torch.double), len(data),
-                                        replacement=True, generator=generator)
-    data.reseed(seed)
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      num_workers=workers, generator=generator, worker_init_fn=_seed_worker,
-                      drop_last=shuffle and len(data) > batch_size, persistent_workers=False,
+                sample_weights: np.ndarray | None = None, seed: int = 0, ranks: Ranks = Ranks()) -> DataLoader:
+    """Shuffled (or weighted) batches of this rank's share of the epoch, or all rows in order."""
+    sampler = EpochSampler(len(data), sample_weights, seed, ranks) if shuffle else None
+    # Augmentation seeds differ per rank; the epoch's draw (the sampler's seed) does not.
+    aug_seed = seed + 7919 * ranks.rank
+    data.reseed(aug_seed)
+    count = len(sampler) if sampler is not None else len(data)
+    return DataLoader(data, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      generator=torch.Generator().manual_seed(aug_seed), worker_init_fn=_seed_worker,
+                      drop_last=shuffle and count > batch_size, persistent_workers=False,
                       pin_memory=torch.cuda.is_available())
 
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from tasks.batches import CachedImages, make_loader, sample_weights
-from tasks.job_io import (EpochReport, Job, JobResult, load_checkpoint, save_checkpoint, save_weights,
+from tasks.distributed import Ranks, current_ranks, gather_rows, sum_over_ranks, sync_buffers, wrap_model
+from tasks.job_io import (EpochReport, Job, JobResult, job_paths, load_checkpoint, save_checkpoint, save_weights,
                           write_job_logits, write_metrics, write_result)
 from tasks.labels import TRUE_AGE_BORDERS, age_band, class_of
 from tasks.losses import class_weights
@@ -25,7 +26,7 @@ from tasks.metrics import score
 from tasks.model import build_model
 from tasks.prepare import Dataset, load_dataset, read_folds, rows_hash
 from tasks.spec import Experiment, TrainSpec, stable_hash
-from tasks.train_loop import Device, eval_loss, predict, select_device, train_epoch
+from tasks.train_loop import Device, EpochStats, eval_loss, predict, select_device, train_epoch
 
 
 def job_seed(spec: Experiment, job: Job) -> int:
@@ -75,7 +76,10 @@ def make_scheduler(optimizer, train: TrainSpec, updates: int):
 
 def train_job(spec: Experiment, job: Job, on_epoch: Callable[[EpochReport], None] | None = None,
               dataset: Dataset | None = None, log=print) -> JobResult:
+    """Train one (fold, model) job. Under a process group of several ranks (see
+    tasks.distributed) every rank must call this; rank 0 alone writes files."""
     started = time.monotonic()
+    ranks = current_ranks()
     dataset = dataset or load_dataset(spec, verbose=False)
     model_spec = spec.model(job.model)
     train = spec.train_for(model_spec)
@@ -90,22 +94,25 @@ def train_job(spec: Experiment, job: Job, on_epoch: Callable[[EpochReport], None
 
     o = train.optimizer
     optimizer = create_optimizer_v2(model, opt=o.name, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum)
-    make_fit = lambda e: _fit_loader(dataset, fit_rows, train, seed * 1000 + e)  # noqa: E731
+    make_fit = lambda e: _fit_loader(dataset, fit_rows, train, seed * 1000 + e, ranks)  # noqa: E731
     scheduler = make_scheduler(optimizer, train, len(make_fit(0)))
     scaler = dev.scaler()
     state = load_checkpoint(job.out_dir, model, optimizer, scheduler, scaler)
     if state.epoch:
         log(f"[{job.key}] resuming after epoch {state.epoch} (best F1 {state.best_f1:.4f} at {state.best_epoch})")
-    val_loader = eval_loader(dataset.train_cache, val_rows, train)
+    net = wrap_model(model, dev.device, ranks)  # after loading: DDP starts from rank 0's weights
     weights = {k: v.to(dev.device) for k, v in class_weights(torch.tensor(fit_rows["train_label"].to_numpy())).items()}
     for epoch in range(state.epoch, train.epochs):
         if state.stale >= train.patience:
             break
-        torch.manual_seed(seed * 1000 + epoch)
-        mix_gen = torch.Generator().manual_seed(seed * 1000 + epoch)
-        stats = train_epoch(model, make_fit(epoch), optimizer, scheduler, scaler, dev, train, norm, weights,
+        epoch_seed = seed * 1000 + epoch + 7919 * ranks.rank  # ranks drop out and mix differently
+        torch.manual_seed(epoch_seed)
+        mix_gen = torch.Generator().manual_seed(epoch_seed)
+        stats = train_epoch(net, make_fit(epoch), optimizer, scheduler, scaler, dev, train, norm, weights,
                             epoch, mix_gen)
-        logits = predict(model, val_loader, dev, norm, flip_tta=False)
+        stats = _over_ranks(stats, ranks)
+        sync_buffers(model, ranks)
+        logits = predict_rows(model, dataset.train_cache, val_rows, train, dev, norm, False, ranks)
         labels = val_rows["label"].to_numpy()
         val = score(labels, logits.argmax(1))
         if scheduler is not None:
@@ -115,20 +122,23 @@ def train_job(spec: Experiment, job: Job, on_epoch: Callable[[EpochReport], None
                              val, optimizer.param_groups[0]["lr"], stats.seconds, state.best_f1,
                              state.best_epoch, stats.images / max(stats.seconds, 1e-9))
         state = replace(state, history=(*state.history, report.row()))
-        save_checkpoint(job.out_dir, model, optimizer, scheduler, scaler, state)
-        write_metrics(job.out_dir, state.history)
+        if ranks.leader:
+            save_checkpoint(job.out_dir, model, optimizer, scheduler, scaler, state)
+            write_metrics(job.out_dir, state.history)
         log(report.line(job.key))
         if on_epoch is not None:
             on_epoch(report)
-    return _finish(spec, job, dataset, model, dev, norm, train, val_rows, state, started)
+    return _finish(spec, job, dataset, model, dev, norm, train, val_rows, state, started, ranks)
 
 
-def _finish(spec, job, dataset, model, dev: Device, norm, train, val_rows, state, started) -> JobResult:
+def _finish(spec, job, dataset, model, dev: Device, norm, train, val_rows, state, started,
+            ranks: Ranks) -> JobResult:
     model.load_state_dict(state.best_weights)
-    save_weights(job.out_dir, model)
-    oof = predict(model, eval_loader(dataset.train_cache, val_rows, train), dev, norm, train.tta_flip)
-    test = predict(model, eval_loader(dataset.eval_cache, dataset.eval, train), dev, norm, train.tta_flip)
-    paths = write_job_logits(job, spec, val_rows, oof, dataset.eval, test, rows_hash(spec, dataset))
+    oof = predict_rows(model, dataset.train_cache, val_rows, train, dev, norm, train.tta_flip, ranks)
+    test = predict_rows(model, dataset.eval_cache, dataset.eval, train, dev, norm, train.tta_flip, ranks)
+    if ranks.leader:
+        write_job_logits(job, spec, val_rows, oof, dataset.eval, test, rows_hash(spec, dataset))
+        save_weights(job.out_dir, model)
     val = score(val_rows["label"].to_numpy(), oof.argmax(1))
     result = JobResult(
         experiment=spec.name, model=job.model, backbone=spec.model(job.model).backbone, fold=job.fold,
@@ -136,9 +146,24 @@ def _finish(spec, job, dataset, model, dev: Device, norm, train, val_rows, state
         stopped_early=state.epoch < train.epochs, val=val.as_dict(), val_loss=eval_loss(oof, val_rows["label"].to_numpy()),
         train_images=int(state.history[-1]["train_images"]) if state.history else 0,
         val_images=len(val_rows), test_images=len(dataset.eval), device=str(dev.device),
-        seconds=time.monotonic() - started, **paths)
-    write_result(job.out_dir, result)
+        seconds=time.monotonic() - started, workers=ranks.world, **job_paths(job.out_dir))
+    if ranks.leader:
+        write_result(job.out_dir, result)
     return result
+
+
+def _over_ranks(stats: EpochStats, ranks: Ranks) -> EpochStats:
+    """One epoch's loss, accuracy and image count over all ranks."""
+    loss, correct, images, seconds = sum_over_ranks(
+        [stats.loss * stats.images, stats.accuracy * stats.images, stats.images, stats.seconds], ranks)
+    return EpochStats(loss / max(images, 1), correct / max(images, 1), int(images), seconds / ranks.world)
+
+
+def predict_rows(model, cache, rows, train: TrainSpec, dev: Device, norm, flip_tta: bool,
+                 ranks: Ranks) -> np.ndarray:
+    """(len(rows), 18) logits in row order; each rank predicts rows[rank::world]."""
+    share = rows.iloc[ranks.rank::ranks.world] if ranks.distributed else rows
+    return gather_rows(predict(model, eval_loader(cache, share, train), dev, norm, flip_tta), ranks)
 
 
 def normalisation(model, dev: Device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,13 +174,14 @@ def normalisation(model, dev: Device) -> tuple[torch.Tensor, torch.Tensor]:
     return tuple(torch.tensor(config[k], device=dev.device).view(1, 3, 1, 1) for k in ("mean", "std"))
 
 
-def _fit_loader(dataset: Dataset, rows, train: TrainSpec, seed: int):
+def _fit_loader(dataset: Dataset, rows, train: TrainSpec, seed: int, ranks: Ranks):
     bands = age_band(rows["age"].to_numpy(), train.age_borders)
     data = CachedImages(dataset.train_cache, dataset.train_cache.rows(rows["image_key"]),
                         rows["train_label"].to_numpy(), rows["age"].to_numpy(), train.augment.train,
                         train.input_size)
     weights = sample_weights(rows["train_label"].to_numpy(), bands, train.sampler)
-    return make_loader(data, train.batch_size, train.loader_workers, shuffle=True, sample_weights=weights, seed=seed)
+    return make_loader(data, train.batch_size, train.loader_workers, shuffle=True, sample_weights=weights,
+                       seed=seed, ranks=ranks)
 
 
 def eval_loader(cache, rows, train: TrainSpec):

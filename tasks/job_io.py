@@ -79,6 +79,7 @@ class JobResult:
     test_path: str
     weights_path: str
     metrics_path: str
+    workers: int = 1  # data-parallel ranks that trained the job
 
     @classmethod
     def read(cls, out_dir: Path) -> "JobResult":
@@ -150,15 +151,18 @@ def _log_tensorboard(log_dir: Path, row: dict) -> None:
 
 
 def write_job_logits(job: Job, spec, val_rows: pd.DataFrame, oof, eval_rows: pd.DataFrame, test,
-                     spec_hash: str) -> dict[str, str]:
+                     spec_hash: str) -> None:
     meta = LogitsMeta(spec_hash=spec_hash)
     common = {"experiment": spec.name, "backbone": job.model, "fold": job.fold}
     oof_frame = val_rows[["image_key", "person", "label"]].rename(columns={"label": "target"})
     oof_frame = oof_frame.assign(**common, split="oof")
     write_logits(job.out_dir / "oof.parquet", logits_table(oof_frame, oof, meta))
     write_test_logits(job, spec, eval_rows, test, spec_hash)
-    return {"oof_path": str(job.out_dir / "oof.parquet"), "test_path": str(job.out_dir / "test.parquet"),
-            "weights_path": str(job.out_dir / "best.pt"), "metrics_path": str(job.out_dir / "metrics.csv")}
+
+
+def job_paths(out_dir: Path) -> dict[str, str]:
+    return {"oof_path": str(out_dir / "oof.parquet"), "test_path": str(out_dir / "test.parquet"),
+            "weights_path": str(out_dir / "best.pt"), "metrics_path": str(out_dir / "metrics.csv")}
 
 
 def write_test_logits(job: Job, spec, eval_rows: pd.DataFrame, test, spec_hash: str) -> Path:

@@ -128,9 +128,9 @@ class ModelSpec(Strict):
 class ResourcesSpec(Strict):
     slot: str = "GPU"  # "GPU" pins real GPUs; any other name is a custom resource
     cpus_per_worker: float = Field(4, gt=0)
-    # One Train worker per job: a job never spans GPUs (data-parallel training of one job
-    # across workers is not implemented; folds x models already fill the GPUs).
-    workers_per_job: int = Field(1, ge=1, le=1)
+    # More than one: each job trains data-parallel (DDP) over that many workers, each holding
+    # a slot; train.batch_size is then per worker. One is usual: folds x models fill the GPUs.
+    workers_per_job: int = Field(1, ge=1)
     accelerator_type: str | None = None  # e.g. "V100"
     max_failures: int = Field(2, ge=0)
 

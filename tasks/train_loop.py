@@ -59,7 +59,8 @@ def select_device(train: TrainSpec) -> Device:
         dtype = {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[train.amp]
         if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
             raise DeviceError("train.amp: bf16 is not supported on this GPU (V100s have none); use fp16")
-        return Device(torch.device("cuda"), dtype, train.channels_last)
+        # The current device, not plain "cuda": a launcher (Ray Train, torchrun) sets one per rank.
+        return Device(torch.device("cuda", torch.cuda.current_device()), dtype, train.channels_last)
     dtype = {"auto": None, "off": None, "bf16": torch.bfloat16}.get(train.amp)
     if train.amp == "fp16":
         raise DeviceError("train.amp: fp16 needs a GPU; on CPU use bf16 or off")

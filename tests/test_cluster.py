@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.run import run_experiment
+from tasks.job_io import JobResult
 from tasks.logits import read_logits
 from tasks.prepare import prepare
 from tasks.spec import load_spec
@@ -94,3 +95,43 @@ def test_killed_driver_resumes_without_retraining(synth_root, tmp_path):
     np.testing.assert_allclose(got_logits[order], want_logits[want_order], atol=1e-5)
     boards = [pd.read_csv(d / "leaderboard.csv").drop(columns="seconds") for d in (tmp_path / "killed", reference.out_dir)]
     pd.testing.assert_frame_equal(*boards)  # every score equal; only the timings differ
+
+
+def train_worker_pids() -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"RayTrainWorker" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:  # ended while we looked
+            pass
+    return pids
+
+
+def test_data_parallel_job_survives_a_killed_worker(synth_root, tmp_path):
+    """Two DDP workers per job on an embedded Ray; one is killed after the first epoch: the
+    pair restarts from the last epoch's checkpoint and every job finishes."""
+    spec = load_spec(REPO / "experiments/demo.yaml", spec_args(synth_root, tmp_path, "ddp", epochs=3, folds=2)
+                     + ["resources.slot=fake_gpu", "resources.workers_per_job=2"])
+    killed: list[int] = []
+
+    def kill_a_worker():
+        wait_for(lambda: epoch_logged(tmp_path / "ddp" / "logs"), 300, "a first epoch")
+        pids = train_worker_pids()
+        os.kill(pids[0], signal.SIGKILL)
+        killed.append(len(pids))
+
+    killer = threading.Thread(target=kill_a_worker, daemon=True)
+    killer.start()
+    summary = run_experiment(spec)
+    assert killed == [2]  # the job ran as two worker processes
+    assert summary.failed == () and len(summary.ran) == 2
+    jobs = sorted((tmp_path / "ddp" / "jobs").glob("*/result.json"))
+    results = [JobResult.read(p.parent) for p in jobs]
+    assert [r.workers for r in results] == [2, 2] and all(r.epochs_run == 3 for r in results)
+    logs = [(p.parent / "job.log").read_text() for p in jobs]
+    resumed = [log for log in logs if "resumed from a checkpoint" in log]
+    assert len(resumed) == 1 and "resuming after epoch" in resumed[0]
+    oof, _, _ = read_logits(spec.out_dir / "oof.parquet")
+    dataset = prepare(spec, verbose=False)
+    assert oof["image_key"].is_unique and set(oof["image_key"]) == set(dataset.train["image_key"])

@@ -1,0 +1,95 @@
+"""Data-parallel jobs: the epoch sampler's shares, and train_job on two gloo ranks (no Ray)."""
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from tasks.distributed import EpochSampler, Ranks
+from tasks.job import eval_loader, normalisation, train_job
+from tasks.job_io import Job, JobResult
+from tasks.logits import read_logits
+from tasks.model import build_model
+from tasks.prepare import prepare
+from tasks.spec import load_spec
+from tasks.train_loop import predict, select_device
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("size,world", [(10, 2), (11, 2), (7, 3), (2, 4)])
+def test_ranks_share_one_draw_equally(size, world, weighted):
+    weights = np.linspace(1, 3, size) if weighted else None
+    shares = [list(EpochSampler(size, weights, seed=5, ranks=Ranks(r, world))) for r in range(world)]
+    assert len({len(s) for s in shares}) == 1 and len(shares[0]) == len(EpochSampler(size, weights, 5, Ranks(0, world)))
+    whole = list(EpochSampler(size, weights, seed=5, ranks=Ranks()))
+    dealt = [shares[i % world][i // world] for i in range(len(shares[0]) * world)]
+    assert dealt[:size] == whole  # round-robin deal of the single-process draw, then padding
+    if not weighted:
+        assert sorted(whole) == list(range(size))
+        assert set(dealt) == set(range(size))
+    assert whole != list(EpochSampler(size, weights, seed=6, ranks=Ranks())) or size < 3
+
+
+def _spec(root: Path, results: Path):
+    return load_spec(Path("experiments/demo.yaml"), [
+        f"data.root={root}", f"results_dir={results}", "name=ddptest", "folds.n_splits=3",
+        "models=[{backbone: test_convnext}]", "train.epochs=3", "train.patience=3", "train.batch_size=8",
+        "train.tta_flip=true"])
+
+
+def _rank_main(rank: int, world: int, port: int, root: str, results: str, outs: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        spec = _spec(Path(root), Path(results))
+        out_dir = Path(outs) / f"rank{rank}"
+        result = train_job(spec, Job("test_convnext", 1, out_dir), log=lambda s: None)
+        (Path(outs) / f"result{rank}.json").write_text(json.dumps(
+            {"f1": result.val["macro_f1"], "best_epoch": result.best_epoch, "workers": result.workers}))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_rank_job_agrees_and_writes_once(synth_root, tmp_path):
+    spec = _spec(synth_root, tmp_path / "results")
+    dataset = prepare(spec, verbose=False)
+    mp.spawn(_rank_main, args=(2, _free_port(), str(synth_root), str(tmp_path / "results"), str(tmp_path)),
+             nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"result{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == ranks[1] and ranks[0]["workers"] == 2  # same F1, same early-stopping state
+    assert not (tmp_path / "rank1").exists()  # rank 0 alone writes
+    result = JobResult.read(tmp_path / "rank0")
+    assert result.workers == 2 and result.val["macro_f1"] == pytest.approx(ranks[0]["f1"])
+    history = pd.read_csv(tmp_path / "rank0" / "metrics.csv")
+    assert len(history) == 3
+    fit_images = len(dataset.train) - result.val_images
+    # Both ranks' shares make one epoch: at most one dropped short batch per rank.
+    assert fit_images - 2 * 8 < history["train_images"].round().iloc[-1] <= fit_images + 1
+    # Gathered logits are in row order: they equal a single process predicting with best.pt.
+    oof, logits, _ = read_logits(result.oof_path)
+    model = build_model(spec.models[0], spec.train)
+    model.load_state_dict(torch.load(result.weights_path, weights_only=True))
+    dev = select_device(spec.train)
+    val_rows = dataset.train.set_index("image_key").loc[oof["image_key"]].reset_index()
+    again = predict(model, eval_loader(dataset.train_cache, val_rows, spec.train), dev,
+                    normalisation(model, dev), flip_tta=True)
+    np.testing.assert_allclose(logits, again, atol=1e-4)
+    test, test_logits, _ = read_logits(result.test_path)
+    assert list(test["image_key"]) == list(dataset.eval["image_key"])
+    eval_again = predict(model, eval_loader(dataset.eval_cache, dataset.eval, spec.train), dev,
+                         normalisation(model, dev), flip_tta=True)
+    np.testing.assert_allclose(test_logits, eval_again, atol=1e-4)
