@@ -1,11 +1,11 @@
 """Makespan of N fixed-work jobs on the slots: sequential loop vs bare Ray tasks vs the orchestrator's path.
 
     python -m benchmarks.bench_orchestrator [--jobs 12] [--work-seconds 3] [--epochs 3] [--trivial 2]
-                                            [--cuts reuse_actors,no_preemption_watcher | --cuts none]
+                                            [--vary no_reuse_actors,preemption_watcher | --vary none]
 
 About 6.5-7.5 min on a 2-core box with the defaults (measured: 6m44s-7m41s): (3) and (3b)
 alone take ~4.5 min because of the very overhead they measure (~20 s per job on 2 cores);
-`--cuts none` drops (3b) and takes ~4.5-5 min. Results: /work/notes/bench_orchestrator.md.
+`--vary none` drops (3b) and takes ~4.5-5 min.
 
 Every job is the same fixed CPU work: a torch matmul loop pinned to 1 thread, calibrated once
 at start to `--work-seconds`, so that every job runs the same number of iterations. In one run:
@@ -22,9 +22,10 @@ at start to `--work-seconds`, so that every job runs the same number of iteratio
     here: they mirror ray_jobs.run_trial / train_worker but run the fixed work instead of
     tasks.job.train_job (no data, no model, no timm import), reporting once per epoch
     (`--epochs`) and then a final report with a small checkpoint. The LiveTable callback is
-    left out;
-(3b) the same with the `--cuts` applied (default: Tune reuse_actors=True, no Train preemption
-    watcher; also available: no_tune_report_callback, no_train_metrics, health_check_1s);
+    left out. The orchestrator's overhead cuts are in (ray_run.tune_config and TRAIN_ENV):
+    Tune reuses trial actors, Train runs no preemption watcher;
+(3b) the same with the `--vary` changes (default: both cuts undone, i.e. Ray's defaults; also
+    available: no_tune_report_callback, no_train_metrics, health_check_1s);
 (4) per-job overhead: a trivial job (no work) as a bare task (3 times) and as
     TorchTrainer.fit() from the driver (`--trivial` times); `--trivial` rounds of trivial jobs
     through the whole Tune + TorchTrainer path, `slots` at a time, so Tuner wall / rounds is the
@@ -52,20 +53,21 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 from tasks.spec import ResourcesSpec
 
 MATRIX = 256
-CUTS = {
-    "reuse_actors": "Tune TuneConfig(reuse_actors=True): one trial actor process per slot, not one per job",
-    "no_preemption_watcher": "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0: no PreemptionWatcher actor per job",
+VARY = {
+    "no_reuse_actors": "Tune TuneConfig(reuse_actors=False): a new trial actor process per job",
+    "preemption_watcher": "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=1: a PreemptionWatcher actor per job",
     "no_tune_report_callback": "no TuneReportCallback: no _QueueActor per job, no 0.2 s queue polling by the trial",
     "no_train_metrics": "RAY_TRAIN_METRICS_ENABLED=0: no controller/worker metrics callbacks",
     "health_check_1s": "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=1 instead of 0.25: fewer controller polls",
 }
-CUT_ENV = {"no_preemption_watcher": ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0"),
+VARY_ENV = {"preemption_watcher": ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1"),
            "no_train_metrics": ("RAY_TRAIN_METRICS_ENABLED", "0"),
            "health_check_1s": ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1")}
 
@@ -274,14 +276,16 @@ def _read(timing: Path, job_id: str) -> dict:
     return out
 
 
-def run_tune(configs: list[dict], concurrent: int, name: str, storage: str, reuse_actors: bool = False) -> float:
+def run_tune(configs: list[dict], concurrent: int, name: str, storage: str, reuse_actors: bool = True) -> float:
     """The orchestrator's Tuner (ray_run.launch without the LiveTable); returns its wall time."""
     from ray import tune
+
+    from orchestrator.ray_run import tune_config
 
     tuner = tune.Tuner(
         tune.with_resources(bench_trial, {"node:__internal_head__": 0.001}),
         param_space={"job": tune.grid_search([c | {"tune": True} for c in configs])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=reuse_actors),
+        tune_config=replace(tune_config(concurrent), reuse_actors=reuse_actors),
         run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0),
     )
     started = time.time()
@@ -350,13 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="reports per Train job")
     parser.add_argument("--trivial", type=int, default=2,
                         help="trivial TorchTrainer fits from the driver, and rounds of trivial Tune jobs")
-    parser.add_argument("--cuts", default="reuse_actors,no_preemption_watcher",
-                        help=f"comma list for variant (3b), or 'none' to skip it: {', '.join(CUTS)}")
+    parser.add_argument("--vary", default="no_reuse_actors,preemption_watcher",
+                        help=f"comma list of changes for variant (3b), or 'none' to skip it: {', '.join(VARY)}")
     parser.add_argument("--keep", action="store_true", help="keep the Ray storage and timing folder")
     args = parser.parse_args(argv)
-    cuts = [] if args.cuts == "none" else [c for c in args.cuts.split(",") if c]
-    if unknown := set(cuts) - set(CUTS):
-        parser.error(f"unknown cuts {sorted(unknown)}; choose from {', '.join(CUTS)}")
+    vary = [] if args.vary == "none" else [c for c in args.vary.split(",") if c]
+    if unknown := set(vary) - set(VARY):
+        parser.error(f"unknown changes {sorted(unknown)}; choose from {', '.join(VARY)}")
 
     # ---- (1) sequential, before Ray starts: nothing else of ours runs on the machine.
     loads = {"start": load()}
@@ -399,11 +403,11 @@ def main(argv: list[str] | None = None) -> int:
             bare_job = med(b["work"] for b in bare)
             print(f"(2) bare tasks: {makespan['bare']:.1f} s, load {load()}", flush=True)
 
-            # ---- (3) the orchestrator's path, and (3b) with the cuts.
-            variants = {"train": ({}, False, True)}
-            if cuts:
-                variants["cut"] = ({k: v for c in cuts if c in CUT_ENV for k, v in [CUT_ENV[c]]},
-                                   "reuse_actors" in cuts, "no_tune_report_callback" not in cuts)
+            # ---- (3) the orchestrator's path, and (3b) with the changes.
+            variants = {"train": ({}, True, True)}
+            if vary:
+                variants["cut"] = ({k: v for c in vary if c in VARY_ENV for k, v in [VARY_ENV[c]]},
+                                   "no_reuse_actors" not in vary, "no_tune_report_callback" not in vary)
             for key, (env, reuse, report) in variants.items():
                 jobs = configs(key, args.jobs, iterations, env, report)
                 before = meter.snapshot()
@@ -447,13 +451,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.jobs} jobs x {job_s:.2f} s of 1-thread CPU work ({iterations} iterations; Train jobs report "
           f"{args.epochs} epochs + 1 final with a checkpoint), {slots} slots, ideal = T_seq / {slots} = {ideal:.1f} s. "
           f"Ray part {total:.0f} s. Load average (1 min): {', '.join(f'{k} {v}' for k, v in loads.items())}.")
-    if cuts:
-        print(f"(3b) cuts: {'; '.join(CUTS[c] for c in cuts)}.")
+    if vary:
+        print(f"(3b) changes: {'; '.join(VARY[c] for c in vary)}.")
     print("\n| variant | makespan s | vs ideal | vs sequential |\n|---|---:|---:|---:|")
     rows = {"(1) sequential loop in the driver": t_seq, f"(2) bare Ray tasks, {slots} slots": makespan["bare"],
             f"(3) Tune + TorchTrainer, orchestrator path, {slots} at a time": makespan["train"]}
     if "cut" in makespan:
-        rows[f"(3b) = (3) + {' + '.join(cuts)}"] = makespan["cut"]
+        rows[f"(3b) = (3) with {' + '.join(vary)}"] = makespan["cut"]
     for name, value in rows.items():
         print(f"| {name} | {value:.1f} | {value / ideal:.2f}x | {value / t_seq:.2f}x |")
 

@@ -108,8 +108,7 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
             # loses only Train workers, which FailureConfig restarts from their checkpoint.
             tune.with_resources(run_trial, {"node:__internal_head__": 0.001}),
             param_space={"job": tune.grid_search(configs)},
-            # One trial actor per slot runs job after job: a new Python process per job costs ~3 s.
-            tune_config=tune.TuneConfig(max_concurrent_trials=slots, reuse_actors=True),
+            tune_config=tune_config(slots),
             run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
                                       callbacks=[live], verbose=0),
         )
@@ -117,6 +116,13 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
     live.show_final()
     return tuple(job_id for job_id, s in board.status.items() if s.state == "failed") + tuple(
         p.job_id for p in todo if p.job_id not in board.status)
+
+
+def tune_config(slots: int):
+    from ray import tune
+
+    # One trial actor per slot runs job after job: a new Python process per job costs ~3 s.
+    return tune.TuneConfig(max_concurrent_trials=slots, reuse_actors=True)
 
 
 def _meta(spec: Experiment, plan: JobPlan) -> dict:
