@@ -34,6 +34,9 @@ def test_dry_run_plans_longest_first_and_hashes_settings(synth_root, tmp_path, c
     again = {p.job_id for p in plan_jobs(changed, rows_hash(changed, dataset))}
     assert {p.job_id for p in plans if p.backbone == "test_convnext"} <= again
     assert not {p.job_id for p in plans if p.backbone == "resnet18"} & again
+    ddp = run_spec(synth_root, tmp_path, "models=[{backbone: test_convnext}, {backbone: resnet18}]",
+                   "resources.workers_per_job=2")
+    assert not {p.job_id for p in plans} & {p.job_id for p in plan_jobs(ddp, rows_hash(ddp, dataset))}
     code = main(["experiments/demo.yaml", "--dry-run", "--set", f"data.root={synth_root}",
                  "--set", f"results_dir={tmp_path}", "--set", "name=runtest"])
     assert code == 0
@@ -48,6 +51,9 @@ def test_unsatisfiable_resources_fail_fast(synth_root, tmp_path):
         assert check_resources(spec.resources) == 1
         with pytest.raises(ResourceError, match="fake_gpus=1"):
             check_resources(typo.resources)
+        wide = run_spec(synth_root, tmp_path, "resources.slot=fake_gpu", "resources.workers_per_job=1000")
+        with pytest.raises(ResourceError, match="needs 1000 worker"):
+            check_resources(wide.resources)
 
 
 def test_failed_job_reported_others_finish_rerun_retries_only_it(synth_root, tmp_path, capsys):
