@@ -96,7 +96,11 @@ class LiveTable(Callback):
     def _finish(self, trial, result) -> str:
         plan = self.board.plans[trial.config["job"]["job_id"]]
         copy_outputs(result["checkpoint_path"], self.storage, plan.out_dir)
-        (plan.out_dir / "job.json").write_text(json.dumps({**trial.config["job"]["meta"], "node": result.get("node")}))
+        # Where the outputs also live in Train storage: re-inference on a node that cannot see
+        # results/ fetches the weights from there.
+        meta = {**trial.config["job"]["meta"], "node": result.get("node"),
+                "checkpoint": result["checkpoint_path"], "storage": self.storage}
+        (plan.out_dir / "job.json").write_text(json.dumps(meta))
         job_id = self._update(trial, state="done", finished=time.time(), val_f1=result.get("val_macro_f1"),
                               node=result.get("node", ""))
         self._log(job_id, f"done: macro F1 {result.get('val_macro_f1'):.4f}; outputs in {plan.out_dir}")

@@ -149,13 +149,18 @@ def job_config(spec: Experiment, plan, storage: str) -> dict:
             "fold": plan.fold, "storage": storage}
 
 
-def copy_outputs(checkpoint_path: str, storage: str, out_dir: Path) -> None:
-    """Copy a final checkpoint (local or on shared storage) into results/, atomically."""
+def open_checkpoint(checkpoint_path: str, storage: str):
+    """A Train checkpoint in local or shared (s3://, gs://) storage."""
     import pyarrow.fs
     import ray.train
 
     filesystem, _ = pyarrow.fs.FileSystem.from_uri(storage) if "://" in storage else (None, None)
-    checkpoint = ray.train.Checkpoint(checkpoint_path, filesystem=filesystem)
+    return ray.train.Checkpoint(checkpoint_path, filesystem=filesystem)
+
+
+def copy_outputs(checkpoint_path: str, storage: str, out_dir: Path) -> None:
+    """Copy a final checkpoint (local or on shared storage) into results/, atomically."""
+    checkpoint = open_checkpoint(checkpoint_path, storage)
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     checkpoint.to_directory(str(staging))

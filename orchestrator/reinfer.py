@@ -1,26 +1,31 @@
 """Re-run test inference from the saved fold models on the cluster, then re-gather.
 
 For when a job's test logits are missing or flip TTA should change: one Ray task per
-finished job, pinned to a slot like a training worker, rewrites the job's test.parquet from
-its best.pt (tasks.infer); then results/<name>/test.parquet is gathered again. Tasks get
-the small spec and paths, never arrays: they read the weights and the eval images from the
-paths and write the logits beside the weights, so results/ must be on a filesystem every
-node sees (it always is on an embedded local Ray).
+finished job, pinned to a slot like a training worker, computes the eval logits from the
+job's best.pt (tasks.infer) and returns them; the driver rewrites the job's test.parquet and
+gathers results/<name>/test.parquet again. Tasks get the small spec and paths: they read the
+eval images on their own node, and the weights from results/ when their node sees it, else
+from the job's final checkpoint in Train storage (recorded in job.json), so results/ need
+not be on a filesystem every node sees.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from orchestrator.gather import Gathered, gather
 from orchestrator.oof import BlendError
 from orchestrator.plan import JobPlan, plan_jobs
 from orchestrator.ray_jobs import worker_resources
 from orchestrator.run import absolute
-from tasks.job_io import Job
+from tasks.job_io import Job, write_test_logits
 from tasks.prepare import load_dataset, rows_hash
 from tasks.spec import Experiment, ResourcesSpec
 
@@ -57,16 +62,48 @@ def task_options(res: ResourcesSpec) -> dict:
     return {"num_cpus": bundle.pop("CPU"), "num_gpus": 1 if res.slot == "GPU" else 0, "resources": bundle}
 
 
-def reinfer_task(spec_dict: dict, job_id: str, model: str, fold: int, out_dir: str, tta: bool) -> Reinferred:
-    """The Ray task body: runs on the node holding the slot; reads and writes through paths."""
+@dataclass(frozen=True)
+class TaskOutput:
+    summary: Reinferred
+    logits: np.ndarray  # (eval images, 18), info.csv order
+
+
+def reinfer_task(spec_dict: dict, job_id: str, model: str, fold: int, out_dir: str, tta: bool,
+                 checkpoint: dict | None) -> TaskOutput:
+    """The Ray task body: runs on the node holding the slot and returns the logits."""
     import ray
 
-    from tasks.infer import reinfer_job
+    from tasks.infer import infer_test
+    from tasks.train_loop import select_device
 
+    started = time.monotonic()
     spec = Experiment.model_validate(spec_dict)
-    done = reinfer_job(spec, Job(model, fold, Path(out_dir)), tta)
-    return Reinferred(job_id, model, fold, done.images, done.tta, done.device,
-                      ray.util.get_node_ip_address(), done.seconds)
+    with _weights(Path(out_dir) / "best.pt", checkpoint) as weights:
+        logits = infer_test(spec, model, fold, weights, tta)
+    device = select_device(spec.train_for(spec.model(model))).device
+    summary = Reinferred(job_id, model, fold, len(logits), tta, str(device), ray.util.get_node_ip_address(),
+                         time.monotonic() - started)
+    return TaskOutput(summary, logits)
+
+
+@contextlib.contextmanager
+def _weights(local: Path, checkpoint: dict | None):
+    """`local` if this node sees it, else best.pt fetched from the job's Train checkpoint."""
+    if local.is_file() or not checkpoint:
+        yield local
+        return
+    from orchestrator.ray_jobs import open_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        open_checkpoint(checkpoint["checkpoint"], checkpoint["storage"]).to_directory(tmp)
+        yield Path(tmp) / "best.pt"
+
+
+def checkpoint_of(plan: JobPlan) -> dict | None:
+    """Where the driver collected the job's outputs from (None for jobs run before it was kept)."""
+    path = plan.out_dir / "job.json"
+    meta = json.loads(path.read_text()) if path.exists() else {}
+    return {k: meta[k] for k in ("checkpoint", "storage")} if meta.get("checkpoint") else None
 
 
 def finished_jobs(plans: list[JobPlan], exp_dir: Path) -> list[JobPlan]:
@@ -98,7 +135,7 @@ def reinfer(spec: Experiment, exp_dir: Path, tta: bool | None = None, address: s
     tta_of = {p.job_id: spec.train_for(spec.model(p.model)).tta_flip if tta is None else tta for p in done}
     print(f"re-inferring {len(done)} fold models over {len(dataset.eval)} eval images "
           f"(flip TTA {_describe(set(tta_of.values()))})", file=stream, flush=True)
-    results, failures = _run_tasks(spec, done, tta_of, address, stream)
+    results, failures = _run_tasks(spec, done, tta_of, address, stream, rows_hash(spec, dataset), dataset)
     if failures:
         raise ReinferError(f"{len(failures)} of {len(done)} fold models failed; their old test logits are kept "
                            "and the experiment's test.parquet was not gathered again:\n" + "\n".join(failures))
@@ -109,8 +146,9 @@ def reinfer(spec: Experiment, exp_dir: Path, tta: bool | None = None, address: s
 
 
 def _run_tasks(spec: Experiment, done: list[JobPlan], tta_of: dict[str, bool], address: str | None,
-               stream) -> tuple[list[Reinferred], list[str]]:
-    """One task per fold model; prints each as it finishes. Returns summaries and failures."""
+               stream, data_hash: str, dataset) -> tuple[list[Reinferred], list[str]]:
+    """One task per fold model; writes each job's test.parquet as its task finishes and prints
+    it. Returns summaries and failures."""
     import ray
 
     from orchestrator.ray_run import ResourceError, check_resources, ray_session
@@ -124,19 +162,21 @@ def _run_tasks(spec: Experiment, done: list[JobPlan], tta_of: dict[str, bool], a
             raise ReinferError(str(err)) from None
         remote = ray.remote(reinfer_task).options(**task_options(spec.resources), max_retries=1)
         spec_dict = spec.model_dump(mode="json")
-        pending = {remote.remote(spec_dict, p.job_id, p.model, p.fold, str(p.out_dir), tta_of[p.job_id]): p
-                   for p in done}
+        pending = {remote.remote(spec_dict, p.job_id, p.model, p.fold, str(p.out_dir), tta_of[p.job_id],
+                                 checkpoint_of(p)): p for p in done}
         print(f"  {len(pending)} tasks, {slots} at a time", file=stream, flush=True)
         while pending:
             [ref], _ = ray.wait(list(pending), num_returns=1)
             plan = pending.pop(ref)
             try:
-                r = ray.get(ref)
+                out = ray.get(ref)
             except Exception as err:  # a task's own error arrives wrapped in RayTaskError
                 cause = getattr(err, "cause", None) or err
                 failures.append(f"  {plan.job_id}: {type(cause).__name__}: {str(cause).strip()[:500]}")
                 print(f"  [{len(results) + len(failures)}/{len(done)}] FAILED {plan.job_id}", file=stream, flush=True)
                 continue
+            write_test_logits(Job(plan.model, plan.fold, plan.out_dir), spec, dataset.eval, out.logits, data_hash)
+            r = out.summary
             results.append(r)
             print(f"  [{len(results) + len(failures)}/{len(done)}] {r.job_id}: {r.images} images, "
                   f"flip TTA {'on' if r.tta else 'off'}, {r.device} on {r.node}, {r.seconds:.1f}s",

@@ -104,17 +104,33 @@ def test_blend_reinfer_restores_a_missing_test_file(experiment, ray_connected, c
     check_test(frame, dataset.eval["image_key"], {(r.model, r.fold) for r in jobs.values()})
 
 
+def test_weights_unseen_on_the_node_come_from_train_storage(experiment, ray_connected):
+    """As on a cluster whose nodes do not share results/: best.pt is fetched from the job's
+    final checkpoint in Train storage, and the driver writes the logits."""
+    exp, jobs, saved = experiment
+    unseen = next(iter(jobs))
+    (unseen / "best.pt").rename(unseen / "best.pt.away")
+    (unseen / "test.parquet").unlink()
+    try:
+        reinfer(load_experiment(exp), exp, tta=False)
+    finally:
+        (unseen / "best.pt.away").rename(unseen / "best.pt")
+    for d, logits in job_logits(jobs).items():
+        np.testing.assert_allclose(logits, saved[d], atol=1e-5)
+
+
 def test_a_failed_fold_model_keeps_the_old_logits_and_says_why(experiment, ray_connected):
     exp, jobs, _ = experiment
     broken = next(iter(jobs))
     before = {d: (d / "test.parquet").read_bytes() for d in jobs} | {exp: (exp / "test.parquet").read_bytes()}
     (broken / "best.pt").rename(broken / "best.pt.away")
+    (broken / "best.pt").write_bytes(b"not a state dict")
     try:
         with pytest.raises(ReinferError, match=f"1 of 2 fold models failed(.|\n)*{broken.name}: InferError: "
-                                               "test_convnext fold [01]: no saved weights"):
+                                               "test_convnext fold [01]: .*best.pt does not load"):
             reinfer(load_experiment(exp), exp, tta=True)
     finally:
-        (broken / "best.pt.away").rename(broken / "best.pt")
+        (broken / "best.pt.away").replace(broken / "best.pt")
     assert (broken / "test.parquet").read_bytes() == before[broken]  # the failed job's file is untouched
     assert (exp / "test.parquet").read_bytes() == before[exp]  # and nothing was gathered
 
