@@ -70,8 +70,12 @@ def train_worker(config: dict) -> None:
     try:
         result = train_job(spec, job, on_epoch=on_epoch, log=log)
     except Exception:
-        # Ray shortens worker tracebacks; the driver logs this full one from the report.
-        ray.train.report({"final": 0, "node": node, "error": traceback.format_exc()})
+        log(f"FAILED:\n{traceback.format_exc()}")
+        if ray.train.get_context().get_world_size() == 1:
+            # Ray shortens worker tracebacks; the driver logs this full one from the report.
+            # Not with several ranks: report is a barrier that the other ranks, blocked in a
+            # gradient all-reduce, never reach; raising lets Train tear the group down.
+            ray.train.report({"final": 0, "node": node, "error": traceback.format_exc()})
         raise
     log(f"done: best macro F1 {result.val['macro_f1']:.4f} at epoch {result.best_epoch}")
     log_file.close()

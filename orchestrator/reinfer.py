@@ -93,9 +93,16 @@ def _weights(local: Path, checkpoint: dict | None):
         yield local
         return
     from orchestrator.ray_jobs import open_checkpoint
+    from tasks.infer import InferError
 
     with tempfile.TemporaryDirectory() as tmp:
-        open_checkpoint(checkpoint["checkpoint"], checkpoint["storage"]).to_directory(tmp)
+        try:
+            open_checkpoint(checkpoint["checkpoint"], checkpoint["storage"]).to_directory(tmp)
+        except Exception as err:  # local and remote filesystems raise several types
+            raise InferError(
+                f"{local} is not on this node and the job's Train checkpoint {checkpoint['checkpoint']} could not "
+                f"be read ({type(err).__name__}: {str(err)[:200]}). On a cluster, run with shared Train storage "
+                "(--storage s3://... or MASKFOLD_STORAGE) or keep results/ on a filesystem every node sees.") from None
         yield Path(tmp) / "best.pt"
 
 

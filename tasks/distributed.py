@@ -98,6 +98,8 @@ def gather_rows(part: np.ndarray, ranks: Ranks) -> np.ndarray:
 def sum_over_ranks(values: list[float], ranks: Ranks) -> list[float]:
     if not ranks.distributed:
         return values
-    total = torch.tensor(values, dtype=torch.float64)
+    # NCCL reduces CUDA tensors only; gloo CPU ones.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    total = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(total)
     return total.tolist()
