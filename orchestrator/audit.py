@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.ensemble import PROB_FLOOR, blend_probs, model_probs
-from orchestrator.cli import add_set_arg, run_main
+from orchestrator.cli import add_results_args, run_main
 from orchestrator.oof import BlendError, OofLogits, find_experiment, load_experiment, load_oof
 from tasks.atomic import atomic_path
 from tasks.relabel import read_relabel_table
@@ -205,8 +205,7 @@ def run(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.audit", description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, help="results/<experiment> (default: the most recent)")
-    add_set_arg(parser)
+    add_results_args(parser)
     parser.add_argument("--top", type=int, help="at most this many people per attribute (default: all flagged)")
     parser.add_argument("--truth-mislabels", type=Path,
                         help="relabel-format CSV of the true mislabels: report precision and recall of the top k")

@@ -25,7 +25,7 @@ import pandas as pd
 from sklearn.metrics import log_loss as sk_log_loss
 
 from orchestrator import ensemble as ens
-from orchestrator.cli import add_set_arg, run_main
+from orchestrator.cli import add_results_args, run_main
 from orchestrator.oof import (BlendError, BlendInputs, find_experiment, load_blend_inputs, load_experiment,
                              read_truth)
 from orchestrator.report import write_report
@@ -296,10 +296,9 @@ def run(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.blend", description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, help="results/<experiment> (default: the most recent)")
+    add_results_args(parser)
     parser.add_argument("--metric", choices=["macro_f1", "accuracy", "log_loss"],
                         help="what methods are fitted and chosen by (default: the spec's blend.metric)")
-    add_set_arg(parser)
     parser.add_argument("--truth", type=Path, help="ImageID,ans CSV of true answers: score the submission")
     parser.add_argument("--reinfer", action="store_true",
                         help="first re-run test inference from every finished job's saved fold model on Ray "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Callable
 
 from tasks.dataset import DataError
@@ -21,6 +22,12 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
 def add_set_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="a.b=value",
                         help="override a spec field (repeatable), e.g. --set data.root=/data --set name=trial2")
+
+
+def add_results_args(parser: argparse.ArgumentParser) -> None:
+    """The experiment to work on, and `--set`: the commands that read results/<experiment>/."""
+    parser.add_argument("--results", type=Path, help="results/<experiment> (default: the most recent)")
+    add_set_arg(parser)
 
 
 def spec_from_args(args: argparse.Namespace) -> Experiment:

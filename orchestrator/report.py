@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score
 
-from orchestrator.cli import add_set_arg, run_main
+from orchestrator.cli import add_results_args, run_main
 from orchestrator.oof import BlendError, OofLogits, find_experiment, load_experiment, load_oof
 from tasks.atomic import write_text
 from tasks.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, split_class
@@ -194,8 +194,7 @@ def run(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, help="results/<experiment> (default: the most recent)")
-    add_set_arg(parser)
+    add_results_args(parser)
     return parser.parse_args(argv)
 
 

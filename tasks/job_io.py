@@ -85,9 +85,7 @@ class JobResult:
     def read(cls, out_dir: Path) -> "JobResult":
         """Load a job's result; its file paths point into `out_dir`, wherever the job ran."""
         fields = json.loads((Path(out_dir) / "result.json").read_text())
-        for key in ("oof_path", "test_path", "weights_path", "metrics_path"):
-            fields[key] = str(Path(out_dir) / Path(fields[key]).name)
-        return cls(**fields)
+        return cls(**(fields | job_paths(Path(out_dir))))
 
 
 @dataclass(frozen=True)
