@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from orchestrator.cli import add_results_args, run_main
 from orchestrator.oof import (BlendError, BlendInputs, find_experiment, load_blend_inputs, load_experiment,
                              read_truth)
 from orchestrator.report import write_report
+from tasks.atomic import new_dir_mode, swap_in_dir
 from tasks.labels import NUM_CLASSES
 from tasks.metrics import Scores, score
 from tasks.spec import BlendSpec
@@ -244,20 +244,11 @@ def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: 
         pd.DataFrame({"image_key": oof.image_key, "person": oof.person, "fold": oof.fold, "target": oof.target,
                       "in_sample": chosen.in_sample.labels, "nested": chosen.nested.labels}).to_parquet(
             tmp / "oof_predictions.parquet", index=False)
-        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the results from other users
-        _swap_in(tmp, target)
+        tmp.chmod(new_dir_mode())  # mkdtemp's 0700 would hide the results from other users
+        swap_in_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _swap_in(tmp: Path, target: Path) -> None:
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def print_board(board: pd.DataFrame) -> None:

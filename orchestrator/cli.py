@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Callable
 
 from tasks.dataset import DataError
+from tasks.lock import ExperimentBusy
 from tasks.logits import LogitsError
 from tasks.spec import Experiment, SpecError, load_spec
 
 # Expected failures: printed as their message alone, exit status 2, no traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (SpecError, DataError, LogitsError)
+USER_ERRORS: tuple[type[Exception], ...] = (SpecError, DataError, LogitsError, ExperimentBusy)
 
 
 def add_spec_args(parser: argparse.ArgumentParser) -> None:

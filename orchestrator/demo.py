@@ -36,6 +36,8 @@ def demo(args: argparse.Namespace) -> int:
     make_data(spec.data.root, args.persons, args.seed)
     spec = load_spec(DEMO_SPEC, args.overrides)
     summary = run_experiment(spec)
+    if summary.unfinished:  # Ctrl-C: the summary above says what to do
+        return 130
     if summary.failed:
         print("some jobs failed (see above); blending what finished", file=sys.stderr)
     truth = spec.data.root / "truth"

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from orchestrator.plan import JobPlan
 from tasks.atomic import atomic_path
-from tasks.job_io import JobResult
+from tasks.job_io import JobResult, unfinished_reason
 from tasks.logits import LogitsError, LogitsMeta, logits_table, read_logits, write_logits
 
 
@@ -25,7 +24,7 @@ class Gathered:
 
 
 def gather(out_dir: Path, plans: list[JobPlan], train_keys: pd.Series, eval_keys: pd.Series) -> Gathered:
-    done = [p for p in plans if (p.out_dir / "result.json").exists()]
+    done = [p for p in plans if not unfinished_reason(p.out_dir)]
     folds_of = {m: {p.fold for p in plans if p.model == m} for m in {p.model for p in plans}}
     complete = sorted(m for m, folds in folds_of.items() if folds == {p.fold for p in done if p.model == m})
     incomplete = tuple(sorted(set(folds_of) - set(complete)))

@@ -15,6 +15,7 @@ from ray.tune import Callback
 from orchestrator.placement import release_orphaned_groups
 from orchestrator.plan import JobPlan
 from orchestrator.ray_jobs import copy_outputs
+from tasks.atomic import write_text
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,11 @@ class LiveTable(Callback):
             job_id = self._update(trial, node=result.get("node", ""))
             self._log(job_id, f"error in the worker on {result.get('node')}:\n{result['error']}")
         elif result.get("final"):
-            job_id = self._finish(trial, result)
+            try:
+                job_id = self._finish(trial, result)
+            except Exception as err:  # one job's outputs lost in transit must not stop the others
+                job_id = self._update(trial, state="failed", finished=time.time(), error=str(err))
+                self._log(job_id, f"FAILED collecting its outputs: {type(err).__name__}: {err}")
         else:
             job_id = self._update(trial, node=result.get("node", ""), epoch=int(result.get("epoch", 0)),
                                   epochs=int(result.get("epochs", 0)), val_f1=result.get("best_f1"),
@@ -100,7 +105,7 @@ class LiveTable(Callback):
         # results/ fetches the weights from there.
         meta = {**trial.config["job"]["meta"], "node": result.get("node"),
                 "checkpoint": result["checkpoint_path"], "storage": self.storage}
-        (plan.out_dir / "job.json").write_text(json.dumps(meta))
+        write_text(plan.out_dir / "job.json", json.dumps(meta))
         job_id = self._update(trial, state="done", finished=time.time(), val_f1=result.get("val_macro_f1"),
                               node=result.get("node", ""))
         self._log(job_id, f"done: macro F1 {result.get('val_macro_f1'):.4f}; outputs in {plan.out_dir}")

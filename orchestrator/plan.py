@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.job_io import JobResult
+from tasks.job_io import JobResult, unfinished_reason
 from tasks.spec import Experiment, ModelSpec, stable_hash
 
 
@@ -23,13 +23,25 @@ class JobPlan:
     fold: int
     job_hash: str
     out_dir: Path  # results/<name>/jobs/<job_id>
-    state: str  # "cached" (result complete) or "to run"
+    state: str  # "cached" (outputs complete and readable) or "to run"
     cost: float  # relative compute, for longest-first ordering
     estimate_s: float | None  # from earlier runs of this backbone and input size, if any
+    note: str = ""  # why a job that had run must run again (an output lost or damaged)
 
     @property
     def cached(self) -> bool:
         return self.state == "cached"
+
+
+@dataclass(frozen=True)
+class Launched:
+    """How each launched job ended: done, failed, interrupted (started) or not started."""
+
+    states: dict[str, str]
+    interrupted: bool  # Ctrl-C stopped the run
+
+    def jobs(self, state: str) -> tuple[str, ...]:
+        return tuple(job_id for job_id, s in self.states.items() if s == state)
 
 
 def job_hash(spec: Experiment, model: ModelSpec, fold: int, rows_hash: str) -> str:
@@ -65,10 +77,11 @@ def plan_jobs(spec: Experiment, rows_hash: str) -> list[JobPlan]:
             digest = job_hash(spec, model, fold, rows_hash)
             job_id = f"{model.name}-fold{fold}-{digest[:8]}"
             out_dir = spec.out_dir / "jobs" / job_id
-            state = "cached" if (out_dir / "result.json").exists() else "to run"
+            damaged = unfinished_reason(out_dir) if out_dir.exists() else "not run"
             estimate = history.get((model.backbone, tuple(train.input_size)))
-            plans.append(JobPlan(job_id, model.name, model.backbone, fold, digest, out_dir, state, cost,
-                                 estimate * train.epochs if estimate else None))
+            plans.append(JobPlan(job_id, model.name, model.backbone, fold, digest, out_dir,
+                                 "to run" if damaged else "cached", cost, estimate * train.epochs if estimate else None,
+                                 "" if damaged in (None, "not run") else damaged))
     return sorted(plans, key=lambda p: (-p.cost, p.model, p.fold))
 
 
@@ -76,6 +89,8 @@ def seconds_by_backbone(jobs_dir: Path) -> dict[tuple[str, tuple[int, ...]], flo
     """Mean seconds per epoch of finished jobs, by backbone and input size."""
     per: dict[tuple[str, tuple[int, ...]], list[float]] = {}
     for path in jobs_dir.glob("*/result.json"):
+        if unfinished_reason(path.parent):
+            continue
         result = JobResult.read(path.parent)
         meta = json.loads((path.parent / "job.json").read_text()) if (path.parent / "job.json").exists() else {}
         size = tuple(meta.get("input_size", ()))
@@ -87,7 +102,8 @@ def format_plan(plans: list[JobPlan], resources: str) -> str:
     lines = [f"{'job':44s} {'state':8s} {'resources':28s} {'estimate':>10s}"]
     for p in plans:
         estimate = f"{p.estimate_s / 60:.1f} min" if p.estimate_s else "unknown"
-        lines.append(f"{p.job_id:44s} {p.state:8s} {resources:28s} {'-' if p.cached else estimate:>10s}")
+        lines.append(f"{p.job_id:44s} {p.state:8s} {resources:28s} {'-' if p.cached else estimate:>10s}"
+                     + (f"  (again: {p.note})" if p.note else ""))
     todo = [p for p in plans if not p.cached]
     known = [p.estimate_s for p in todo if p.estimate_s]
     total = f", about {sum(known) / 3600:.2f} GPU-hours by earlier runs" if known else ""

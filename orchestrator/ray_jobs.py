@@ -17,9 +17,13 @@ import time
 import traceback
 from pathlib import Path
 
-from tasks.job_io import EpochReport, Job
+from tasks.atomic import swap_in_dir
+from tasks.job_io import EpochReport, Job, unfinished_reason
 from tasks.spec import Experiment, ResourcesSpec
 
+# Attempts to start a job's worker group. Each waits up to RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S
+# (ray_run.TRAIN_ENV) for its slot, which covers an autoscaler launching a GPU node.
+START_RETRIES = 3
 OUTPUT_FILES = ("result.json", "oof.parquet", "test.parquet", "best.pt", "metrics.csv", "job.log")
 
 
@@ -133,7 +137,10 @@ def build_trainer(train_fn, config: dict, res: ResourcesSpec, callbacks: list):
                                                resources_per_worker=worker_resources(res)),
         run_config=ray.train.RunConfig(
             name=config["job_id"], storage_path=config["storage"],
-            failure_config=ray.train.FailureConfig(max_failures=res.max_failures),
+            # Ray's default retries a worker group that cannot start forever (the driver then
+            # hangs at "running"); a bounded count fails the job with the worker's message.
+            failure_config=ray.train.FailureConfig(max_failures=res.max_failures,
+                                                   controller_failure_limit=START_RETRIES),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             callbacks=callbacks),
     )
@@ -153,6 +160,30 @@ def job_config(spec: Experiment, plan, storage: str) -> dict:
             "fold": plan.fold, "storage": storage}
 
 
+class StorageError(RuntimeError):
+    """Train storage the driver cannot write to: every job would fail there."""
+
+
+def check_storage(storage: str) -> None:
+    """Write and remove a probe file in the Train storage, or raise StorageError saying why."""
+    import pyarrow as pa
+    import pyarrow.fs
+
+    try:
+        if "://" in storage:
+            filesystem, path = pyarrow.fs.FileSystem.from_uri(storage)
+        else:
+            filesystem, path = pyarrow.fs.LocalFileSystem(), os.path.abspath(storage)
+        filesystem.create_dir(path, recursive=True)
+        probe = f"{path}/.maskfold-probe-{os.getpid()}"
+        with filesystem.open_output_stream(probe) as out:
+            out.write(b"ok")
+        filesystem.delete_file(probe)
+    except (OSError, pa.ArrowException, ValueError) as err:
+        raise StorageError(f"Train storage {storage}: cannot write there ({type(err).__name__}: {err}). Pass "
+                           "--storage (or MASKFOLD_STORAGE) pointing at a writable folder or bucket") from None
+
+
 def open_checkpoint(checkpoint_path: str, storage: str):
     """A Train checkpoint in local or shared (s3://, gs://) storage."""
     import pyarrow.fs
@@ -168,7 +199,7 @@ def copy_outputs(checkpoint_path: str, storage: str, out_dir: Path) -> None:
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     checkpoint.to_directory(str(staging))
-    if not (staging / "result.json").exists():
-        raise RuntimeError(f"{checkpoint_path} holds no result.json")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(staging, out_dir)
+    reason = unfinished_reason(staging)
+    if reason:
+        raise RuntimeError(f"{checkpoint_path} does not hold a finished job's outputs ({reason})")
+    swap_in_dir(staging, out_dir)

@@ -3,18 +3,25 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
+from ray.tune.stopper import Stopper
+
 from orchestrator.live import Board, LiveTable
-from orchestrator.plan import JobPlan
+from orchestrator.plan import JobPlan, Launched
 from orchestrator.ray_jobs import job_config, run_trial, worker_resources
 from tasks.spec import Experiment, ResourcesSpec
 
 REPO = Path(__file__).resolve().parent.parent
 # Kept small: jobs pass paths and a small spec, never data, through the object store.
 OBJECT_STORE_BYTES = 128 * 1024**2
-TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+             # Long enough for an autoscaler to launch a GPU node; bounded so that a job whose
+             # workers cannot start fails (ray_jobs.START_RETRIES attempts) instead of waiting.
+             "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
 
 
 class ResourceError(RuntimeError):
@@ -46,15 +53,34 @@ def ray_session(spec: Experiment, address: str | None):
         if name in os.environ:
             env[name] = os.environ[name]
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
-    else:
-        # address="local": never join some other cluster that happens to run on this machine.
-        ray.init(address="local", runtime_env={"env_vars": env}, **local_ray_args(spec.resources))
+    with contextlib.nullcontext() if address else loopback_only():
+        if address:
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        else:
+            # address="local": never join some other cluster that happens to run on this machine.
+            ray.init(address="local", runtime_env={"env_vars": env}, **local_ray_args(spec.resources))
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+@contextlib.contextmanager
+def loopback_only():
+    """The embedded Ray's servers (GCS, raylet, workers) listen on 127.0.0.1, not every interface.
+
+    Ray binds its servers to the node IP, which it takes from the default route unless told
+    that clusters are off (its switch for single-machine macOS/Windows); `_node_ip_address=
+    "127.0.0.1"` is turned back into the routable IP. A private constant: ray is pinned.
+    """
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         yield
     finally:
-        ray.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def _fits(node: dict, bundle: dict[str, float]) -> int:
@@ -92,16 +118,17 @@ def check_resources(res: ResourcesSpec) -> int:
     return max(1, workers // res.workers_per_job)
 
 
-def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | None, stream) -> tuple[str, ...]:
-    """Run the jobs through Tune, longest first; returns the ids of jobs that failed."""
+def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | None, stream) -> Launched:
+    """Run the jobs through Tune, longest first; Ctrl-C stops them and keeps what finished."""
     from ray import tune
 
     board = Board({p.job_id: p for p in todo})
     live = LiveTable(board, storage, spec.out_dir / "logs")
     configs = [job_config(spec, p, storage) | {"meta": _meta(spec, p)} for p in todo]
-    with ray_session(spec, address):
+    with ray_session(spec, address), stop_on_interrupt(stream) as interrupt:
         slots = check_resources(spec.resources)
-        print(f"running {len(todo)} jobs, {slots} at a time", file=stream)
+        print(f"running {len(todo)} jobs, {slots} at a time (Ctrl-C stops them; finished jobs are kept)",
+              file=stream)
         tuner = tune.Tuner(
             # The trainable only waits on its TorchTrainer, whose controller runs on the same
             # node: keep both on the head node (no CPU taken) so that losing a worker node
@@ -110,12 +137,57 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
             param_space={"job": tune.grid_search(configs)},
             tune_config=tune_config(slots),
             run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
-                                      callbacks=[live], verbose=0),
+                                      callbacks=[live], stop=InterruptStopper(), verbose=0),
         )
         tuner.fit()
     live.show_final()
-    return tuple(job_id for job_id, s in board.status.items() if s.state == "failed") + tuple(
-        p.job_id for p in todo if p.job_id not in board.status)
+    states = {p.job_id: _final_state(board.status.get(p.job_id)) for p in todo}
+    return Launched(states, interrupt.is_set())
+
+
+def _final_state(status) -> str:
+    if status is None or status.state == "queued":
+        return "not started"
+    return {"done": "done", "failed": "failed"}.get(status.state, "interrupted")
+
+
+_INTERRUPT = threading.Event()
+
+
+class InterruptStopper(Stopper):
+    """A Tune stopper that ends every trial once Ctrl-C was pressed (queued ones never start).
+
+    Tune's own SIGINT handler stops the run too but returns as if it had finished, so the
+    driver could not tell an interrupted run from a complete one; this one is ours to ask.
+    """
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return _INTERRUPT.is_set()
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(stream):
+    """First Ctrl-C: stop the jobs, keep what finished. Second: stop at once (KeyboardInterrupt)."""
+    _INTERRUPT.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield _INTERRUPT  # signals reach only the main thread; nothing to install
+        return
+
+    def on_sigint(signum, frame):
+        if _INTERRUPT.is_set():
+            raise KeyboardInterrupt
+        _INTERRUPT.set()
+        print("\ninterrupt: stopping the running jobs (Ctrl-C again to stop at once) ...", file=stream, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # else Tune swaps this handler for its own
+    try:
+        yield _INTERRUPT
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def tune_config(slots: int):

@@ -25,7 +25,8 @@ from orchestrator.oof import BlendError
 from orchestrator.plan import JobPlan, plan_jobs
 from orchestrator.ray_jobs import worker_resources
 from orchestrator.run import absolute
-from tasks.job_io import Job, write_test_logits
+from tasks.job_io import Job, unfinished_reason, write_test_logits
+from tasks.lock import experiment_lock
 from tasks.prepare import load_dataset, rows_hash
 from tasks.spec import Experiment, ResourcesSpec
 
@@ -114,8 +115,8 @@ def checkpoint_of(plan: JobPlan) -> dict | None:
 
 
 def finished_jobs(plans: list[JobPlan], exp_dir: Path) -> list[JobPlan]:
-    """The planned jobs whose result.json exists: the fold models there are weights for."""
-    done = [p for p in plans if (p.out_dir / "result.json").exists()]
+    """The planned jobs that finished: the fold models there are weights for."""
+    done = [p for p in plans if not unfinished_reason(p.out_dir, needs=("result.json", "oof.parquet"))]
     if not done:
         raise ReinferError(f"{exp_dir}/jobs: no finished job of this spec (model settings, data, folds and "
                            "seed as in spec.yaml with any --set); run the experiment first, and do not "
@@ -136,6 +137,12 @@ def reinfer(spec: Experiment, exp_dir: Path, tta: bool | None = None, address: s
         raise ReinferError(f"{exp_dir}: spec.yaml names the experiment {spec.name!r}; its jobs are only "
                            f"found in results/{spec.name}/ (do not --set name with --reinfer)")
     spec = absolute(spec.model_copy(update={"results_dir": exp_dir.parent}))
+    with experiment_lock(spec.out_dir):  # a run on the same experiment would race for test.parquet
+        return _reinfer_locked(spec, exp_dir, tta, address, stream, started)
+
+
+def _reinfer_locked(spec: Experiment, exp_dir: Path, tta: bool | None, address: str | None, stream,
+                    started: float) -> ReinferSummary:
     dataset = load_dataset(spec, verbose=False)
     plans = plan_jobs(spec, rows_hash(spec, dataset))
     done = finished_jobs(plans, exp_dir)

@@ -11,26 +11,34 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
 from orchestrator.cli import add_spec_args, run_main, spec_from_args
 from orchestrator.gather import Gathered, gather
-from orchestrator.plan import JobPlan, format_plan, plan_jobs
+from orchestrator.plan import JobPlan, Launched, format_plan, plan_jobs
 from orchestrator.ray_jobs import worker_resources
-from tasks.job_io import JobResult
-from tasks.prepare import prepare, rows_hash
+from tasks.job_io import JobResult, unfinished_reason
+from tasks.lock import experiment_lock
+from tasks.prepare import load_dataset, prepare, rows_hash
 from tasks.spec import Experiment
 
 
 @dataclass(frozen=True)
 class RunSummary:
-    ran: tuple[str, ...]
-    cached: tuple[str, ...]
+    """Every planned job in exactly one state, and what was gathered."""
+
+    done: tuple[str, ...]  # ran to the end in this run and collected
+    cached: tuple[str, ...]  # finished in an earlier run
     failed: tuple[str, ...]
+    interrupted: tuple[str, ...]  # started, stopped by Ctrl-C: resumes from its last epoch
+    not_started: tuple[str, ...]  # queued when the run stopped
     gathered: Gathered
     wall_seconds: float
+
+    @property
+    def unfinished(self) -> tuple[str, ...]:
+        return self.interrupted + self.not_started
 
 
 def absolute(spec: Experiment) -> Experiment:
@@ -45,36 +53,51 @@ def absolute(spec: Experiment) -> Experiment:
 
 
 def run_experiment(spec: Experiment, address: str | None = None, storage: str | None = None,
-                   dry_run: bool = False, stream=None) -> RunSummary:
-    started, stream = time.monotonic(), stream or sys.stderr
+                   dry_run: bool = False, stream=None, force: bool = False) -> RunSummary:
+    """Plan, run what is not finished, gather. A dry run plans and writes nothing."""
+    stream = stream or sys.stderr
     spec = absolute(spec)
-    dataset = prepare(spec)
-    plans = plan_jobs(spec, rows_hash(spec, dataset))
-    bundle = worker_resources(spec.resources) | ({"GPU": 1} if spec.resources.slot == "GPU" else {})
-    workers = spec.resources.workers_per_job
-    per_job = (f"{workers}x " if workers > 1 else "") + " ".join(f"{k}={v:g}" for k, v in bundle.items())
-    print(format_plan(plans, per_job), file=stream)
-    todo = [p for p in plans if not p.cached]
     if dry_run:
-        return RunSummary((), tuple(p.job_id for p in plans if p.cached), (), Gathered(0, 0, (), ()), 0.0)
-    failed: tuple[str, ...] = ()
+        plans = plan_jobs(spec, rows_hash(spec, load_dataset(spec)))
+        print(format_plan(plans, per_job_resources(spec)), file=stream)
+        return RunSummary((), tuple(p.job_id for p in plans if p.cached), (), (), (), Gathered(0, 0, (), ()), 0.0)
+    with experiment_lock(spec.out_dir):
+        return _run_locked(spec, address, storage, stream, force)
+
+
+def _run_locked(spec: Experiment, address: str | None, storage: str | None, stream, force: bool) -> RunSummary:
+    started = time.monotonic()
+    dataset = prepare(spec, force=force)
+    plans = plan_jobs(spec, rows_hash(spec, dataset))
+    print(format_plan(plans, per_job_resources(spec)), file=stream)
+    todo = [p for p in plans if not p.cached]
+    launched = Launched({}, False)
     if todo:
+        from orchestrator.ray_jobs import check_storage
         from orchestrator.ray_run import launch
 
         storage = storage or os.environ.get("MASKFOLD_STORAGE") or str(spec.out_dir / "ray")
-        failed = launch(spec, todo, storage, address, stream)
+        check_storage(storage)
+        launched = launch(spec, todo, storage, address, stream)
     gathered = gather(spec.out_dir, plans, dataset.train["image_key"], dataset.eval["image_key"])
-    summary = RunSummary(tuple(p.job_id for p in todo if p.job_id not in failed),
-                         tuple(p.job_id for p in plans if p.cached), failed, gathered,
+    summary = RunSummary(launched.jobs("done"), tuple(p.job_id for p in plans if p.cached), launched.jobs("failed"),
+                         launched.jobs("interrupted"), launched.jobs("not started"), gathered,
                          time.monotonic() - started)
     print(format_summary(spec, plans, summary), file=stream)
     return summary
 
 
+def per_job_resources(spec: Experiment) -> str:
+    bundle = worker_resources(spec.resources) | ({"GPU": 1} if spec.resources.slot == "GPU" else {})
+    workers = spec.resources.workers_per_job
+    return (f"{workers}x " if workers > 1 else "") + " ".join(f"{k}={v:g}" for k, v in bundle.items())
+
+
 def format_summary(spec: Experiment, plans: list[JobPlan], summary: RunSummary) -> str:
-    done = [JobResult.read(p.out_dir) for p in plans if (p.out_dir / "result.json").exists()]
-    lines = [f"\n{spec.name}: {len(summary.ran)} jobs ran, {len(summary.cached)} cached, "
-             f"{len(summary.failed)} failed; wall time {summary.wall_seconds / 60:.1f} min"]
+    done = [JobResult.read(p.out_dir) for p in plans if not unfinished_reason(p.out_dir)]
+    lines = [f"\n{spec.name}: {len(summary.done)} done, {len(summary.cached)} cached, {len(summary.failed)} failed, "
+             f"{len(summary.interrupted)} interrupted, {len(summary.not_started)} not started; "
+             f"wall time {summary.wall_seconds / 60:.1f} min"]
     if done:
         table = pd.DataFrame([{"model": r.model, "f1": r.val["macro_f1"], "hours": r.seconds * r.workers / 3600}
                               for r in done])
@@ -90,6 +113,8 @@ def format_summary(spec: Experiment, plans: list[JobPlan], summary: RunSummary) 
         lines.append(f"left out of the tables (a fold did not finish): {', '.join(g.incomplete)}")
     for job_id in summary.failed:
         lines.append(f"FAILED {job_id}: see {spec.out_dir / 'logs' / (job_id + '.log')}; a re-run retries it")
+    if summary.unfinished:
+        lines.append(f"interrupted: {len(summary.unfinished)} jobs not finished, run again to resume")
     return "\n".join(lines)
 
 
@@ -101,17 +126,24 @@ def main(argv: list[str] | None = None) -> int:
                                           "default: RAY_ADDRESS, else an embedded local Ray")
     parser.add_argument("--storage", help="Train checkpoint storage shared by all nodes, e.g. s3://bucket/runs "
                                           "(default: MASKFOLD_STORAGE, else results/<name>/ray)")
-    parser.add_argument("--dry-run", action="store_true", help="print the job matrix and stop")
+    parser.add_argument("--dry-run", action="store_true", help="print the job matrix and stop; writes nothing")
+    parser.add_argument("--force", action="store_true",
+                        help="prepare again even where it replaces the folds of finished jobs made with other "
+                             "data or folds (those results then no longer blend)")
     args = parser.parse_args(argv)
 
     def body() -> int:
+        from orchestrator.ray_jobs import StorageError
         from orchestrator.ray_run import ResourceError
 
         try:
-            summary = run_experiment(spec_from_args(args), args.address, args.storage, args.dry_run)
-        except ResourceError as err:
+            summary = run_experiment(spec_from_args(args), args.address, args.storage, args.dry_run,
+                                     force=args.force)
+        except (ResourceError, StorageError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        if summary.unfinished:
+            return 130
         return 1 if summary.failed else 0
 
     return run_main(body)

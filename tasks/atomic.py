@@ -1,8 +1,14 @@
-"""Write results atomically: a temp file in the same folder, then rename."""
+"""Write results atomically: a temp file in the same folder, then rename.
+
+Every result file gets the mode an ordinary `open(..., "w")` would give it (0666 less the
+umask, so 0644 usually): mkstemp's private 0600 would hide results from a team's other users
+and differ from files written any other way.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +23,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -26,6 +33,38 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask must set it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_dir_mode() -> int:
+    return 0o777 & ~current_umask()
+
+
 def write_text(target: str | os.PathLike, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def swap_in_dir(staged: Path, target: Path) -> None:
+    """Put the complete folder `staged` in place of `target`; the old one is kept until then.
+
+    Between the two renames `target` is briefly absent, but its old content is never deleted
+    before the new one is in place: a crash there leaves it as `.<name>.old`.
+    """
+    staged, target = Path(staged), Path(target)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staged, target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -172,5 +172,41 @@ def write_test_logits(job: Job, spec, eval_rows: pd.DataFrame, test, spec_hash: 
     return path
 
 
+# What a finished job must hold for later steps (gather, blend, re-inference) to use it.
+REQUIRED_OUTPUTS = ("result.json", "oof.parquet", "test.parquet", "best.pt", "metrics.csv")
+
+
+def unfinished_reason(out_dir: Path, needs: tuple[str, ...] = REQUIRED_OUTPUTS) -> str | None:
+    """None if `out_dir` holds a finished job's outputs, all present and readable; else why not.
+
+    The one test of "finished": a job is cached or gathered only if it passes, so a lost or
+    damaged output makes the job run again instead of failing every later step. Re-inference
+    `needs` less: it rewrites test.parquet and can fetch best.pt from Train storage.
+    """
+    import pyarrow.parquet as pq
+
+    from tasks.logits import LogitsError, validate_table
+
+    out_dir = Path(out_dir)
+    missing = [name for name in needs if not (out_dir / name).is_file()]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    try:
+        JobResult.read(out_dir)
+    except (ValueError, TypeError, OSError) as err:
+        return f"result.json unreadable ({type(err).__name__}: {err})"
+    for name in [n for n in ("oof.parquet", "test.parquet") if n in needs]:
+        try:
+            file = pq.ParquetFile(out_dir / name)
+            validate_table(file.schema_arrow.empty_table(), name)
+            if file.metadata.num_rows == 0:
+                return f"{name} has no rows"
+        except (OSError, ValueError, LogitsError) as err:
+            return f"{name} unreadable ({type(err).__name__}: {str(err)[:120]})"
+    if "best.pt" in needs and (out_dir / "best.pt").stat().st_size == 0:
+        return "best.pt is empty"
+    return None
+
+
 def write_result(out_dir: Path, result: JobResult) -> None:
     write_text(out_dir / "result.json", json.dumps(asdict(result), indent=2))

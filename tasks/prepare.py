@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from tasks.atomic import write_text
+from tasks.atomic import atomic_path, write_text
 from tasks.cache import ImageCache, ensure_cache
 from tasks.dataset import DataError, Problem, describe, fingerprint, index_eval, index_train
 from tasks.folds import load_folds, make_folds, save_folds
@@ -66,23 +66,53 @@ def load_dataset(spec: Experiment, verbose: bool = True) -> Dataset:
     return Dataset(usable, evals.images, caches[0], caches[1], data_hash, tuple(problems))
 
 
-def prepare(spec: Experiment, verbose: bool = True) -> Dataset:
-    """Load the data, write folds and the manifest under results/<name>/."""
+def prepare(spec: Experiment, verbose: bool = True, force: bool = False) -> Dataset:
+    """Load the data, write folds and the manifest under results/<name>/.
+
+    Refuses (ReplaceError) to replace the folds of an experiment whose finished jobs were made
+    with other data or folds, unless `force`: those results would no longer blend.
+    """
     started = time.monotonic()
     dataset = load_dataset(spec, verbose)
     out = spec.out_dir
+    if not force:
+        check_replace(spec, dataset)
     folds = make_folds(dataset.train, spec.folds.n_splits, spec.folds.seed)
     save_folds(out / "folds.parquet", folds, folds_meta(spec, dataset))
     write_text(out / "spec.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     write_text(out / "manifest.json", json.dumps(manifest(spec, dataset), indent=2))
     if dataset.skipped:
-        pd.DataFrame([p.__dict__ for p in dataset.skipped]).to_csv(out / "skipped_images.csv", index=False)
+        with atomic_path(out / "skipped_images.csv") as tmp:
+            pd.DataFrame([p.__dict__ for p in dataset.skipped]).to_csv(tmp, index=False)
     if verbose:
         people = dataset.train["person"].nunique()
         print(f"prepared {spec.name}: {people} people, {len(dataset.train)} training images, "
               f"{len(dataset.eval)} eval images, {spec.folds.n_splits} folds in "
               f"{time.monotonic() - started:.1f}s -> {out}", file=sys.stderr)
     return dataset
+
+
+class ReplaceError(DataError):
+    """Preparing again would orphan an experiment's finished results."""
+
+
+def check_replace(spec: Experiment, dataset: Dataset) -> None:
+    """ReplaceError if results/<name>/ has finished jobs made with another rows hash."""
+    path = spec.out_dir / "manifest.json"
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text()).get("rows_hash")
+    except (OSError, ValueError):
+        before = None
+    finished = sorted(spec.out_dir.glob("jobs/*/result.json"))
+    if not finished or before == rows_hash(spec, dataset):
+        return
+    raise ReplaceError(
+        f"{spec.out_dir} holds {len(finished)} finished job(s) made with other data, folds or seed "
+        f"(manifest.json rows_hash {before}, now {rows_hash(spec, dataset)}); preparing would replace its "
+        f"folds.parquet and manifest.json and those results could no longer be blended. Use a new name "
+        f"(--set name={spec.name}-2) or pass --force to replace them.")
 
 
 def folds_meta(spec: Experiment, dataset: Dataset) -> dict[str, str]:

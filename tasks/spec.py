@@ -6,13 +6,37 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
+from typing_extensions import Annotated
 
 from tasks.augment_spec import AugmentSpec, MixSpec
 from tasks.overrides import apply_overrides
+
+
+# Names become folder names (results/<name>/, jobs/<model>-fold<k>-<hash>/, scratch folders
+# that are deleted recursively): one pattern, no separators, no leading dot.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(value: str) -> str:
+    """`value` if it is safe as a single path component, else ValueError saying what is allowed."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise ValueError(f"{value!r} is not a usable name: it names a folder, so use 1-100 letters, digits, "
+                         "'.', '_' or '-', starting with a letter or digit")
+    return value
+
+
+def _number_as_text(value: Any) -> Any:
+    # `name: 2024` in YAML (or --set name=2024) is an int; as a name it means the text.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Name = Annotated[str, BeforeValidator(_number_as_text), AfterValidator(check_name)]
 
 
 class Strict(BaseModel):
@@ -103,7 +127,8 @@ class TrainSpec(Strict):
 
 class ModelSpec(Strict):
     backbone: str  # any timm model name, passed straight to timm.create_model
-    name: str = ""  # unique id in results; default: the backbone
+    # Unique id in results; default: the backbone (timm names are safe folder names).
+    name: Annotated[str, BeforeValidator(_number_as_text), AfterValidator(lambda v: v and check_name(v))] = ""
     pretrained: bool = False
     pretrained_path: Path | None = None
     train: dict[str, Any] = Field(default_factory=dict)  # overrides of the experiment's train
@@ -145,7 +170,7 @@ class BlendSpec(Strict):
 
 
 class Experiment(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: Name
     seed: int = 0
     data: DataSpec
     folds: FoldSpec = FoldSpec()

@@ -61,7 +61,7 @@ def test_node_lost_mid_run_every_job_still_finishes(synth_root, tmp_path):
     finally:
         cluster.shutdown()
     assert removed.is_set()
-    assert summary.failed == () and len(summary.ran) == 3
+    assert summary.failed == () and len(summary.done) == 3
     oof, _, _ = read_logits(spec.out_dir / "oof.parquet")
     dataset = prepare(spec, verbose=False)
     assert oof["image_key"].is_unique and set(oof["image_key"]) == set(dataset.train["image_key"])
@@ -97,6 +97,37 @@ def test_killed_driver_resumes_without_retraining(synth_root, tmp_path):
     pd.testing.assert_frame_equal(*boards)  # every score equal; only the timings differ
 
 
+def test_ctrl_c_stops_the_jobs_and_says_what_did_not_finish(synth_root, tmp_path):
+    """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) mid-run: the driver
+    stops its jobs, counts them, and exits 130, never 0, so `run && blend` stops too."""
+    command = [sys.executable, "-m", "orchestrator.run", "experiments/demo.yaml"]
+    for a in spec_args(synth_root, tmp_path, "ctrlc", epochs=4, folds=2):
+        command += ["--set", a]
+    driver = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: epoch_logged(tmp_path / "ctrlc" / "logs"), 300, "a first epoch")
+        os.killpg(driver.pid, signal.SIGINT)
+        _, err = driver.communicate(timeout=90)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    assert driver.returncode == 130, err[-3000:]
+    assert "interrupted: 2 jobs not finished, run again to resume" in err
+    assert "0 done, 0 cached, 0 failed, 2 interrupted, 0 not started" in err
+    assert not list((tmp_path / "ctrlc" / "jobs").glob("*/result.json"))
+    wait_for(lambda: not group_alive(driver.pid), 30, "the local Ray it started to exit")
+
+
+def group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def train_worker_pids() -> list[int]:
     pids = []
     for proc in Path("/proc").iterdir():
@@ -125,7 +156,7 @@ def test_data_parallel_job_survives_a_killed_worker(synth_root, tmp_path):
     killer.start()
     summary = run_experiment(spec)
     assert killed == [2]  # the job ran as two worker processes
-    assert summary.failed == () and len(summary.ran) == 2
+    assert summary.failed == () and len(summary.done) == 2
     jobs = sorted((tmp_path / "ddp" / "jobs").glob("*/result.json"))
     results = [JobResult.read(p.parent) for p in jobs]
     assert [r.workers for r in results] == [2, 2] and all(r.epochs_run == 3 for r in results)

@@ -64,8 +64,8 @@ def test_failed_job_reported_others_finish_rerun_retries_only_it(synth_root, tmp
     spec = run_spec(synth_root, tmp_path, "models=[{backbone: test_convnext}, "
                     f"{{backbone: test_convnext, name: a_broken, pretrained_path: {bad}}}]")
     first = run_experiment(spec)
-    assert sorted(first.failed) == sorted(p for p in first.ran + first.failed if p.startswith("a_broken"))
-    assert len(first.failed) == 2 and len(first.ran) == 2
+    assert sorted(first.failed) == sorted(p for p in first.done + first.failed if p.startswith("a_broken"))
+    assert len(first.failed) == 2 and len(first.done) == 2
     assert first.gathered.models == ("test_convnext",) and first.gathered.incomplete == ("a_broken",)
     log = next((spec.out_dir / "logs").glob("a_broken-fold0-*.log")).read_text()
     assert "FAILED" in log and "Traceback" in log
@@ -77,8 +77,9 @@ def test_failed_job_reported_others_finish_rerun_retries_only_it(synth_root, tmp
     assert set(board["fold"].astype(str)) == {"0", "1", "mean", "std"}
     capsys.readouterr()
     second = run_experiment(spec)
-    assert sorted(second.failed) == sorted(first.failed) and second.ran == ()
-    assert sorted(second.cached) == sorted(first.ran)  # finished jobs are never repeated
+    assert sorted(second.failed) == sorted(first.failed) and second.done == ()
+    assert sorted(second.cached) == sorted(first.done)  # finished jobs are never repeated
+    assert second.interrupted == () and second.not_started == ()
     _, again, _ = read_logits(spec.out_dir / "oof.parquet")
     assert np.array_equal(logits, again)
 
@@ -93,3 +94,40 @@ def test_autoscaler_node_types_count_as_capacity(tmp_path):
     bundle = {"CPU": 4, "GPU": 1}
     assert sum(_fits(node, bundle) * count for node, count in types) == 8
     assert autoscaler_node_types(tmp_path / "absent.yaml") == []
+
+
+def own_interface_addresses() -> list[str]:
+    """This machine's non-loopback IPv4 addresses (SIOCGIFADDR per interface)."""
+    import fcntl
+    import socket
+    import struct
+
+    found = []
+    for _, name in socket.if_nameindex():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))
+            except OSError:  # no IPv4 address on this interface
+                continue
+            found.append(socket.inet_ntoa(packed[20:24]))
+    return [a for a in found if not a.startswith("127.")]
+
+
+def test_local_ray_listens_on_loopback_only(synth_root, tmp_path):
+    import socket
+
+    import ray
+
+    outside = own_interface_addresses()
+    if not outside:
+        pytest.skip("this machine has no non-loopback address to try Ray's ports from")
+    spec = run_spec(synth_root, tmp_path)
+    with ray_session(spec, None):
+        [node] = ray.nodes()
+        gcs_port = int(ray.get_runtime_context().gcs_address.rpartition(":")[2])
+        ports = [gcs_port, node["NodeManagerPort"], node["ObjectManagerPort"]]
+        assert node["NodeManagerAddress"] == "127.0.0.1"
+        for port in ports:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((outside[0], port), timeout=5).close()

@@ -1,0 +1,45 @@
+"""One driver per experiment: a file lock in results/<name>/ held while a command writes there.
+
+Two drivers on one experiment would delete each other's scratch folders and interleave their
+writes; the second one refuses at once and names the first. The kernel drops the lock when
+its holder dies, however it dies, so a crashed driver never leaves a stale lock behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+LOCK_NAME = ".lock"
+
+
+class ExperimentBusy(RuntimeError):
+    """Another process holds the experiment's lock."""
+
+
+@contextlib.contextmanager
+def experiment_lock(out_dir: Path, command: str = "") -> Iterator[None]:
+    """Hold results/<name>/.lock for the block, or raise ExperimentBusy naming the holder."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+            raise ExperimentBusy(
+                f"{out_dir}: {holder} is working on this experiment. Wait for it to finish (or stop it), "
+                f"or work under another name with --set name=<new name>") from None
+        what = command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200]
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} ({what}, since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock

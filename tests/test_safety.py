@@ -1,0 +1,191 @@
+"""Nothing lost, nothing false, nothing exposed: names that become paths, damaged job outputs,
+dry runs, replacing folds, one driver per experiment, file modes, unwritable storage."""
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator import prepare as prepare_cli
+from orchestrator.gather import gather
+from orchestrator.plan import plan_jobs
+from orchestrator.ray_jobs import START_RETRIES, StorageError, build_trainer, check_storage
+from orchestrator.run import main as run_main
+from tasks.atomic import write_text
+from tasks.job import train_job
+from tasks.job_io import Job, unfinished_reason
+from tasks.lock import ExperimentBusy, experiment_lock
+from tasks.prepare import ReplaceError, prepare, rows_hash
+from tasks.spec import SpecError, load_spec
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def overrides(root: Path, results: Path, *more: str) -> list[str]:
+    return [f"data.root={root}", f"results_dir={results}", "name=safe", "folds.n_splits=2", "train.epochs=1",
+            "train.tta_flip=false", "models=[{backbone: test_convnext}]", *more]
+
+
+def cli_args(root: Path, results: Path, *more: str) -> list[str]:
+    args = ["experiments/demo.yaml"]
+    for item in overrides(root, results, *more):
+        args += ["--set", item]
+    return args
+
+
+@pytest.mark.parametrize("field", ["models.0.name", "name"])
+@pytest.mark.parametrize("value", ["../../../../tmp/ESC", "a/b", ".hidden", "x" * 101])
+def test_names_that_become_paths_are_refused(synth_root, tmp_path, field, value):
+    with pytest.raises(SpecError, match=rf"{field}: .*not a usable name"):
+        load_spec("experiments/demo.yaml", overrides(synth_root, tmp_path, f"{field}={value}"))
+
+
+def test_a_number_is_a_name(synth_root, tmp_path):
+    spec = load_spec("experiments/demo.yaml", overrides(synth_root, tmp_path, "name=2024", "models.0.name=7"))
+    assert (spec.name, spec.models[0].name) == ("2024", "7")
+    assert spec.out_dir == tmp_path / "2024"
+
+
+def test_escaping_model_name_is_one_clear_error(synth_root, tmp_path, capsys):
+    code = run_main(cli_args(synth_root, tmp_path, "models.0.name=../../../../tmp/ESC"))
+    err = capsys.readouterr().err
+    assert code == 2 and "models.0.name" in err and "Traceback" not in err
+    assert not (tmp_path / "safe").exists()  # nothing was prepared
+
+
+@pytest.fixture(scope="module")
+def finished(synth_root, tmp_path_factory):
+    """One real finished job of a 2-fold experiment (1 epoch), in the folder its plan names."""
+    results = tmp_path_factory.mktemp("finished")
+    spec = load_spec("experiments/demo.yaml", overrides(synth_root, results))
+    dataset = prepare(spec, verbose=False)
+    plan = plan_jobs(spec, rows_hash(spec, dataset))[0]
+    train_job(spec, Job(plan.model, plan.fold, plan.out_dir), dataset=dataset, log=lambda s: None)
+    return spec, dataset, plan
+
+
+def test_a_job_is_cached_only_with_every_output_readable(finished, tmp_path):
+    import shutil
+
+    spec, dataset, plan = finished
+    assert unfinished_reason(plan.out_dir) is None
+    [again] = [p for p in plan_jobs(spec, rows_hash(spec, dataset)) if p.job_id == plan.job_id]
+    assert again.cached and again.note == ""
+    damaged = tmp_path / "jobs" / plan.job_id
+    shutil.copytree(plan.out_dir, damaged)
+    (damaged / "oof.parquet").unlink()
+    assert unfinished_reason(damaged) == "missing oof.parquet"
+    shutil.copy2(plan.out_dir / "oof.parquet", damaged / "oof.parquet")
+    (damaged / "test.parquet").write_bytes((plan.out_dir / "test.parquet").read_bytes()[:200])  # truncated
+    assert "test.parquet unreadable" in unfinished_reason(damaged)
+    (damaged / "test.parquet").write_bytes((plan.out_dir / "test.parquet").read_bytes())
+    (damaged / "result.json").write_text("{")
+    assert "result.json unreadable" in unfinished_reason(damaged)
+
+
+def test_a_damaged_job_is_planned_again_and_left_out_of_the_tables(finished):
+    spec, dataset, plan = finished
+    saved = (plan.out_dir / "oof.parquet").read_bytes()
+    (plan.out_dir / "oof.parquet").unlink()
+    try:
+        [again] = [p for p in plan_jobs(spec, rows_hash(spec, dataset)) if p.job_id == plan.job_id]
+        assert again.state == "to run" and again.note == "missing oof.parquet"
+        gathered = gather(spec.out_dir, [again], dataset.train["image_key"], dataset.eval["image_key"])
+        assert gathered.models == () and gathered.oof_rows == 0  # no FileNotFoundError, nothing gathered
+    finally:
+        (plan.out_dir / "oof.parquet").write_bytes(saved)
+
+
+def test_dry_run_writes_nothing(synth_root, tmp_path, capsys):
+    assert run_main(cli_args(synth_root, tmp_path) + ["--dry-run"]) == 0
+    assert "2 jobs: 0 cached, 2 to run" in capsys.readouterr().err
+    assert not (tmp_path / "safe").exists()
+
+
+def test_dry_run_leaves_an_experiment_as_it_was(finished, capsys):
+    spec, _, _ = finished
+    before = {p.name: p.read_bytes() for p in spec.out_dir.iterdir() if p.is_file()}
+    args = cli_args(spec.data.root, spec.results_dir, "folds.seed=99", "train.optimizer.lr=0.5") + ["--dry-run"]
+    assert run_main(args) == 0
+    assert {p.name: p.read_bytes() for p in spec.out_dir.iterdir() if p.is_file()} == before
+
+
+def test_prepare_refuses_to_replace_folds_of_finished_jobs(finished, capsys):
+    spec, _, _ = finished
+    before = {n: (spec.out_dir / n).read_bytes() for n in ("folds.parquet", "manifest.json", "spec.yaml")}
+    other = load_spec("experiments/demo.yaml", overrides(spec.data.root, spec.results_dir, "folds.seed=99"))
+    with pytest.raises(ReplaceError, match="1 finished job"):
+        prepare(other, verbose=False)
+    args = cli_args(spec.data.root, spec.results_dir, "folds.seed=99")
+    assert prepare_cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "--force" in err and "--set name=safe-2" in err and "Traceback" not in err
+    assert {n: (spec.out_dir / n).read_bytes() for n in before} == before
+    prepare(spec, verbose=False)  # the same settings again: nothing to refuse
+    assert (spec.out_dir / "folds.parquet").read_bytes() == before["folds.parquet"]
+
+
+def test_prepare_force_replaces_the_folds(synth_root, tmp_path):
+    spec = load_spec("experiments/demo.yaml", overrides(synth_root, tmp_path))
+    prepare(spec, verbose=False)
+    (spec.out_dir / "jobs" / "x").mkdir(parents=True)
+    (spec.out_dir / "jobs" / "x" / "result.json").write_text("{}")
+    before = (spec.out_dir / "folds.parquet").read_bytes()
+    assert prepare_cli.main(cli_args(synth_root, tmp_path, "folds.seed=99") + ["--force"]) == 0
+    assert (spec.out_dir / "folds.parquet").read_bytes() != before
+
+
+def test_a_second_driver_refuses_and_names_the_first(synth_root, tmp_path, capsys):
+    out = tmp_path / "safe"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from tasks.lock import experiment_lock\n"
+                               f"with experiment_lock(Path({str(out)!r}), 'the first driver'):\n"
+                               "    print('locked', flush=True); time.sleep(60)"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert run_main(cli_args(synth_root, tmp_path)) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and "the first driver" in err and "Traceback" not in err
+        assert prepare_cli.main(cli_args(synth_root, tmp_path)) == 2
+        assert not (out / "folds.parquet").exists()  # refused before preparing anything
+    finally:
+        holder.kill()
+        holder.wait()
+    with experiment_lock(out):  # a dead holder leaves no stale lock
+        with pytest.raises(ExperimentBusy):
+            with experiment_lock(out):
+                pass
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_results_get_the_mode_an_ordinary_write_would(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+        (tmp_path / "b.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == mode
+
+
+def test_unwritable_storage_is_refused_before_any_job(synth_root, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(StorageError, match="a_file/sub: cannot write there"):
+        check_storage(str(blocker / "sub"))
+    check_storage(str(tmp_path / "store"))
+    assert list((tmp_path / "store").iterdir()) == []  # the probe is gone
+    code = run_main(cli_args(synth_root, tmp_path) + ["--storage", str(blocker / "sub")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--storage" in err and "Traceback" not in err
+
+
+def test_a_job_whose_workers_cannot_start_is_retried_a_bounded_number_of_times(synth_root, tmp_path):
+    spec = load_spec("experiments/demo.yaml", overrides(synth_root, tmp_path))
+    trainer = build_trainer(lambda c: None, {"job_id": "j", "storage": str(tmp_path)}, spec.resources, [])
+    limit = trainer.run_config.failure_config.controller_failure_limit
+    assert 0 < limit == START_RETRIES  # Ray's default, -1, retries forever: the driver hangs
