@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from tasks.augment_spec import MixSpec, Pipeline, build_pipeline
 from tasks.cache import ImageCache
 from tasks.distributed import EpochSampler, Ranks
+from tasks.labels import NUM_CLASSES
 from tasks.losses import Targets
 
 
@@ -66,7 +67,7 @@ def sample_weights(labels: np.ndarray, bands: np.ndarray, how: str) -> np.ndarra
     if how == "none":
         return None
     if how == "weighted":
-        counts = np.bincount(labels, minlength=18).astype(float)
+        counts = np.bincount(labels, minlength=NUM_CLASSES).astype(float)
         return 1.0 / counts[labels]
     band_counts = np.bincount(bands, minlength=3).astype(float)
     boost = band_counts[:2].mean() / max(band_counts[2], 1.0)
@@ -81,10 +82,13 @@ def to_device(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, devic
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+# CutMix/MixUp are written here rather than taken from timm's `Mixup`: timm draws from the
+# global np.random, which no checkpoint holds, so a job resumed mid-run would mix differently
+# from one never stopped. Every draw here comes from the epoch's own seeded generator.
 def mix_batch(x: torch.Tensor, labels: torch.Tensor, ages: torch.Tensor, mix: MixSpec,
               generator: torch.Generator) -> tuple[torch.Tensor, Targets]:
     """Maybe mix the batch with its reverse; soft targets follow the mixed area."""
-    soft = F.one_hot(labels.long(), 18).float()
+    soft = F.one_hot(labels.long(), NUM_CLASSES).float()
     ages = ages.float()
     if mix.name == "none" or torch.rand((), generator=generator).item() >= mix.prob:
         return x, Targets(soft, ages)
@@ -101,7 +105,9 @@ def _mix_images(x: torch.Tensor, mix: MixSpec, generator: torch.Generator) -> fl
         cut = int(round(width * (low + (high - low) * torch.rand((), generator=generator).item())))
         x[:, :, :, cut:] = other[:, :, :, cut:]
         return cut / width
-    lam = torch.distributions.Beta(mix.alpha, mix.alpha).sample().item()
+    # torch's Beta sampler takes no generator: seed a numpy one from ours instead.
+    seed = int(torch.randint(2**62, (), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(mix.alpha, mix.alpha))
     if mix.name == "mixup":
         x.mul_(lam).add_(other, alpha=1 - lam)
         return lam

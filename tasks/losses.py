@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from tasks.labels import NUM_CLASSES
 from tasks.model import HEAD_SIZES
 from tasks.spec import LossTerm, TrainSpec
 
@@ -20,14 +21,6 @@ class Targets:
 
     soft: torch.Tensor  # (N, 18)
     age: torch.Tensor  # (N,) float
-
-
-def soft_ce(logits, target, class_weight=None):
-    logp = torch.log_softmax(logits.float(), dim=1)
-    per_class = -target * logp
-    if class_weight is not None:
-        per_class = per_class * class_weight
-    return per_class.sum(1).mean()
 
 
 def focal(logits, target, gamma: float):
@@ -45,13 +38,14 @@ def soft_f1(logits, target, eps: float = 1e-7):
 
 
 def term_loss(term: LossTerm, logits, target, class_weight):
+    # torch's cross-entropy takes probability targets: mixed (CutMix/MixUp) batches need nothing
+    # else, and its label smoothing mixes the target with the uniform distribution.
     if term.name == "ce":
-        return soft_ce(logits, target)
+        return F.cross_entropy(logits.float(), target)
     if term.name == "weighted_ce":
-        return soft_ce(logits, target, class_weight)
+        return F.cross_entropy(logits.float(), target, weight=class_weight)
     if term.name == "label_smoothing":
-        n = target.shape[1]
-        return soft_ce(logits, target * (1 - term.smoothing) + term.smoothing / n)
+        return F.cross_entropy(logits.float(), target, label_smoothing=term.smoothing)
     if term.name == "focal":
         return focal(logits, target, term.gamma)
     return soft_f1(logits, target)
@@ -65,7 +59,7 @@ def head_targets(soft: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def class_weights(labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Inverse-frequency weights per head from the training fold's labels (mean 1)."""
-    one_hot = F.one_hot(labels.long(), 18).float()
+    one_hot = F.one_hot(labels.long(), NUM_CLASSES).float()
     out = {}
     for head, counts in head_targets(one_hot).items():
         totals = counts.sum(0).clamp(min=1)

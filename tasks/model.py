@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tasks.labels import NUM_CLASSES
 from tasks.spec import ModelSpec, TrainSpec
 
 HEAD_SIZES = {"mask": 3, "gender": 2, "age": 3}
@@ -23,7 +24,7 @@ class Net(nn.Module):
         # Models with a conv head (MobileNetV3, LCNet) pool to head_hidden_size, not num_features.
         width = getattr(body, "head_hidden_size", None) or body.num_features
         if head == "single":
-            self.heads = nn.ModuleDict({"class": nn.Linear(width, 18)})
+            self.heads = nn.ModuleDict({"class": nn.Linear(width, NUM_CLASSES)})
         else:
             self.heads = nn.ModuleDict({k: nn.Linear(width, n) for k, n in HEAD_SIZES.items()})
             if age_regression:
@@ -41,7 +42,7 @@ def logits18(outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return outputs["class"]
     mask, gender, age = (torch.log_softmax(outputs[k].float(), dim=1) for k in ("mask", "gender", "age"))
     joint = mask[:, :, None, None] + gender[:, None, :, None] + age[:, None, None, :]
-    return joint.reshape(len(joint), 18)
+    return joint.reshape(len(joint), NUM_CLASSES)
 
 
 def build_model(model: ModelSpec, train: TrainSpec) -> Net:

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tasks.batches import mix_batch, to_device
+from tasks.labels import NUM_CLASSES
 from tasks.losses import Targets, total_loss
 from tasks.model import logits18
 from tasks.spec import TrainSpec
@@ -111,7 +112,7 @@ def predict(model, loader: DataLoader, dev: Device, norm, flip_tta: bool) -> np.
             if flip_tta:
                 logits = (logits + logits18(model(x.flip(3))).float()) / 2
         out.append(logits.cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 18), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), np.float32)
 
 
 def eval_loss(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -50,6 +50,24 @@ def test_every_loss_trains_every_head(name, head):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.heads.parameters())
 
 
+@pytest.mark.parametrize("name", ["ce", "weighted_ce", "label_smoothing"])
+def test_cross_entropy_terms_equal_their_definitions_on_mixed_targets(name):
+    """The torch cross-entropy these terms use equals the textbook soft-target formula."""
+    from tasks.losses import term_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(16, 18) * 3
+    labels, other = torch.randint(0, 18, (16,)), torch.randint(0, 18, (16,))
+    lam = torch.rand(16, 1)
+    target = lam * torch.nn.functional.one_hot(labels, 18) + (1 - lam) * torch.nn.functional.one_hot(other, 18)
+    weight = torch.rand(18) + 0.5
+    term = LossTerm(name=name, smoothing=0.1)
+    smoothed = target * 0.9 + 0.1 / 18 if name == "label_smoothing" else target
+    per_class = -smoothed * torch.log_softmax(logits, dim=1) * (weight if name == "weighted_ce" else 1)
+    expected = per_class.sum(1).mean()
+    assert abs(term_loss(term, logits, target, weight).item() - expected.item()) < 1e-6
+
+
 def test_perfect_predictions_score_zero_soft_f1():
     from tasks.losses import soft_f1
 
@@ -78,6 +96,22 @@ def test_vertical_strip_mix():
     assert (mixed[0, :, :, :5] == 0).all() and (mixed[0, :, :, 5:] == 3).all()
     assert torch.allclose(targets.soft.sum(1), torch.ones(4))
     assert targets.soft[0, 0] == 0.5 and targets.soft[0, 17] == 0.5 and targets.age[0] == 40
+
+
+@pytest.mark.parametrize("name", ["cutmix", "mixup"])
+def test_mixing_follows_only_its_generator(name):
+    """Exact resume needs every draw from the epoch's generator, none from global state."""
+    x = torch.rand(6, 3, 16, 12)
+
+    def mixed(seed: int, global_seed: int) -> torch.Tensor:
+        torch.manual_seed(global_seed)
+        np.random.seed(global_seed)
+        out, _ = mix_batch(x.clone(), torch.arange(6), torch.arange(6.0), MixSpec(name=name, prob=1.0),
+                           torch.Generator().manual_seed(seed))
+        return out
+
+    assert torch.equal(mixed(1, 10), mixed(1, 20))
+    assert not torch.equal(mixed(1, 10), mixed(2, 10))
 
 
 @pytest.mark.parametrize("name", ["cutmix", "mixup"])
