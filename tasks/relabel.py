@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.dataset import DataError, relabel_classes
+from tasks.dataset import DataError, read_table, relabel_classes
 from tasks.labels import GENDER_NAMES, MASK_NAMES, MASK_STEMS
 
 FIELDS = ("gender", "age", *MASK_STEMS)
@@ -32,10 +32,7 @@ class RelabelSummary:
 
 def read_relabel_table(path: Path) -> pd.DataFrame:
     """The rows of a relabel file with their line numbers; lines starting with # are notes."""
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such relabel file") from None
+    table = read_table(Path(path), "relabel file")
     if list(table.columns[:3]) != ["person", "field", "value"]:
         raise DataError(f"{path}: the first columns must be person,field,value; found {list(table.columns)}")
     # Filtered here rather than by read_csv(comment=...) so line numbers stay the editor's.
