@@ -17,7 +17,9 @@ import pandas as pd
 from tasks.labels import MASK_STEMS, age_band, class_of, mask_of_stem
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
-PROFILE = re.compile(r"^(?P<id>\d+(?:-\d+)?)_(?P<gender>male|female)_(?P<race>[A-Za-z]+)_(?P<age>\d{1,3})$")
+# re.ASCII: \d alone would take any script's digits ('٣٠' read as 30 without notice).
+PROFILE = re.compile(r"^(?P<id>\d+(?:-\d+)?)_(?P<gender>male|female)_(?P<race>[A-Za-z]+)_(?P<age>\d{1,3})$",
+                     re.ASCII)
 TRAIN_COLUMNS = ["image_key", "person", "id", "stem", "path", "mask", "gender", "age", "label"]
 
 

@@ -90,15 +90,21 @@ def _rows_for(images: pd.DataFrame, person: str, fld: str) -> pd.Series:
     return rows
 
 
+def parse_age(value: str) -> int:
+    """A whole number of years in ASCII digits; ValueError otherwise."""
+    # isascii: isdigit() and int() also take other scripts' digits ('٣٠' would be 30).
+    if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 130:
+        raise ValueError(f"age must be a whole number of years in digits 0-9, got {value!r}")
+    return int(value)
+
+
 def _parse_value(fld: str, value: str) -> tuple[str, int]:
     if fld == "gender":
         if value not in GENDER_NAMES:
             raise ValueError(f"gender must be one of {list(GENDER_NAMES)}, got {value!r}")
         return "gender", GENDER_NAMES.index(value)
     if fld == "age":
-        if not value.isdigit() or not 0 < int(value) < 130:
-            raise ValueError(f"age must be a whole number of years, got {value!r}")
-        return "age", int(value)
+        return "age", parse_age(value)
     if value not in MASK_NAMES:
         raise ValueError(f"{fld} must be a mask state {list(MASK_NAMES)}, got {value!r}")
     return "mask", MASK_NAMES.index(value)

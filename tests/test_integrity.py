@@ -84,3 +84,34 @@ def test_malformed_data_csv_names_the_file(data_copy, tmp_path, capsys, name):
     path.write_text("\n".join(lines) + "\n")
     code, err = prepare_main(capsys, data_copy, tmp_path)
     assert_one_clear_error(code, err, f"{path}: line 3 has")
+
+
+# --- digits: only ASCII 0-9 are ages and ids --------------------------------------------------
+
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+
+
+def test_other_script_digits_in_a_folder_name_are_malformed(data_copy, tmp_path):
+    folders = sorted(p for p in (data_copy / "train/images").iterdir() if p.is_dir() and p.name[0] != ".")
+    age_folder, id_folder = folders[0], folders[1]
+    *head, age = age_folder.name.split("_")
+    renamed_age = "_".join([*head, age.translate(ARABIC_INDIC)])  # e.g. 000001_male_Asian_٣٠
+    pid, rest = id_folder.name.split("_", 1)
+    renamed_id = f"{pid.translate(ARABIC_INDIC)}_{rest}"
+    age_folder.rename(age_folder.with_name(renamed_age))
+    id_folder.rename(id_folder.with_name(renamed_id))
+    problems = {p.file: p.reason for p in index_train(data_copy).problems}
+    for name in (renamed_age, renamed_id):
+        assert problems.get(f"train/images/{name}", "").startswith("malformed profile name"), problems
+    with pytest.raises(DataError) as info:
+        load_dataset(spec_for(data_copy, tmp_path), verbose=False)
+    assert f"train/images/{renamed_age}: malformed profile name" in str(info.value)
+
+
+def test_relabel_age_in_other_script_digits_is_refused(synth_root, tmp_path):
+    images = index_train(synth_root).images
+    person = images["person"].iloc[0]
+    path = tmp_path / "relabel.csv"
+    path.write_text(f"person,field,value\n{person},age,{'61'.translate(ARABIC_INDIC)}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"relabel\.csv:2: age must be a whole number of years in digits 0-9"):
+        apply_relabel(images, path)
