@@ -29,8 +29,10 @@ def prepare_main(capsys, root: Path, tmp_path: Path, *overrides: str) -> tuple[i
 
 
 def assert_one_clear_error(code: int, err: str, *fragments: str) -> None:
+    """Exit 2 and one `error:` message (after any progress lines), no traceback."""
     assert code == 2, err
-    assert err.startswith("error: ") and "Traceback" not in err, err
+    assert err.count("error: ") == 1 and "Traceback" not in err, err
+    assert err.startswith("error: ") or "\nerror: " in err, err
     for fragment in fragments:
         assert fragment in err, err
 
@@ -115,3 +117,12 @@ def test_relabel_age_in_other_script_digits_is_refused(synth_root, tmp_path):
     path.write_text(f"person,field,value\n{person},age,{'61'.translate(ARABIC_INDIC)}\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"relabel\.csv:2: age must be a whole number of years in digits 0-9"):
         apply_relabel(images, path)
+
+
+# --- folds.n_splits against the bands -------------------------------------------------------
+
+def test_prepare_with_more_folds_than_any_band_is_one_clear_error(synth_root, tmp_path, capsys):
+    code, err = prepare_main(capsys, synth_root, tmp_path, "folds.n_splits=20")
+    assert_one_clear_error(code, err, "folds.n_splits=20 is more than the people in every gender x age band",
+                           "female 30-59: ")
+    assert not (tmp_path / "results" / "demo" / "folds.parquet").exists()
