@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,20 +23,32 @@ FOLDS_SCHEMA = pa.schema([("image_key", pa.string()), ("person", pa.string()),
                           ("stratum", pa.int8()), ("fold", pa.int16())])
 
 
-def make_folds(images: pd.DataFrame, n_splits: int, seed: int) -> pd.DataFrame:
-    """One row per image with the fold its person is held out in."""
+def make_folds(images: pd.DataFrame, n_splits: int, seed: int,
+               linked: Sequence[Sequence[str]] = ()) -> pd.DataFrame:
+    """One row per image with the fold its person is held out in.
+
+    People in one `linked` group (they share photos) are held out together: the split runs
+    over groups, one row per group with its first person's stratum. A person in no group is
+    a group alone, so without links the split is exactly the per-person one.
+    """
     people = images.drop_duplicates("person")[["person", "gender", "age"]].sort_values("person")
-    stratum = (people["gender"].to_numpy() * 3 + age_band(people["age"].to_numpy())).astype(np.int8)
+    people["stratum"] = (people["gender"].to_numpy() * 3 + age_band(people["age"].to_numpy())).astype(np.int8)
+    group_of = {person: f"linked {i}" for i, group in enumerate(linked) for person in group}
+    people["group"] = people.groupby(people["person"].map(lambda p: group_of.get(p, p)), sort=False)[
+        "person"].transform("first")
+    groups = people[people["person"] == people["group"]]  # sorted by person, as the per-person split was
+    stratum = groups["stratum"].to_numpy()
     check_fold_sizes(stratum, n_splits)
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    fold = np.empty(len(people), dtype=np.int16)
+    fold = np.empty(len(groups), dtype=np.int16)
     with warnings.catch_warnings():
         # sklearn's warning names no band; warn_small_strata says which and what it costs.
         warnings.simplefilter("ignore", UserWarning)
-        for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(people)), stratum)):
+        for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(groups)), stratum)):
             fold[held_out] = k
     warn_small_strata(stratum, fold, n_splits)
-    by_person = pd.DataFrame({"person": people["person"].to_numpy(), "stratum": stratum, "fold": fold})
+    people["fold"] = people["group"].map(dict(zip(groups["person"], fold))).astype(np.int16)
+    by_person = people[["person", "stratum", "fold"]]
     return images[["image_key", "person"]].merge(by_person, on="person", how="left", validate="many_to_one")
 
 
@@ -63,7 +76,8 @@ def warn_small_strata(stratum: np.ndarray, fold: np.ndarray, n_splits: int) -> N
     for band in np.unique(stratum):
         empty = n_splits - len(np.unique(fold[stratum == band]))
         if empty:
-            lines.append(f"  {stratum_name(band)}: {(stratum == band).sum()} people, "
+            count = (stratum == band).sum()
+            lines.append(f"  {stratum_name(band)}: {count} {'person' if count == 1 else 'people'}, "
                          f"so {empty} of {n_splits} folds validate none of them")
     if lines:
         print(f"warning: folds.n_splits={n_splits} is more than the people in some gender x age bands; "

@@ -1,4 +1,6 @@
 """Person-level stratified folds on data shaped like the real training set."""
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -50,6 +52,26 @@ def test_seed_determines_folds(real_shaped):
     c = make_folds(real_shaped, 5, seed=2)
     assert a.equals(b)
     assert not a["fold"].equals(c["fold"])
+
+
+def test_without_links_folds_are_those_of_earlier_versions(real_shaped):
+    # Existing experiments keep their folds: the digest of what make_folds gave before people
+    # could be linked (a per-person StratifiedKFold).
+    folds = make_folds(real_shaped, 5, seed=7)
+    assert hashlib.sha256(folds["fold"].to_numpy().tobytes()).hexdigest()[:16] == "b257c2534423eacb"
+    assert make_folds(real_shaped, 5, seed=7, linked=[]).equals(folds)
+
+
+def test_linked_people_are_held_out_together(real_shaped):
+    persons = real_shaped["person"].unique()
+    linked = [(persons[0], persons[1500]), (persons[10], persons[20], persons[2000])]
+    folds = make_folds(real_shaped, 5, seed=7, linked=linked)
+    fold = folds.drop_duplicates("person").set_index("person")["fold"]
+    for group in linked:
+        assert fold[list(group)].nunique() == 1
+    assert (folds.groupby("person")["fold"].nunique() == 1).all() and len(folds) == len(real_shaped)
+    # a group counts once, with its first person's stratum: still balanced
+    assert fold.value_counts().max() - fold.value_counts().min() <= 3
 
 
 def test_round_trip_keeps_metadata(real_shaped, tmp_path):

@@ -4,6 +4,7 @@ traceback or a silent wrong result. Real files throughout: the synth fixtures' i
 real CSVs and Parquet."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -126,3 +127,108 @@ def test_prepare_with_more_folds_than_any_band_is_one_clear_error(synth_root, tm
     assert_one_clear_error(code, err, "folds.n_splits=20 is more than the people in every gender x age band",
                            "female 30-59: ")
     assert not (tmp_path / "results" / "demo" / "folds.parquet").exists()
+
+
+# --- duplicate photos across people ----------------------------------------------------------
+
+def people_folders(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "train/images").iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def copy_person(root: Path, folder: Path, new_id: str) -> Path:
+    """A byte-identical copy of a person's folder under another id, listed in train.csv."""
+    _, gender, race, age = folder.name.rsplit("_", 3)
+    target = folder.with_name(f"{new_id}_{gender}_{race}_{age}")
+    shutil.copytree(folder, target)
+    with open(root / "train/train.csv", "a") as f:
+        f.write(f"{new_id},{gender},{race},{age},{target.name}\n")
+    return target
+
+
+def share_photo(source: Path, target: Path, stem: str) -> None:
+    """Overwrite target's photo `stem` with source's bytes (keeping target's file name)."""
+    shutil.copyfile(next(source.glob(f"{stem}.*")), next(target.glob(f"{stem}.*")))
+
+
+def person_folds(tmp_path: Path) -> pd.Series:
+    folds = pd.read_parquet(tmp_path / "results" / "demo" / "folds.parquet")
+    return folds.drop_duplicates("person").set_index("person")["fold"]
+
+
+def test_a_copied_person_stops_prepare_naming_both_paths(data_copy, tmp_path, capsys):
+    original = people_folders(data_copy)[0]
+    copy = copy_person(data_copy, original, "999999")
+    code, err = prepare_main(capsys, data_copy, tmp_path)
+    assert_one_clear_error(code, err, "7 training image(s) are byte-identical to a photo of another person",
+                           "--set data.on_duplicate=keep", "--set data.on_duplicate=drop")
+    for file in copy.iterdir():
+        if file.stem in ("mask1", "normal") and not file.name.startswith("."):
+            original_file = next(original.glob(f"{file.stem}.*"))
+            assert (f"train/images/{copy.name}/{file.name}: same bytes as "
+                    f"train/images/{original.name}/{original_file.name}") in err, err
+    assert not (tmp_path / "results" / "demo" / "folds.parquet").exists()
+
+
+def test_bad_images_and_duplicates_are_reported_together(data_copy, tmp_path):
+    folders = people_folders(data_copy)
+    copy_person(data_copy, folders[0], "999999")
+    next(folders[3].glob("mask3.*")).unlink()
+    with pytest.raises(DataError) as info:
+        load_dataset(spec_for(data_copy, tmp_path), verbose=False)
+    text = str(info.value)
+    assert f"{folders[3].name}/mask3.*: missing image" in text and "same bytes as" in text
+
+
+def test_keep_holds_people_sharing_photos_in_one_fold(data_copy, tmp_path, capsys):
+    folders = people_folders(data_copy)
+    copy = copy_person(data_copy, folders[0], "999999")
+    # a chain: folders[5] shares a photo with folders[9], which shares another with folders[14]
+    share_photo(folders[5], folders[9], "mask2")
+    share_photo(folders[9], folders[14], "normal")
+    code, err = prepare_main(capsys, data_copy, tmp_path, "data.on_duplicate=keep")
+    assert code == 0, err
+    assert "data.on_duplicate=keep: kept 9 image(s) that copy a photo of another person" in err
+    assert "the 5 people sharing photos form 2 group(s), each held out in one fold" in err
+    fold = person_folds(tmp_path)
+    assert fold[copy.name] == fold[folders[0].name]
+    assert fold[folders[5].name] == fold[folders[9].name] == fold[folders[14].name]
+    folds = pd.read_parquet(tmp_path / "results" / "demo" / "folds.parquet")
+    assert (folds.person == copy.name).sum() == 7  # kept: every image of the copy is still there
+
+
+def test_drop_leaves_out_the_later_copies_and_still_links_people(data_copy, tmp_path, capsys):
+    folders = people_folders(data_copy)
+    copy = copy_person(data_copy, folders[0], "999999")
+    share_photo(folders[5], folders[9], "mask2")
+    spec = spec_for(data_copy, tmp_path, "data.on_duplicate=drop")
+    dataset = load_dataset(spec)
+    err = capsys.readouterr().err
+    assert "data.on_duplicate=drop: left out 8 later copies of photos another person has" in err
+    assert copy.name not in set(dataset.train.person)
+    assert f"{folders[9].name}/mask2" not in set(dataset.train.image_key)
+    assert f"{folders[5].name}/mask2" in set(dataset.train.image_key)
+    code, err = prepare_main(capsys, data_copy, tmp_path, "data.on_duplicate=drop")
+    assert code == 0, err
+    fold = person_folds(tmp_path)
+    assert copy.name not in fold.index and fold[folders[5].name] == fold[folders[9].name]
+    keep = load_dataset(spec_for(data_copy, tmp_path, "data.on_duplicate=keep"), verbose=False)
+    assert keep.data_hash != dataset.data_hash  # other rows, other data
+
+
+def test_without_shared_photos_on_duplicate_changes_no_hash(synth_root, tmp_path):
+    stop = spec_for(synth_root, tmp_path)
+    keep = spec_for(synth_root, tmp_path, "data.on_duplicate=keep")
+    assert stop.shared_hash() == keep.shared_hash()
+    a, b = load_dataset(stop, verbose=False), load_dataset(keep, verbose=False)
+    assert a.data_hash == b.data_hash and a.linked == b.linked == ()
+    assert a.train.equals(b.train)
+
+
+def test_a_repeated_photo_within_one_person_is_only_mentioned(data_copy, tmp_path, capsys):
+    folder = people_folders(data_copy)[2]
+    shutil.copyfile(next(folder.glob("mask1.*")), next(folder.glob("mask4.*")))
+    dataset = load_dataset(spec_for(data_copy, tmp_path))
+    err = capsys.readouterr().err
+    assert "1 image(s) repeat another photo of the same person" in err
+    assert f"train/images/{folder.name}/{next(folder.glob('mask4.*')).name}: same bytes as" in err
+    assert f"{folder.name}/mask4" in set(dataset.train.image_key) and dataset.linked == ()
