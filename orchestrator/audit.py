@@ -184,7 +184,8 @@ def run(args: argparse.Namespace) -> None:
     exp_dir = find_experiment(args.results)
     print(f"experiment: {exp_dir}", flush=True)
     spec = load_experiment(exp_dir, args.overrides)
-    oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, [m.name for m in spec.models])
+    oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, [m.name for m in spec.models],
+                   exp_dir / "folds.parquet")
     if not oof.models:
         raise BlendError(f"{exp_dir}/oof.parquet: no backbone has complete OOF logits to audit with")
     h = hypotheses(oof, image_probs(oof, exp_dir / "blend" / "weights.json"))

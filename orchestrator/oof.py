@@ -2,7 +2,9 @@
 
 A backbone whose OOF or test logits are incomplete (a failed job) is excluded with a
 printed reason; anything that makes rows incomparable (schema, class count, duplicate
-rows, two spec hashes, disagreeing labels) is a BlendError naming the file.
+rows, two spec hashes, disagreeing labels, folds other than folds.parquet's) is a
+BlendError naming the file. OOF rows are checked against results/<exp>/folds.parquet, the
+list of every training image: a gap all backbones share shows nowhere else.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.folds import load_folds
 from tasks.labels import MASK_STEMS, NUM_CLASSES
 from tasks.logits import LOGITS_SCHEMA, LogitsError, read_logits
 from tasks.spec import Experiment, load_spec
@@ -120,7 +123,7 @@ def load_blend_inputs(exp_dir: Path, spec: Experiment) -> BlendInputs:
     """OOF and test logits of every backbone complete in both, or a BlendError."""
     expected = [m.name for m in spec.models]
     n_splits = spec.folds.n_splits
-    oof = load_oof(exp_dir / "oof.parquet", n_splits, expected)
+    oof = load_oof(exp_dir / "oof.parquet", n_splits, expected, exp_dir / "folds.parquet")
     test = load_test(exp_dir / "test.parquet", n_splits, read_eval_ids(spec.data.root), expected)
     if oof.spec_hash != test.spec_hash:
         raise BlendError(f"{exp_dir}/oof.parquet has spec_hash {oof.spec_hash} but test.parquet has "
@@ -152,16 +155,23 @@ def _merge_exclusions(items: tuple[Exclusion, ...]) -> tuple[Exclusion, ...]:
     return tuple(Exclusion(m, "; ".join(r)) for m, r in merged.items())
 
 
-def load_oof(path: Path, n_splits: int, expected: Sequence[str]) -> OofLogits:
-    """Per-model OOF logits aligned on training images; incomplete backbones excluded."""
+def load_oof(path: Path, n_splits: int, expected: Sequence[str], folds_path: Path | None = None) -> OofLogits:
+    """Per-model OOF logits aligned on training images; incomplete backbones excluded.
+
+    With `folds_path` (results/<exp>/folds.parquet, if it exists) every backbone must cover
+    its images, in its folds.
+    """
     file = _read(path, "oof")
     frame = file.frame
     _check_oof_keys(frame, path, n_splits)
+    folds = _read_folds(folds_path) if folds_path is not None and folds_path.is_file() else None
+    if folds is not None:
+        _check_against_folds(frame, path, folds, folds_path)
     rows = frame.drop_duplicates("image_key").sort_values("image_key")
     keys = pd.Index(rows.image_key)
     complete, excluded = {}, []
     for model, at in _by_model(frame, expected).items():
-        reason = _oof_gap(frame.iloc[at], len(keys), n_splits) if len(at) else "no OOF rows (job failed or not run)"
+        reason = _model_gap(frame.iloc[at], len(keys), n_splits, folds)
         if reason:
             excluded.append(Exclusion(model, reason))
         else:
@@ -172,6 +182,47 @@ def load_oof(path: Path, n_splits: int, expected: Sequence[str]) -> OofLogits:
         stack[m, keys.get_indexer(frame.image_key.iloc[at])] = file.logits[at]
     return OofLogits(tuple(complete), stack, keys.to_numpy(dtype=object), rows.person.to_numpy(dtype=object),
                      rows.fold.to_numpy(np.int64), rows.target.to_numpy(np.int64), file.spec_hash, tuple(excluded))
+
+
+def _read_folds(path: Path) -> pd.DataFrame:
+    try:
+        folds, _ = load_folds(path)
+    except (pa.ArrowException, OSError) as err:
+        raise BlendError(f"{path}: cannot be read ({err}); run `python -m orchestrator.prepare` again") from None
+    return folds[["image_key", "person", "fold"]]
+
+
+def _check_against_folds(frame: pd.DataFrame, path: Path, folds: pd.DataFrame, folds_path: Path) -> None:
+    """Images, people and folds as folds.parquet has them (backbones agree: checked before)."""
+    labels = frame.drop_duplicates("image_key")[["image_key", "person", "fold"]]
+    merged = labels.merge(folds, on="image_key", how="left", suffixes=("", "_saved"), validate="one_to_one")
+    stray = merged[merged.fold_saved.isna()]
+    differs = (merged.fold != merged.fold_saved) | (merged.person != merged.person_saved)
+    moved = merged[merged.fold_saved.notna() & differs]
+    again = "re-run `python -m orchestrator.run` to gather the logits of the current folds again"
+    if len(stray):
+        raise BlendError(f"{path}: {len(stray)} images are not in {folds_path}, e.g. {stray.image_key.iloc[0]}: "
+                         f"logits of other data; {again}")
+    if len(moved):
+        row = moved.iloc[0]
+        raise BlendError(f"{path}: {len(moved)} images have another fold or person than in {folds_path}, e.g. "
+                         f"{row.image_key}: fold {row.fold} (person {row.person}) in the OOF rows, fold "
+                         f"{int(row.fold_saved)} (person {row.person_saved}) in folds.parquet; {again}")
+
+
+def _model_gap(rows: pd.DataFrame, n_images: int, n_splits: int, folds: pd.DataFrame | None) -> str | None:
+    if not len(rows):
+        return "no OOF rows (job failed or not run)"
+    gap = _oof_gap(rows, n_images, n_splits)
+    if gap or folds is None:
+        return gap
+    # Rows every backbone lacks (one model, or all failed alike) show only against folds.parquet.
+    missing = folds[~folds.image_key.isin(rows.image_key)]
+    if not len(missing):
+        return None
+    people = missing.person.nunique()
+    return (f"OOF lacks {len(missing)} of {len(folds)} images in folds.parquet ({people} "
+            f"{'person' if people == 1 else 'people'}, e.g. {missing.image_key.iloc[0]})")
 
 
 def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequence[str]) -> EvalLogits:

@@ -7,14 +7,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from orchestrator import audit, blend, report
 from orchestrator import prepare as prepare_cli
 from tasks.dataset import DataError, index_eval, index_train
+from tasks.logits import logits_table, read_logits, write_logits
 from tasks.prepare import load_dataset
 from tasks.relabel import apply_relabel, read_relabel_table
 from tasks.spec import load_spec
+from tests.fake_logits import fake_models, make_people, make_targets, write_experiment, write_folds
 
 
 def spec_for(root: Path, tmp_path: Path, *overrides: str):
@@ -232,3 +236,78 @@ def test_a_repeated_photo_within_one_person_is_only_mentioned(data_copy, tmp_pat
     assert "1 image(s) repeat another photo of the same person" in err
     assert f"train/images/{folder.name}/{next(folder.glob('mask4.*')).name}: same bytes as" in err
     assert f"{folder.name}/mask4" in set(dataset.train.image_key) and dataset.linked == ()
+
+
+# --- OOF rows against folds.parquet ----------------------------------------------------------
+
+N_SPLITS = 3
+
+
+def one_model_experiment(tmp_path: Path, models=("only",)) -> tuple[Path, pd.DataFrame]:
+    people = make_people(45, N_SPLITS, seed=6)
+    answers = make_targets(60, seed=7)
+    fake = fake_models(people, answers, N_SPLITS, {m: {} for m in models})
+    exp = write_experiment(tmp_path, people, fake, answers, N_SPLITS, rounds=5, decode="joint")
+    write_folds(exp, people)
+    return exp, people
+
+
+def rewrite_oof(exp: Path, keep=None, edit=None) -> None:
+    frame, logits, meta = read_logits(exp / "oof.parquet")
+    mask = np.ones(len(frame), bool) if keep is None else keep(frame).to_numpy()
+    frame, logits = frame[mask].reset_index(drop=True), logits[mask]
+    write_logits(exp / "oof.parquet", logits_table(edit(frame) if edit else frame, logits, meta))
+
+
+def cli(capsys, main, exp: Path, *args: str) -> tuple[int, str, str]:
+    code = main(["--results", str(exp), *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_person_missing_from_the_only_models_oof_is_not_blended(tmp_path, capsys):
+    exp, people = one_model_experiment(tmp_path)
+    gone = people.person.iloc[7 * 4]
+    rewrite_oof(exp, keep=lambda f: f.person != gone)
+    code, out, err = cli(capsys, blend.main, exp)
+    assert_one_clear_error(code, err, "no backbone has complete OOF and test logits")
+    reason = f"OOF lacks 7 of {len(people)} images in folds.parquet (1 person, e.g. {gone}/"
+    assert f"excluded backbone 'only': {reason}" in out and reason in err
+    assert not (exp / "blend").exists()
+    code, out, err = cli(capsys, audit.main, exp)
+    assert_one_clear_error(code, err, "no backbone has complete OOF logits to audit with")
+    assert f"excluded backbone 'only': {reason}" in out
+
+
+def test_a_model_missing_rows_others_lack_too_is_excluded_by_name(tmp_path, capsys):
+    exp, people = one_model_experiment(tmp_path, models=("a", "b"))
+    gone = set(people.person.iloc[[0, 7 * 9]])
+    rewrite_oof(exp, keep=lambda f: ~f.person.isin(gone))  # both backbones lost the same two people
+    code, out, err = cli(capsys, blend.main, exp)
+    assert code == 2
+    for model in ("a", "b"):
+        assert f"excluded backbone '{model}': OOF lacks 14 of {len(people)} images in folds.parquet (2 people" in out
+
+
+def test_oof_folds_other_than_folds_parquet_are_one_clear_error(tmp_path, capsys):
+    exp, people = one_model_experiment(tmp_path, models=("a", "b"))
+    moved = people.person.iloc[0]
+
+    def move(frame):
+        frame = frame.copy()
+        frame.loc[frame.person == moved, "fold"] = (frame.fold[frame.person == moved] + 1) % N_SPLITS
+        return frame
+
+    rewrite_oof(exp, edit=move)
+    for main in (blend.main, audit.main, report.main):
+        code, _, err = cli(capsys, main, exp)
+        assert_one_clear_error(code, err, f"{exp / 'oof.parquet'}: 7 images have another fold or person than in "
+                                          f"{exp / 'folds.parquet'}", "re-run `python -m orchestrator.run`")
+
+
+def test_oof_images_not_in_folds_parquet_are_one_clear_error(tmp_path, capsys):
+    exp, people = one_model_experiment(tmp_path)
+    write_folds(exp, people[people.person != people.person.iloc[-1]])
+    code, _, err = cli(capsys, blend.main, exp)
+    assert_one_clear_error(code, err, f"oof.parquet: 7 images are not in {exp / 'folds.parquet'}",
+                           "re-run `python -m orchestrator.run`")
