@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.dataset import read_table
 from tasks.folds import load_folds
 from tasks.labels import MASK_STEMS, NUM_CLASSES
 from tasks.logits import LOGITS_SCHEMA, LogitsError, read_logits
@@ -99,13 +100,24 @@ def read_eval_ids(data_root: Path) -> np.ndarray:
 
 
 def read_truth(path: Path, image_ids: np.ndarray) -> np.ndarray:
-    """Answers in `image_ids` order from an ImageID,ans CSV."""
-    try:
-        truth = pd.read_csv(path, dtype={"ImageID": str})
-    except FileNotFoundError:
-        raise BlendError(f"{path}: no such truth file") from None
+    """Answers in `image_ids` order from an ImageID,ans CSV: classes 0..17, one per image."""
+    truth = read_table(path, "truth file")
     if not {"ImageID", "ans"} <= set(truth.columns):
         raise BlendError(f"{path}: expected columns ImageID,ans, got {list(truth.columns)}")
+    ans = truth.ans.str.strip()
+    number = ans.str.fullmatch(r"[0-9]{1,3}")  # ASCII digits only, like every other number read
+    bad = ~number | (ans.where(number, "0").astype(int) >= NUM_CLASSES)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise BlendError(f"{path}: {bad.sum()} answers are not a class 0..{NUM_CLASSES - 1}, e.g. line {i + 2}: "
+                         f"{truth.ImageID[i]},{truth.ans[i]}")
+    truth = truth.assign(ans=ans.astype(np.int64))
+    answers_per_id = truth.groupby("ImageID", sort=False).ans.nunique()
+    if (answers_per_id > 1).any():
+        image = answers_per_id.index[answers_per_id > 1][0]
+        rows = truth.index[truth.ImageID == image]
+        raise BlendError(f"{path}: {(answers_per_id > 1).sum()} ImageIDs have different answers, e.g. {image} on "
+                         f"lines {', '.join(str(r + 2) for r in rows)}: {', '.join(map(str, truth.ans[rows]))}")
     answers = truth.drop_duplicates("ImageID").set_index("ImageID").ans.reindex(image_ids)
     if answers.isna().any():
         raise BlendError(f"{path}: no answer for {answers.isna().sum()} eval images, e.g. "

@@ -4,6 +4,7 @@ traceback or a silent wrong result. Real files throughout: the synth fixtures' i
 real CSVs and Parquet."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -311,3 +312,41 @@ def test_oof_images_not_in_folds_parquet_are_one_clear_error(tmp_path, capsys):
     code, _, err = cli(capsys, blend.main, exp)
     assert_one_clear_error(code, err, f"oof.parquet: 7 images are not in {exp / 'folds.parquet'}",
                            "re-run `python -m orchestrator.run`")
+
+
+# --- the --truth file --------------------------------------------------------------------------
+
+def write_truth(tmp_path: Path, edit) -> Path:
+    truth = pd.read_csv(tmp_path / "data" / "truth" / "eval_answers.csv", dtype=str)
+    path = tmp_path / "truth.csv"
+    edit(truth).to_csv(path, index=False)
+    return path
+
+
+def _set(row: int, value: str):
+    def edit(truth):
+        truth.loc[row, "ans"] = value
+        return truth
+    return edit
+
+
+def _conflict(truth):
+    """Row 3 again with another answer; rows 8 and 9 again alike, which is fine (not counted)."""
+    other = truth.iloc[[3]].assign(ans=str((int(truth.ans[3]) + 1) % 18))
+    return pd.concat([truth, truth.iloc[[8, 9]], other], ignore_index=True)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_set(4, "x"), r"truth\.csv: 1 answers are not a class 0\.\.17, e.g\. line 6: [0-9a-f]{40}\.jpg,x$"),
+    (_set(0, "18"), r"truth\.csv: 1 answers are not a class 0\.\.17, e.g\. line 2: [0-9a-f]{40}\.jpg,18$"),
+    (_set(2, "2.5"), r"e\.g\. line 4: [0-9a-f]{40}\.jpg,2\.5$"),
+    (_set(2, "\u0663"), r"e\.g\. line 4: [0-9a-f]{40}\.jpg,\u0663$"),  # '٣': digits are ASCII
+    (_conflict, r"truth\.csv: 1 ImageIDs have different answers, e.g\. [0-9a-f]{40}\.jpg on lines 5, 64: \d+, \d+$"),
+], ids=["not_a_number", "outside_0_17", "fraction", "arabic_indic", "conflicting_duplicate"])
+def test_a_bad_truth_file_stops_before_the_blend_is_fitted(tmp_path, capsys, edit, message):
+    exp, _ = one_model_experiment(tmp_path)
+    code, out, err = cli(capsys, blend.main, exp, "--truth", str(write_truth(tmp_path, edit)))
+    assert_one_clear_error(code, err)
+    assert re.search(message, err.strip()), err
+    assert "blending" not in out  # nothing was fitted
+    assert not (exp / "blend").exists()
