@@ -24,7 +24,8 @@ from tasks.dataset import read_table
 from tasks.folds import load_folds
 from tasks.labels import MASK_STEMS, NUM_CLASSES
 from tasks.logits import LOGITS_SCHEMA, LogitsError, read_logits
-from tasks.spec import Experiment, load_spec
+from tasks.overrides import parse_override
+from tasks.spec import Experiment, SpecError, load_spec
 
 
 class BlendError(Exception):
@@ -80,8 +81,22 @@ def find_experiment(results: Path | None, root: Path = Path("results")) -> Path:
 
 
 def load_experiment(exp_dir: Path, overrides: Sequence[str] = ()) -> Experiment:
-    """The resolved spec saved with the results, with `--set` overrides (SpecError if invalid)."""
-    return load_spec(exp_dir / "spec.yaml", list(overrides), check_data=False)
+    """The resolved spec saved with the results, with `--set` overrides (SpecError if invalid).
+
+    The logits were made with the saved spec, so only how to blend and where the data now is
+    may change: another fold count would only make the results look broken.
+    """
+    path = exp_dir / "spec.yaml"
+    for text in overrides:
+        try:
+            parts, _ = parse_override(text)
+        except ValueError:
+            continue  # load_spec names the malformed override
+        if parts[0] != "blend" and parts != ["data", "root"]:
+            raise SpecError(f"{path}: --set {'.'.join(parts)}: blend, audit and report read the experiment as it "
+                            "was run; only blend.* and data.root can be overridden (run a new experiment to "
+                            f"change {parts[0]})")
+    return load_spec(path, list(overrides), check_data=False)
 
 
 def read_eval_ids(data_root: Path) -> np.ndarray:

@@ -350,3 +350,29 @@ def test_a_bad_truth_file_stops_before_the_blend_is_fitted(tmp_path, capsys, edi
     assert re.search(message, err.strip()), err
     assert "blending" not in out  # nothing was fitted
     assert not (exp / "blend").exists()
+
+
+# --- --set on results: only blend.* and data.root ---------------------------------------------
+
+REFUSED = [("folds.n_splits=3", "folds"), ("name=other", "name"), ("data.on_bad_image=skip", "data"),
+           ("models.0.name=x", "models")]
+
+
+def test_results_commands_override_only_blend_and_data_root(tmp_path, capsys):
+    exp, _ = one_model_experiment(tmp_path)
+    for override, section in REFUSED:
+        key = override.partition("=")[0]
+        for main in (blend.main, audit.main, report.main):
+            code, out, err = cli(capsys, main, exp, "--set", override)
+            assert_one_clear_error(code, err, f"{exp / 'spec.yaml'}: --set {key}: blend, audit and report read the "
+                                              "experiment as it was run; only blend.* and data.root can be "
+                                              f"overridden (run a new experiment to change {section})")
+            assert "re-run the failed jobs" not in err
+    assert not (exp / "blend").exists()
+    # What may change: the blend (also through --metric) and where the data now lives.
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "data", moved)
+    code, out, err = cli(capsys, blend.main, exp, "--metric", "accuracy", "--set", "blend.rounds=3",
+                         "--set", f"data.root={moved}")
+    assert code == 0, err
+    assert "metric accuracy" in out and (exp / "blend" / "submission.csv").exists()
