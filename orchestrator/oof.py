@@ -101,11 +101,10 @@ def load_experiment(exp_dir: Path, overrides: Sequence[str] = ()) -> Experiment:
 
 def read_eval_ids(data_root: Path) -> np.ndarray:
     path = data_root / "eval" / "info.csv"
-    try:
-        info = pd.read_csv(path, dtype={"ImageID": str})
-    except FileNotFoundError:
+    if not path.is_file():
         raise BlendError(f"{path}: not found; the submission needs eval/info.csv's row order "
-                         f"(fix data.root with --set data.root=/path/to/data)") from None
+                         f"(fix data.root with --set data.root=/path/to/data)")
+    info = read_table(path, "eval image list (info.csv)")  # DataError naming a ragged line
     if "ImageID" not in info.columns or info.empty:
         raise BlendError(f"{path}: expected a non-empty ImageID column, got columns {list(info.columns)}")
     dup = info.ImageID[info.ImageID.duplicated()]

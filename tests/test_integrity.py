@@ -376,3 +376,13 @@ def test_results_commands_override_only_blend_and_data_root(tmp_path, capsys):
                          "--set", f"data.root={moved}")
     assert code == 0, err
     assert "metric accuracy" in out and (exp / "blend" / "submission.csv").exists()
+
+
+def test_blend_with_a_ragged_info_csv_names_the_line(tmp_path, capsys):
+    exp, _ = one_model_experiment(tmp_path)
+    info = tmp_path / "data" / "eval" / "info.csv"
+    lines = info.read_text().splitlines()
+    lines[5] += ",0"
+    info.write_text("\n".join(lines) + "\n")
+    code, _, err = cli(capsys, blend.main, exp)
+    assert_one_clear_error(code, err, f"{info}: line 6 has 3 fields, expected 2")
