@@ -29,13 +29,10 @@ class Duplicates:
     within: pd.DataFrame  # COPY_COLUMNS: later copies of a photo only one person has
     linked: tuple[tuple[str, ...], ...]  # people sharing photos, directly or through others
 
-    def problems(self, frame: pd.DataFrame) -> list[Problem]:
-        return [Problem(row.path, f"same bytes as {row.original_path}") for row in frame.itertuples()]
-
     def stop_message(self) -> str:
         return (f"{len(self.across)} training image(s) are byte-identical to a photo of another person; "
                 "a copy held out in another fold than its original makes validation score photos seen "
-                f"in training:\n{describe(self.problems(self.across))}\n"
+                f"in training:\n{describe(_as_problems(self.across))}\n"
                 "Remove the copies, or run with --set data.on_duplicate=keep (people sharing photos share "
                 "a fold) or --set data.on_duplicate=drop (also leave out the later copies).")
 
@@ -46,6 +43,10 @@ class Settled:
     linked: tuple[tuple[str, ...], ...]  # people to keep in one fold
     identity: dict  # enters the data hash; empty when no photo is shared, so hashes stay as before
     note: str  # what was done, for the log ("" if nothing to say)
+
+
+def _as_problems(copies: pd.DataFrame) -> list[Problem]:
+    return [Problem(row.path, f"same bytes as {row.original_path}") for row in copies.itertuples()]
 
 
 def find_duplicates(images: pd.DataFrame, cache: ImageCache) -> Duplicates:
@@ -81,7 +82,7 @@ def settle_duplicates(images: pd.DataFrame, dups: Duplicates, how: OnDuplicate) 
     note = ""
     if len(dups.within):
         note = (f"note: {len(dups.within)} image(s) repeat another photo of the same person (harmless: one "
-                f"person is never split over folds):\n{describe(dups.problems(dups.within), limit=5)}")
+                f"person is never split over folds):\n{describe(_as_problems(dups.within), limit=5)}")
     if not len(dups.across):
         return Settled(images, (), {}, note)
     if how == "stop":
