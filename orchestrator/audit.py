@@ -21,7 +21,7 @@ from orchestrator.ensemble import PROB_FLOOR, blend_probs, model_probs
 from orchestrator.cli import add_results_args, run_main
 from orchestrator.oof import BlendError, OofLogits, find_experiment, load_experiment, load_oof
 from tasks.atomic import atomic_path
-from tasks.relabel import read_relabel_table
+from tasks.relabel import parse_age, read_relabel_table
 from tasks.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, TRUE_AGE_BORDERS, age_band, split_class
 
 ATTRIBUTES = ("gender", "age", "mask")
@@ -156,7 +156,7 @@ def read_true_mislabels(path: Path, h: dict[str, Hypotheses]) -> dict[str, set[s
         try:
             if field == "gender" and GENDER_NAMES.index(value) != given["gender"][person]:
                 truth["gender"].add(person)
-            elif field == "age" and age_band(int(value)) != given["age"][person]:
+            elif field == "age" and age_band(parse_age(value)) != given["age"][person]:
                 truth["age"].add(person)
             elif field not in ("gender", "age"):
                 truth["mask"].add(person)
@@ -184,7 +184,8 @@ def run(args: argparse.Namespace) -> None:
     exp_dir = find_experiment(args.results)
     print(f"experiment: {exp_dir}", flush=True)
     spec = load_experiment(exp_dir, args.overrides)
-    oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, [m.name for m in spec.models])
+    oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, [m.name for m in spec.models],
+                   exp_dir / "folds.parquet")
     if not oof.models:
         raise BlendError(f"{exp_dir}/oof.parquet: no backbone has complete OOF logits to audit with")
     h = hypotheses(oof, image_probs(oof, exp_dir / "blend" / "weights.json"))

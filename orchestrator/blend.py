@@ -26,7 +26,7 @@ from sklearn.metrics import log_loss as sk_log_loss
 from orchestrator import ensemble as ens
 from orchestrator.cli import add_results_args, run_main
 from orchestrator.oof import (BlendError, BlendInputs, find_experiment, load_blend_inputs, load_experiment,
-                             read_truth)
+                             read_eval_ids, read_truth)
 from orchestrator.report import write_report
 from tasks.atomic import new_dir_mode, swap_in_dir
 from tasks.labels import NUM_CLASSES
@@ -264,13 +264,15 @@ def run(args: argparse.Namespace) -> None:
     print(f"experiment: {exp_dir}", flush=True)
     overrides = list(args.overrides) + ([f"blend.metric={args.metric}"] if args.metric else [])
     spec = load_experiment(exp_dir, overrides)
+    # First: a bad truth file should not cost a re-inference and a whole fit. Same row order
+    # as the test logits: both follow eval/info.csv.
+    truth = read_truth(args.truth, read_eval_ids(spec.data.root)) if args.truth else None
     if args.reinfer:
         from orchestrator.reinfer import reinfer
 
         reinfer(spec, exp_dir, args.tta, args.address)
     inputs = load_blend_inputs(exp_dir, spec)
     result = fit_blend(inputs, spec.blend)
-    truth = read_truth(args.truth, inputs.test.image_ids) if args.truth else None
     board = leaderboard(result, truth)
     print_board(board)
     out = write_blend(exp_dir, result, inputs, board)

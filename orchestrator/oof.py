@@ -2,7 +2,9 @@
 
 A backbone whose OOF or test logits are incomplete (a failed job) is excluded with a
 printed reason; anything that makes rows incomparable (schema, class count, duplicate
-rows, two spec hashes, disagreeing labels) is a BlendError naming the file.
+rows, two spec hashes, disagreeing labels, folds other than folds.parquet's) is a
+BlendError naming the file. OOF rows are checked against results/<exp>/folds.parquet, the
+list of every training image: a gap all backbones share shows nowhere else.
 """
 from __future__ import annotations
 
@@ -18,9 +20,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.dataset import read_table
+from tasks.folds import load_folds
 from tasks.labels import MASK_STEMS, NUM_CLASSES
 from tasks.logits import LOGITS_SCHEMA, LogitsError, read_logits
-from tasks.spec import Experiment, load_spec
+from tasks.overrides import parse_override
+from tasks.spec import Experiment, SpecError, load_spec
 
 
 class BlendError(Exception):
@@ -76,17 +81,30 @@ def find_experiment(results: Path | None, root: Path = Path("results")) -> Path:
 
 
 def load_experiment(exp_dir: Path, overrides: Sequence[str] = ()) -> Experiment:
-    """The resolved spec saved with the results, with `--set` overrides (SpecError if invalid)."""
-    return load_spec(exp_dir / "spec.yaml", list(overrides), check_data=False)
+    """The resolved spec saved with the results, with `--set` overrides (SpecError if invalid).
+
+    The logits were made with the saved spec, so only how to blend and where the data now is
+    may change: another fold count would only make the results look broken.
+    """
+    path = exp_dir / "spec.yaml"
+    for text in overrides:
+        try:
+            parts, _ = parse_override(text)
+        except ValueError:
+            continue  # load_spec names the malformed override
+        if parts[0] != "blend" and parts != ["data", "root"]:
+            raise SpecError(f"{path}: --set {'.'.join(parts)}: blend, audit and report read the experiment as it "
+                            "was run; only blend.* and data.root can be overridden (run a new experiment to "
+                            f"change {parts[0]})")
+    return load_spec(path, list(overrides), check_data=False)
 
 
 def read_eval_ids(data_root: Path) -> np.ndarray:
     path = data_root / "eval" / "info.csv"
-    try:
-        info = pd.read_csv(path, dtype={"ImageID": str})
-    except FileNotFoundError:
+    if not path.is_file():
         raise BlendError(f"{path}: not found; the submission needs eval/info.csv's row order "
-                         f"(fix data.root with --set data.root=/path/to/data)") from None
+                         f"(fix data.root with --set data.root=/path/to/data)")
+    info = read_table(path, "eval image list (info.csv)")  # DataError naming a ragged line
     if "ImageID" not in info.columns or info.empty:
         raise BlendError(f"{path}: expected a non-empty ImageID column, got columns {list(info.columns)}")
     dup = info.ImageID[info.ImageID.duplicated()]
@@ -96,13 +114,24 @@ def read_eval_ids(data_root: Path) -> np.ndarray:
 
 
 def read_truth(path: Path, image_ids: np.ndarray) -> np.ndarray:
-    """Answers in `image_ids` order from an ImageID,ans CSV."""
-    try:
-        truth = pd.read_csv(path, dtype={"ImageID": str})
-    except FileNotFoundError:
-        raise BlendError(f"{path}: no such truth file") from None
+    """Answers in `image_ids` order from an ImageID,ans CSV: classes 0..17, one per image."""
+    truth = read_table(path, "truth file")
     if not {"ImageID", "ans"} <= set(truth.columns):
         raise BlendError(f"{path}: expected columns ImageID,ans, got {list(truth.columns)}")
+    ans = truth.ans.str.strip()
+    number = ans.str.fullmatch(r"[0-9]{1,3}")  # ASCII digits only, like every other number read
+    bad = ~number | (ans.where(number, "0").astype(int) >= NUM_CLASSES)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise BlendError(f"{path}: {bad.sum()} answers are not a class 0..{NUM_CLASSES - 1}, e.g. line {i + 2}: "
+                         f"{truth.ImageID[i]},{truth.ans[i]}")
+    truth = truth.assign(ans=ans.astype(np.int64))
+    answers_per_id = truth.groupby("ImageID", sort=False).ans.nunique()
+    if (answers_per_id > 1).any():
+        image = answers_per_id.index[answers_per_id > 1][0]
+        rows = truth.index[truth.ImageID == image]
+        raise BlendError(f"{path}: {(answers_per_id > 1).sum()} ImageIDs have different answers, e.g. {image} on "
+                         f"lines {', '.join(str(r + 2) for r in rows)}: {', '.join(map(str, truth.ans[rows]))}")
     answers = truth.drop_duplicates("ImageID").set_index("ImageID").ans.reindex(image_ids)
     if answers.isna().any():
         raise BlendError(f"{path}: no answer for {answers.isna().sum()} eval images, e.g. "
@@ -120,7 +149,7 @@ def load_blend_inputs(exp_dir: Path, spec: Experiment) -> BlendInputs:
     """OOF and test logits of every backbone complete in both, or a BlendError."""
     expected = [m.name for m in spec.models]
     n_splits = spec.folds.n_splits
-    oof = load_oof(exp_dir / "oof.parquet", n_splits, expected)
+    oof = load_oof(exp_dir / "oof.parquet", n_splits, expected, exp_dir / "folds.parquet")
     test = load_test(exp_dir / "test.parquet", n_splits, read_eval_ids(spec.data.root), expected)
     if oof.spec_hash != test.spec_hash:
         raise BlendError(f"{exp_dir}/oof.parquet has spec_hash {oof.spec_hash} but test.parquet has "
@@ -152,16 +181,23 @@ def _merge_exclusions(items: tuple[Exclusion, ...]) -> tuple[Exclusion, ...]:
     return tuple(Exclusion(m, "; ".join(r)) for m, r in merged.items())
 
 
-def load_oof(path: Path, n_splits: int, expected: Sequence[str]) -> OofLogits:
-    """Per-model OOF logits aligned on training images; incomplete backbones excluded."""
+def load_oof(path: Path, n_splits: int, expected: Sequence[str], folds_path: Path | None = None) -> OofLogits:
+    """Per-model OOF logits aligned on training images; incomplete backbones excluded.
+
+    With `folds_path` (results/<exp>/folds.parquet, if it exists) every backbone must cover
+    its images, in its folds.
+    """
     file = _read(path, "oof")
     frame = file.frame
     _check_oof_keys(frame, path, n_splits)
+    folds = _read_folds(folds_path) if folds_path is not None and folds_path.is_file() else None
+    if folds is not None:
+        _check_against_folds(frame, path, folds, folds_path)
     rows = frame.drop_duplicates("image_key").sort_values("image_key")
     keys = pd.Index(rows.image_key)
     complete, excluded = {}, []
     for model, at in _by_model(frame, expected).items():
-        reason = _oof_gap(frame.iloc[at], len(keys), n_splits) if len(at) else "no OOF rows (job failed or not run)"
+        reason = _model_gap(frame.iloc[at], len(keys), n_splits, folds)
         if reason:
             excluded.append(Exclusion(model, reason))
         else:
@@ -172,6 +208,47 @@ def load_oof(path: Path, n_splits: int, expected: Sequence[str]) -> OofLogits:
         stack[m, keys.get_indexer(frame.image_key.iloc[at])] = file.logits[at]
     return OofLogits(tuple(complete), stack, keys.to_numpy(dtype=object), rows.person.to_numpy(dtype=object),
                      rows.fold.to_numpy(np.int64), rows.target.to_numpy(np.int64), file.spec_hash, tuple(excluded))
+
+
+def _read_folds(path: Path) -> pd.DataFrame:
+    try:
+        folds, _ = load_folds(path)
+    except (pa.ArrowException, OSError) as err:
+        raise BlendError(f"{path}: cannot be read ({err}); run `python -m orchestrator.prepare` again") from None
+    return folds[["image_key", "person", "fold"]]
+
+
+def _check_against_folds(frame: pd.DataFrame, path: Path, folds: pd.DataFrame, folds_path: Path) -> None:
+    """Images, people and folds as folds.parquet has them (backbones agree: checked before)."""
+    labels = frame.drop_duplicates("image_key")[["image_key", "person", "fold"]]
+    merged = labels.merge(folds, on="image_key", how="left", suffixes=("", "_saved"), validate="one_to_one")
+    stray = merged[merged.fold_saved.isna()]
+    differs = (merged.fold != merged.fold_saved) | (merged.person != merged.person_saved)
+    moved = merged[merged.fold_saved.notna() & differs]
+    again = "re-run `python -m orchestrator.run` to gather the logits of the current folds again"
+    if len(stray):
+        raise BlendError(f"{path}: {len(stray)} images are not in {folds_path}, e.g. {stray.image_key.iloc[0]}: "
+                         f"logits of other data; {again}")
+    if len(moved):
+        row = moved.iloc[0]
+        raise BlendError(f"{path}: {len(moved)} images have another fold or person than in {folds_path}, e.g. "
+                         f"{row.image_key}: fold {row.fold} (person {row.person}) in the OOF rows, fold "
+                         f"{int(row.fold_saved)} (person {row.person_saved}) in folds.parquet; {again}")
+
+
+def _model_gap(rows: pd.DataFrame, n_images: int, n_splits: int, folds: pd.DataFrame | None) -> str | None:
+    if not len(rows):
+        return "no OOF rows (job failed or not run)"
+    gap = _oof_gap(rows, n_images, n_splits)
+    if gap or folds is None:
+        return gap
+    # Rows every backbone lacks (one model, or all failed alike) show only against folds.parquet.
+    missing = folds[~folds.image_key.isin(rows.image_key)]
+    if not len(missing):
+        return None
+    people = missing.person.nunique()
+    return (f"OOF lacks {len(missing)} of {len(folds)} images in folds.parquet ({people} "
+            f"{'person' if people == 1 else 'people'}, e.g. {missing.image_key.iloc[0]})")
 
 
 def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequence[str]) -> EvalLogits:

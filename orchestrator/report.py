@@ -184,7 +184,8 @@ def write_report(exp_dir: Path, oof: OofLogits) -> Path:
 def run(args: argparse.Namespace) -> None:
     exp_dir = find_experiment(args.results)
     spec = load_experiment(exp_dir, args.overrides)
-    oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, [m.name for m in spec.models])
+    oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, [m.name for m in spec.models],
+                   exp_dir / "folds.parquet")
     weighted = set(read_blend_outputs(exp_dir).weights["weights"])
     keep = [i for i, m in enumerate(oof.models) if m in weighted]  # the models the blend saw
     oof = OofLogits(tuple(oof.models[i] for i in keep), oof.logits[keep], oof.image_key, oof.person,

@@ -3,11 +3,14 @@
 Per-epoch JPEG decoding, repeated for every fold and backbone, is the hidden cost of the
 usual competition code. The cache is keyed by the file list's fingerprint and the cache
 size, so any change to the files or the size builds a new one; a file lock makes two jobs
-on one node share one build (one decodes, the other waits and then reads).
+on one node share one build (one decodes, the other waits and then reads). The build also
+records each file's sha256, so duplicate photos are found without reading the files again.
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import io
 import json
 import os
 import sys
@@ -23,7 +26,7 @@ from tasks.atomic import atomic_path, write_text
 from tasks.dataset import Problem, fingerprint
 from tasks.spec import stable_hash
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the metadata holds each file's sha256
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class ImageCache:
     keys: tuple[str, ...]  # image_key of each row, in the order asked for
     ok: np.ndarray  # False where the file could not be decoded (row holds zeros)
     problems: tuple[Problem, ...]
+    sha256: tuple[str, ...] = ()  # of each row's file bytes; "" where the file could not be read
 
     def open(self) -> np.ndarray:
         """(N, H, W, 3) uint8, memory-mapped read-only: pages are shared between processes."""
@@ -63,12 +67,12 @@ def ensure_cache(root: Path, keys: list[str], paths: list[str], size: tuple[int,
     problems = tuple(Problem(paths[int(i)], why) for i, why in meta["failed"].items())
     ok = np.ones(len(keys), dtype=bool)
     ok[[int(i) for i in meta["failed"]]] = False
-    return ImageCache(stem.with_suffix(".npy"), tuple(keys), ok, problems)
+    return ImageCache(stem.with_suffix(".npy"), tuple(keys), ok, problems, tuple(meta["sha256"]))
 
 
-def decode(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """One image as (H, W, 3) uint8 at `size`; raises OSError/ValueError if unreadable."""
-    with Image.open(path) as im:
+def decode(source: Path | bytes, size: tuple[int, int]) -> np.ndarray:
+    """One image (a file, or its bytes) as (H, W, 3) uint8 at `size`; OSError/ValueError if unreadable."""
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
         # JPEG can decode straight at 1/2, 1/4 or 1/8 scale: far cheaper than full size.
         im.draft("RGB", (size[1], size[0]))
         im = im.convert("RGB")
@@ -80,12 +84,15 @@ def decode(path: Path, size: tuple[int, int]) -> np.ndarray:
 def _build(root: Path, paths: list[str], size: tuple[int, int], stem: Path, workers: int, label: str) -> None:
     n, started = len(paths), time.monotonic()
     failed: dict[int, str] = {}
+    sha256 = [""] * n
     with atomic_path(stem.with_suffix(".npy")) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size[0], size[1], 3))
 
         def work(i: int) -> None:
             try:
-                out[i] = decode(root / paths[i], size)
+                data = (root / paths[i]).read_bytes()  # read once: hashed, then decoded
+                sha256[i] = hashlib.sha256(data).hexdigest()
+                out[i] = decode(data, size)
             except FileNotFoundError:
                 failed[i] = "missing file"
             except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for bad files
@@ -103,4 +110,5 @@ def _build(root: Path, paths: list[str], size: tuple[int, int], stem: Path, work
         out.flush()
         del out
     # The metadata is written last: its presence means the array is complete.
-    write_text(stem.with_suffix(".json"), json.dumps({"n": n, "size": list(size), "failed": failed}))
+    write_text(stem.with_suffix(".json"), json.dumps({"n": n, "size": list(size), "failed": failed,
+                                                         "sha256": sha256}))

@@ -5,7 +5,9 @@ is collected and reported together, never one at a time.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,9 @@ import pandas as pd
 from tasks.labels import MASK_STEMS, age_band, class_of, mask_of_stem
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
-PROFILE = re.compile(r"^(?P<id>\d+(?:-\d+)?)_(?P<gender>male|female)_(?P<race>[A-Za-z]+)_(?P<age>\d{1,3})$")
+# re.ASCII: \d alone would take any script's digits ('٣٠' read as 30 without notice).
+PROFILE = re.compile(r"^(?P<id>\d+(?:-\d+)?)_(?P<gender>male|female)_(?P<race>[A-Za-z]+)_(?P<age>\d{1,3})$",
+                     re.ASCII)
 TRAIN_COLUMNS = ["image_key", "person", "id", "stem", "path", "mask", "gender", "age", "label"]
 
 
@@ -67,9 +71,37 @@ def index_train(root: Path) -> Indexed:
     return Indexed(_label_frame(rows), problems)
 
 
+def read_table(path: Path, what: str) -> pd.DataFrame:
+    """A CSV file as strings; DataError naming the file (and lines) if it is not a clean table.
+
+    Rows with more fields than the header are refused here: pandas either fails on them or,
+    when the first data row has one field too many, silently takes column one as the index.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a BOM (Excel) stays out of the header
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such {what}") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: the {what} is not UTF-8 text (byte {err.start}); save it as UTF-8 CSV") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the {what}: {err.strerror or err}") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next((row for row in reader if row), None)
+    if header is None:
+        raise DataError(f"{path}: the {what} is empty; it needs a header line of column names")
+    # line_num is read after each row is parsed: the editor's number of that row's last line.
+    ragged = [f"line {reader.line_num} has {len(row)} fields, expected {len(header)}"
+              for row in reader if len(row) > len(header)]
+    if ragged:
+        shown = "; ".join(ragged[:5]) + (f"; and {len(ragged) - 5} more" if len(ragged) > 5 else "")
+        raise DataError(f"{path}: {shown} (header: {','.join(header)}); "
+                        "quote values that contain commas, or remove the extra fields")
+    return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+
+
 def _read_train_csv(root: Path) -> tuple[dict[str, int], list[Problem]]:
     path = root / "train" / "train.csv"
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = read_table(path, "training list (train.csv)")
     missing = {"id", "gender", "race", "age", "path"} - set(table.columns)
     if missing:
         return {}, [Problem("train/train.csv", f"missing column(s) {sorted(missing)}")]
@@ -118,9 +150,13 @@ def index_eval(root: Path) -> Indexed:
     Missing or unreadable eval images are found when the cache decodes them.
     """
     path = root / "eval" / "info.csv"
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = read_table(path, "eval image list (info.csv)")
     if list(table.columns[:2]) != ["ImageID", "ans"]:
         raise DataError(f"{path}: expected columns ImageID,ans, found {list(table.columns)}")
+    if table.empty:
+        # Caught here, not after every job has trained and there are no test logits to blend.
+        raise DataError(f"{path}: lists no eval images (header only); restore the competition's "
+                        "eval/info.csv (one ImageID,ans row per eval image)")
     problems = []
     dup = table["ImageID"][table["ImageID"].duplicated()].tolist()
     if dup:

@@ -18,6 +18,7 @@ import yaml
 from tasks.atomic import atomic_path, write_text
 from tasks.cache import ImageCache, ensure_cache
 from tasks.dataset import DataError, Problem, describe, fingerprint, index_eval, index_train
+from tasks.duplicates import find_duplicates, settle_duplicates
 from tasks.folds import load_folds, make_folds, save_folds
 from tasks.relabel import apply_relabel
 from tasks.spec import Experiment, stable_hash
@@ -36,6 +37,7 @@ class Dataset:
     eval_cache: ImageCache
     data_hash: str  # identity of the files, the relabel file and the cache size
     skipped: tuple[Problem, ...]  # what on_bad_image=skip left out (or blanked, for eval)
+    linked: tuple[tuple[str, ...], ...] = ()  # people sharing photos (on_duplicate=keep/drop): one fold each
 
 
 def load_dataset(spec: Experiment, verbose: bool = True) -> Dataset:
@@ -53,17 +55,26 @@ def load_dataset(spec: Experiment, verbose: bool = True) -> Dataset:
                            data.decode_workers, label=label)
               for f, label in ((images, "train"), (evals.images, "eval"))]
     problems = [*train.problems, *evals.problems, *caches[0].problems, *caches[1].problems]
+    dups = find_duplicates(images, caches[0])
+    stops = []
     if problems and data.on_bad_image == "stop":
-        raise DataError(f"{len(problems)} problem(s) in {root}:\n{describe(problems)}\n"
-                        "Fix them, or run with --set data.on_bad_image=skip to leave them out.")
+        stops.append(f"{len(problems)} problem(s) in {root}:\n{describe(problems)}\n"
+                     "Fix them, or run with --set data.on_bad_image=skip to leave them out.")
+    if len(dups.across) and data.on_duplicate == "stop":
+        stops.append(dups.stop_message())
+    if stops:  # both kinds at once: each fix would otherwise cost another full cache build
+        raise DataError("\n".join(stops))
     if problems and verbose:
         print(f"data.on_bad_image=skip: leaving out {len(problems)} problem(s):\n{describe(problems)}",
               file=sys.stderr)
     usable = images[caches[0].ok[caches[0].rows(images["image_key"])]].reset_index(drop=True)
+    settled = settle_duplicates(usable, dups, data.on_duplicate)
+    if settled.note and verbose:
+        print(settled.note, file=sys.stderr)
     data_hash = stable_hash({"files": fingerprint(root, list(images["path"]) + list(evals.images["path"])),
                              "relabel": relabel_hash, "size": list(data.cache_size),
-                             "skipped": sorted(p.file for p in problems)})
-    return Dataset(usable, evals.images, caches[0], caches[1], data_hash, tuple(problems))
+                             "skipped": sorted(p.file for p in problems), **settled.identity})
+    return Dataset(settled.images, evals.images, caches[0], caches[1], data_hash, tuple(problems), settled.linked)
 
 
 def prepare(spec: Experiment, verbose: bool = True, force: bool = False) -> Dataset:
@@ -77,7 +88,7 @@ def prepare(spec: Experiment, verbose: bool = True, force: bool = False) -> Data
     out = spec.out_dir
     if not force:
         check_replace(spec, dataset)
-    folds = make_folds(dataset.train, spec.folds.n_splits, spec.folds.seed)
+    folds = make_folds(dataset.train, spec.folds.n_splits, spec.folds.seed, dataset.linked)
     save_folds(out / "folds.parquet", folds, folds_meta(spec, dataset))
     write_text(out / "spec.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     write_text(out / "manifest.json", json.dumps(manifest(spec, dataset), indent=2))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.dataset import DataError, relabel_classes
+from tasks.dataset import DataError, read_table, relabel_classes
 from tasks.labels import GENDER_NAMES, MASK_NAMES, MASK_STEMS
 
 FIELDS = ("gender", "age", *MASK_STEMS)
@@ -32,10 +32,7 @@ class RelabelSummary:
 
 def read_relabel_table(path: Path) -> pd.DataFrame:
     """The rows of a relabel file with their line numbers; lines starting with # are notes."""
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such relabel file") from None
+    table = read_table(Path(path), "relabel file")
     if list(table.columns[:3]) != ["person", "field", "value"]:
         raise DataError(f"{path}: the first columns must be person,field,value; found {list(table.columns)}")
     # Filtered here rather than by read_csv(comment=...) so line numbers stay the editor's.
@@ -93,15 +90,21 @@ def _rows_for(images: pd.DataFrame, person: str, fld: str) -> pd.Series:
     return rows
 
 
+def parse_age(value: str) -> int:
+    """A whole number of years in ASCII digits; ValueError otherwise."""
+    # isascii: isdigit() and int() also take other scripts' digits ('٣٠' would be 30).
+    if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 130:
+        raise ValueError(f"age must be a whole number of years in digits 0-9, got {value!r}")
+    return int(value)
+
+
 def _parse_value(fld: str, value: str) -> tuple[str, int]:
     if fld == "gender":
         if value not in GENDER_NAMES:
             raise ValueError(f"gender must be one of {list(GENDER_NAMES)}, got {value!r}")
         return "gender", GENDER_NAMES.index(value)
     if fld == "age":
-        if not value.isdigit() or not 0 < int(value) < 130:
-            raise ValueError(f"age must be a whole number of years, got {value!r}")
-        return "age", int(value)
+        return "age", parse_age(value)
     if value not in MASK_NAMES:
         raise ValueError(f"{fld} must be a mask state {list(MASK_NAMES)}, got {value!r}")
     return "mask", MASK_NAMES.index(value)

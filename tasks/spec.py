@@ -47,6 +47,7 @@ class DataSpec(Strict):
     root: Path  # the folder holding train/ and eval/
     relabel: Path | None = None  # CSV person,field,value applied at indexing
     on_bad_image: Literal["stop", "skip"] = "stop"
+    on_duplicate: Literal["stop", "keep", "drop"] = "stop"  # photos two people share (tasks/duplicates.py)
     cache_size: tuple[int, int] = (128, 96)  # (H, W) images are decoded to, once
     cache_dir: Path | None = None  # default: $MASKFOLD_CACHE or ~/.cache/maskfold
     decode_workers: int = Field(0, ge=0)  # 0 = one per core
@@ -214,7 +215,9 @@ class Experiment(Strict):
     def shared_hash(self) -> str:
         """Hash of what makes OOF rows of different models comparable: data, folds, seed."""
         return stable_hash(
-            {"data": self.data.model_dump(mode="json", exclude={"cache_dir", "decode_workers"}),
+            # on_duplicate: its effect on the rows is in the data hash (only when photos are shared),
+            # so adding the field kept every earlier experiment's hashes and finished jobs.
+            {"data": self.data.model_dump(mode="json", exclude={"cache_dir", "decode_workers", "on_duplicate"}),
              "folds": self.folds.model_dump(mode="json"), "seed": self.seed}
         )
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from tasks.folds import save_folds
 from tasks.labels import GENDER_NAMES, MASK_STEMS, NUM_CLASSES, age_band, class_of, mask_of_stem, split_class
 from tasks.logits import LogitsMeta, logits_table, write_logits
 from tasks.spec import Experiment
@@ -112,6 +113,13 @@ def write_experiment(tmp_path: Path, people: pd.DataFrame, models: "FakeModels",
         pd.concat(frames, ignore_index=True), np.concatenate([x.reshape(-1, NUM_CLASSES) for x in test.values()]),
         meta))
     return exp_dir
+
+
+def write_folds(exp_dir: Path, people: pd.DataFrame) -> Path:
+    """results/<name>/folds.parquet as prepare writes it, for the people's images and folds."""
+    stratum = (people.gender * 3 + age_band(people.age.to_numpy())).astype("int8")
+    save_folds(exp_dir / "folds.parquet", people.assign(stratum=stratum), {"data_hash": "fake"})
+    return exp_dir / "folds.parquet"
 
 
 @dataclass(frozen=True)

@@ -77,3 +77,16 @@ def test_prepare_writes_folds_spec_and_manifest(synth_root, tmp_path):
     folds = pd.read_parquet(out / "folds.parquet")
     assert set(folds["image_key"]) == set(dataset.train["image_key"])
     assert folds["fold"].nunique() == spec.folds.n_splits
+
+
+def test_cache_records_each_files_sha256(data_copy, tmp_path):
+    import hashlib
+
+    keys, paths = train_files(data_copy, 10)
+    (data_copy / paths[4]).unlink()
+    cache = ensure_cache(data_copy, keys, paths, (32, 24), tmp_path)
+    assert cache.sha256[4] == "" and not cache.ok[4]
+    for i in (0, 3, 9):
+        assert cache.sha256[i] == hashlib.sha256((data_copy / paths[i]).read_bytes()).hexdigest()
+    # read back from the metadata, not recomputed
+    assert ensure_cache(data_copy, keys, paths, (32, 24), tmp_path).sha256 == cache.sha256

@@ -1,8 +1,11 @@
 """Person-level stratified folds on data shaped like the real training set."""
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from tasks.dataset import DataError
 from tasks.folds import load_folds, make_folds, save_folds
 from tasks.labels import MASK_STEMS, age_band
 
@@ -51,6 +54,26 @@ def test_seed_determines_folds(real_shaped):
     assert not a["fold"].equals(c["fold"])
 
 
+def test_without_links_folds_are_those_of_earlier_versions(real_shaped):
+    # Existing experiments keep their folds: the digest of what make_folds gave before people
+    # could be linked (a per-person StratifiedKFold).
+    folds = make_folds(real_shaped, 5, seed=7)
+    assert hashlib.sha256(folds["fold"].to_numpy().tobytes()).hexdigest()[:16] == "b257c2534423eacb"
+    assert make_folds(real_shaped, 5, seed=7, linked=[]).equals(folds)
+
+
+def test_linked_people_are_held_out_together(real_shaped):
+    persons = real_shaped["person"].unique()
+    linked = [(persons[0], persons[1500]), (persons[10], persons[20], persons[2000])]
+    folds = make_folds(real_shaped, 5, seed=7, linked=linked)
+    fold = folds.drop_duplicates("person").set_index("person")["fold"]
+    for group in linked:
+        assert fold[list(group)].nunique() == 1
+    assert (folds.groupby("person")["fold"].nunique() == 1).all() and len(folds) == len(real_shaped)
+    # a group counts once, with its first person's stratum: still balanced
+    assert fold.value_counts().max() - fold.value_counts().min() <= 3
+
+
 def test_round_trip_keeps_metadata(real_shaped, tmp_path):
     folds = make_folds(real_shaped, 3, seed=0)
     save_folds(tmp_path / "folds.parquet", folds, {"data_hash": "abc", "n_splits": "3"})
@@ -61,5 +84,34 @@ def test_round_trip_keeps_metadata(real_shaped, tmp_path):
 
 def test_too_few_people_is_an_error(real_shaped):
     few = real_shaped[real_shaped["person"].isin(real_shaped["person"].unique()[:3])]
-    with pytest.raises(ValueError, match="only 3 people"):
+    with pytest.raises(DataError, match=r"folds\.n_splits=5 but the data has only 3 people.*--set folds\.n_splits=3"):
         make_folds(few, 5, seed=0)
+
+
+def _some_people(real_shaped, per_band: dict[tuple[int, int], int]) -> pd.DataFrame:
+    people = real_shaped.drop_duplicates("person")
+    band = people["gender"] * 3 + age_band(people["age"])
+    keep = [p for (g, b), n in per_band.items() for p in people.person[band == g * 3 + b].head(n)]
+    return real_shaped[real_shaped["person"].isin(keep)]
+
+
+def test_every_band_smaller_than_n_splits_is_an_error_naming_the_counts(real_shaped):
+    # sklearn: "n_splits=5 cannot be greater than the number of members in each class"
+    small = _some_people(real_shaped, {(0, 0): 4, (1, 1): 3, (1, 2): 2})
+    with pytest.raises(DataError) as info:
+        make_folds(small, 5, seed=0)
+    text = str(info.value)
+    assert text.startswith("folds.n_splits=5 is more than the people in every gender x age band")
+    assert "male <30: 4, female 30-59: 3, female >=60: 2" in text
+    assert "--set folds.n_splits=4" in text
+
+
+def test_a_band_smaller_than_n_splits_is_named_in_a_warning(real_shaped, capsys):
+    few_old = _some_people(real_shaped, {(0, 0): 40, (0, 1): 30, (0, 2): 6, (1, 0): 50, (1, 1): 50, (1, 2): 2})
+    folds = make_folds(few_old, 5, seed=0)
+    err = capsys.readouterr().err
+    assert "warning: folds.n_splits=5" in err
+    assert "female >=60: 2 people, so 3 of 5 folds validate none of them" in err
+    assert err.count("people, so") == 1  # male >=60 has 6: every fold gets one
+    old = folds[folds.stratum == 5].drop_duplicates("person")
+    assert old.fold.nunique() == 2
