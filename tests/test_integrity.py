@@ -81,7 +81,8 @@ def test_empty_info_csv_stops_at_indexing(data_copy, tmp_path, capsys, content):
         index_eval(data_copy)
     code, err = prepare_main(capsys, data_copy, tmp_path)
     assert_one_clear_error(code, err, str(data_copy / "eval/info.csv"))
-    assert not (tmp_path / "results").exists()
+    written = [p.name for p in (tmp_path / "results").rglob("*") if p.is_file()]
+    assert written in ([], [".lock"])  # nothing prepared: at most the experiment's lock
 
 
 @pytest.mark.parametrize("name", ["train/train.csv", "eval/info.csv"])
@@ -352,7 +353,7 @@ def test_a_bad_truth_file_stops_before_the_blend_is_fitted(tmp_path, capsys, edi
     assert not (exp / "blend").exists()
 
 
-# --- --set on results: only blend.* and data.root ---------------------------------------------
+# --- --set on results: only blend.*, resources.* and where the data is ----------------------------
 
 REFUSED = [("folds.n_splits=3", "folds"), ("name=other", "name"), ("data.on_bad_image=skip", "data"),
            ("models.0.name=x", "models")]
@@ -365,15 +366,16 @@ def test_results_commands_override_only_blend_and_data_root(tmp_path, capsys):
         for main in (blend.main, audit.main, report.main):
             code, out, err = cli(capsys, main, exp, "--set", override)
             assert_one_clear_error(code, err, f"{exp / 'spec.yaml'}: --set {key}: blend, audit and report read the "
-                                              "experiment as it was run; only blend.* and data.root can be "
-                                              f"overridden (run a new experiment to change {section})")
+                                              "experiment as it was run; only blend.*, resources.* and data.root, "
+                                              "data.cache_dir, data.decode_workers can be overridden (run a new "
+                                              f"experiment to change {section})")
             assert "re-run the failed jobs" not in err
     assert not (exp / "blend").exists()
     # What may change: the blend (also through --metric) and where the data now lives.
     moved = tmp_path / "moved"
     shutil.move(tmp_path / "data", moved)
     code, out, err = cli(capsys, blend.main, exp, "--metric", "accuracy", "--set", "blend.rounds=3",
-                         "--set", f"data.root={moved}")
+                         "--set", f"data.root={moved}", "--set", "data.decode_workers=1")
     assert code == 0, err
     assert "metric accuracy" in out and (exp / "blend" / "submission.csv").exists()
 
