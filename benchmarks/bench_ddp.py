@@ -35,13 +35,15 @@ import torch.multiprocessing as mp
 from tasks.batches import CachedImages, make_loader
 from tasks.cache import ensure_cache
 from tasks.dataset import index_train
-from tasks.distributed import Ranks, current_ranks, sum_over_ranks, wrap_model
+from tasks.distributed import current_ranks, sum_over_ranks, wrap_model
 from tasks.job import make_scheduler
 from tasks.losses import class_weights
 from tasks.model import build_model
 from tasks.spec import ModelSpec, TrainSpec
 from tasks.synth import parse_size, write_synth
-from tasks.train_loop import select_device, train_epoch
+from tasks.device import select_device
+from tasks.predict import ModelContext
+from tasks.train_loop import Fitting, train_epoch
 
 
 def _free_port() -> int:
@@ -73,8 +75,8 @@ def run_worker(rank: int, world: int, port: int, threads: int, setup: dict, out:
     for epoch in range(setup["epochs"] + 1):  # epoch 0 warms up
         loader = make_loader(data, train.batch_size, 0, shuffle=True, seed=epoch, ranks=ranks)
         scheduler = make_scheduler(optimizer, train, len(loader))
-        stats = train_epoch(net, loader, optimizer, scheduler, dev.scaler(), dev, train, norm, weights, epoch,
-                            torch.Generator().manual_seed(epoch + 7919 * ranks.rank))
+        fit = Fitting(ModelContext(model, dev, norm, train, ranks), net, optimizer, scheduler, dev.scaler(), weights)
+        stats = train_epoch(fit, loader, epoch, torch.Generator().manual_seed(epoch + 7919 * ranks.rank))
         images, seconds = sum_over_ranks([stats.images, stats.seconds], ranks)
         if epoch:
             rates.append(images / (seconds / ranks.world))

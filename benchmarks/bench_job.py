@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from tasks.batches import CachedImages, make_loader, to_device
@@ -30,7 +29,9 @@ from tasks.losses import class_weights
 from tasks.model import build_model
 from tasks.spec import ModelSpec, TrainSpec
 from tasks.synth import parse_size, write_synth
-from tasks.train_loop import select_device, train_epoch
+from tasks.device import select_device
+from tasks.predict import ModelContext
+from tasks.train_loop import Fitting, train_epoch
 
 
 def bare_loop(model, optimizer, batches) -> float:
@@ -48,8 +49,8 @@ def job_loop(model, optimizer, loader, train: TrainSpec, norm, epoch: int) -> fl
     dev = select_device(train)
     scheduler = make_scheduler(optimizer, train, len(loader))
     weights = class_weights(torch.arange(18))
-    stats = train_epoch(model, loader, optimizer, scheduler, dev.scaler(), dev, train, norm, weights, epoch,
-                        torch.Generator().manual_seed(epoch))
+    fit = Fitting(ModelContext(model, dev, norm, train), model, optimizer, scheduler, dev.scaler(), weights)
+    stats = train_epoch(fit, loader, epoch, torch.Generator().manual_seed(epoch))
     return stats.images / stats.seconds
 
 

@@ -75,7 +75,7 @@ def reinfer_task(spec_dict: dict, job_id: str, model: str, fold: int, out_dir: s
     import ray
 
     from tasks.infer import infer_test
-    from tasks.train_loop import select_device
+    from tasks.device import select_device
 
     started = time.monotonic()
     spec = Experiment.model_validate(spec_dict)

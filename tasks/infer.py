@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.job import eval_loader, normalisation
+from tasks.device import Device, select_device
 from tasks.model import Net, build_model
+from tasks.predict import eval_loader, normalisation, predict
 from tasks.prepare import Dataset, load_dataset
 from tasks.spec import Experiment, TrainSpec
-from tasks.train_loop import Device, predict, select_device
 
 
 class InferError(RuntimeError):

@@ -17,16 +17,18 @@ import numpy as np
 import torch
 
 from tasks.batches import CachedImages, make_loader, sample_weights
-from tasks.distributed import Ranks, current_ranks, gather_rows, sum_over_ranks, sync_buffers, wrap_model
-from tasks.job_io import (EpochReport, Job, JobResult, job_paths, load_checkpoint, save_checkpoint, save_weights,
-                          write_job_logits, write_metrics, write_result)
+from tasks.device import select_device
+from tasks.distributed import Ranks, current_ranks, sum_over_ranks, sync_buffers, wrap_model
+from tasks.job_io import (EpochReport, Job, JobResult, TrainState, job_paths, load_checkpoint, save_checkpoint,
+                          save_weights, write_job_logits, write_metrics, write_result)
 from tasks.labels import TRUE_AGE_BORDERS, age_band, class_of
 from tasks.losses import class_weights
 from tasks.metrics import score
 from tasks.model import build_model
+from tasks.predict import ModelContext, model_context, predict_rows
 from tasks.prepare import Dataset, load_dataset, read_folds, rows_hash
 from tasks.spec import Experiment, TrainSpec, stable_hash
-from tasks.train_loop import Device, EpochStats, eval_loss, predict, select_device, train_epoch
+from tasks.train_loop import EpochStats, Fitting, eval_loss, train_epoch
 
 
 def job_seed(spec: Experiment, job: Job) -> int:
@@ -89,53 +91,60 @@ def train_job(spec: Experiment, job: Job, on_epoch: Callable[[EpochReport], None
     model = build_model(model_spec, train)
     dev = select_device(train)
     dev.place(model)
-    norm = normalisation(model, dev)
-    from timm.optim import create_optimizer_v2
-
-    o = train.optimizer
-    optimizer = create_optimizer_v2(model, opt=o.name, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum)
+    ctx = model_context(model, dev, train, ranks)
     make_fit = lambda e: _fit_loader(dataset, fit_rows, train, seed * 1000 + e, ranks)  # noqa: E731
-    scheduler = make_scheduler(optimizer, train, len(make_fit(0)))
-    scaler = dev.scaler()
-    state = load_checkpoint(job.out_dir, model, optimizer, scheduler, scaler)
-    if state.epoch:
-        log(f"[{job.key}] resuming after epoch {state.epoch} (best F1 {state.best_f1:.4f} at {state.best_epoch})")
-    net = wrap_model(model, dev.device, ranks)  # after loading: DDP starts from rank 0's weights
-    weights = {k: v.to(dev.device) for k, v in class_weights(torch.tensor(fit_rows["train_label"].to_numpy())).items()}
+    fit, state = _start_fitting(ctx, job, fit_rows, len(make_fit(0)), log)
     for epoch in range(state.epoch, train.epochs):
         if state.stale >= train.patience:
             break
         epoch_seed = seed * 1000 + epoch + 7919 * ranks.rank  # ranks drop out and mix differently
         torch.manual_seed(epoch_seed)
-        mix_gen = torch.Generator().manual_seed(epoch_seed)
-        stats = train_epoch(net, make_fit(epoch), optimizer, scheduler, scaler, dev, train, norm, weights,
-                            epoch, mix_gen)
-        stats = _over_ranks(stats, ranks)
+        stats = _over_ranks(train_epoch(fit, make_fit(epoch), epoch, torch.Generator().manual_seed(epoch_seed)),
+                            ranks)
         sync_buffers(model, ranks)
-        logits = predict_rows(model, dataset.train_cache, val_rows, train, dev, norm, False, ranks)
+        logits = predict_rows(ctx, dataset.train_cache, val_rows, flip_tta=False)
         labels = val_rows["label"].to_numpy()
         val = score(labels, logits.argmax(1))
-        if scheduler is not None:
-            scheduler.step(epoch + 1, val.macro_f1)
+        if fit.scheduler is not None:
+            fit.scheduler.step(epoch + 1, val.macro_f1)
         state = state.after_epoch(epoch + 1, val.macro_f1, model)
         report = EpochReport(epoch + 1, train.epochs, stats.loss, stats.accuracy, eval_loss(logits, labels),
-                             val, optimizer.param_groups[0]["lr"], stats.seconds, state.best_f1,
+                             val, fit.optimizer.param_groups[0]["lr"], stats.seconds, state.best_f1,
                              state.best_epoch, stats.images / max(stats.seconds, 1e-9))
         state = replace(state, history=(*state.history, report.row()))
         if ranks.leader:
-            save_checkpoint(job.out_dir, model, optimizer, scheduler, scaler, state)
+            save_checkpoint(job.out_dir, model, fit.optimizer, fit.scheduler, fit.scaler, state)
             write_metrics(job.out_dir, state.history)
         log(report.line(job.key))
         if on_epoch is not None:
             on_epoch(report)
-    return _finish(spec, job, dataset, model, dev, norm, train, val_rows, state, started, ranks)
+    return _finish(spec, job, dataset, ctx, val_rows, state, started)
 
 
-def _finish(spec, job, dataset, model, dev: Device, norm, train, val_rows, state, started,
-            ranks: Ranks) -> JobResult:
+def _start_fitting(ctx: ModelContext, job: Job, fit_rows, updates: int, log) -> tuple[Fitting, TrainState]:
+    """Optimiser, schedule and scaler, restored from the job's checkpoint if it has one."""
+    from timm.optim import create_optimizer_v2
+
+    o, model = ctx.train.optimizer, ctx.model
+    optimizer = create_optimizer_v2(model, opt=o.name, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum)
+    scheduler = make_scheduler(optimizer, ctx.train, updates)
+    scaler = ctx.device.scaler()
+    state = load_checkpoint(job.out_dir, model, optimizer, scheduler, scaler)
+    if state.epoch:
+        log(f"[{job.key}] resuming after epoch {state.epoch} (best F1 {state.best_f1:.4f} at {state.best_epoch})")
+    net = wrap_model(model, ctx.device.device, ctx.ranks)  # after loading: DDP starts from rank 0's weights
+    labels = torch.tensor(fit_rows["train_label"].to_numpy())
+    weights = {k: v.to(ctx.device.device) for k, v in class_weights(labels).items()}
+    return Fitting(ctx, net, optimizer, scheduler, scaler, weights), state
+
+
+def _finish(spec: Experiment, job: Job, dataset: Dataset, ctx: ModelContext, val_rows, state: TrainState,
+            started: float) -> JobResult:
+    """The best epoch's weights: OOF and test logits, best.pt, then result.json last."""
+    model, train, ranks = ctx.model, ctx.train, ctx.ranks
     model.load_state_dict(state.best_weights)
-    oof = predict_rows(model, dataset.train_cache, val_rows, train, dev, norm, train.tta_flip, ranks)
-    test = predict_rows(model, dataset.eval_cache, dataset.eval, train, dev, norm, train.tta_flip, ranks)
+    oof = predict_rows(ctx, dataset.train_cache, val_rows, train.tta_flip)
+    test = predict_rows(ctx, dataset.eval_cache, dataset.eval, train.tta_flip)
     if ranks.leader:
         write_job_logits(job, spec, val_rows, oof, dataset.eval, test, rows_hash(spec, dataset))
         save_weights(job.out_dir, model)
@@ -145,7 +154,7 @@ def _finish(spec, job, dataset, model, dev: Device, norm, train, val_rows, state
         seed=job_seed(spec, job), best_epoch=state.best_epoch, epochs_run=state.epoch,
         stopped_early=state.epoch < train.epochs, val=val.as_dict(), val_loss=eval_loss(oof, val_rows["label"].to_numpy()),
         train_images=int(state.history[-1]["train_images"]) if state.history else 0,
-        val_images=len(val_rows), test_images=len(dataset.eval), device=str(dev.device),
+        val_images=len(val_rows), test_images=len(dataset.eval), device=str(ctx.device.device),
         seconds=time.monotonic() - started, workers=ranks.world, **job_paths(job.out_dir))
     if ranks.leader:
         write_result(job.out_dir, result)
@@ -159,21 +168,6 @@ def _over_ranks(stats: EpochStats, ranks: Ranks) -> EpochStats:
     return EpochStats(loss / max(images, 1), correct / max(images, 1), int(images), seconds / ranks.world)
 
 
-def predict_rows(model, cache, rows, train: TrainSpec, dev: Device, norm, flip_tta: bool,
-                 ranks: Ranks) -> np.ndarray:
-    """(len(rows), 18) logits in row order; each rank predicts rows[rank::world]."""
-    share = rows.iloc[ranks.rank::ranks.world] if ranks.distributed else rows
-    return gather_rows(predict(model, eval_loader(cache, share, train), dev, norm, flip_tta), ranks)
-
-
-def normalisation(model, dev: Device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The backbone's pretrained mean/std (timm's data config), shaped for NCHW batches."""
-    from timm.data import resolve_data_config
-
-    config = resolve_data_config({}, model=model.body)
-    return tuple(torch.tensor(config[k], device=dev.device).view(1, 3, 1, 1) for k in ("mean", "std"))
-
-
 def _fit_loader(dataset: Dataset, rows, train: TrainSpec, seed: int, ranks: Ranks):
     bands = age_band(rows["age"].to_numpy(), train.age_borders)
     data = CachedImages(dataset.train_cache, dataset.train_cache.rows(rows["image_key"]),
@@ -182,14 +176,6 @@ def _fit_loader(dataset: Dataset, rows, train: TrainSpec, seed: int, ranks: Rank
     weights = sample_weights(rows["train_label"].to_numpy(), bands, train.sampler)
     return make_loader(data, train.batch_size, train.loader_workers, shuffle=True, sample_weights=weights,
                        seed=seed, ranks=ranks)
-
-
-def eval_loader(cache, rows, train: TrainSpec):
-    """Unshuffled, un-augmented batches (the spec's eval pipeline) in `rows` order."""
-    labels = rows["label"].to_numpy() if "label" in rows else np.zeros(len(rows), np.int64)
-    ages = rows["age"].to_numpy() if "age" in rows else np.zeros(len(rows))
-    data = CachedImages(cache, cache.rows(rows["image_key"]), labels, ages, train.augment.eval, train.input_size)
-    return make_loader(data, train.batch_size * 2, train.loader_workers, shuffle=False)
 
 
 def main(argv: list[str] | None = None) -> int:

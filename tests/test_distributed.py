@@ -11,14 +11,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from tasks.device import select_device
 from tasks.distributed import EpochSampler, Ranks
-from tasks.job import eval_loader, normalisation, train_job
+from tasks.job import train_job
 from tasks.job_io import Job, JobResult
 from tasks.logits import read_logits
 from tasks.model import build_model
+from tasks.predict import eval_loader, normalisation, predict
 from tasks.prepare import prepare
 from tasks.spec import load_spec
-from tasks.train_loop import predict, select_device
 
 
 @pytest.mark.parametrize("weighted", [False, True])

@@ -7,6 +7,7 @@ import torch
 
 from tasks.augment_spec import MixSpec
 from tasks.batches import mix_batch, sample_weights
+from tasks.device import DeviceError, check_cuda_arch, select_device
 from tasks.job import make_scheduler, split_fold, train_job
 from tasks.job_io import Job
 from tasks.logits import read_logits
@@ -14,7 +15,6 @@ from tasks.losses import Targets, class_weights, head_targets, total_loss
 from tasks.model import PretrainedError, build_model, logits18
 from tasks.prepare import prepare
 from tasks.spec import LossTerm, ModelSpec, TrainSpec, load_spec
-from tasks.train_loop import DeviceError, check_cuda_arch, select_device
 
 
 def small_spec(root: Path, results: Path, *overrides: str):

@@ -12,12 +12,11 @@ from orchestrator.ray_run import ray_session
 from orchestrator.reinfer import ReinferError, reinfer
 from orchestrator.run import run_experiment
 from tasks import infer
-from tasks.job import eval_loader
 from tasks.job_io import JobResult
 from tasks.logits import read_logits
+from tasks.predict import eval_loader, predict
 from tasks.prepare import load_dataset
 from tasks.spec import load_spec
-from tasks.train_loop import predict
 
 pytestmark = pytest.mark.slow
 
