@@ -2,7 +2,7 @@
 
 Competition scale: 35 models x 18,900 OOF rows x 18 classes. The straightforward loop
 scores each candidate of each round with `sklearn.metrics.f1_score`; the vectorised one
-(orchestrator.ensemble.select_greedy) scores a whole round from one bincount and skips
+(orchestrator.analysis.ensemble.select_greedy) scores a whole round from one bincount and skips
 rows whose decision no single added model can change. Both must pick the same weights.
 
     python -m benchmarks.bench_blend                 # 25 and 100 rounds, with the loop
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import f1_score
 
-from orchestrator import ensemble as ens
+from orchestrator.analysis import ensemble as ens
 from tasks.labels import NUM_CLASSES
 
 

@@ -241,7 +241,7 @@ def bench_worker(config: dict) -> None:
 
 def make_trainer(config: dict):
     """The orchestrator's own TorchTrainer (ray_jobs.build_trainer) around the fixed work."""
-    from orchestrator.ray_jobs import build_trainer
+    from orchestrator.cluster.worker import build_trainer
 
     callbacks = []
     if config.get("tune") and config.get("tune_report", True):
@@ -280,7 +280,7 @@ def run_tune(configs: list[dict], concurrent: int, name: str, storage: str, reus
     """The orchestrator's Tuner (ray_run.launch without the LiveTable); returns its wall time."""
     from ray import tune
 
-    from orchestrator.ray_run import tune_config
+    from orchestrator.cluster.launch import tune_config
 
     tuner = tune.Tuner(
         tune.with_resources(bench_trial, {"node:__internal_head__": 0.001}),
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from orchestrator.ray_run import check_resources, ray_session
+    from orchestrator.cluster.session import check_resources, ray_session
 
     res = ResourcesSpec(slot="fake_gpu", cpus_per_worker=1, workers_per_job=1, max_failures=2)
     tmp = Path(tempfile.mkdtemp(prefix="bench-orch-"))

@@ -9,185 +9,25 @@ incorrect_mask and normal files look swapped. audit.csv is in the relabel-file f
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from orchestrator.ensemble import PROB_FLOOR, blend_probs, model_probs
 from orchestrator.cli import add_results_args, run_main
-from orchestrator.oof import BlendError, OofLogits, find_experiment, load_experiment, load_oof
-from tasks.atomic import atomic_path
-from tasks.relabel import parse_age, read_relabel_table
-from tasks.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, TRUE_AGE_BORDERS, age_band, split_class
-
-ATTRIBUTES = ("gender", "age", "mask")
-AGGREGATES = ("geo", "min", "vote")
-SWAP_STEMS = ("incorrect_mask", "normal")
-# Mask-check hypotheses: the states the incorrect_mask and normal files show.
-SWAPS = ((1, 2), (2, 1))
-SWAP_NAMES = ("as named", "incorrect_mask and normal swapped")
-
-
-@dataclass(frozen=True)
-class Hypotheses:
-    """Per-image probability of each hypothesis about one attribute of each person."""
-    attribute: str
-    people: np.ndarray  # (P,) person keys
-    codes: np.ndarray  # (n,) index into `people` of each image row
-    probs: np.ndarray  # (n, H)
-    given: np.ndarray  # (P,) index of the hypothesis the given labels state
-
-
-@dataclass(frozen=True)
-class Ranking:
-    attribute: str
-    people: np.ndarray  # (P,) most contradicted first
-    score: np.ndarray  # (P,) aggregated evidence for the given label, ascending
-    given: np.ndarray  # (P,) hypothesis index
-    suggested: np.ndarray  # (P,) hypothesis with the most evidence (the given one on a tie)
-
-
-def image_probs(oof: OofLogits, weights_json: Path) -> np.ndarray:
-    """(N, 18) OOF probabilities: the blend's soft weights if it chose a soft vote, else equal."""
-    weights, temps = np.full(len(oof.models), 1 / len(oof.models)), np.ones(len(oof.models))
-    record = json.loads(weights_json.read_text()) if weights_json.is_file() else {}
-    used = {m for m, w in record.get("weights", {}).items() if w > 0}
-    if record.get("vote") == "soft" and used <= set(oof.models):
-        weights = np.array([record["weights"].get(m, 0.0) for m in oof.models])
-        temps = np.array([record["temperatures"].get(m, 1.0) for m in oof.models])
-        print(f"audit: OOF probabilities blended with {weights_json}'s weights ({record['method']})", flush=True)
-    else:
-        print(f"audit: OOF probabilities as an equal soft vote of {len(oof.models)} models", flush=True)
-    return blend_probs(model_probs(oof.logits, temps), weights / weights.sum())
-
-
-def hypotheses(oof: OofLogits, probs: np.ndarray) -> dict[str, Hypotheses]:
-    cube = probs.reshape(len(probs), 3, 2, 3)
-    mask, gender, band = split_class(oof.target)
-    people, codes = np.unique(oof.person, return_inverse=True)
-    first = np.unique(codes, return_index=True)[1]
-    out = {"gender": Hypotheses("gender", people, codes, cube.sum((1, 3)), gender[first]),
-           "age": Hypotheses("age", people, codes, cube.sum((1, 2)), band[first])}
-    out["mask"] = _swap_hypotheses(oof, cube.sum((2, 3)), mask)
-    return out
-
-
-def _swap_hypotheses(oof: OofLogits, mask_probs: np.ndarray, mask: np.ndarray) -> Hypotheses:
-    stems = pd.Series(oof.image_key).str.rpartition("/")[2].to_numpy()
-    pair = pd.DataFrame({"person": oof.person, "stem": stems, "mask": mask, "row": np.arange(len(mask))})
-    pair = pair[pair.stem.isin(SWAP_STEMS)].pivot(index="person", columns="stem").dropna()
-    states = pair["mask"][list(SWAP_STEMS)].to_numpy(np.int64)
-    given = np.array([SWAPS.index(tuple(s)) if tuple(s) in SWAPS else -1 for s in states], np.int64)
-    keep = given >= 0  # a person relabelled to some other state has no swap question left
-    rows = pair["row"][list(SWAP_STEMS)].to_numpy(np.int64)[keep]  # (P, 2) image rows
-    # Column h: each of the two images' probability of the state hypothesis h gives it.
-    probs = np.stack([mask_probs[rows, np.array(h)[None, :]].ravel() for h in SWAPS], axis=1)
-    return Hypotheses("mask", pair.index.to_numpy()[keep], np.repeat(np.arange(keep.sum()), 2), probs, given[keep])
-
-
-def aggregate(h: Hypotheses, how: str) -> np.ndarray:
-    """(P, H) evidence per person and hypothesis."""
-    count = np.bincount(h.codes, minlength=len(h.people))[:, None]
-    if how == "geo":
-        logs = np.log(np.maximum(h.probs, PROB_FLOOR))
-        return np.exp(np.stack([np.bincount(h.codes, logs[:, j], len(h.people)) for j in range(logs.shape[1])], 1)
-                      / count)
-    if how == "min":
-        return pd.DataFrame(h.probs).groupby(h.codes).min().to_numpy()
-    if how == "vote":
-        won = h.probs.argmax(1)
-        return np.stack([np.bincount(h.codes, won == j, len(h.people)) for j in range(h.probs.shape[1])], 1) / count
-    raise ValueError(f"unknown aggregate {how!r}; expected one of {AGGREGATES}")
-
-
-def rank(h: Hypotheses, how: str) -> Ranking:
-    evidence = aggregate(h, how)
-    rows = np.arange(len(h.people))
-    score = evidence[rows, h.given]
-    suggested = np.where(score >= evidence.max(1), h.given, evidence.argmax(1))
-    order = np.argsort(score, kind="stable")
-    return Ranking(h.attribute, h.people[order], score[order], h.given[order], suggested[order])
-
-
-def suggested_age(given_band: int, band: int) -> int:
-    """The age nearest the given band inside the suggested one: the smallest change that fixes it."""
-    return TRUE_AGE_BORDERS[band - 1] if band > given_band else TRUE_AGE_BORDERS[band] - 1
-
-
-def relabel_rows(r: Ranking, i: int) -> list[dict]:
-    """Relabel-file rows (plus why) that would apply suggestion i of a ranking."""
-    g, s = int(r.given[i]), int(r.suggested[i])
-    common = {"attribute": r.attribute, "rank": i + 1, "score": round(float(r.score[i]), 5)}
-    if r.attribute == "gender":
-        return [{"person": r.people[i], "field": "gender", "value": GENDER_NAMES[s],
-                 "given": GENDER_NAMES[g], "suggested": GENDER_NAMES[s], **common}]
-    if r.attribute == "age":
-        return [{"person": r.people[i], "field": "age", "value": str(suggested_age(g, s)),
-                 "given": AGE_NAMES[g], "suggested": AGE_NAMES[s], **common}]
-    return [{"person": r.people[i], "field": stem, "value": MASK_NAMES[state], "given": SWAP_NAMES[g],
-             "suggested": SWAP_NAMES[s], **common} for stem, state in zip(SWAP_STEMS, SWAPS[s])]
-
-
-def audit_table(rankings: dict[str, Ranking], top: int | None) -> pd.DataFrame:
-    """Flagged people (another label has more evidence), most contradicted first per attribute."""
-    rows = []
-    for r in rankings.values():
-        flagged = np.flatnonzero(r.suggested != r.given)[:top]
-        rows += [row for i in flagged for row in relabel_rows(r, i)]
-    columns = ["person", "field", "value", "attribute", "rank", "score", "given", "suggested"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def read_true_mislabels(path: Path, h: dict[str, Hypotheses]) -> dict[str, set[str]]:
-    """People per attribute whose labels a relabel file really changes (a band, not just an age)."""
-    table = read_relabel_table(path)
-    if len(table) and not table.person.isin(h["gender"].people).any():
-        raise BlendError(f"{path}: none of its people are in the OOF rows; persons must be folder names "
-                         f"like {h['gender'].people[0]}")
-    given = {a: dict(zip(h[a].people, h[a].given)) for a in ("gender", "age")}
-    truth: dict[str, set[str]] = {a: set() for a in ATTRIBUTES}
-    for line, (person, field, value) in enumerate(table.iloc[:, :3].itertuples(index=False), start=2):
-        if person not in given["gender"]:
-            continue
-        try:
-            if field == "gender" and GENDER_NAMES.index(value) != given["gender"][person]:
-                truth["gender"].add(person)
-            elif field == "age" and age_band(parse_age(value)) != given["age"][person]:
-                truth["age"].add(person)
-            elif field not in ("gender", "age"):
-                truth["mask"].add(person)
-        except ValueError:
-            raise BlendError(f"{path}:{line}: {value!r} is not a valid {field}") from None
-    return truth
-
-
-def precision_recall(rankings: dict[str, dict[str, Ranking]], truth: dict[str, set[str]]) -> pd.DataFrame:
-    """Precision and recall of the top k of each ranking, for k around the true count."""
-    rows = []
-    for how, by_attribute in rankings.items():
-        for attribute, r in by_attribute.items():
-            true = truth[attribute]
-            if not true:
-                continue
-            for k in sorted({len(true), 2 * len(true)} & set(range(1, len(r.people) + 1))):
-                hits = len(set(r.people[:k]) & true)
-                rows.append({"attribute": attribute, "aggregate": how, "k": k, "true": len(true),
-                             "found": hits, "precision": hits / k, "recall": hits / len(true)})
-    return pd.DataFrame(rows)
 
 
 def run(args: argparse.Namespace) -> None:
+    from orchestrator.analysis.audit import (AGGREGATES, ATTRIBUTES, audit_table, hypotheses, image_probs,
+                                             precision_recall, rank, read_true_mislabels)
+    from orchestrator.analysis.results import BlendError, find_experiment, load_experiment, load_oof
+    from tasks.atomic import atomic_path
+
     exp_dir = find_experiment(args.results)
     print(f"experiment: {exp_dir}", flush=True)
     spec = load_experiment(exp_dir, args.overrides)
     oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, [m.name for m in spec.models],
                    exp_dir / "folds.parquet")
     if not oof.models:
-        raise BlendError(f"{exp_dir}/oof.parquet: no backbone has complete OOF logits to audit with")
+        raise BlendError(f"{exp_dir}/oof.parquet: no model has complete OOF logits to audit with")
     h = hypotheses(oof, image_probs(oof, exp_dir / "blend" / "weights.json"))
     rankings = {how: {a: rank(h[a], how) for a in ATTRIBUTES} for how in AGGREGATES}
     table = audit_table(rankings["geo"], args.top)
@@ -215,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_main(lambda: run(args), errors=(BlendError,))
+    return run_main(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Shared command-line plumbing: the spec argument, `--set` overrides, clean errors."""
+"""Shared command-line plumbing: the spec argument, `--set` overrides, clean errors.
+
+Kept light (no torch, no Ray, no pandas at import): `--help` must answer at once.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,13 +9,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from tasks.dataset import DataError
-from tasks.lock import ExperimentBusy
-from tasks.logits import LogitsError
-from tasks.spec import Experiment, SpecError, load_spec
+from tasks.errors import UserError
 
-# Expected failures: printed as their message alone, exit status 2, no traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (SpecError, DataError, LogitsError, ExperimentBusy)
+__all__ = ["UserError", "add_results_args", "add_set_arg", "add_spec_args", "run_main", "spec_from_args"]
 
 
 def add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -31,15 +30,17 @@ def add_results_args(parser: argparse.ArgumentParser) -> None:
     add_set_arg(parser)
 
 
-def spec_from_args(args: argparse.Namespace) -> Experiment:
+def spec_from_args(args: argparse.Namespace):
+    from tasks.spec import load_spec
+
     return load_spec(args.spec, args.overrides)
 
 
-def run_main(body: Callable[[], int | None], errors: tuple[type[Exception], ...] = ()) -> int:
-    """Run a CLI body; user errors become one clear message and a non-zero exit."""
+def run_main(body: Callable[[], int | None]) -> int:
+    """Run a CLI body: a UserError (of any layer) is its message alone and exit status 2."""
     try:
         return body() or 0
-    except USER_ERRORS + errors as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

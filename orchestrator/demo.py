@@ -30,7 +30,7 @@ def make_data(root: Path, persons: int, seed: int) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     from orchestrator import audit, blend
-    from orchestrator.run import run_experiment
+    from orchestrator.cluster.experiment import run_experiment
 
     spec = load_spec(DEMO_SPEC, args.overrides, check_data=False)
     make_data(spec.data.root, args.persons, args.seed)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks.errors import UserError
 from tasks.labels import MASK_STEMS, age_band, class_of, mask_of_stem
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -35,7 +36,7 @@ class Indexed:
     problems: list[Problem] = field(default_factory=list)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Data that cannot be used as it is; the message lists every problem found."""
 
 

@@ -12,13 +12,14 @@ import numpy as np
 import torch
 
 from tasks.device import Device, select_device
+from tasks.errors import UserError
 from tasks.model import Net, build_model
 from tasks.predict import eval_loader, normalisation, predict
 from tasks.prepare import Dataset, load_dataset
 from tasks.spec import Experiment, TrainSpec
 
 
-class InferError(RuntimeError):
+class InferError(UserError, RuntimeError):
     """A fold model's saved weights are missing or do not fit the model the spec builds."""
 
 

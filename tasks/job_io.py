@@ -149,13 +149,13 @@ def _log_tensorboard(log_dir: Path, row: dict) -> None:
 
 
 def write_job_logits(job: Job, spec, val_rows: pd.DataFrame, oof, eval_rows: pd.DataFrame, test,
-                     spec_hash: str) -> None:
-    meta = LogitsMeta(spec_hash=spec_hash)
-    common = {"experiment": spec.name, "backbone": job.model, "fold": job.fold}
+                     rows_hash: str) -> None:
+    meta = LogitsMeta(rows_hash=rows_hash)
+    common = {"experiment": spec.name, "model": job.model, "fold": job.fold}
     oof_frame = val_rows[["image_key", "person", "label"]].rename(columns={"label": "target"})
     oof_frame = oof_frame.assign(**common, split="oof")
     write_logits(job.out_dir / "oof.parquet", logits_table(oof_frame, oof, meta))
-    write_test_logits(job, spec, eval_rows, test, spec_hash)
+    write_test_logits(job, spec, eval_rows, test, rows_hash)
 
 
 def job_paths(out_dir: Path) -> dict[str, str]:
@@ -163,12 +163,12 @@ def job_paths(out_dir: Path) -> dict[str, str]:
             "weights_path": str(out_dir / "best.pt"), "metrics_path": str(out_dir / "metrics.csv")}
 
 
-def write_test_logits(job: Job, spec, eval_rows: pd.DataFrame, test, spec_hash: str) -> Path:
+def write_test_logits(job: Job, spec, eval_rows: pd.DataFrame, test, rows_hash: str) -> Path:
     """The job's eval logits as its test.parquet; an earlier file stays until this one is complete."""
-    frame = eval_rows[["image_key"]].assign(experiment=spec.name, backbone=job.model, fold=job.fold,
+    frame = eval_rows[["image_key"]].assign(experiment=spec.name, model=job.model, fold=job.fold,
                                              split="test", person=None, target=None)
     path = job.out_dir / "test.parquet"
-    write_logits(path, logits_table(frame, test, LogitsMeta(spec_hash=spec_hash)))
+    write_logits(path, logits_table(frame, test, LogitsMeta(rows_hash=rows_hash)))
     return path
 
 
@@ -183,9 +183,7 @@ def unfinished_reason(out_dir: Path, needs: tuple[str, ...] = REQUIRED_OUTPUTS) 
     damaged output makes the job run again instead of failing every later step. Re-inference
     `needs` less: it rewrites test.parquet and can fetch best.pt from Train storage.
     """
-    import pyarrow.parquet as pq
-
-    from tasks.logits import LogitsError, validate_table
+    from tasks.logits import LogitsError, check_logits_file
 
     out_dir = Path(out_dir)
     missing = [name for name in needs if not (out_dir / name).is_file()]
@@ -197,9 +195,7 @@ def unfinished_reason(out_dir: Path, needs: tuple[str, ...] = REQUIRED_OUTPUTS) 
         return f"result.json unreadable ({type(err).__name__}: {err})"
     for name in [n for n in ("oof.parquet", "test.parquet") if n in needs]:
         try:
-            file = pq.ParquetFile(out_dir / name)
-            validate_table(file.schema_arrow.empty_table(), name)
-            if file.metadata.num_rows == 0:
+            if check_logits_file(out_dir / name) == 0:
                 return f"{name} has no rows"
         except (OSError, ValueError, LogitsError) as err:
             return f"{name} unreadable ({type(err).__name__}: {str(err)[:120]})"

@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from tasks.errors import UserError
+
 LOCK_NAME = ".lock"
 
 
-class ExperimentBusy(RuntimeError):
+class ExperimentBusy(UserError, RuntimeError):
     """Another process holds the experiment's lock."""
 
 

@@ -3,6 +3,9 @@
 One row per (model, fold model, image): `split` is "oof" for a fold's validation
 images (target set) or "test" for eval images (target null). Logits are always 18
 float32 values, whatever the head, so any two models can be blended.
+
+The file metadata carries the rows hash (tasks.prepare.rows_hash): logits of different
+models are comparable only when they carry the same one.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.atomic import atomic_path
+from tasks.errors import UserError
 from tasks.labels import NUM_CLASSES
 
 SPLITS = ("oof", "test")
@@ -22,7 +26,7 @@ SPLITS = ("oof", "test")
 LOGITS_SCHEMA = pa.schema(
     [
         pa.field("experiment", pa.string(), nullable=False),
-        pa.field("backbone", pa.string(), nullable=False),  # the model's name in the spec
+        pa.field("model", pa.string(), nullable=False),  # the model's name in the spec
         pa.field("fold", pa.int16(), nullable=False),
         pa.field("split", pa.string(), nullable=False),
         pa.field("image_key", pa.string(), nullable=False),
@@ -31,15 +35,19 @@ LOGITS_SCHEMA = pa.schema(
         pa.field("logits", pa.list_(pa.float32(), NUM_CLASSES), nullable=False),
     ]
 )
+# Files written before the names were settled: the model's name was in a column "backbone"
+# and the rows hash under the key "spec_hash". They are read as if written today.
+LEGACY_COLUMNS = {"backbone": "model"}
+LEGACY_KEYS = {b"spec_hash": b"rows_hash"}
 
 
-class LogitsError(ValueError):
+class LogitsError(UserError, ValueError):
     """A logits file that does not follow LOGITS_SCHEMA or its metadata."""
 
 
 @dataclass(frozen=True)
 class LogitsMeta:
-    spec_hash: str  # hash of what makes rows comparable across models (data, folds, labels)
+    rows_hash: str  # what makes rows comparable across models (data, folds, labels)
     num_classes: int = NUM_CLASSES
 
 
@@ -56,9 +64,7 @@ def logits_table(frame: pd.DataFrame, logits: np.ndarray, meta: LogitsMeta) -> p
         },
         schema=LOGITS_SCHEMA,
     )
-    return table.replace_schema_metadata(
-        {"spec_hash": meta.spec_hash, "num_classes": str(meta.num_classes)}
-    )
+    return table.replace_schema_metadata({"rows_hash": meta.rows_hash, "num_classes": str(meta.num_classes)})
 
 
 def write_logits(path: str | os.PathLike, table: pa.Table) -> None:
@@ -67,24 +73,59 @@ def write_logits(path: str | os.PathLike, table: pa.Table) -> None:
         pq.write_table(table, tmp)
 
 
+def upgrade(table: pa.Table) -> pa.Table:
+    """A table as written today, from one that may use the legacy names."""
+    names = [LEGACY_COLUMNS.get(n, n) if LEGACY_COLUMNS.get(n) not in table.schema.names else n
+             for n in table.schema.names]
+    meta = dict(table.schema.metadata or {})
+    for old, new in LEGACY_KEYS.items():
+        if old in meta and new not in meta:
+            meta[new] = meta.pop(old)
+    return table.rename_columns(names).replace_schema_metadata(meta)
+
+
+def explain_schema(schema: pa.Schema) -> str | None:
+    """What differs from LOGITS_SCHEMA, in a line, or None."""
+    if "logits" in schema.names:
+        size = getattr(schema.field("logits").type, "list_size", NUM_CLASSES)
+        if size != NUM_CLASSES:
+            return (f"logits have {size} classes per row, expected {NUM_CLASSES} (mask x gender x age); "
+                    "was the model built with another head?")
+    missing = [n for n in LOGITS_SCHEMA.names if n not in schema.names]
+    extra = [n for n in schema.names if n not in LOGITS_SCHEMA.names]
+    typed = [f"{n} is {schema.field(n).type}, expected {LOGITS_SCHEMA.field(n).type}"
+             for n in LOGITS_SCHEMA.names if n in schema.names and schema.field(n).type != LOGITS_SCHEMA.field(n).type]
+    problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
+        [f"unexpected {', '.join(extra)}"] if extra else []) + typed
+    return f"schema differs from LOGITS_SCHEMA: {'; '.join(problems)}" if problems else None
+
+
 def validate_table(table: pa.Table, where: str) -> LogitsMeta:
     if not table.schema.equals(LOGITS_SCHEMA, check_metadata=False):
-        raise LogitsError(f"{where}: schema differs from LOGITS_SCHEMA:\n{table.schema}")
+        raise LogitsError(f"{where}: {explain_schema(table.schema) or 'schema differs from LOGITS_SCHEMA'}")
     meta = table.schema.metadata or {}
-    if b"spec_hash" not in meta or b"num_classes" not in meta:
-        raise LogitsError(f"{where}: missing spec_hash/num_classes file metadata")
+    if b"rows_hash" not in meta or b"num_classes" not in meta:
+        raise LogitsError(f"{where}: missing rows_hash/num_classes file metadata; run the experiment again "
+                          "(`python -m orchestrator.run`) to gather its jobs anew")
     num_classes = int(meta[b"num_classes"])
     if num_classes != NUM_CLASSES:
         raise LogitsError(f"{where}: {num_classes} classes, expected {NUM_CLASSES}")
     bad = set(table.column("split").unique().to_pylist()) - set(SPLITS)
     if bad:
         raise LogitsError(f"{where}: unknown split values {sorted(bad)}")
-    return LogitsMeta(spec_hash=meta[b"spec_hash"].decode(), num_classes=num_classes)
+    return LogitsMeta(rows_hash=meta[b"rows_hash"].decode(), num_classes=num_classes)
+
+
+def check_logits_file(path: str | os.PathLike) -> int:
+    """Rows of a logits file, after checking its footer and schema without reading its data."""
+    file = pq.ParquetFile(path)
+    validate_table(upgrade(file.schema_arrow.empty_table()), str(path))
+    return file.metadata.num_rows
 
 
 def read_logits(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, LogitsMeta]:
     """Key columns as a DataFrame, logits as an (N, 18) float32 array, and the metadata."""
-    table = pq.read_table(path)
+    table = upgrade(pq.read_table(path))
     meta = validate_table(table, str(path))
     logits = table.column("logits").combine_chunks().flatten().to_numpy().reshape(-1, meta.num_classes)
     frame = table.drop_columns(["logits"]).to_pandas(

@@ -15,6 +15,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from typing_extensions import Annotated
 
 from tasks.augment_spec import AugmentSpec, MixSpec
+from tasks.errors import UserError
 from tasks.overrides import apply_overrides
 
 
@@ -212,6 +213,17 @@ class Experiment(Strict):
     def out_dir(self) -> Path:
         return self.results_dir / self.name
 
+    def resolved(self) -> "Experiment":
+        """Every path absolute, as the driver sees it, so workers in other folders (or nodes)
+        find the same files."""
+        data = self.data.model_copy(update={
+            "root": self.data.root.resolve(),
+            "relabel": self.data.relabel.resolve() if self.data.relabel else None,
+            "cache_dir": self.data.cache_dir.resolve() if self.data.cache_dir else None})
+        models = [m.model_copy(update={"pretrained_path": m.pretrained_path.resolve() if m.pretrained_path else None})
+                  for m in self.models]
+        return self.model_copy(update={"data": data, "models": models, "results_dir": self.results_dir.resolve()})
+
     def shared_hash(self) -> str:
         """Hash of what makes OOF rows of different models comparable: data, folds, seed."""
         return stable_hash(
@@ -225,7 +237,7 @@ class Experiment(Strict):
         return stable_hash(self.model_dump(mode="json", exclude={"name", "results_dir"}))
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A spec that does not validate; the message names the file and each field path."""
 
 

@@ -69,13 +69,13 @@ def eval_ids(n: int) -> np.ndarray:
 
 
 def oof_frame(people: pd.DataFrame, model: str, experiment: str = "exp") -> pd.DataFrame:
-    return pd.DataFrame({"experiment": experiment, "backbone": model, "fold": people.fold.to_numpy(),
+    return pd.DataFrame({"experiment": experiment, "model": model, "fold": people.fold.to_numpy(),
                          "split": "oof", "image_key": people.image_key.to_numpy(),
                          "person": people.person.to_numpy(), "target": people.target.to_numpy()})
 
 
 def eval_frame(ids: np.ndarray, model: str, fold: int, experiment: str = "exp") -> pd.DataFrame:
-    return pd.DataFrame({"experiment": experiment, "backbone": model, "fold": fold, "split": "test",
+    return pd.DataFrame({"experiment": experiment, "model": model, "fold": fold, "split": "test",
                          "image_key": ids, "person": None, "target": pd.array([None] * len(ids), "Int8")})
 
 
@@ -101,7 +101,7 @@ def write_experiment(tmp_path: Path, people: pd.DataFrame, models: "FakeModels",
     ids = eval_ids(len(answers))
     write_data_root(tmp_path, ids, answers)
     spec = spec_dict(tmp_path, list(oof), n_splits, name, **blend)
-    meta = LogitsMeta(spec_hash=Experiment.model_validate(spec).shared_hash())
+    meta = LogitsMeta(rows_hash=Experiment.model_validate(spec).shared_hash())
     exp_dir = tmp_path / "results" / name
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / "spec.yaml").write_text(yaml.safe_dump(spec))

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from orchestrator import audit
-from orchestrator.ensemble import softmax
-from orchestrator.oof import load_oof
+from orchestrator.analysis import audit as auditing
+from orchestrator.analysis.ensemble import softmax
+from orchestrator.analysis.results import load_oof
 from tasks.labels import mask_of_stem
 from tasks.relabel import apply_relabel
 from tests.fake_logits import fake_models, inject_mislabels, make_people, make_targets, write_experiment
@@ -72,7 +73,7 @@ def test_swap_suggestion_is_the_two_row_relabel_pair(audited):
     assert ages.value.str.fullmatch(r"\d+").all()
 
 
-def _gender_evidence(rng, n_people: int, n_wrong: int) -> tuple[audit.Hypotheses, set[str]]:
+def _gender_evidence(rng, n_people: int, n_wrong: int) -> tuple[auditing.Hypotheses, set[str]]:
     """A calibrated model's per-image probability of the given gender: a person effect plus
     image noise in logit space (so single confidently wrong photos happen), flipped for the
     people whose gender is wrong. People are in random order so ties favour no one."""
@@ -81,17 +82,17 @@ def _gender_evidence(rng, n_people: int, n_wrong: int) -> tuple[audit.Hypotheses
     wrong = rng.choice(n_people, n_wrong, replace=False)
     p[wrong] = 1 - p[wrong]
     people = np.array([f"p{i:05d}" for i in range(n_people)])
-    h = audit.Hypotheses("gender", people, np.repeat(np.arange(n_people), 7),
+    h = auditing.Hypotheses("gender", people, np.repeat(np.arange(n_people), 7),
                          np.stack([p.ravel(), 1 - p.ravel()], 1), np.zeros(n_people, np.int64))
     return h, set(people[wrong])
 
 
 def test_geometric_mean_ranks_whole_person_errors_above_min_and_vote():
-    found = dict.fromkeys(audit.AGGREGATES, 0)
+    found = dict.fromkeys(auditing.AGGREGATES, 0)
     for seed in range(3):
         h, wrong = _gender_evidence(np.random.default_rng(seed), 3000, 90)
-        for how in audit.AGGREGATES:
-            found[how] += len(set(audit.rank(h, how).people[:90]) & wrong)
+        for how in auditing.AGGREGATES:
+            found[how] += len(set(auditing.rank(h, how).people[:90]) & wrong)
     precision = {how: n / 270 for how, n in found.items()}
     assert precision["geo"] > 0.75
     assert precision["geo"] > precision["vote"] + 0.02
@@ -105,9 +106,9 @@ def test_audit_probabilities_follow_a_soft_blend_and_ignore_a_hard_one(audited, 
               "temperatures": {"a": 1.0, "b": 2.0, "c": 1.0}}
     path = tmp_path / "weights.json"
     path.write_text(json.dumps(record))
-    assert np.allclose(audit.image_probs(oof, path), softmax(oof.logits[1] / 2.0), atol=1e-6)
+    assert np.allclose(auditing.image_probs(oof, path), softmax(oof.logits[1] / 2.0), atol=1e-6)
     path.write_text(json.dumps({**record, "vote": "hard"}))
-    assert np.allclose(audit.image_probs(oof, path), softmax(oof.logits).mean(0), atol=1e-6)
+    assert np.allclose(auditing.image_probs(oof, path), softmax(oof.logits).mean(0), atol=1e-6)
 
 
 def test_a_truth_file_about_other_people_is_a_clear_error(audited, tmp_path, capsys):

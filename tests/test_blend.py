@@ -15,7 +15,8 @@ import pytest
 from sklearn.metrics import f1_score
 
 from orchestrator import blend
-from orchestrator.oof import BlendInputs, OofLogits, EvalLogits
+from orchestrator.analysis import blending
+from orchestrator.analysis.results import BlendInputs, OofLogits, EvalLogits
 from tasks.labels import NUM_CLASSES
 from tasks.logits import LOGITS_SCHEMA, LogitsMeta, logits_table, read_logits, write_logits
 from tasks.spec import BlendSpec
@@ -64,7 +65,7 @@ def test_method_is_chosen_by_nested_score_and_recorded(blended):
     exp, _ = blended
     board = pd.read_csv(exp / "blend" / "leaderboard.csv")
     weights = json.loads((exp / "blend" / "weights.json").read_text())
-    assert set(board.method) == {r.name for r in blend.plan_recipes(BlendSpec(**FAST))}
+    assert set(board.method) == {r.name for r in blending.plan_recipes(BlendSpec(**FAST))}
     chosen = board[board.chosen]
     assert len(chosen) == 1 and chosen.method.iloc[0] == weights["method"]
     assert chosen.nested_macro_f1.iloc[0] == board.nested_macro_f1.max()
@@ -103,7 +104,7 @@ def _inputs(n_people: int, models: dict, seed: int = 0) -> BlendInputs:
 def test_nested_estimate_is_below_in_sample_when_weights_overfit():
     # Many similar weak models and few people: greedy weights, refinement and offsets fit noise.
     weak = {f"m{i}": {"strength": (1.2, 1.0, 0.5), "noise": 1.2} for i in range(10)}
-    result = blend.fit_blend(_inputs(40, weak, seed=3), BlendSpec(rounds=40, decode="joint", temperature=False))
+    result = blending.fit_blend(_inputs(40, weak, seed=3), BlendSpec(rounds=40, decode="joint", temperature=False))
     f1 = {r.fitted.recipe.name: (r.in_sample.scores.macro_f1, r.nested.scores.macro_f1) for r in result.methods}
     for name in ("soft_greedy_refined", "soft_greedy_refined+offsets"):
         assert f1[name][0] > f1[name][1] + 0.02
@@ -111,24 +112,24 @@ def test_nested_estimate_is_below_in_sample_when_weights_overfit():
     assert f1["soft_equal"][0] == pytest.approx(f1["soft_equal"][1])
 
 
-def _rewrite(path, keep=None, edit=None, spec_hash=None):
+def _rewrite(path, keep=None, edit=None, rows_hash=None):
     frame, logits, meta = read_logits(path)
     mask = np.ones(len(frame), bool) if keep is None else keep(frame)
     frame, logits = frame[mask].reset_index(drop=True), logits[mask]
     if edit is not None:
         frame, logits = edit(frame, logits)
-    write_logits(path, logits_table(frame, logits, LogitsMeta(spec_hash or meta.spec_hash)))
+    write_logits(path, logits_table(frame, logits, LogitsMeta(rows_hash or meta.rows_hash)))
 
 
 def test_partial_backbone_is_excluded_with_a_printed_reason(tmp_path, capsys):
     exp = make_experiment(tmp_path, models={**MODELS, "never_ran": {}})
-    _rewrite(exp / "oof.parquet", keep=lambda f: ~((f.backbone == "age_eye") & (f.fold == 2)))
-    _rewrite(exp / "oof.parquet", keep=lambda f: f.backbone != "never_ran")
-    _rewrite(exp / "test.parquet", keep=lambda f: f.backbone != "never_ran")
+    _rewrite(exp / "oof.parquet", keep=lambda f: ~((f.model == "age_eye") & (f.fold == 2)))
+    _rewrite(exp / "oof.parquet", keep=lambda f: f.model != "never_ran")
+    _rewrite(exp / "test.parquet", keep=lambda f: f.model != "never_ran")
     code, out, _ = run_cli(capsys, "--results", exp, "--set", "blend.decode=joint")
     assert code == 0
-    assert re.search(r"excluded backbone 'age_eye': OOF covers \d+ of \d+ training images \(fold 2 missing\)", out)
-    assert "excluded backbone 'never_ran': no OOF rows" in out
+    assert re.search(r"excluded model 'age_eye': OOF covers \d+ of \d+ training images \(fold 2 missing\)", out)
+    assert "excluded model 'never_ran': no OOF rows" in out
     weights = json.loads((exp / "blend" / "weights.json").read_text())
     assert set(weights["weights"]) == {"good", "gender_eye", "noise"}
     assert {e["model"] for e in weights["excluded"]} == {"age_eye", "never_ran"}
@@ -140,7 +141,7 @@ def _duplicate(f, x):
 
 def _flip_target(f, x):
     f = f.copy()
-    first = f.index[f.backbone == "good"][0]
+    first = f.index[f.model == "good"][0]
     f.loc[first, "target"] = (int(f.target[first]) + 1) % NUM_CLASSES
     return f, x
 
@@ -156,20 +157,20 @@ def _write_raw(path, columns: tuple[str, ...], n_classes: int):
     frame, logits, meta = read_logits(path)
     table = pa.table({**{c: pa.array(frame[c], type=LOGITS_SCHEMA.field(c).type) for c in columns},
                       "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits[:, :n_classes].ravel()), n_classes)})
-    pq.write_table(table.replace_schema_metadata({"spec_hash": meta.spec_hash, "num_classes": str(n_classes)}), path)
+    pq.write_table(table.replace_schema_metadata({"rows_hash": meta.rows_hash, "num_classes": str(n_classes)}), path)
 
 
-KEYS = ("experiment", "backbone", "fold", "split", "image_key", "person", "target")
+KEYS = ("experiment", "model", "fold", "split", "image_key", "person", "target")
 
 
 @pytest.mark.parametrize("breakage, message", [
     (lambda exp: _rewrite(exp / "oof.parquet", edit=_duplicate), r"oof\.parquet: 3 duplicate rows"),
-    (lambda exp: _rewrite(exp / "test.parquet", spec_hash="0123456789abcdef"), r"different data, folds or seeds"),
+    (lambda exp: _rewrite(exp / "test.parquet", rows_hash="0123456789abcdef"), r"different data, folds or seeds"),
     (lambda exp: _write_raw(exp / "oof.parquet", KEYS, 10),
      r"oof\.parquet: cannot be read as maskfold logits: logits have 10 classes per row, expected 18"),
     (lambda exp: _write_raw(exp / "test.parquet", KEYS[:-1], NUM_CLASSES),
      r"test\.parquet: cannot be read as maskfold logits: schema differs from LOGITS_SCHEMA: missing target$"),
-    (lambda exp: _rewrite(exp / "oof.parquet", edit=_flip_target), r"backbones disagree on the target"),
+    (lambda exp: _rewrite(exp / "oof.parquet", edit=_flip_target), r"models disagree on the target"),
     (lambda exp: _rewrite(exp / "oof.parquet", edit=_move_person), r"held out in several folds"),
     (lambda exp: (exp / "test.parquet").unlink(), r"test\.parquet: not found"),
     (lambda exp: (exp / "manifest.json").write_text('{"rows_hash": "0123456789abcdef"}'),

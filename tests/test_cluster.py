@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.run import run_experiment
+from orchestrator.cluster.experiment import run_experiment
 from tasks.job_io import JobResult
 from tasks.logits import read_logits
 from tasks.prepare import prepare

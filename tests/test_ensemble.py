@@ -9,7 +9,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.metrics import log_loss as sk_log_loss
 
 from benchmarks.bench_blend import select_greedy_loop
-from orchestrator import ensemble as ens
+from orchestrator.analysis import ensemble as ens
 from tasks.labels import NUM_CLASSES, class_of
 from tests.fake_logits import make_targets, model_logits
 

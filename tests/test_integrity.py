@@ -272,13 +272,13 @@ def test_a_person_missing_from_the_only_models_oof_is_not_blended(tmp_path, caps
     gone = people.person.iloc[7 * 4]
     rewrite_oof(exp, keep=lambda f: f.person != gone)
     code, out, err = cli(capsys, blend.main, exp)
-    assert_one_clear_error(code, err, "no backbone has complete OOF and test logits")
+    assert_one_clear_error(code, err, "no model has complete OOF and test logits")
     reason = f"OOF lacks 7 of {len(people)} images in folds.parquet (1 person, e.g. {gone}/"
-    assert f"excluded backbone 'only': {reason}" in out and reason in err
+    assert f"excluded model 'only': {reason}" in out and reason in err
     assert not (exp / "blend").exists()
     code, out, err = cli(capsys, audit.main, exp)
-    assert_one_clear_error(code, err, "no backbone has complete OOF logits to audit with")
-    assert f"excluded backbone 'only': {reason}" in out
+    assert_one_clear_error(code, err, "no model has complete OOF logits to audit with")
+    assert f"excluded model 'only': {reason}" in out
 
 
 def test_a_model_missing_rows_others_lack_too_is_excluded_by_name(tmp_path, capsys):
@@ -288,7 +288,7 @@ def test_a_model_missing_rows_others_lack_too_is_excluded_by_name(tmp_path, caps
     code, out, err = cli(capsys, blend.main, exp)
     assert code == 2
     for model in ("a", "b"):
-        assert f"excluded backbone '{model}': OOF lacks 14 of {len(people)} images in folds.parquet (2 people" in out
+        assert f"excluded model '{model}': OOF lacks 14 of {len(people)} images in folds.parquet (2 people" in out
 
 
 def test_oof_folds_other_than_folds_parquet_are_one_clear_error(tmp_path, capsys):

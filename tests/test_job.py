@@ -79,7 +79,7 @@ def test_logits_follow_the_schema_and_cover_the_fold(reference):
     test, test_logits, test_meta = read_logits(result.test_path)
     assert list(test["image_key"]) == list(dataset.eval["image_key"])  # info.csv order
     assert test["target"].isna().all() and test_logits.shape == (len(dataset.eval), 18)
-    assert meta.spec_hash == test_meta.spec_hash and meta.num_classes == 18
+    assert meta.rows_hash == test_meta.rows_hash and meta.num_classes == 18
     assert JobResult.read(Path(result.oof_path).parent) == result
 
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from orchestrator import blend
-from orchestrator.gather import check_test
-from orchestrator.oof import load_experiment
-from orchestrator.ray_run import ray_session
-from orchestrator.reinfer import ReinferError, reinfer
-from orchestrator.run import run_experiment
+from orchestrator.cluster.gather import check_test
+from orchestrator.analysis.results import load_experiment
+from orchestrator.cluster.session import ray_session
+from orchestrator.cluster.reinfer import ReinferError, reinfer
+from orchestrator.cluster.experiment import run_experiment
 from tasks import infer
 from tasks.job_io import JobResult
 from tasks.logits import read_logits

@@ -11,7 +11,8 @@ import pytest
 from sklearn.metrics import f1_score
 
 from orchestrator import blend, report
-from orchestrator.oof import OofLogits
+from orchestrator.analysis import report as reporting
+from orchestrator.analysis.results import OofLogits
 from tests.fake_logits import fake_models, make_people, make_targets, model_logits, write_experiment
 
 N_SPLITS = 3
@@ -30,7 +31,7 @@ def reported(tmp_path_factory):
 
 
 def _oof(exp) -> OofLogits:
-    from orchestrator.oof import load_oof
+    from orchestrator.analysis.results import load_oof
 
     return load_oof(exp / "oof.parquet", N_SPLITS, list(MODELS))
 
@@ -50,7 +51,7 @@ def test_report_is_self_contained_and_names_the_chosen_blend(reported):
 
 def test_fold_table_comes_from_the_oof_logits_without_a_run_leaderboard(reported):
     oof = _oof(reported)
-    table = report.fold_table(oof, reported / "no_such_leaderboard.csv")
+    table = reporting.fold_table(oof, reported / "no_such_leaderboard.csv")
     for m, model in enumerate(oof.models):
         for k in range(N_SPLITS):
             rows = oof.fold == k
@@ -67,7 +68,7 @@ def test_fold_table_prefers_the_run_leaderboard(reported, tmp_path):
     rows += [{"model": m, "backbone": "resnet18", "fold": "mean", "macro_f1": 9.0} for m in MODELS]
     path = tmp_path / "leaderboard.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
-    table = report.fold_table(_oof(reported), path)
+    table = reporting.fold_table(_oof(reported), path)
     assert table.loc["narrow", "fold 2"] == pytest.approx(0.12)
     assert table.loc["narrow", "fold mean"] == pytest.approx(0.11)  # the "mean" rows are not folds
     assert list(table.columns[:N_SPLITS]) == [f"fold {k}" for k in range(N_SPLITS)]
@@ -78,7 +79,7 @@ def test_error_correlation_sees_twins_and_strangers():
     a, b = model_logits(y, 1, (1.5, 1.5, 0.8)), model_logits(y, 2, (1.5, 1.5, 0.8))
     oof = OofLogits(("a", "a_again", "b"), np.stack([a, a, b]), np.arange(3000).astype(str),
                     np.arange(3000).astype(str), np.zeros(3000, int), y, "h", ())
-    corr = report.error_correlation(oof)
+    corr = reporting.error_correlation(oof)
     assert corr.loc["a", "a_again"] == pytest.approx(1.0)
     assert abs(corr.loc["a", "b"]) < 0.1
 

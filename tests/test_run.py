@@ -5,9 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.plan import plan_jobs
-from orchestrator.ray_run import ResourceError, check_resources, ray_session
-from orchestrator.run import main, run_experiment
+from orchestrator.cluster.plan import plan_jobs
+from orchestrator.cluster.session import ResourceError, check_resources, ray_session
+from orchestrator.cluster.experiment import run_experiment
+from orchestrator.run import main
 from tasks.logits import read_logits
 from tasks.prepare import prepare, rows_hash
 from tasks.spec import load_spec
@@ -85,7 +86,7 @@ def test_failed_job_reported_others_finish_rerun_retries_only_it(synth_root, tmp
 
 
 def test_autoscaler_node_types_count_as_capacity(tmp_path):
-    from orchestrator.ray_run import _fits, autoscaler_node_types
+    from orchestrator.cluster.session import _fits, autoscaler_node_types
 
     config = tmp_path / "ray_bootstrap_config.yaml"
     config.write_text("available_node_types:\n  head: {resources: {CPU: 0}, max_workers: 0}\n"

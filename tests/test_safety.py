@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator import prepare as prepare_cli
-from orchestrator.gather import gather
-from orchestrator.plan import plan_jobs
-from orchestrator.ray_jobs import START_RETRIES, StorageError, build_trainer, check_storage
+from orchestrator.cluster.gather import gather
+from orchestrator.cluster.plan import plan_jobs
+from orchestrator.cluster.storage import StorageError, check_storage
+from orchestrator.cluster.worker import START_RETRIES, build_trainer
 from orchestrator.run import main as run_main
 from tasks.atomic import write_text
 from tasks.job import train_job

@@ -1,10 +1,10 @@
 """Load an experiment's gathered logits into per-model arrays, or say clearly why not.
 
-A backbone whose OOF or test logits are incomplete (a failed job) is excluded with a
+A model whose OOF or test logits are incomplete (a failed job) is excluded with a
 printed reason; anything that makes rows incomparable (schema, class count, duplicate
 rows, two spec hashes, disagreeing labels, folds other than folds.parquet's) is a
 BlendError naming the file. OOF rows are checked against results/<exp>/folds.parquet, the
-list of every training image: a gap all backbones share shows nowhere else.
+list of every training image: a gap all models share shows nowhere else.
 """
 from __future__ import annotations
 
@@ -18,17 +18,17 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tasks.dataset import read_table
+from tasks.errors import UserError
 from tasks.folds import load_folds
 from tasks.labels import MASK_STEMS, NUM_CLASSES
-from tasks.logits import LOGITS_SCHEMA, LogitsError, read_logits
+from tasks.logits import LogitsError, read_logits
 from tasks.overrides import parse_override
 from tasks.spec import Experiment, SpecError, load_spec
 
 
-class BlendError(Exception):
+class BlendError(UserError):
     """A problem with the inputs that the user can fix; printed as one message, no traceback."""
 
 
@@ -46,7 +46,7 @@ class OofLogits:
     person: np.ndarray  # (N,)
     fold: np.ndarray  # (N,) fold in which the image was held out
     target: np.ndarray  # (N,) the 18-class label as given
-    spec_hash: str
+    rows_hash: str
     excluded: tuple[Exclusion, ...]
 
 
@@ -55,7 +55,7 @@ class EvalLogits:
     models: tuple[str, ...]
     logits: np.ndarray  # (M, T, C) float32, each model's mean over its fold models
     image_ids: np.ndarray  # (T,) eval ImageIDs in info.csv order
-    spec_hash: str
+    rows_hash: str
     excluded: tuple[Exclusion, ...]
 
 
@@ -151,31 +151,31 @@ def _manifest_rows_hash(exp_dir: Path) -> str | None:
 
 
 def load_blend_inputs(exp_dir: Path, spec: Experiment) -> BlendInputs:
-    """OOF and test logits of every backbone complete in both, or a BlendError."""
+    """OOF and test logits of every model complete in both, or a BlendError."""
     expected = [m.name for m in spec.models]
     n_splits = spec.folds.n_splits
     oof = load_oof(exp_dir / "oof.parquet", n_splits, expected, exp_dir / "folds.parquet")
     test = load_test(exp_dir / "test.parquet", n_splits, read_eval_ids(spec.data.root), expected)
-    if oof.spec_hash != test.spec_hash:
-        raise BlendError(f"{exp_dir}/oof.parquet has spec_hash {oof.spec_hash} but test.parquet has "
-                         f"{test.spec_hash}: the logits come from different data, folds or seeds; "
+    if oof.rows_hash != test.rows_hash:
+        raise BlendError(f"{exp_dir}/oof.parquet has rows_hash {oof.rows_hash} but test.parquet has "
+                         f"{test.rows_hash}: the logits come from different data, folds or seeds; "
                          f"re-run the experiment so both come from one spec")
     expected_hash = _manifest_rows_hash(exp_dir)
-    if expected_hash and oof.spec_hash != expected_hash:
-        raise BlendError(f"{exp_dir}/oof.parquet was made for other data or folds (spec hash {oof.spec_hash}, "
+    if expected_hash and oof.rows_hash != expected_hash:
+        raise BlendError(f"{exp_dir}/oof.parquet was made for other data or folds (spec hash {oof.rows_hash}, "
                          f"manifest.json says {expected_hash}); re-run `python -m orchestrator.run` to "
                          "gather the current jobs")
     both = [m for m in oof.models if m in test.models]
     excluded = _merge_exclusions(oof.excluded + test.excluded)
     if not both:
         reasons = "; ".join(f"{e.model}: {e.reason}" for e in excluded) or "no models"
-        raise BlendError(f"{exp_dir}: no backbone has complete OOF and test logits ({reasons}); "
+        raise BlendError(f"{exp_dir}: no model has complete OOF and test logits ({reasons}); "
                          f"re-run the failed jobs")
     pick_oof = [oof.models.index(m) for m in both]
     pick_test = [test.models.index(m) for m in both]
     oof = OofLogits(tuple(both), oof.logits[pick_oof], oof.image_key, oof.person, oof.fold,
-                    oof.target, oof.spec_hash, excluded)
-    test = EvalLogits(tuple(both), test.logits[pick_test], test.image_ids, test.spec_hash, excluded)
+                    oof.target, oof.rows_hash, excluded)
+    test = EvalLogits(tuple(both), test.logits[pick_test], test.image_ids, test.rows_hash, excluded)
     return BlendInputs(oof, test, excluded)
 
 
@@ -187,9 +187,9 @@ def _merge_exclusions(items: tuple[Exclusion, ...]) -> tuple[Exclusion, ...]:
 
 
 def load_oof(path: Path, n_splits: int, expected: Sequence[str], folds_path: Path | None = None) -> OofLogits:
-    """Per-model OOF logits aligned on training images; incomplete backbones excluded.
+    """Per-model OOF logits aligned on training images; incomplete models excluded.
 
-    With `folds_path` (results/<exp>/folds.parquet, if it exists) every backbone must cover
+    With `folds_path` (results/<exp>/folds.parquet, if it exists) every model must cover
     its images, in its folds.
     """
     file = _read(path, "oof")
@@ -212,7 +212,7 @@ def load_oof(path: Path, n_splits: int, expected: Sequence[str], folds_path: Pat
     for m, at in enumerate(complete.values()):
         stack[m, keys.get_indexer(frame.image_key.iloc[at])] = file.logits[at]
     return OofLogits(tuple(complete), stack, keys.to_numpy(dtype=object), rows.person.to_numpy(dtype=object),
-                     rows.fold.to_numpy(np.int64), rows.target.to_numpy(np.int64), file.spec_hash, tuple(excluded))
+                     rows.fold.to_numpy(np.int64), rows.target.to_numpy(np.int64), file.rows_hash, tuple(excluded))
 
 
 def _read_folds(path: Path) -> pd.DataFrame:
@@ -224,7 +224,7 @@ def _read_folds(path: Path) -> pd.DataFrame:
 
 
 def _check_against_folds(frame: pd.DataFrame, path: Path, folds: pd.DataFrame, folds_path: Path) -> None:
-    """Images, people and folds as folds.parquet has them (backbones agree: checked before)."""
+    """Images, people and folds as folds.parquet has them (models agree: checked before)."""
     labels = frame.drop_duplicates("image_key")[["image_key", "person", "fold"]]
     merged = labels.merge(folds, on="image_key", how="left", suffixes=("", "_saved"), validate="one_to_one")
     stray = merged[merged.fold_saved.isna()]
@@ -247,7 +247,7 @@ def _model_gap(rows: pd.DataFrame, n_images: int, n_splits: int, folds: pd.DataF
     gap = _oof_gap(rows, n_images, n_splits)
     if gap or folds is None:
         return gap
-    # Rows every backbone lacks (one model, or all failed alike) show only against folds.parquet.
+    # Rows every model lacks (one model, or all failed alike) show only against folds.parquet.
     missing = folds[~folds.image_key.isin(rows.image_key)]
     if not len(missing):
         return None
@@ -260,7 +260,7 @@ def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequenc
     """Per-model test logits averaged over fold models, rows in eval order."""
     file = _read(path, "test")
     frame = file.frame
-    _check_unique(frame, ["backbone", "fold", "image_key"], path)
+    _check_unique(frame, ["model", "fold", "image_key"], path)
     _check_folds(frame, path, n_splits)
     ids = pd.Index(eval_ids)
     where = ids.get_indexer(frame.image_key)
@@ -281,21 +281,20 @@ def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequenc
         complete[model] = per_model.mean(axis=0)
     _print_exclusions(excluded)
     stack = np.stack(list(complete.values())) if complete else np.empty((0, len(ids), NUM_CLASSES), np.float32)
-    return EvalLogits(tuple(complete), stack, np.asarray(eval_ids, dtype=object), file.spec_hash, tuple(excluded))
+    return EvalLogits(tuple(complete), stack, np.asarray(eval_ids, dtype=object), file.rows_hash, tuple(excluded))
 
 
 @dataclass(frozen=True)
 class LogitsFile:
     frame: pd.DataFrame  # key columns
     logits: np.ndarray  # (rows, C)
-    spec_hash: str
+    rows_hash: str
 
 
 def _read(path: Path, split: str) -> LogitsFile:
     if not path.is_file():
         raise BlendError(f"{path}: not found; run the experiment first or pick another with --results")
     try:
-        _check_schema(path)
         frame, logits, meta = read_logits(path)
     except (LogitsError, pa.ArrowException, OSError) as err:
         raise BlendError(f"{path}: cannot be read as maskfold logits: {str(err).removeprefix(f'{path}: ')}") from None
@@ -305,28 +304,10 @@ def _read(path: Path, split: str) -> LogitsFile:
                          f"expected only {split!r}")
     bad = ~np.isfinite(logits).all(axis=1)
     if bad.any():
-        models = sorted(frame.backbone[bad].unique())
-        raise BlendError(f"{path}: {bad.sum()} rows have NaN or infinite logits (backbones {models}); "
+        models = sorted(frame.model[bad].unique())
+        raise BlendError(f"{path}: {bad.sum()} rows have NaN or infinite logits (models {models}); "
                          f"re-run those jobs")
-    return LogitsFile(frame, logits, meta.spec_hash)
-
-
-def _check_schema(path: Path) -> None:
-    """Name what differs from LOGITS_SCHEMA before read_logits dumps the whole schema."""
-    schema = pq.read_schema(path)
-    if "logits" in schema.names:
-        size = getattr(schema.field("logits").type, "list_size", NUM_CLASSES)
-        if size != NUM_CLASSES:
-            raise LogitsError(f"logits have {size} classes per row, expected {NUM_CLASSES} "
-                              f"(mask x gender x age); was the model built with another head?")
-    missing = [n for n in LOGITS_SCHEMA.names if n not in schema.names]
-    extra = [n for n in schema.names if n not in LOGITS_SCHEMA.names]
-    typed = [f"{n} is {schema.field(n).type}, expected {LOGITS_SCHEMA.field(n).type}"
-             for n in LOGITS_SCHEMA.names if n in schema.names and schema.field(n).type != LOGITS_SCHEMA.field(n).type]
-    problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
-        [f"unexpected {', '.join(extra)}"] if extra else []) + typed
-    if problems:
-        raise LogitsError(f"schema differs from LOGITS_SCHEMA: {'; '.join(problems)}")
+    return LogitsFile(frame, logits, meta.rows_hash)
 
 
 def _check_unique(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
@@ -351,12 +332,12 @@ def _check_oof_keys(frame: pd.DataFrame, path: Path, n_splits: int) -> None:
     target = frame.target.astype(np.int64)
     if ((target < 0) | (target >= NUM_CLASSES)).any():
         raise BlendError(f"{path}: targets outside 0..{NUM_CLASSES - 1}")
-    _check_unique(frame, ["backbone", "image_key"], path)
+    _check_unique(frame, ["model", "image_key"], path)
     _check_folds(frame, path, n_splits)
     labels = frame.drop_duplicates(["image_key", "target", "fold", "person"])
     if labels.image_key.duplicated().any():
         key = labels.image_key[labels.image_key.duplicated()].iloc[0]
-        raise BlendError(f"{path}: backbones disagree on the target, fold or person of {key} "
+        raise BlendError(f"{path}: models disagree on the target, fold or person of {key} "
                          f"(and maybe more); their OOF rows come from different labels or folds")
     parts = labels.image_key.str.rpartition("/")  # one row per image from here: cheaper
     bad = (parts[0] != labels.person) | ~parts[2].isin(MASK_STEMS)
@@ -370,14 +351,14 @@ def _check_oof_keys(frame: pd.DataFrame, path: Path, n_splits: int) -> None:
 
 
 def _by_model(frame: pd.DataFrame, expected: Sequence[str]) -> dict[str, np.ndarray]:
-    """Row positions per backbone: the spec's models first (empty if absent), then any others."""
-    groups = frame.groupby("backbone", sort=True).indices
+    """Row positions per model: the spec's models first (empty if absent), then any others."""
+    groups = frame.groupby("model", sort=True).indices
     names = list(expected) + [m for m in groups if m not in expected]
     return {m: groups.get(m, np.empty(0, np.int64)) for m in names}
 
 
 def _oof_gap(rows: pd.DataFrame, n_images: int, n_splits: int) -> str | None:
-    # Folds are checked apart from the count: a fold every backbone lost is in no one's rows.
+    # Folds are checked apart from the count: a fold every model lost is in no one's rows.
     missing = sorted(set(range(n_splits)) - set(rows.fold.unique().tolist()))
     if len(rows) == n_images and not missing:
         return None
@@ -387,4 +368,4 @@ def _oof_gap(rows: pd.DataFrame, n_images: int, n_splits: int) -> str | None:
 
 def _print_exclusions(excluded: list[Exclusion]) -> None:
     for item in excluded:
-        print(f"excluded backbone {item.model!r}: {item.reason}", flush=True)
+        print(f"excluded model {item.model!r}: {item.reason}", flush=True)

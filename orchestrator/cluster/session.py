@@ -1,30 +1,25 @@
-"""Connecting to Ray, checking that the jobs can ever be scheduled, and the Tune fan-out."""
+"""Connecting to Ray (an embedded local Ray on loopback, or a cluster) and checking that the
+jobs can ever be scheduled there."""
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import threading
-import time
 from pathlib import Path
 
-from ray.tune.stopper import Stopper
-
-from orchestrator.live import Board, LiveTable
-from orchestrator.plan import JobPlan, Launched
-from orchestrator.ray_jobs import job_config, run_trial, worker_resources
+from orchestrator.cluster.worker import worker_resources
+from tasks.errors import UserError
 from tasks.spec import Experiment, ResourcesSpec
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # Kept small: jobs pass paths and a small spec, never data, through the object store.
 OBJECT_STORE_BYTES = 128 * 1024**2
 TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
              # Long enough for an autoscaler to launch a GPU node; bounded so that a job whose
-             # workers cannot start fails (ray_jobs.START_RETRIES attempts) instead of waiting.
+             # workers cannot start fails (worker.START_RETRIES attempts) instead of waiting.
              "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
 
 
-class ResourceError(RuntimeError):
+class ResourceError(UserError, RuntimeError):
     """A job asks for resources no node has: Ray would wait for them forever."""
 
 
@@ -116,88 +111,3 @@ def check_resources(res: ResourcesSpec) -> int:
             f"{', '.join(f'{k}={v:g}' for k, v in bundle.items())} but the cluster's nodes have: {have}. "
             "Check resources.slot, resources.cpus_per_worker and resources.accelerator_type.")
     return max(1, workers // res.workers_per_job)
-
-
-def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | None, stream) -> Launched:
-    """Run the jobs through Tune, longest first; Ctrl-C stops them and keeps what finished."""
-    from ray import tune
-
-    board = Board({p.job_id: p for p in todo})
-    live = LiveTable(board, storage, spec.out_dir / "logs")
-    configs = [job_config(spec, p, storage) | {"meta": _meta(spec, p)} for p in todo]
-    with ray_session(spec, address), stop_on_interrupt(stream) as interrupt:
-        slots = check_resources(spec.resources)
-        print(f"running {len(todo)} jobs, {slots} at a time (Ctrl-C stops them; finished jobs are kept)",
-              file=stream)
-        tuner = tune.Tuner(
-            # The trainable only waits on its TorchTrainer, whose controller runs on the same
-            # node: keep both on the head node (no CPU taken) so that losing a worker node
-            # loses only Train workers, which FailureConfig restarts from their checkpoint.
-            tune.with_resources(run_trial, {"node:__internal_head__": 0.001}),
-            param_space={"job": tune.grid_search(configs)},
-            tune_config=tune_config(slots),
-            run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
-                                      callbacks=[live], stop=InterruptStopper(), verbose=0),
-        )
-        tuner.fit()
-    live.show_final()
-    states = {p.job_id: _final_state(board.status.get(p.job_id)) for p in todo}
-    return Launched(states, interrupt.is_set())
-
-
-def _final_state(status) -> str:
-    if status is None or status.state == "queued":
-        return "not started"
-    return {"done": "done", "failed": "failed"}.get(status.state, "interrupted")
-
-
-_INTERRUPT = threading.Event()
-
-
-class InterruptStopper(Stopper):
-    """A Tune stopper that ends every trial once Ctrl-C was pressed (queued ones never start).
-
-    Tune's own SIGINT handler stops the run too but returns as if it had finished, so the
-    driver could not tell an interrupted run from a complete one; this one is ours to ask.
-    """
-
-    def __call__(self, trial_id, result) -> bool:
-        return False
-
-    def stop_all(self) -> bool:
-        return _INTERRUPT.is_set()
-
-
-@contextlib.contextmanager
-def stop_on_interrupt(stream):
-    """First Ctrl-C: stop the jobs, keep what finished. Second: stop at once (KeyboardInterrupt)."""
-    _INTERRUPT.clear()
-    if threading.current_thread() is not threading.main_thread():
-        yield _INTERRUPT  # signals reach only the main thread; nothing to install
-        return
-
-    def on_sigint(signum, frame):
-        if _INTERRUPT.is_set():
-            raise KeyboardInterrupt
-        _INTERRUPT.set()
-        print("\ninterrupt: stopping the running jobs (Ctrl-C again to stop at once) ...", file=stream, flush=True)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # else Tune swaps this handler for its own
-    try:
-        yield _INTERRUPT
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def tune_config(slots: int):
-    from ray import tune
-
-    # One trial actor per slot runs job after job: a new Python process per job costs ~3 s.
-    return tune.TuneConfig(max_concurrent_trials=slots, reuse_actors=True)
-
-
-def _meta(spec: Experiment, plan: JobPlan) -> dict:
-    train = spec.train_for(spec.model(plan.model))
-    return {"job_id": plan.job_id, "job_hash": plan.job_hash, "model": plan.model, "backbone": plan.backbone,
-            "fold": plan.fold, "input_size": list(train.input_size), "epochs": train.epochs}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator.plan import JobPlan
+from orchestrator.cluster.plan import JobPlan
 from tasks.atomic import atomic_path
 from tasks.job_io import JobResult, unfinished_reason
 from tasks.logits import LogitsError, LogitsMeta, logits_table, read_logits, write_logits
@@ -45,7 +45,7 @@ def gather(out_dir: Path, plans: list[JobPlan], train_keys: pd.Series, eval_keys
 
 def _concat(paths: list[Path]) -> tuple[pd.DataFrame, np.ndarray, LogitsMeta]:
     parts = [read_logits(p) for p in paths]
-    hashes = {meta.spec_hash for _, _, meta in parts}
+    hashes = {meta.rows_hash for _, _, meta in parts}
     if len(hashes) > 1:
         raise LogitsError(f"job outputs come from different data or folds (spec hashes {sorted(hashes)})")
     frame = pd.concat([f for f, _, _ in parts], ignore_index=True)
@@ -55,23 +55,23 @@ def _concat(paths: list[Path]) -> tuple[pd.DataFrame, np.ndarray, LogitsMeta]:
 def check_oof(oof: pd.DataFrame, train_keys: pd.Series, models: list[str]) -> None:
     """Each training image exactly once per model."""
     expected = set(train_keys)
-    for model, rows in oof.groupby("backbone"):
+    for model, rows in oof.groupby("model"):
         keys = rows["image_key"]
         if keys.duplicated().any() or set(keys) != expected:
             extra, missing = set(keys) - expected, expected - set(keys)
             raise LogitsError(f"OOF of {model}: {keys.duplicated().sum()} duplicated, {len(missing)} missing, "
                               f"{len(extra)} unknown images")
-    if sorted(oof["backbone"].unique()) != sorted(models):
-        raise LogitsError(f"OOF models {sorted(oof['backbone'].unique())} != {sorted(models)}")
+    if sorted(oof["model"].unique()) != sorted(models):
+        raise LogitsError(f"OOF models {sorted(oof['model'].unique())} != {sorted(models)}")
 
 
 def check_test(test: pd.DataFrame, eval_keys: pd.Series, fold_models: set[tuple[str, int]]) -> None:
     """Every eval image once per fold model, in info.csv's order."""
     expected = list(eval_keys)
-    for (model, fold), rows in test.groupby(["backbone", "fold"]):
+    for (model, fold), rows in test.groupby(["model", "fold"]):
         if list(rows["image_key"]) != expected:
             raise LogitsError(f"test logits of {model} fold {fold} do not cover eval/info.csv in order")
-    if set(zip(test["backbone"], test["fold"])) != fold_models:
+    if set(zip(test["model"], test["fold"])) != fold_models:
         raise LogitsError("test logits are missing some fold models")
 
 

@@ -20,18 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.gather import Gathered, gather
-from orchestrator.oof import BlendError
-from orchestrator.plan import JobPlan, plan_jobs
-from orchestrator.ray_jobs import worker_resources
-from orchestrator.run import absolute
+from orchestrator.cluster.gather import Gathered, gather
+from orchestrator.cluster.plan import JobPlan, plan_jobs
+from orchestrator.cluster.worker import worker_resources
+from tasks.errors import UserError
 from tasks.job_io import Job, unfinished_reason, write_test_logits
 from tasks.lock import experiment_lock
 from tasks.prepare import load_dataset, rows_hash
 from tasks.spec import Experiment, ResourcesSpec
 
 
-class ReinferError(BlendError):
+class ReinferError(UserError):
     """Re-inference could not start, or some fold models failed (their old logits are kept)."""
 
 
@@ -93,7 +92,7 @@ def _weights(local: Path, checkpoint: dict | None):
     if local.is_file() or not checkpoint:
         yield local
         return
-    from orchestrator.ray_jobs import open_checkpoint
+    from orchestrator.cluster.storage import open_checkpoint
     from tasks.infer import InferError
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,7 +135,7 @@ def reinfer(spec: Experiment, exp_dir: Path, tta: bool | None = None, address: s
     if spec.name != exp_dir.name:
         raise ReinferError(f"{exp_dir}: spec.yaml names the experiment {spec.name!r}; its jobs are only "
                            f"found in results/{spec.name}/ (do not --set name with --reinfer)")
-    spec = absolute(spec.model_copy(update={"results_dir": exp_dir.parent}))
+    spec = spec.model_copy(update={"results_dir": exp_dir.parent}).resolved()
     with experiment_lock(spec.out_dir):  # a run on the same experiment would race for test.parquet
         return _reinfer_locked(spec, exp_dir, tta, address, stream, started)
 
@@ -160,12 +159,12 @@ def _reinfer_locked(spec: Experiment, exp_dir: Path, tta: bool | None, address: 
 
 
 def _run_tasks(spec: Experiment, done: list[JobPlan], tta_of: dict[str, bool], address: str | None,
-               stream, data_hash: str, dataset) -> tuple[list[Reinferred], list[str]]:
+               stream, rows_hash: str, dataset) -> tuple[list[Reinferred], list[str]]:
     """One task per fold model; writes each job's test.parquet as its task finishes and prints
     it. Returns summaries and failures."""
     import ray
 
-    from orchestrator.ray_run import ResourceError, check_resources, ray_session
+    from orchestrator.cluster.session import ResourceError, check_resources, ray_session
 
     results, failures = [], []
     # A caller already connected (a script, a test) keeps its Ray; otherwise connect as `run` does.
@@ -189,7 +188,7 @@ def _run_tasks(spec: Experiment, done: list[JobPlan], tta_of: dict[str, bool], a
                 failures.append(f"  {plan.job_id}: {type(cause).__name__}: {str(cause).strip()[:500]}")
                 print(f"  [{len(results) + len(failures)}/{len(done)}] FAILED {plan.job_id}", file=stream, flush=True)
                 continue
-            write_test_logits(Job(plan.model, plan.fold, plan.out_dir), spec, dataset.eval, out.logits, data_hash)
+            write_test_logits(Job(plan.model, plan.fold, plan.out_dir), spec, dataset.eval, out.logits, rows_hash)
             r = out.summary
             results.append(r)
             print(f"  [{len(results) + len(failures)}/{len(done)}] {r.job_id}: {r.images} images, "

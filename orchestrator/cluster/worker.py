@@ -6,7 +6,8 @@ data: they index the data and open the decode-once cache on their own node.
 
 Every epoch the worker reports its metrics with the epoch checkpoint, so a worker lost with
 its node resumes from its last epoch elsewhere (FailureConfig). Its last report carries a
-checkpoint holding all of the job's outputs, which the driver copies into results/.
+checkpoint holding all of the job's outputs, which the driver copies into results/
+(orchestrator.cluster.collect).
 """
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from tasks.atomic import swap_in_dir
-from tasks.job_io import EpochReport, Job, unfinished_reason
+from tasks.job_io import EpochReport, Job
 from tasks.spec import Experiment, ResourcesSpec
 
 # Attempts to start a job's worker group. Each waits up to RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S
@@ -158,48 +158,3 @@ def run_trial(config: dict) -> None:
 def job_config(spec: Experiment, plan, storage: str) -> dict:
     return {"spec": spec.model_dump(mode="json"), "job_id": plan.job_id, "model": plan.model,
             "fold": plan.fold, "storage": storage}
-
-
-class StorageError(RuntimeError):
-    """Train storage the driver cannot write to: every job would fail there."""
-
-
-def check_storage(storage: str) -> None:
-    """Write and remove a probe file in the Train storage, or raise StorageError saying why."""
-    import pyarrow as pa
-    import pyarrow.fs
-
-    try:
-        if "://" in storage:
-            filesystem, path = pyarrow.fs.FileSystem.from_uri(storage)
-        else:
-            filesystem, path = pyarrow.fs.LocalFileSystem(), os.path.abspath(storage)
-        filesystem.create_dir(path, recursive=True)
-        probe = f"{path}/.maskfold-probe-{os.getpid()}"
-        with filesystem.open_output_stream(probe) as out:
-            out.write(b"ok")
-        filesystem.delete_file(probe)
-    except (OSError, pa.ArrowException, ValueError) as err:
-        raise StorageError(f"Train storage {storage}: cannot write there ({type(err).__name__}: {err}). Pass "
-                           "--storage (or MASKFOLD_STORAGE) pointing at a writable folder or bucket") from None
-
-
-def open_checkpoint(checkpoint_path: str, storage: str):
-    """A Train checkpoint in local or shared (s3://, gs://) storage."""
-    import pyarrow.fs
-    import ray.train
-
-    filesystem, _ = pyarrow.fs.FileSystem.from_uri(storage) if "://" in storage else (None, None)
-    return ray.train.Checkpoint(checkpoint_path, filesystem=filesystem)
-
-
-def copy_outputs(checkpoint_path: str, storage: str, out_dir: Path) -> None:
-    """Copy a final checkpoint (local or on shared storage) into results/, atomically."""
-    checkpoint = open_checkpoint(checkpoint_path, storage)
-    staging = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    checkpoint.to_directory(str(staging))
-    reason = unfinished_reason(staging)
-    if reason:
-        raise RuntimeError(f"{checkpoint_path} does not hold a finished job's outputs ({reason})")
-    swap_in_dir(staging, out_dir)

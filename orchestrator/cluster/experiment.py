@@ -1,0 +1,104 @@
+"""One experiment end to end on Ray: prepare, plan, run what is not finished, gather.
+
+Every planned job ends the run in exactly one state (done, cached, failed, interrupted, not
+started), and the summary says which; the gathered tables land in results/<name>/.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+
+from orchestrator.cluster.gather import Gathered, gather
+from orchestrator.cluster.plan import JobPlan, Launched, format_plan, plan_jobs
+from orchestrator.cluster.worker import worker_resources
+from tasks.job_io import JobResult, unfinished_reason
+from tasks.lock import experiment_lock
+from tasks.prepare import load_dataset, prepare, rows_hash
+from tasks.spec import Experiment
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Every planned job in exactly one state, and what was gathered."""
+
+    done: tuple[str, ...]  # ran to the end in this run and collected
+    cached: tuple[str, ...]  # finished in an earlier run
+    failed: tuple[str, ...]
+    interrupted: tuple[str, ...]  # started, stopped by Ctrl-C: resumes from its last epoch
+    not_started: tuple[str, ...]  # queued when the run stopped
+    gathered: Gathered
+    wall_seconds: float
+
+    @property
+    def unfinished(self) -> tuple[str, ...]:
+        return self.interrupted + self.not_started
+
+
+def run_experiment(spec: Experiment, address: str | None = None, storage: str | None = None,
+                   dry_run: bool = False, stream=None, force: bool = False) -> RunSummary:
+    """Plan, run what is not finished, gather. A dry run plans and writes nothing."""
+    stream = stream or sys.stderr
+    spec = spec.resolved()
+    if dry_run:
+        plans = plan_jobs(spec, rows_hash(spec, load_dataset(spec)))
+        print(format_plan(plans, per_job_resources(spec)), file=stream)
+        return RunSummary((), tuple(p.job_id for p in plans if p.cached), (), (), (), Gathered(0, 0, (), ()), 0.0)
+    with experiment_lock(spec.out_dir):
+        return _run_locked(spec, address, storage, stream, force)
+
+
+def _run_locked(spec: Experiment, address: str | None, storage: str | None, stream, force: bool) -> RunSummary:
+    started = time.monotonic()
+    dataset = prepare(spec, force=force)
+    plans = plan_jobs(spec, rows_hash(spec, dataset))
+    print(format_plan(plans, per_job_resources(spec)), file=stream)
+    todo = [p for p in plans if not p.cached]
+    launched = Launched({}, False)
+    if todo:
+        from orchestrator.cluster.storage import check_storage
+        from orchestrator.cluster.launch import launch
+
+        storage = storage or os.environ.get("MASKFOLD_STORAGE") or str(spec.out_dir / "ray")
+        check_storage(storage)
+        launched = launch(spec, todo, storage, address, stream)
+    gathered = gather(spec.out_dir, plans, dataset.train["image_key"], dataset.eval["image_key"])
+    summary = RunSummary(launched.jobs("done"), tuple(p.job_id for p in plans if p.cached), launched.jobs("failed"),
+                         launched.jobs("interrupted"), launched.jobs("not started"), gathered,
+                         time.monotonic() - started)
+    print(format_summary(spec, plans, summary), file=stream)
+    return summary
+
+
+def per_job_resources(spec: Experiment) -> str:
+    bundle = worker_resources(spec.resources) | ({"GPU": 1} if spec.resources.slot == "GPU" else {})
+    workers = spec.resources.workers_per_job
+    return (f"{workers}x " if workers > 1 else "") + " ".join(f"{k}={v:g}" for k, v in bundle.items())
+
+
+def format_summary(spec: Experiment, plans: list[JobPlan], summary: RunSummary) -> str:
+    done = [JobResult.read(p.out_dir) for p in plans if not unfinished_reason(p.out_dir)]
+    lines = [f"\n{spec.name}: {len(summary.done)} done, {len(summary.cached)} cached, {len(summary.failed)} failed, "
+             f"{len(summary.interrupted)} interrupted, {len(summary.not_started)} not started; "
+             f"wall time {summary.wall_seconds / 60:.1f} min"]
+    if done:
+        table = pd.DataFrame([{"model": r.model, "f1": r.val["macro_f1"], "hours": r.seconds * r.workers / 3600}
+                              for r in done])
+        per = table.groupby("model").agg(folds=("f1", "size"), macro_f1=("f1", "mean"), spread=("f1", "std"),
+                                         slot_hours=("hours", "sum"))
+        unit = "GPU-hours" if spec.resources.slot == "GPU" else f"{spec.resources.slot}-hours"
+        lines.append(per.rename(columns={"slot_hours": unit}).to_string(float_format=lambda v: f"{v:.4f}"))
+    g = summary.gathered
+    if g.models:
+        lines.append(f"gathered {g.oof_rows} OOF rows and {g.test_rows} test rows of {len(g.models)} models "
+                     f"-> {spec.out_dir}/oof.parquet, test.parquet, leaderboard.csv")
+    if g.incomplete:
+        lines.append(f"left out of the tables (a fold did not finish): {', '.join(g.incomplete)}")
+    for job_id in summary.failed:
+        lines.append(f"FAILED {job_id}: see {spec.out_dir / 'logs' / (job_id + '.log')}; a re-run retries it")
+    if summary.unfinished:
+        lines.append(f"interrupted: {len(summary.unfinished)} jobs not finished, run again to resume")
+    return "\n".join(lines)
