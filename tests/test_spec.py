@@ -63,7 +63,7 @@ def test_overrides_go_through_validation(spec_file, tmp_path):
     ("train.augment.train=[{name: Blur, foo: 1}]", "step 0 (Blur): unknown parameter(s) ['foo']"),
     ("train.age_borders=[60, 30]", "train.age_borders: borders must increase"),
     ("models.5.backbone=x", "--set: models.5: list index must be 0..1"),
-    ("name=bad/name", "name: String should match pattern"),
+    ("name=bad/name", "name: 'bad/name' is not a usable name"),
 ])
 def test_bad_values_name_the_field(spec_file, override, expected):
     message = error_of(spec_file, override)
