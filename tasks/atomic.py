@@ -55,6 +55,21 @@ def write_text(target: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder beside `target`; it replaces `target` whole, and only if
+    the block succeeds. A crash or exception leaves any earlier `target` untouched."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        yield staged
+        staged.chmod(new_dir_mode())  # mkdtemp's 0700 would hide the results from other users
+        swap_in_dir(staged, target)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
 def swap_in_dir(staged: Path, target: Path) -> None:
     """Put the complete folder `staged` in place of `target`; the old one is kept until then.
 

@@ -7,8 +7,6 @@ weights fitted and scored on the same rows flatter.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from sklearn.metrics import log_loss as sk_log_loss
 
 from orchestrator.analysis import ensemble as ens
 from orchestrator.analysis.results import BlendInputs
-from tasks.atomic import new_dir_mode, swap_in_dir
+from tasks.atomic import atomic_dir
 from tasks.labels import NUM_CLASSES
 from tasks.metrics import Scores, score
 from tasks.spec import BlendSpec
@@ -224,10 +222,9 @@ def weights_record(result: BlendResult, inputs: BlendInputs, experiment: str) ->
 
 
 def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: pd.DataFrame) -> Path:
-    """All outputs into a temp folder, then swapped in whole: a failed run leaves the old ones."""
+    """All outputs into a staging folder, then swapped in whole: a failed run leaves the old ones."""
     target = exp_dir / "blend"
-    tmp = Path(tempfile.mkdtemp(prefix=".blend.", dir=exp_dir))
-    try:
+    with atomic_dir(target) as tmp:
         chosen, oof = result.methods[0], inputs.oof
         (tmp / "weights.json").write_text(json.dumps(weights_record(result, inputs, exp_dir.name), indent=2))
         board.to_csv(tmp / "leaderboard.csv", index=False)
@@ -236,10 +233,6 @@ def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: 
         pd.DataFrame({"image_key": oof.image_key, "person": oof.person, "fold": oof.fold, "target": oof.target,
                       "in_sample": chosen.in_sample.labels, "nested": chosen.nested.labels}).to_parquet(
             tmp / "oof_predictions.parquet", index=False)
-        tmp.chmod(new_dir_mode())  # mkdtemp's 0700 would hide the results from other users
-        swap_in_dir(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -24,7 +24,7 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
 
     board = Board({p.job_id: p for p in todo})
     collector, table = Collector(board, storage, spec.out_dir / "logs"), ProgressTable(board)
-    configs = [job_config(spec, p, storage) | {"meta": _meta(spec, p)} for p in todo]
+    configs = [job_config(spec, p, storage) | {"meta": _meta(p)} for p in todo]
     with ray_session(spec, address), stop_on_interrupt(stream) as interrupt:
         slots = check_resources(spec.resources)
         print(f"running {len(todo)} jobs, {slots} at a time (Ctrl-C stops them; finished jobs are kept)",
@@ -102,7 +102,7 @@ def tune_config(slots: int):
     return tune.TuneConfig(max_concurrent_trials=slots, reuse_actors=True)
 
 
-def _meta(spec: Experiment, plan: JobPlan) -> dict:
-    train = spec.train_for(spec.model(plan.model))
+def _meta(plan: JobPlan) -> dict:
+    """What job.json records of the job beside where its outputs came from."""
     return {"job_id": plan.job_id, "job_hash": plan.job_hash, "model": plan.model, "backbone": plan.backbone,
-            "fold": plan.fold, "input_size": list(train.input_size), "epochs": train.epochs}
+            "fold": plan.fold, "input_size": list(plan.train.input_size), "epochs": plan.train.epochs}

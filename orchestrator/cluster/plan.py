@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.job_io import JobResult, unfinished_reason
-from tasks.spec import Experiment, ModelSpec, stable_hash
+from tasks.spec import Experiment, ModelSpec, TrainSpec, stable_hash
 
 
 @dataclass(frozen=True)
 class JobPlan:
     job_id: str  # <model>-fold<k>-<hash>: folder name and Ray run name
-    model: str
-    backbone: str
+    model: str  # the model's name in the spec
+    backbone: str  # its timm name
+    train: TrainSpec  # the model's resolved train settings (the experiment's, with its overrides)
     fold: int
     job_hash: str
     out_dir: Path  # results/<name>/jobs/<job_id>
@@ -44,17 +45,18 @@ class Launched:
         return tuple(job_id for job_id, s in self.states.items() if s == state)
 
 
-def job_hash(spec: Experiment, model: ModelSpec, fold: int, rows_hash: str) -> str:
-    train = spec.train_for(model).model_dump(mode="json", exclude={"loader_workers"})
+def job_hash(spec: Experiment, model: ModelSpec, train: TrainSpec, fold: int, rows_hash: str) -> str:
+    """What determines the job's result. The loader's worker count does not."""
     weights = {"backbone": model.backbone, "pretrained": model.pretrained,
                "pretrained_path": str(model.pretrained_path) if model.pretrained_path else None}
-    identity = {"rows": rows_hash, "model": weights, "train": train, "fold": fold, "seed": spec.seed}
+    identity = {"rows": rows_hash, "model": weights, "train": train.model_dump(mode="json", exclude={"loader_workers"}),
+                "fold": fold, "seed": spec.seed}
     if spec.resources.workers_per_job > 1:  # per-worker batches: the world size changes the result
         identity["workers"] = spec.resources.workers_per_job
     return stable_hash(identity)
 
 
-def relative_cost(spec: Experiment, model: ModelSpec) -> float:
+def relative_cost(model: ModelSpec, train: TrainSpec) -> float:
     """Parameters x pixels x epochs: a rough but order-preserving stand-in for FLOPs."""
     import timm
     import torch
@@ -62,7 +64,6 @@ def relative_cost(spec: Experiment, model: ModelSpec) -> float:
     with torch.device("meta"):  # no memory, no weights: just the architecture's size
         net = timm.create_model(model.backbone, pretrained=False, num_classes=0)
     params = sum(p.numel() for p in net.parameters())
-    train = spec.train_for(model)
     return float(params) * train.input_size[0] * train.input_size[1] * train.epochs
 
 
@@ -71,15 +72,15 @@ def plan_jobs(spec: Experiment, rows_hash: str) -> list[JobPlan]:
     history = seconds_by_backbone(spec.out_dir / "jobs")
     plans = []
     for model in spec.models:
-        cost = relative_cost(spec, model)
         train = spec.train_for(model)
+        cost = relative_cost(model, train)
         for fold in range(spec.folds.n_splits):
-            digest = job_hash(spec, model, fold, rows_hash)
+            digest = job_hash(spec, model, train, fold, rows_hash)
             job_id = f"{model.name}-fold{fold}-{digest[:8]}"
             out_dir = spec.out_dir / "jobs" / job_id
             damaged = unfinished_reason(out_dir) if out_dir.exists() else "not run"
             estimate = history.get((model.backbone, tuple(train.input_size)))
-            plans.append(JobPlan(job_id, model.name, model.backbone, fold, digest, out_dir,
+            plans.append(JobPlan(job_id, model.name, model.backbone, train, fold, digest, out_dir,
                                  "to run" if damaged else "cached", cost, estimate * train.epochs if estimate else None,
                                  "" if damaged in (None, "not run") else damaged))
     return sorted(plans, key=lambda p: (-p.cost, p.model, p.fold))

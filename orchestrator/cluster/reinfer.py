@@ -145,7 +145,7 @@ def _reinfer_locked(spec: Experiment, exp_dir: Path, tta: bool | None, address: 
     dataset = load_dataset(spec, verbose=False)
     plans = plan_jobs(spec, rows_hash(spec, dataset))
     done = finished_jobs(plans, exp_dir)
-    tta_of = {p.job_id: spec.train_for(spec.model(p.model)).tta_flip if tta is None else tta for p in done}
+    tta_of = {p.job_id: p.train.tta_flip if tta is None else tta for p in done}
     print(f"re-inferring {len(done)} fold models over {len(dataset.eval)} eval images "
           f"(flip TTA {_describe(set(tta_of.values()))})", file=stream, flush=True)
     results, failures = _run_tasks(spec, done, tta_of, address, stream, rows_hash(spec, dataset), dataset)

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
-from tasks.atomic import swap_in_dir
+from tasks.atomic import atomic_dir
 from tasks.errors import UserError
 from tasks.job_io import unfinished_reason
 
@@ -46,10 +45,8 @@ def open_checkpoint(checkpoint_path: str, storage: str):
 def copy_outputs(checkpoint_path: str, storage: str, out_dir: Path) -> None:
     """Copy a final checkpoint (local or on shared storage) into results/, atomically."""
     checkpoint = open_checkpoint(checkpoint_path, storage)
-    staging = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    checkpoint.to_directory(str(staging))
-    reason = unfinished_reason(staging)
-    if reason:
-        raise RuntimeError(f"{checkpoint_path} does not hold a finished job's outputs ({reason})")
-    swap_in_dir(staging, out_dir)
+    with atomic_dir(out_dir) as staged:
+        checkpoint.to_directory(str(staged))
+        reason = unfinished_reason(staged)
+        if reason:
+            raise RuntimeError(f"{checkpoint_path} does not hold a finished job's outputs ({reason})")
