@@ -1,4 +1,5 @@
-"""Shared fixtures: one small synthetic dataset per session (real JPEG/PNG files)."""
+"""Shared fixtures: one small synthetic dataset per session (real JPEG/PNG files), the shrunk
+demo spec, and a decode cache of the session's own (never the user's ~/.cache)."""
 import os
 import shutil
 from pathlib import Path
@@ -6,9 +7,23 @@ from pathlib import Path
 import pytest
 
 from tasks.synth import write_synth
+from tests.specs import shrunk_spec
 
 # No hub downloads in tests, ever: pretrained weights must come from local files.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """One cache folder for the whole session, set before any other fixture of any scope (an
+    autouse session fixture comes first), so module-scoped fixtures use it too."""
+    saved = os.environ.get("MASKFOLD_CACHE")
+    os.environ["MASKFOLD_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
+    yield
+    if saved is None:
+        os.environ.pop("MASKFOLD_CACHE", None)
+    else:
+        os.environ["MASKFOLD_CACHE"] = saved
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +41,8 @@ def data_copy(synth_root, tmp_path) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    # One cache folder for the whole session: tests share decoded images like real runs do.
-    monkeypatch.setenv("MASKFOLD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture
+def make_spec(synth_root, tmp_path):
+    """`make_spec(*overrides, name=...)`: the shrunk demo spec on the session's data, results
+    in this test's tmp_path."""
+    return lambda *overrides, name="t": shrunk_spec(synth_root, tmp_path, *overrides, name=name)

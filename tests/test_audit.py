@@ -127,4 +127,4 @@ def test_a_truth_age_in_other_script_digits_is_a_clear_error(audited, tmp_path, 
     other.write_text(f"person,field,value\n{person},age,\u0666\u0661\n", encoding="utf-8")  # '٦١': 61
     assert audit.main(["--results", str(exp), "--truth-mislabels", str(other)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and f"arabic.csv:2: '\u0666\u0661' is not a valid age" in err, err
+    assert err.startswith("error: ") and "arabic.csv:2: '\u0666\u0661' is not a valid age" in err, err

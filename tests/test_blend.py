@@ -221,3 +221,29 @@ def test_default_results_dir_is_the_most_recent_experiment(tmp_path, capsys, mon
     assert code == 0
     assert "experiment: results/older" in out
     assert (old / "blend" / "submission.csv").exists() and not (new / "blend").exists()
+
+
+def _as_previous_version(path) -> None:
+    """Rewrite a logits file as the previous version wrote it: the model's name in a column
+    `backbone`, the rows hash under the key `spec_hash`."""
+    table = pq.read_table(path)
+    meta = {(b"spec_hash" if k == b"rows_hash" else k): v for k, v in table.schema.metadata.items()}
+    names = ["backbone" if n == "model" else n for n in table.schema.names]
+    pq.write_table(table.rename_columns(names).replace_schema_metadata(meta), path)
+
+
+def test_logits_written_by_the_previous_version_still_read_and_blend(tmp_path, capsys):
+    from tasks.logits import check_logits_file
+
+    exp = make_experiment(tmp_path)
+    before = read_logits(exp / "oof.parquet")
+    for name in ("oof.parquet", "test.parquet"):
+        _as_previous_version(exp / name)
+    assert "backbone" in pq.read_schema(exp / "oof.parquet").names  # really the old layout
+    frame, logits, meta = read_logits(exp / "oof.parquet")
+    pd.testing.assert_frame_equal(frame, before[0])
+    assert np.array_equal(logits, before[1]) and meta == before[2]
+    assert check_logits_file(exp / "test.parquet") > 0
+    code, out, err = run_cli(capsys, "--results", exp)
+    assert code == 0, err
+    assert "chosen:" in out

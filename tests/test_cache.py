@@ -11,7 +11,8 @@ import yaml
 from tasks.cache import decode, ensure_cache
 from tasks.dataset import index_train
 from tasks.prepare import prepare
-from tasks.spec import load_spec
+
+from tests.specs import shrunk_spec
 
 
 def train_files(root: Path, n: int = 40):
@@ -64,8 +65,7 @@ def test_two_processes_build_once(synth_root, tmp_path):
 
 
 def test_prepare_writes_folds_spec_and_manifest(synth_root, tmp_path):
-    spec = load_spec(Path("experiments/demo.yaml"), [f"data.root={synth_root}", "data.cache_size=[32, 24]",
-                                                     f"results_dir={tmp_path}", "name=prep"])
+    spec = shrunk_spec(synth_root, tmp_path, "data.cache_size=[32, 24]", name="prep")
     dataset = prepare(spec, verbose=False)
     out = tmp_path / "prep"
     saved = yaml.safe_load((out / "spec.yaml").read_text())

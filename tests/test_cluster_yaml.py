@@ -88,10 +88,13 @@ def test_validates_with_ray_autoscaler_schema(prepared):
     assert prepared["cluster_name"] == "maskfold"
 
 
-def test_validation_is_offline_and_needs_no_credentials(raw, offline):
+def test_validation_is_offline_and_needs_no_credentials(raw, raw_text, offline):
     # The offline fixture is active here: any socket use or credential lookup
     # would raise instead of reaching AWS.
-    validated(raw)
+    prepared = validated(raw)
+    assert set(node_types(prepared)) == set(node_types(raw))  # every node type survived validation
+    assert all("max_workers" in t and "min_workers" in t for t in node_types(prepared).values())
+    assert raw == yaml.safe_load(raw_text)  # validated a copy: the YAML as loaded is untouched
 
 
 BROKEN = {

@@ -9,12 +9,12 @@ from tasks.dataset import PROFILE, DataError, index_eval, index_train
 from tasks.labels import MASK_STEMS, age_band, class_of, mask_of_stem
 from tasks.prepare import load_dataset
 from tasks.relabel import apply_relabel
-from tasks.spec import load_spec
+
+from tests.specs import shrunk_spec
 
 
 def spec_for(root: Path, tmp_path: Path, *overrides: str):
-    return load_spec(Path("experiments/demo.yaml"), [f"data.root={root}", f"results_dir={tmp_path / 'results'}",
-                                                     "data.cache_size=[32, 24]", *overrides])
+    return shrunk_spec(root, tmp_path / "results", "data.cache_size=[32, 24]", *overrides)
 
 
 def test_index_follows_the_real_layout(synth_root):

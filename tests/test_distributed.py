@@ -19,7 +19,8 @@ from tasks.logits import read_logits
 from tasks.model import build_model
 from tasks.predict import eval_loader, normalisation, predict
 from tasks.prepare import prepare
-from tasks.spec import load_spec
+
+from tests.specs import shrunk_spec
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -38,10 +39,8 @@ def test_ranks_share_one_draw_equally(size, world, weighted):
 
 
 def _spec(root: Path, results: Path):
-    return load_spec(Path("experiments/demo.yaml"), [
-        f"data.root={root}", f"results_dir={results}", "name=ddptest", "folds.n_splits=3",
-        "models=[{backbone: test_convnext}]", "train.epochs=3", "train.patience=3", "train.batch_size=8",
-        "train.tta_flip=true"])
+    return shrunk_spec(root, results, "folds.n_splits=3", "train.epochs=3", "train.patience=3",
+                       "train.batch_size=8", "train.tta_flip=true", name="ddptest")
 
 
 def _rank_main(rank: int, world: int, port: int, root: str, results: str, outs: str) -> None:

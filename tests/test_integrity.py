@@ -18,13 +18,13 @@ from tasks.dataset import DataError, index_eval, index_train
 from tasks.logits import logits_table, read_logits, write_logits
 from tasks.prepare import load_dataset
 from tasks.relabel import apply_relabel, read_relabel_table
-from tasks.spec import load_spec
+
 from tests.fake_logits import fake_models, make_people, make_targets, write_experiment, write_folds
+from tests.specs import shrunk_spec
 
 
 def spec_for(root: Path, tmp_path: Path, *overrides: str):
-    return load_spec(Path("experiments/demo.yaml"), [f"data.root={root}", f"results_dir={tmp_path / 'results'}",
-                                                     "data.cache_size=[32, 24]", *overrides])
+    return shrunk_spec(root, tmp_path / "results", "data.cache_size=[32, 24]", *overrides)
 
 
 def prepare_main(capsys, root: Path, tmp_path: Path, *overrides: str) -> tuple[int, str]:

@@ -1,6 +1,5 @@
 """One (fold, model) job as a plain function: it learns, writes valid logits, resumes exactly,
 and shows the leakage trap of image-level splits."""
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,8 @@ from tasks.job_io import Job, JobResult
 from tasks.logits import LOGITS_SCHEMA, read_logits
 from tasks.metrics import score
 from tasks.prepare import folds_meta, prepare
-from tasks.spec import load_spec
+
+from tests.specs import shrunk_spec
 
 EPOCHS = 10
 pytestmark = pytest.mark.slow
@@ -25,27 +25,16 @@ class Crash(RuntimeError):
     pass
 
 
-@pytest.fixture(scope="module")
-def job_root(tmp_path_factory) -> Path:
-    from tasks.synth import write_synth
-
-    root = tmp_path_factory.mktemp("jobdata") / "data"
-    write_synth(root, persons=60, seed=11, size=(48, 64), mislabel_rate=0.0, workers=1)
-    return root
-
-
 def job_spec(root: Path, results: Path, *overrides: str):
-    return load_spec(Path("experiments/demo.yaml"), [
-        f"data.root={root}", f"results_dir={results}", "name=jobtest", "models=[{backbone: test_convnext}]",
-        f"train.epochs={EPOCHS}", f"train.patience={EPOCHS}", "train.batch_size=16", "train.tta_flip=false",
-        *overrides])
+    return shrunk_spec(root, results, "folds.n_splits=3", f"train.epochs={EPOCHS}", f"train.patience={EPOCHS}",
+                       "train.batch_size=16", *overrides, name="jobtest")
 
 
 @pytest.fixture(scope="module")
-def reference(job_root, tmp_path_factory):
+def reference(synth_root, tmp_path_factory):
     """An uninterrupted person-level job: the baseline several tests compare against."""
     results = tmp_path_factory.mktemp("results")
-    spec = job_spec(job_root, results)
+    spec = job_spec(synth_root, results)
     dataset = prepare(spec, verbose=False)
     result = train_job(spec, Job("test_convnext", 0, results / "job"), dataset=dataset, log=lambda s: None)
     return spec, dataset, result

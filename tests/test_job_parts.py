@@ -14,13 +14,12 @@ from tasks.logits import read_logits
 from tasks.losses import Targets, class_weights, head_targets, total_loss
 from tasks.model import PretrainedError, build_model, logits18
 from tasks.prepare import prepare
-from tasks.spec import LossTerm, ModelSpec, TrainSpec, load_spec
+from tasks.spec import LossTerm, ModelSpec, TrainSpec
+from tests.specs import shrunk_spec
 
 
 def small_spec(root: Path, results: Path, *overrides: str):
-    return load_spec(Path("experiments/demo.yaml"), [
-        f"data.root={root}", f"results_dir={results}", "name=parts", "data.cache_size=[64, 48]",
-        "train.input_size=[64, 48]", "models=[{backbone: test_convnext}]", *overrides])
+    return shrunk_spec(root, results, "folds.n_splits=3", "train.tta_flip=true", *overrides, name="parts")
 
 
 def test_multi_head_logits_are_joint_log_probabilities():

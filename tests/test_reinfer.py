@@ -16,7 +16,8 @@ from tasks.job_io import JobResult
 from tasks.logits import read_logits
 from tasks.predict import eval_loader, predict
 from tasks.prepare import load_dataset
-from tasks.spec import load_spec
+
+from tests.specs import shrunk_spec
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +37,7 @@ class Mirrored(torch.nn.Module):
 def experiment(synth_root, tmp_path_factory):
     """One tiny model x 2 folds x 1 epoch, trained without TTA; its jobs' saved test logits."""
     results = tmp_path_factory.mktemp("reinfer")
-    # Module scope runs before the per-test MASKFOLD_CACHE fixture: name the session's cache here.
-    spec = load_spec(Path("experiments/demo.yaml"), [
-        f"data.root={synth_root}", f"results_dir={results}", f"data.cache_dir={results.parent / 'cache'}",
-        "name=reinfertest", "folds.n_splits=2", "train.epochs=1", "train.tta_flip=false",
-        "models=[{backbone: test_convnext}]", "resources.cpus_per_worker=1", "resources.max_failures=0"])
+    spec = shrunk_spec(synth_root, results, "resources.max_failures=0", name="reinfertest")
     assert not run_experiment(spec).failed
     exp = spec.out_dir.resolve()
     jobs = {d.parent: JobResult.read(d.parent) for d in sorted((exp / "jobs").glob("*/result.json"))}

@@ -11,17 +11,16 @@ from orchestrator.cluster.experiment import run_experiment
 from orchestrator.run import main
 from tasks.logits import read_logits
 from tasks.prepare import prepare, rows_hash
-from tasks.spec import load_spec
+
+from tests.specs import shrunk_spec
 
 pytestmark = pytest.mark.slow
 
 
 def run_spec(root: Path, results: Path, *overrides: str):
-    """Two tiny models x 2 folds x 1 epoch on one fake GPU slot (2 CPUs per worker)."""
-    return load_spec(Path("experiments/demo.yaml"), [
-        f"data.root={root}", f"results_dir={results}", "name=runtest", "folds.n_splits=2",
-        "train.epochs=1", "train.tta_flip=false", "resources.cpus_per_worker=2", "resources.max_failures=0",
-        *overrides])
+    """Tiny models x 2 folds x 1 epoch on one fake GPU slot (2 CPUs per worker)."""
+    return shrunk_spec(root, results, "resources.cpus_per_worker=2", "resources.max_failures=0", *overrides,
+                       name="runtest")
 
 
 def test_dry_run_plans_longest_first_and_hashes_settings(synth_root, tmp_path, capsys):

@@ -20,20 +20,17 @@ from tasks.job_io import Job, unfinished_reason
 from tasks.lock import ExperimentBusy, experiment_lock
 from tasks.prepare import ReplaceError, prepare, rows_hash
 from tasks.spec import SpecError, load_spec
+from tests.specs import shrunk_cli, shrunk_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def overrides(root: Path, results: Path, *more: str) -> list[str]:
-    return [f"data.root={root}", f"results_dir={results}", "name=safe", "folds.n_splits=2", "train.epochs=1",
-            "train.tta_flip=false", "models=[{backbone: test_convnext}]", *more]
+    return shrunk_overrides(root, results, *more, name="safe")
 
 
 def cli_args(root: Path, results: Path, *more: str) -> list[str]:
-    args = ["experiments/demo.yaml"]
-    for item in overrides(root, results, *more):
-        args += ["--set", item]
-    return args
+    return shrunk_cli(root, results, *more, name="safe")
 
 
 @pytest.mark.parametrize("field", ["models.0.name", "name"])
