@@ -18,7 +18,8 @@ from orchestrator.cli import add_results_args, run_main
 def run(args: argparse.Namespace) -> None:
     from orchestrator.analysis.audit import (AGGREGATES, ATTRIBUTES, audit_table, hypotheses, image_probs,
                                              precision_recall, rank, read_true_mislabels)
-    from orchestrator.analysis.results import BlendError, find_experiment, load_experiment, load_oof
+    from orchestrator.analysis.experiment import BlendError, find_experiment, load_experiment
+    from orchestrator.analysis.results import load_oof
     from tasks.atomic import atomic_path
 
     exp_dir = find_experiment(args.results)

@@ -19,8 +19,8 @@ from orchestrator.cli import add_results_args, run_main
 def run(args: argparse.Namespace) -> None:
     from orchestrator.analysis.blending import fit_blend, leaderboard, print_board, write_blend
     from orchestrator.analysis.report import write_report
-    from orchestrator.analysis.results import (find_experiment, load_blend_inputs, load_experiment, read_eval_ids,
-                                               read_truth)
+    from orchestrator.analysis.experiment import find_experiment, load_experiment, read_eval_ids, read_truth
+    from orchestrator.analysis.results import load_blend_inputs
     from tasks.metrics import score
 
     exp_dir = find_experiment(args.results)

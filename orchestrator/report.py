@@ -14,7 +14,8 @@ from orchestrator.cli import add_results_args, run_main
 
 def run(args: argparse.Namespace) -> None:
     from orchestrator.analysis.report import read_blend_outputs, write_report
-    from orchestrator.analysis.results import OofLogits, find_experiment, load_experiment, load_oof
+    from orchestrator.analysis.experiment import find_experiment, load_experiment
+    from orchestrator.analysis.results import OofLogits, load_oof
 
     exp_dir = find_experiment(args.results)
     spec = load_experiment(exp_dir, args.overrides)

@@ -7,7 +7,7 @@ import torch
 
 from orchestrator import blend
 from orchestrator.cluster.gather import check_test
-from orchestrator.analysis.results import load_experiment
+from orchestrator.analysis.experiment import load_experiment
 from orchestrator.cluster.session import ray_session
 from orchestrator.cluster.reinfer import ReinferError, reinfer
 from orchestrator.cluster.experiment import run_experiment

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.analysis.ensemble import PROB_FLOOR, blend_probs, model_probs
-from orchestrator.analysis.results import BlendError, OofLogits
+from orchestrator.analysis.experiment import BlendError
+from orchestrator.analysis.results import OofLogits
 from tasks.relabel import parse_age, read_relabel_table
 from tasks.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, TRUE_AGE_BORDERS, age_band, split_class
 

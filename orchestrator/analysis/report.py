@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score
 
-from orchestrator.analysis.results import BlendError, OofLogits
+from orchestrator.analysis.experiment import BlendError
+from orchestrator.analysis.results import OofLogits
 from tasks.atomic import write_text
 from tasks.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, split_class
 from tasks.metrics import score
