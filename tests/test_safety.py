@@ -187,3 +187,31 @@ def test_a_job_whose_workers_cannot_start_is_retried_a_bounded_number_of_times(s
     trainer = build_trainer(lambda c: None, {"job_id": "j", "storage": str(tmp_path)}, spec.resources, [])
     limit = trainer.run_config.failure_config.controller_failure_limit
     assert 0 < limit == START_RETRIES  # Ray's default, -1, retries forever: the driver hangs
+
+
+def test_every_launched_job_ends_in_exactly_one_state():
+    from orchestrator.cluster.launch import final_state
+    from orchestrator.cluster.progress import JobStatus
+
+    running, done, failed = JobStatus("running"), JobStatus("done"), JobStatus("failed")
+    assert final_state(done, errored=False, stopped=False) == "done"
+    assert final_state(done, errored=False, stopped=True) == "done"  # finished before Ctrl-C: kept
+    assert final_state(running, errored=True, stopped=False) == "failed"
+    assert final_state(failed, errored=False, stopped=True) == "failed"  # e.g. its outputs not collected
+    assert final_state(running, errored=False, stopped=True) == "interrupted"
+    assert final_state(None, errored=False, stopped=True) == "not started"
+    # Without Ctrl-C a job that never finished is a failure to retry, never "interrupted".
+    assert final_state(running, errored=False, stopped=False) == "failed"
+    assert final_state(None, errored=False, stopped=False) == "failed"
+
+
+def test_the_same_job_of_two_experiments_never_shares_a_scratch_folder(tmp_path):
+    """Two runs of one spec into two results folders plan the same job ids; their workers'
+    node-local folders (deleted and refilled at every start) must still differ."""
+    from orchestrator.cluster.worker import scratch_name
+
+    a = {"job_id": "test_convnext-fold0-28b74dad", "storage": str(tmp_path / "a" / "demo" / "ray")}
+    b = {**a, "storage": str(tmp_path / "b" / "demo" / "ray")}
+    assert scratch_name(a) != scratch_name(b)
+    assert scratch_name(a) == scratch_name(dict(a))  # a resumed run finds its own
+    assert scratch_name(a).startswith(a["job_id"])  # still readable on the node

@@ -42,18 +42,21 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
         grid = tuner.fit()
     table.show_final()
     failed = {r.config["job"]["job_id"] for r in grid if r.error is not None}
-    states = {p.job_id: final_state(board.status.get(p.job_id), p.job_id in failed) for p in todo}
-    return Launched(states, interrupt.is_set())
+    stopped = interrupt.is_set()
+    states = {p.job_id: final_state(board.status.get(p.job_id), p.job_id in failed, stopped) for p in todo}
+    return Launched(states, stopped)
 
 
-def final_state(status: JobStatus | None, errored: bool) -> str:
-    """done (collected), failed (its trial errored, or collection failed), interrupted
-    (started, not finished: Ctrl-C) or not started."""
+def final_state(status: JobStatus | None, errored: bool, stopped: bool) -> str:
+    """done (collected), failed (its trial errored, its outputs could not be collected, or it
+    ended unfinished on its own), interrupted (started, then Ctrl-C) or not started."""
     if errored or (status is not None and status.state == "failed"):
         return "failed"
     if status is None or status.state == "queued":
-        return "not started"
-    return "done" if status.state == "done" else "interrupted"
+        return "not started" if stopped else "failed"
+    if status.state == "done":
+        return "done"
+    return "interrupted" if stopped else "failed"
 
 
 _INTERRUPT = threading.Event()

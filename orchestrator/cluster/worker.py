@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 
 from tasks.job_io import EpochReport, Job
-from tasks.spec import Experiment, ResourcesSpec
+from tasks.spec import Experiment, ResourcesSpec, stable_hash
 
 # Attempts to start a job's worker group. Each waits up to RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S
 # (ray_run.TRAIN_ENV) for its slot, which covers an autoscaler launching a GPU node.
@@ -50,7 +50,7 @@ def train_worker(config: dict) -> None:
     spec = Experiment.model_validate(config["spec"])
     rank = ray.train.get_context().get_world_rank()
     checkpoint = ray.train.get_checkpoint()
-    work = _scratch(config["job_id"], rank, checkpoint)
+    work = _scratch(scratch_name(config), rank, checkpoint)
     node = ray.util.get_node_ip_address()
     if (work / "result.json").exists():  # finished before the driver could collect it
         _report_final(work, node, rank)
@@ -86,10 +86,17 @@ def train_worker(config: dict) -> None:
     _report_final(work, node, rank)
 
 
-def _scratch(job_id: str, rank: int, checkpoint) -> Path:
+def scratch_name(config: dict) -> str:
+    """The job's node-local folder name: its id plus its Train storage. The same job of two
+    experiments (another results folder, another user on the node) never shares a folder,
+    and a resumed run, writing to the same storage, finds its own."""
+    return f"{config['job_id']}-{stable_hash([config['storage'], config['job_id']])[:8]}"
+
+
+def _scratch(name: str, rank: int, checkpoint) -> Path:
     """A fresh node-local folder holding exactly the last reported checkpoint, if any: every
     rank then resumes from the same epoch, whatever an earlier attempt left on this node."""
-    work = Path(tempfile.gettempdir()) / "maskfold-jobs" / (job_id if rank == 0 else f"{job_id}.rank{rank}")
+    work = Path(tempfile.gettempdir()) / "maskfold-jobs" / (name if rank == 0 else f"{name}.rank{rank}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     if checkpoint is not None:
