@@ -19,8 +19,8 @@ import torch
 from tasks.batches import CachedImages, make_loader, sample_weights
 from tasks.device import select_device
 from tasks.distributed import Ranks, current_ranks, sum_over_ranks, sync_buffers, wrap_model
-from tasks.job_io import (EpochReport, Job, JobResult, TrainState, job_paths, load_checkpoint, save_checkpoint,
-                          save_weights, write_job_logits, write_metrics, write_result)
+from tasks.job_io import (EpochBoard, EpochReport, Job, JobResult, TrainState, job_paths, load_checkpoint,
+                          save_checkpoint, save_weights, write_job_logits, write_metrics, write_result)
 from tasks.labels import TRUE_AGE_BORDERS, age_band, class_of
 from tasks.losses import class_weights
 from tasks.metrics import score
@@ -94,6 +94,7 @@ def train_job(spec: Experiment, job: Job, on_epoch: Callable[[EpochReport], None
     ctx = model_context(model, dev, train, ranks)
     make_fit = lambda e: _fit_loader(dataset, fit_rows, train, seed * 1000 + e, ranks)  # noqa: E731
     fit, state = _start_fitting(ctx, job, fit_rows, len(make_fit(0)), log)
+    board = EpochBoard(job.out_dir, state.epoch) if ranks.leader else None
     for epoch in range(state.epoch, train.epochs):
         if state.stale >= train.patience:
             break
@@ -113,11 +114,14 @@ def train_job(spec: Experiment, job: Job, on_epoch: Callable[[EpochReport], None
                              state.best_epoch, stats.images / max(stats.seconds, 1e-9))
         state = replace(state, history=(*state.history, report.row()))
         if ranks.leader:
-            save_checkpoint(job.out_dir, model, fit.optimizer, fit.scheduler, fit.scaler, state)
             write_metrics(job.out_dir, state.history)
+            board.log(report.row())
+            save_checkpoint(job.out_dir, model, fit.optimizer, fit.scheduler, fit.scaler, state)
         log(report.line(job.key))
         if on_epoch is not None:
             on_epoch(report)
+    if board is not None:
+        board.close()
     return _finish(spec, job, dataset, ctx, val_rows, state, started)
 
 

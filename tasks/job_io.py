@@ -2,7 +2,7 @@
 
 Files in the job's folder (each written atomically):
   checkpoint.pt  last finished epoch (resume point)     best.pt      best weights (state_dict)
-  metrics.csv    one row per epoch                       tb/          TensorBoard events
+  metrics.csv    one row per epoch                       tb/          TensorBoard events (EpochBoard)
   oof.parquet    validation logits                       test.parquet eval logits
   result.json    written last: its presence means the job is complete
 """
@@ -136,16 +136,34 @@ def save_weights(out_dir: Path, model) -> Path:
 def write_metrics(out_dir: Path, history: tuple[dict, ...]) -> None:
     with atomic_path(out_dir / "metrics.csv") as tmp:
         pd.DataFrame(list(history)).to_csv(tmp, index=False)
-    _log_tensorboard(out_dir / "tb", history[-1])
 
 
-def _log_tensorboard(log_dir: Path, row: dict) -> None:
-    from torch.utils.tensorboard import SummaryWriter
+class EpochBoard:
+    """The job's TensorBoard events in out_dir/tb/: one writer for the job's life, every
+    metrics.csv column per epoch. A resumed job reopens it at its resume point, so its
+    curves continue (events past that point, from the attempt that died, are purged)."""
 
-    with SummaryWriter(str(log_dir)) as writer:
+    def __init__(self, out_dir: Path, resume_epoch: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(out_dir / "tb"), purge_step=resume_epoch + 1 if resume_epoch else None)
+
+    def log(self, row: dict) -> None:
         for key, value in row.items():
             if key not in ("epoch", "epochs"):
-                writer.add_scalar(key.replace("val_", "val/").replace("train_", "train/"), value, int(row["epoch"]))
+                self.writer.add_scalar(tensorboard_tag(key), value, int(row["epoch"]))
+        self.writer.flush()  # the epoch's checkpoint ships tb/ as it is on disk
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def tensorboard_tag(column: str) -> str:
+    """metrics.csv column -> TensorBoard tag: val_macro_f1 -> val/macro_f1, lr -> train/lr."""
+    for prefix in ("val", "train"):
+        if column.startswith(prefix + "_"):
+            return f"{prefix}/{column[len(prefix) + 1:]}"
+    return f"train/{column}"
 
 
 def write_job_logits(job: Job, spec, val_rows: pd.DataFrame, oof, eval_rows: pd.DataFrame, test,

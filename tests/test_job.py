@@ -93,6 +93,38 @@ def test_resume_after_a_crash_gives_the_same_result(reference, tmp_path):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
     weights = torch.load(resumed.weights_path, weights_only=True)
     assert set(weights) == set(torch.load(expected.weights_path, weights_only=True))
+    # The resumed job's TensorBoard curve continues where it stopped: every epoch once, as if
+    # it had never been interrupted.
+    resumed_curve, expected_curve = (tb_scalars(Path(r.oof_path).parent / "tb", "val/macro_f1")
+                                     for r in (resumed, expected))
+    assert [step for step, _ in resumed_curve] == list(range(1, EPOCHS + 1))
+    np.testing.assert_allclose([v for _, v in resumed_curve], [v for _, v in expected_curve], atol=1e-6)
+
+
+def tb_scalars(log_dir: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_tensorboard_holds_every_metrics_column_from_one_writer(reference):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tasks.job_io import tensorboard_tag
+
+    _, _, result = reference
+    job_dir = Path(result.oof_path).parent
+    metrics = pd.read_csv(job_dir / "metrics.csv")
+    assert len(list((job_dir / "tb").glob("events.out.tfevents.*"))) == 1  # one writer for the job's life
+    events = EventAccumulator(str(job_dir / "tb"))
+    events.Reload()
+    expected = {tensorboard_tag(c) for c in metrics.columns if c not in ("epoch", "epochs")}
+    assert {"val/macro_f1", "val/loss", "train/loss", "train/lr", "val/gender_f1", "train/images_per_second"} <= expected
+    assert set(events.Tags()["scalars"]) == expected
+    logged = [v for _, v in tb_scalars(job_dir / "tb", "val/macro_f1")]
+    np.testing.assert_allclose(logged, metrics["val_macro_f1"], atol=1e-6)
 
 
 def test_image_level_split_leaks(reference, tmp_path):

@@ -1,4 +1,5 @@
 """The driver on real Ray: an embedded local Ray, a failing job, caching, and the job matrix."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +74,16 @@ def test_failed_job_reported_others_finish_rerun_retries_only_it(synth_root, tmp
     oof, logits, _ = read_logits(spec.out_dir / "oof.parquet")
     dataset = prepare(spec, verbose=False)
     assert sorted(oof["image_key"]) == sorted(dataset.train["image_key"])  # each image once
+    for result_json in (spec.out_dir / "jobs").glob("*/result.json"):  # collected: paths in results/
+        job_dir = result_json.parent
+        assert json.loads(result_json.read_text())["oof_path"] == str(job_dir / "oof.parquet")
+        assert len(list((job_dir / "tb").glob("events.out.tfevents.*"))) == 1  # its TensorBoard events
+    assert not list((spec.out_dir / "ray").rglob("events.out.tfevents.*"))  # no second set from Tune
     board = pd.read_csv(spec.out_dir / "leaderboard.csv")
-    assert set(board["fold"].astype(str)) == {"0", "1", "mean", "std"}
+    assert set(board["fold"].astype(str)) == {"0", "1", "mean", "sd"}
+    scores = board[board.fold.astype(str).isin(["0", "1"]) & (board.model == "test_convnext")].macro_f1
+    sd = board[(board.fold.astype(str) == "sd") & (board.model == "test_convnext")].macro_f1.item()
+    assert abs(sd - scores.std(ddof=1)) < 1e-4  # the sample sd over folds, named as such
     capsys.readouterr()
     second = run_experiment(spec)
     assert sorted(second.failed) == sorted(first.failed) and second.done == ()

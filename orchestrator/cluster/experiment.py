@@ -87,10 +87,11 @@ def format_summary(spec: Experiment, plans: list[JobPlan], summary: RunSummary) 
     if done:
         table = pd.DataFrame([{"model": r.model, "f1": r.val["macro_f1"], "hours": r.seconds * r.workers / 3600}
                               for r in done])
-        per = table.groupby("model").agg(folds=("f1", "size"), macro_f1=("f1", "mean"), spread=("f1", "std"),
+        per = table.groupby("model").agg(folds=("f1", "size"), macro_f1=("f1", "mean"), sd_over_folds=("f1", "std"),
                                          slot_hours=("hours", "sum"))
         unit = "GPU-hours" if spec.resources.slot == "GPU" else f"{spec.resources.slot}-hours"
-        lines.append(per.rename(columns={"slot_hours": unit}).to_string(float_format=lambda v: f"{v:.4f}"))
+        names = {"macro_f1": "val macro F1 (mean)", "sd_over_folds": "sd over folds", "slot_hours": unit}
+        lines.append(per.rename(columns=names).to_string(float_format=lambda v: f"{v:.4f}"))
     g = summary.gathered
     if g.models:
         lines.append(f"gathered {g.oof_rows} OOF rows and {g.test_rows} test rows of {len(g.models)} models "

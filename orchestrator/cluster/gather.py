@@ -76,14 +76,15 @@ def check_test(test: pd.DataFrame, eval_keys: pd.Series, fold_models: set[tuple[
 
 
 def write_leaderboard(path: Path, results: list[JobResult]) -> pd.DataFrame:
-    """One row per (model, fold), then per model the mean and spread over folds."""
+    """One row per (model, fold), then per model the mean and the sd over folds (the sample
+    standard deviation, ddof=1: the one spread maskfold shows, in the console and report too)."""
     rows = [{"model": r.model, "backbone": r.backbone, "fold": str(r.fold), "best_epoch": r.best_epoch,
              "seconds": round(r.seconds, 1), **r.val} for r in results]
     table = pd.DataFrame(rows)
     if len(table):
         metrics = ["macro_f1", "accuracy", "mask_f1", "gender_f1", "age_f1"]
-        for stat in ("mean", "std"):
-            agg = table.groupby(["model", "backbone"])[metrics].agg(stat).reset_index().assign(fold=stat)
+        for stat, label in (("mean", "mean"), ("std", "sd")):  # pandas' std is the sample sd (ddof=1)
+            agg = table.groupby(["model", "backbone"])[metrics].agg(stat).reset_index().assign(fold=label)
             table = pd.concat([table, agg], ignore_index=True)
         table = table.sort_values(["model", "fold"], kind="stable").astype({"best_epoch": "Int64"})
     with atomic_path(path) as tmp:

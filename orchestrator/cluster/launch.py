@@ -22,11 +22,14 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
     """Run the jobs through Tune, longest first; Ctrl-C stops them and keeps what finished."""
     from ray import tune
 
+    # Each job keeps its own TensorBoard events (jobs/<job>/tb/); Tune's automatic loggers
+    # would add a second set per trial under ray/tune-*/, named by trial id, not model and fold.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     board = Board({p.job_id: p for p in todo})
     collector, table = Collector(board, storage, spec.out_dir / "logs"), ProgressTable(board)
     configs = [job_config(spec, p, storage) | {"meta": _meta(p)} for p in todo]
     with ray_session(spec, address), stop_on_interrupt(stream) as interrupt:
-        slots = check_resources(spec.resources)
+        slots = board.slots = check_resources(spec.resources)
         print(f"running {len(todo)} jobs, {slots} at a time (Ctrl-C stops them; finished jobs are kept)",
               file=stream)
         tuner = tune.Tuner(

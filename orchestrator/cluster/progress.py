@@ -1,10 +1,16 @@
-"""What the driver shows while jobs run: every job's state on one board, drawn as a table.
+"""What the driver shows while jobs run.
 
-The board is the run's record of each job (queued, running, done, failed); the collector
-(collect.py) records outcomes on it, and the table here only shows it.
+Every job's state is on one board (queued, running, done, failed); the collector
+(collect.py) records outcomes on it and the display here only shows it: on a terminal a live
+table repainted in place under a summary line (done / running / queued / failed, elapsed,
+overall ETA); in a log, one timestamped line per event (started, epoch, done, failed).
+
+ETAs come from measured epoch times, the wall time between a job's epoch reports, never from
+start-up (imports, loading, the first epoch's warm-up), which would make early ETAs 10-25x long.
 """
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -13,6 +19,9 @@ from ray.tune import Callback
 
 from orchestrator.cluster.plan import JobPlan
 
+F1_NOTE = ("val F1: while running, the best epoch's so far (no TTA); when done, the job's OOF macro F1 "
+           "(best epoch's weights, flip TTA if set)")
+
 
 @dataclass(frozen=True)
 class JobStatus:
@@ -20,76 +29,157 @@ class JobStatus:
     node: str = ""
     epoch: int = 0
     epochs: int = 0
-    val_f1: float | None = None
+    val_f1: float | None = None  # see F1_NOTE
     started: float | None = None
+    first_report: tuple[int, float] | None = None  # (epoch, time) of the first epoch report seen
+    last_report: float | None = None
     finished: float | None = None
-    epoch_seconds: float = 0.0
     error: str = ""
 
-    def eta(self, now: float) -> str:
-        if self.state != "running" or not self.epoch or self.started is None:
-            return ""
-        per_epoch = (now - self.started) / self.epoch
-        return f"{per_epoch * (self.epochs - self.epoch) / 60:.1f} min"
+    def epoch_seconds(self) -> float | None:
+        """Wall seconds per epoch between reports: start-up and the first epoch left out."""
+        if self.first_report is None or self.last_report is None or self.epoch <= self.first_report[0]:
+            return None
+        return (self.last_report - self.first_report[1]) / (self.epoch - self.first_report[0])
+
+    def remaining(self) -> float | None:
+        per = self.epoch_seconds()
+        return None if per is None else per * (self.epochs - self.epoch)
 
 
 @dataclass
 class Board:
-    """Status of every job by id; rendered as a table."""
+    """Status of every job by id, the run's clock and its slots."""
 
     plans: dict[str, JobPlan]
     status: dict[str, JobStatus] = field(default_factory=dict)
+    slots: int = 1
+    started: float = field(default_factory=time.time)
 
-    def render(self) -> str:
-        now = time.time()
-        lines = [f"{'job':44s} {'node':15s} {'state':8s} {'epoch':>7s} {'val F1':>7s} {'ETA':>9s}"]
+    def get(self, job_id: str) -> JobStatus:
+        return self.status.get(job_id, JobStatus())
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(("done", "running", "queued", "failed"), 0)
         for job_id in self.plans:
-            s = self.status.get(job_id, JobStatus())
-            f1 = f"{s.val_f1:.4f}" if s.val_f1 is not None else ""
-            epoch = f"{s.epoch}/{s.epochs}" if s.epochs else ""
-            lines.append(f"{job_id:44s} {s.node:15s} {s.state:8s} {epoch:>7s} {f1:>7s} {s.eta(now):>9s}")
-        return "\n".join(lines)
+            counts[self.get(job_id).state] += 1
+        return counts
+
+    def job_seconds(self, model: str) -> float | None:
+        """A whole job of `model`, start to end: measured on its finished jobs, else estimated
+        from a running one's epochs, else from earlier runs (the plan's estimate)."""
+        done = [s.finished - s.started for j, s in self.status.items()
+                if s.state == "done" and s.started and s.finished and self.plans[j].model == model]
+        if done:
+            return statistics.median(done)
+        for j, s in self.status.items():
+            per = s.epoch_seconds()
+            if self.plans[j].model == model and per is not None:
+                return s.first_report[1] - s.started + per * (s.epochs - s.first_report[0])
+        estimates = [p.estimate_s for p in self.plans.values() if p.model == model and p.estimate_s]
+        return estimates[0] if estimates else None
+
+    def eta(self) -> float | None:
+        """Seconds until every job is done, None until the epochs say how long they take."""
+        work = []
+        for job_id, plan in self.plans.items():
+            s = self.get(job_id)
+            if s.state == "running":
+                work.append(s.remaining())
+            elif s.state == "queued":
+                work.append(self.job_seconds(plan.model))
+        if any(w is None for w in work):
+            return None
+        return sum(work) / max(self.slots, 1)
+
+    def summary(self) -> str:
+        c, eta = self.counts(), self.eta()
+        left = "done" if not c["running"] + c["queued"] else (f"ETA {eta / 60:.1f} min" if eta is not None
+                                                               else "ETA after the first epochs")
+        return (f"{c['done']} done, {c['running']} running, {c['queued']} queued, {c['failed']} failed | "
+                f"elapsed {(time.time() - self.started) / 60:.1f} min | {left}")
+
+    def table(self):
+        from rich.table import Table
+
+        table = Table(title=self.summary(), title_justify="left", caption=F1_NOTE, caption_justify="left")
+        for name, justify in (("job", "left"), ("node", "left"), ("state", "left"), ("epoch", "right"),
+                              ("val F1", "right"), ("s/epoch", "right"), ("ETA", "right")):
+            table.add_column(name, justify=justify)
+        for job_id in self.plans:
+            s = self.get(job_id)
+            per, left = s.epoch_seconds(), s.remaining() if s.state == "running" else None
+            table.add_row(job_id, s.node, s.state, f"{s.epoch}/{s.epochs}" if s.epochs else "",
+                          f"{s.val_f1:.4f}" if s.val_f1 is not None else "", f"{per:.1f}" if per else "",
+                          f"{left / 60:.1f} min" if left is not None else "")
+        return table
 
 
 class ProgressTable(Callback):
-    """Tune callback on the driver: running jobs' epochs on the board, and the board drawn."""
+    """Tune callback on the driver: running jobs' epochs on the board; the board shown live on
+    a terminal, as event lines in a log."""
 
-    def __init__(self, board: Board):
-        # No stream kept: Tune pickles its callbacks; stderr is looked up when drawing.
+    def __init__(self, board: Board, live: bool | None = None):
         self.board = board
-        self.redraw = sys.stderr.isatty()
-        self.last_render = 0.0
+        self.live_view = sys.stderr.isatty() if live is None else live
+        self._live = None  # created on first use: Tune pickles its callbacks, a live display can't be
 
-    def _update(self, trial, **changes) -> None:
+    def __getstate__(self):
+        return {**self.__dict__, "_live": None}
+
+    def _update(self, trial, **changes) -> str:
         job_id = trial.config["job"]["job_id"]
-        self.board.status[job_id] = replace(self.board.status.get(job_id, JobStatus()), **changes)
+        self.board.status[job_id] = replace(self.board.get(job_id), **changes)
+        return job_id
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._update(trial, state="running", started=time.time())
-        self._show(force=True)
+        job_id = self._update(trial, state="running", started=time.time())
+        self._event(f"started {job_id}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if not result.get("final") and not result.get("error"):
-            self._update(trial, node=result.get("node", ""), epoch=int(result.get("epoch", 0)),
-                         epochs=int(result.get("epochs", 0)), val_f1=result.get("best_f1"),
-                         epoch_seconds=result.get("epoch_seconds", 0.0))
-        self._show(force=bool(result.get("final")))
+        if result.get("error"):
+            return
+        job_id = trial.config["job"]["job_id"]
+        if result.get("final"):  # the collector has recorded the outcome by now
+            s = self.board.get(job_id)
+            what = (f"done {job_id}: OOF macro F1 {s.val_f1:.4f}" if s.state == "done" and s.val_f1 is not None
+                    else f"FAILED {job_id}: {s.error[:200]}")
+            self._event(what)
+            return
+        now, s = time.time(), self.board.get(job_id)
+        epoch = int(result.get("epoch", 0))
+        s = self.board.status[job_id] = replace(
+            s, node=result.get("node", ""), epoch=epoch, epochs=int(result.get("epochs", 0)),
+            val_f1=result.get("best_f1"), first_report=s.first_report or (epoch, now), last_report=now)
+        left = s.remaining()
+        self._event(f"epoch {epoch}/{s.epochs} {job_id}: val F1 {result.get('val_macro_f1', 0):.4f} (best "
+                    f"{s.val_f1:.4f})" + (f", {left / 60:.1f} min left" if left is not None else ""))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._show(force=True)
+        job_id = trial.config["job"]["job_id"]
+        first = str(trial.get_error() or "").strip().splitlines()
+        self._event(f"FAILED {job_id}: {first[-1][:200] if first else 'see its log'}")
+
+    def _event(self, line: str) -> None:
+        if self.live_view:
+            self._show()
+        else:
+            print(f"{time.strftime('%H:%M:%S')} {line} [{self.board.summary()}]", file=sys.stderr, flush=True)
+
+    def _show(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        if self._live is None:
+            self._live = Live(self.board.table(), console=Console(stderr=True), refresh_per_second=1,
+                              get_renderable=self.board.table)
+            self._live.start()
+        self._live.refresh()
 
     def show_final(self) -> None:
-        self.redraw = False  # leave the last table in the scrollback
-        self._show(force=True)
-
-    def _show(self, force: bool) -> None:
-        now = time.time()
-        if not force and now - self.last_render < (1 if self.redraw else 30):
-            return
-        self.last_render = now
-        text = self.board.render()
-        if self.redraw:  # repaint in place on a terminal; plain appended snapshots in logs
-            sys.stderr.write("\x1b[H\x1b[2J" + text + "\n")
-        else:
-            sys.stderr.write(text + "\n\n")
-        sys.stderr.flush()
+        """Leave the final table on the terminal, or its summary in the log."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        elif not self.live_view:
+            print(f"{time.strftime('%H:%M:%S')} jobs ended [{self.board.summary()}]", file=sys.stderr, flush=True)

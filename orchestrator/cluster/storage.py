@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from tasks.atomic import atomic_dir
 from tasks.errors import UserError
-from tasks.job_io import unfinished_reason
+from tasks.job_io import JobResult, job_paths, unfinished_reason, write_result
 
 
 class StorageError(UserError, RuntimeError):
@@ -50,3 +51,5 @@ def copy_outputs(checkpoint_path: str, storage: str, out_dir: Path) -> None:
         reason = unfinished_reason(staged)
         if reason:
             raise RuntimeError(f"{checkpoint_path} does not hold a finished job's outputs ({reason})")
+        # The worker wrote its node-local paths; from here on the outputs live in results/.
+        write_result(staged, replace(JobResult.read(staged), **job_paths(out_dir)))

@@ -24,7 +24,10 @@ from tasks.spec import Experiment, ResourcesSpec, stable_hash
 # Attempts to start a job's worker group. Each waits up to RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S
 # (ray_run.TRAIN_ENV) for its slot, which covers an autoscaler launching a GPU node.
 START_RETRIES = 3
-OUTPUT_FILES = ("result.json", "oof.parquet", "test.parquet", "best.pt", "metrics.csv", "job.log")
+OUTPUT_FILES = ("result.json", "oof.parquet", "test.parquet", "best.pt", "metrics.csv", "job.log", "tb")
+# What an epoch's checkpoint carries besides the weights: the log, the curves so far and their
+# TensorBoard events all run on across restarts.
+EPOCH_FILES = ("checkpoint.pt", "job.log", "metrics.csv", "tb")
 
 
 def worker_resources(res: ResourcesSpec) -> dict[str, float]:
@@ -65,8 +68,7 @@ def train_worker(config: dict) -> None:
             ray.train.report(_epoch_metrics(report, node))
             return
         with tempfile.TemporaryDirectory() as tmp:
-            for name in ("checkpoint.pt", "job.log"):  # the log too: it runs on across restarts
-                shutil.copy2(work / name, Path(tmp) / name)
+            copy_entries(work, Path(tmp), EPOCH_FILES)
             ray.train.report(_epoch_metrics(report, node), checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     job = Job(config["model"], config["fold"], work)
@@ -101,9 +103,17 @@ def _scratch(name: str, rank: int, checkpoint) -> Path:
     work.mkdir(parents=True)
     if checkpoint is not None:
         with checkpoint.as_directory() as saved:
-            for name in os.listdir(saved):
-                shutil.copy2(Path(saved) / name, work / name)
+            copy_entries(Path(saved), work, os.listdir(saved))
     return work
+
+
+def copy_entries(src: Path, dst: Path, names) -> None:
+    """Copy the files and folders `names` (those that exist) from src to dst."""
+    for name in names:
+        if (src / name).is_dir():
+            shutil.copytree(src / name, dst / name, dirs_exist_ok=True)
+        elif (src / name).exists():
+            shutil.copy2(src / name, dst / name)
 
 
 def _report_final(work: Path, node: str, rank: int) -> None:
@@ -118,8 +128,7 @@ def _report_final(work: Path, node: str, rank: int) -> None:
         return
     result = JobResult.read(work)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in OUTPUT_FILES:
-            shutil.copy2(work / name, Path(tmp) / name)
+        copy_entries(work, Path(tmp), OUTPUT_FILES)
         ray.train.report({"final": 1, "node": node, "val_macro_f1": result.val["macro_f1"],
                           "epoch": result.epochs_run, "epochs": result.epochs_run, "seconds": result.seconds},
                          checkpoint=ray.train.Checkpoint.from_directory(tmp))
