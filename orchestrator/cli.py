@@ -11,7 +11,27 @@ from typing import Callable
 
 from tasks.errors import UserError
 
-__all__ = ["UserError", "add_results_args", "add_set_arg", "add_spec_args", "run_main", "spec_from_args"]
+__all__ = ["UserError", "add_results_args", "add_set_arg", "add_spec_args", "make_parser", "run_main",
+           "spec_from_args"]
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description and examples as written; an option's default shown where it has one
+    worth saying (not for flags, empty lists, or help that already names its default)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: {default})"
+
+
+def make_parser(prog: str, doc: str, examples: list[str], outputs: list[str]) -> argparse.ArgumentParser:
+    """A command's parser: its docstring, then what it writes and examples after the options."""
+    epilog = "writes:\n" + "\n".join(f"  {o}" for o in outputs) + "\n\nexamples:\n" + "\n".join(
+        f"  {e}" for e in examples)
+    return argparse.ArgumentParser(prog=prog, description=doc, epilog=epilog, formatter_class=HelpFormatter)
 
 
 def add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +41,8 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
 
 def add_set_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="a.b=value",
-                        help="override a spec field (repeatable), e.g. --set data.root=/data --set name=trial2")
+                        help="override a spec field (repeatable), e.g. --set data.root=/data --set name=trial2; "
+                             "validated like the YAML")
 
 
 def add_results_args(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.cli import add_set_arg, run_main
+from orchestrator.cli import add_set_arg, make_parser, run_main
 from tasks.spec import load_spec
 
 DEMO_SPEC = Path("experiments/demo.yaml")
@@ -53,9 +53,12 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--persons", type=int, default=150, help="training people to synthesise (default 150)")
+    parser = make_parser("python -m orchestrator.demo", __doc__, [
+        "python -m orchestrator.demo", "python -m orchestrator.demo --persons 300 --set train.epochs=12"], [
+        "data/synth/ (train/, eval/, truth/; written once)",
+        "results/demo/ (jobs, logs, oof/test parquet, leaderboard), results/demo/blend/submission.csv, "
+        "report.html, audit.csv"])
+    parser.add_argument("--persons", type=int, default=150, help="training people to synthesise")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     add_set_arg(parser)
     args = parser.parse_args(argv)

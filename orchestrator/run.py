@@ -6,15 +6,20 @@ repeated, a crashed run resumes, and the gathered tables land in results/<name>/
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from orchestrator.cli import add_spec_args, run_main, spec_from_args
+from orchestrator.cli import add_spec_args, make_parser, run_main, spec_from_args
+
+EXAMPLES = ["python -m orchestrator.run experiments/demo.yaml --dry-run",
+            "python -m orchestrator.run experiments/five_fold.yaml --address auto",
+            "python -m orchestrator.run experiments/five_fold.yaml --set train.epochs=5 --set name=short"]
+OUTPUTS = ["results/<name>/spec.yaml, manifest.json, folds.parquet (prepare)",
+           "results/<name>/jobs/<model>-fold<k>-<hash>/ (weights, metrics.csv, tb/, OOF and test logits)",
+           "results/<name>/logs/<job>.log, oof.parquet, test.parquet, leaderboard.csv, leaderboard.png"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("python -m orchestrator.run", __doc__, EXAMPLES, OUTPUTS)
     add_spec_args(parser)
     parser.add_argument("--address", help="Ray cluster to join ('auto' on a cluster's head node); "
                                           "default: RAY_ADDRESS, else an embedded local Ray")

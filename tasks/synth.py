@@ -338,15 +338,23 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.synth", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.synth", description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="writes:\n  OUT/train/images/<profile>/, OUT/train/train.csv, OUT/eval/info.csv, OUT/eval/images/,\n"
+               "  OUT/truth/eval_answers.csv, OUT/truth/mislabeled.csv, OUT/truth/train_persons.csv\n\n"
+               "examples:\n  python -m tasks.synth data/synth --persons 150 --size 48x64\n"
+               "  python -m tasks.synth /tmp/real_size --persons 60 --size 384x512 --seed 3")
     parser.add_argument("out", type=Path, help="folder to create train/, eval/ and truth/ in")
-    parser.add_argument("--persons", type=int, default=60, help="training people (real: 2700)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=parse_size, default=(48, 64), help="W x H (real: 384x512)")
+    parser.add_argument("--persons", type=int, default=60, help="training people (default 60; real: 2700)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of everything drawn: people, labels, faces, mislabels (default 0); the same "
+                             "seed writes the same bytes")
+    parser.add_argument("--size", type=parse_size, default=(48, 64), help="W x H (default 48x64; real: 384x512)")
     parser.add_argument("--eval-persons", type=int, default=None,
                         help="eval people (default: 2/3 of --persons, the real 40/60 split)")
     parser.add_argument("--mislabel-rate", type=float, default=0.02,
-                        help="share of training people given a wrong label")
+                        help="share of training people given a wrong label (default 0.02)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier synthetic dataset in OUT")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
