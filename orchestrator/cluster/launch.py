@@ -3,11 +3,13 @@ Ctrl-C stops the jobs and keeps what finished."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
 import time
 
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.stopper import Stopper
 
 from orchestrator.cluster.collect import Collector
@@ -22,9 +24,7 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
     """Run the jobs through Tune, longest first; Ctrl-C stops them and keeps what finished."""
     from ray import tune
 
-    # Each job keeps its own TensorBoard events (jobs/<job>/tb/); Tune's automatic loggers
-    # would add a second set per trial under ray/tune-*/, named by trial id, not model and fold.
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    quiet_tune()
     board = Board({p.job_id: p for p in todo})
     collector, table = Collector(board, storage, spec.out_dir / "logs"), ProgressTable(board)
     configs = [job_config(spec, p, storage) | {"meta": _meta(p)} for p in todo]
@@ -40,7 +40,8 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
             param_space={"job": tune.grid_search(configs)},
             tune_config=tune_config(slots),
             run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
-                                      callbacks=[collector, table], stop=InterruptStopper(), verbose=0),
+                                      callbacks=[collector, table, CSVLoggerCallback(), JsonLoggerCallback()],
+                                      stop=InterruptStopper(), verbose=0),
         )
         grid = tuner.fit()
     table.show_final()
@@ -48,6 +49,15 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
     stopped = interrupt.is_set()
     states = {p.job_id: final_state(board.status.get(p.job_id), p.job_id in failed, stopped) for p in todo}
     return Launched(states, stopped)
+
+
+def quiet_tune() -> None:
+    """Tune's console output and TensorBoard events off: the progress display and each job's
+    own events (jobs/<job>/tb/, named by model and fold) say it better. Its CSV and JSON
+    loggers stay (callbacks in launch): the ResultGrid reads trial outcomes from them."""
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter is silent at verbose=0
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
 
 
 def final_state(status: JobStatus | None, errored: bool, stopped: bool) -> str:

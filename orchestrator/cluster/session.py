@@ -3,6 +3,7 @@ jobs can ever be scheduled there."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def local_ray_args(res: ResourcesSpec) -> dict:
     if res.slot != "GPU":
         resources[res.slot] = max(1, int(cpus // res.cpus_per_worker))
     return {"num_cpus": cpus, "resources": resources, "object_store_memory": OBJECT_STORE_BYTES,
-            "include_dashboard": False, "log_to_driver": False}
+            "include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
 
 
 @contextlib.contextmanager
@@ -50,7 +51,7 @@ def ray_session(spec: Experiment, address: str | None):
     address = address or os.environ.get("RAY_ADDRESS")
     with contextlib.nullcontext() if address else loopback_only():
         if address:
-            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False, logging_level=logging.WARNING)
         else:
             # address="local": never join some other cluster that happens to run on this machine.
             ray.init(address="local", runtime_env={"env_vars": env}, **local_ray_args(spec.resources))
