@@ -57,7 +57,7 @@ class Collector(Callback):
         else:
             # The pid says which process on that node trains it (rank 0), e.g. to inspect or stop it.
             self.log(job_id, f"epoch {result.get('epoch')}/{result.get('epochs')} on {result.get('node')} "
-                             f"(pid {result.get('pid')}): "
+                             f"(pid {result.get('worker_pid')}): "
                              f"val F1 {result.get('val_macro_f1', 0):.4f} loss {result.get('train_loss', 0):.4f}")
 
     def _collect(self, trial, result) -> None:

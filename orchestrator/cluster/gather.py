@@ -83,9 +83,10 @@ def write_leaderboard(path: Path, results: list[JobResult]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if len(table):
         metrics = ["macro_f1", "accuracy", "mask_f1", "gender_f1", "age_f1"]
-        for stat, label in (("mean", "mean"), ("std", "sd")):  # pandas' std is the sample sd (ddof=1)
-            agg = table.groupby(["model", "backbone"])[metrics].agg(stat).reset_index().assign(fold=label)
-            table = pd.concat([table, agg], ignore_index=True)
+        per_model = table.groupby(["model", "backbone"])[metrics]  # the fold rows only
+        summaries = [per_model.mean().reset_index().assign(fold="mean"),
+                     per_model.std(ddof=1).reset_index().assign(fold="sd")]
+        table = pd.concat([table, *summaries], ignore_index=True)
         table = table.sort_values(["model", "fold"], kind="stable").astype({"best_epoch": "Int64"})
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.5f")

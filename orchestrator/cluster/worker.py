@@ -136,7 +136,7 @@ def _report_final(work: Path, node: str, rank: int) -> None:
 
 
 def _epoch_metrics(report: EpochReport, node: str) -> dict:
-    return {"final": 0, "node": node, "pid": os.getpid(), "epoch": report.epoch, "epochs": report.epochs,
+    return {"final": 0, "node": node, "worker_pid": os.getpid(), "epoch": report.epoch, "epochs": report.epochs,
             "val_macro_f1": report.val.macro_f1, "best_f1": report.best_f1, "train_loss": report.train_loss,
             "epoch_seconds": report.seconds}
 
