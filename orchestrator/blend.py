@@ -17,7 +17,8 @@ from orchestrator.cli import add_results_args, run_main
 
 
 def run(args: argparse.Namespace) -> None:
-    from orchestrator.analysis.blending import fit_blend, leaderboard, print_board, write_blend
+    from orchestrator.analysis.blend_outputs import leaderboard, print_board, summary_lines, write_blend
+    from orchestrator.analysis.blending import fit_blend
     from orchestrator.analysis.report import write_report
     from orchestrator.analysis.experiment import find_experiment, load_experiment, read_eval_ids, read_truth
     from orchestrator.analysis.results import load_blend_inputs
@@ -42,12 +43,12 @@ def run(args: argparse.Namespace) -> None:
     report = write_report(exp_dir, inputs.oof)
     chosen = result.methods[0]
     nested = chosen.nested.scores
-    print(f"chosen: {chosen.fitted.recipe.name} (nested macro F1 {nested.macro_f1:.4f}, "
-          f"in-sample {chosen.in_sample.scores.macro_f1:.4f}); wrote {out}/ and {report}", flush=True)
+    print("\n".join(summary_lines(result)) + f"\nwrote {out}/ and {report}", flush=True)
     if truth is not None:
         real = score(truth, chosen.test_labels)
         print(f"submission vs {args.truth}: macro F1 {real.macro_f1:.4f}, accuracy {real.accuracy:.4f} "
-              f"(nested estimate {nested.macro_f1:.4f}, accuracy {nested.accuracy:.4f})", flush=True)
+              f"(nested estimate {chosen.nested.macro_f1_interval.text()}, accuracy {nested.accuracy:.4f})",
+              flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
