@@ -5,7 +5,9 @@ models on Ray (optionally with flip TTA via `--tta/--no-tta`), e.g. when they ar
 
 Every method is fitted inside the person folds (on K-1 folds' OOF rows, scored on the
 held-out fold) as well as on all rows; the method is chosen by the nested score, since
-weights fitted and scored on the same rows flatter.
+weights fitted and scored on the same rows flatter. Every macro F1 comes with its 95%
+person-bootstrap interval (people resampled with all their photos), and the summary says
+whether the chosen method beats the equal soft vote by more than chance (paired bootstrap).
 """
 from __future__ import annotations
 
