@@ -1,10 +1,12 @@
 """`python -m orchestrator.audit`: people whose given labels the OOF predictions contradict.
 
-Per attribute, a person's evidence for a label is aggregated over their images with a
-geometric mean of the per-image probabilities (a product of experts): seven fairly sure
-images outweigh one confident mistake, which a minimum or a per-image vote cannot say.
-Gender and age bands use all seven images; the mask check asks whether the
-incorrect_mask and normal files look swapped. audit.csv is in the relabel-file format.
+Per attribute, a person's evidence for a label is aggregated over their images (a product
+of experts); gender and age bands use all seven images, the mask check asks whether the
+incorrect_mask and normal files look swapped. Each person gets p_wrong, the probability
+that the given label is wrong (images calibrated, a person's correlated photos counted as
+the independent ones they are worth, a prior rate of label errors), and is a suspect when
+p_wrong passes the cut. audit.csv ranks everyone; audit_relabel.csv holds the suspects in
+the relabel-file format, to review and then feed back as data.relabel.
 """
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ from orchestrator.cli import add_results_args, run_main
 
 def run(args: argparse.Namespace) -> None:
     from orchestrator.analysis.audit import (AGGREGATES, ATTRIBUTES, audit_table, hypotheses, image_probs,
-                                             precision_recall, rank, read_true_mislabels)
+                                             precision_recall, precision_recall_at_cut, rank, read_true_mislabels,
+                                             relabel_table)
     from orchestrator.analysis.experiment import BlendError, find_experiment, load_experiment
     from orchestrator.analysis.results import load_oof
+    from orchestrator.analysis.suspects import assess
     from tasks.atomic import atomic_path
 
     exp_dir = find_experiment(args.results)
@@ -30,28 +34,61 @@ def run(args: argparse.Namespace) -> None:
     if not oof.models:
         raise BlendError(f"{exp_dir}/oof.parquet: no model has complete OOF logits to audit with")
     h = hypotheses(oof, image_probs(oof, exp_dir / "blend" / "weights.json"))
-    rankings = {how: {a: rank(h[a], how) for a in ATTRIBUTES} for how in AGGREGATES}
-    table = audit_table(rankings["geo"], args.top)
-    with atomic_path(exp_dir / "audit.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    for attribute in ATTRIBUTES:
-        flagged = table[table.attribute == attribute].drop_duplicates("person")
-        print(f"{attribute}: {len(flagged)} of {len(h[attribute].people)} people contradicted"
-              + (f", e.g. {', '.join(flagged.person.head(3))}" if len(flagged) else ""), flush=True)
-    print(f"wrote {exp_dir / 'audit.csv'} (relabel format: review it, then set data.relabel to it)", flush=True)
+    assessed = {a: assess(h[a], args.error_rate, args.cut) for a in ATTRIBUTES}
+    relabel = relabel_table(assessed, args.top)
+    for name, table in (("audit.csv", audit_table(assessed)), ("audit_relabel.csv", relabel)):
+        with atomic_path(exp_dir / name) as tmp:
+            table.to_csv(tmp, index=False)
+    print_assessments(assessed, args)
+    suspects = len(relabel.drop_duplicates(["person", "attribute"]))
+    print(f"wrote {exp_dir / 'audit.csv'} (everyone ranked per attribute, with p_wrong and suspect) and "
+          f"{exp_dir / 'audit_relabel.csv'} ({suspects} suspects in relabel format: review it, then set "
+          f"data.relabel to it)", flush=True)
     if args.truth_mislabels:
-        report = precision_recall(rankings, read_true_mislabels(args.truth_mislabels, h))
-        print(report.to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(report)
-              else f"{args.truth_mislabels}: no mislabels that change a class", flush=True)
+        truth = read_true_mislabels(args.truth_mislabels, h)
+        at_cut = precision_recall_at_cut(assessed, truth)
+        rankings = {how: {a: rank(h[a], how) for a in ATTRIBUTES} for how in AGGREGATES}
+        top_k = precision_recall(rankings, truth)
+        fmt = lambda v: f"{v:.3f}"  # noqa: E731
+        print(f"vs {args.truth_mislabels}, suspects at p_wrong > {args.cut:g}:\n"
+              + (at_cut.to_string(index=False, float_format=fmt) if len(at_cut) else "  no mislabels, no suspects"),
+              flush=True)
+        if len(top_k):
+            print("top k of each ranking, k = the true count and twice it:\n"
+                  + top_k.to_string(index=False, float_format=fmt), flush=True)
+
+
+def print_assessments(assessed: dict, args: argparse.Namespace) -> None:
+    for a in assessed.values():
+        suspects = a.people[a.suspect]
+        print(f"{a.attribute}: {len(suspects)} suspects of {len(a.people)} people (expected false alarms about "
+              f"{a.expected_false_alarms:.1f})" + (f", e.g. {', '.join(suspects[:3])}" if len(suspects) else ""),
+              flush=True)
+    parts = [f"{a.attribute} temperature {a.calibration.temperature:.2f}, {a.calibration.images:.0f} images worth "
+             f"{a.calibration.effective_images:.1f}" for a in assessed.values()]
+    print(f"p_wrong: label-error rate {args.error_rate:g}, suspect at p_wrong > {args.cut:g}; "
+          + "; ".join(parts), flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.audit", description=__doc__.splitlines()[0])
     add_results_args(parser)
-    parser.add_argument("--top", type=int, help="at most this many people per attribute (default: all flagged)")
+    parser.add_argument("--error-rate", type=_fraction, default=0.01,
+                        help="prior share of wrong labels per attribute (default 0.01)")
+    parser.add_argument("--cut", type=_fraction, default=0.5,
+                        help="a suspect has p_wrong above this (default 0.5: more likely wrong than right)")
+    parser.add_argument("--top", type=int, help="at most this many suspects per attribute in audit_relabel.csv")
     parser.add_argument("--truth-mislabels", type=Path,
-                        help="relabel-format CSV of the true mislabels: report precision and recall of the top k")
+                        help="relabel-format CSV of the true mislabels: report precision and recall of the "
+                             "suspects and of the top k")
     return parser.parse_args(argv)
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,9 @@ models on Ray (optionally with flip TTA via `--tta/--no-tta`), e.g. when they ar
 
 Every method is fitted inside the person folds (on K-1 folds' OOF rows, scored on the
 held-out fold) as well as on all rows; the method is chosen by the nested score, since
-weights fitted and scored on the same rows flatter.
+weights fitted and scored on the same rows flatter. Every macro F1 comes with its 95%
+person-bootstrap interval (people resampled with all their photos), and the summary says
+whether the chosen method beats the equal soft vote by more than chance (paired bootstrap).
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from orchestrator.cli import add_results_args, run_main
 
 
 def run(args: argparse.Namespace) -> None:
-    from orchestrator.analysis.blending import fit_blend, leaderboard, print_board, write_blend
+    from orchestrator.analysis.blend_outputs import leaderboard, print_board, summary_lines, write_blend
+    from orchestrator.analysis.blending import fit_blend
     from orchestrator.analysis.report import write_report
     from orchestrator.analysis.experiment import find_experiment, load_experiment, read_eval_ids, read_truth
     from orchestrator.analysis.results import load_blend_inputs
@@ -42,12 +45,12 @@ def run(args: argparse.Namespace) -> None:
     report = write_report(exp_dir, inputs.oof)
     chosen = result.methods[0]
     nested = chosen.nested.scores
-    print(f"chosen: {chosen.fitted.recipe.name} (nested macro F1 {nested.macro_f1:.4f}, "
-          f"in-sample {chosen.in_sample.scores.macro_f1:.4f}); wrote {out}/ and {report}", flush=True)
+    print("\n".join(summary_lines(result)) + f"\nwrote {out}/ and {report}", flush=True)
     if truth is not None:
         real = score(truth, chosen.test_labels)
         print(f"submission vs {args.truth}: macro F1 {real.macro_f1:.4f}, accuracy {real.accuracy:.4f} "
-              f"(nested estimate {nested.macro_f1:.4f}, accuracy {nested.accuracy:.4f})", flush=True)
+              f"(nested estimate {chosen.nested.macro_f1_interval.text()}, accuracy {nested.accuracy:.4f})",
+              flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

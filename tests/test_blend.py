@@ -1,6 +1,9 @@
 """The blend CLI end to end on real Parquet files, and the nested estimate's honesty."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import json
 import os
 import re
@@ -15,8 +18,9 @@ import pytest
 from sklearn.metrics import f1_score
 
 from orchestrator import blend
-from orchestrator.analysis import blending
+from orchestrator.analysis import blend_outputs, blending
 from orchestrator.analysis.results import BlendInputs, OofLogits, EvalLogits
+from orchestrator.analysis.uncertainty import Interval, PersonBootstrap, person_bootstrap
 from tasks.labels import NUM_CLASSES
 from tasks.logits import LOGITS_SCHEMA, LogitsMeta, logits_table, read_logits, write_logits
 from tasks.spec import BlendSpec
@@ -46,8 +50,11 @@ def blended(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("blended")
     exp = make_experiment(tmp)
     truth = tmp / "data" / "truth" / "eval_answers.csv"
-    code = blend.main(["--results", str(exp), "--truth", str(truth)])
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        code = blend.main(["--results", str(exp), "--truth", str(truth)])
     assert code == 0
+    (tmp / "console.txt").write_text(console.getvalue())  # for the tests of what it printed
     return exp, truth
 
 
@@ -88,6 +95,56 @@ def test_truth_score_is_the_submissions_real_macro_f1(blended, capsys):
     assert line and float(line.group(1)) == pytest.approx(real, abs=5e-5)
     board = pd.read_csv(exp / "blend" / "leaderboard.csv")
     assert board[board.chosen].truth_macro_f1.iloc[0] == pytest.approx(real)
+
+
+INTERVAL = r"(\d\.\d{4}) \[(\d\.\d{3}), (\d\.\d{3})\]"
+
+
+def test_every_macro_f1_has_its_person_bootstrap_interval_in_the_files(blended):
+    exp, _ = blended
+    board = pd.read_csv(exp / "blend" / "leaderboard.csv")
+    weights = json.loads((exp / "blend" / "weights.json").read_text())
+    columns = list(board.columns)
+    for prefix in ("in_sample", "nested"):
+        point, low, high = (f"{prefix}_macro_f1{s}" for s in ("", "_low", "_high"))
+        assert columns[columns.index(point) + 1:columns.index(point) + 3] == [low, high]  # next to the point
+        assert ((board[low] <= board[point]) & (board[point] <= board[high]) & (board[low] < board[high])).all()
+        chosen = board[board.chosen].iloc[0]
+        assert weights[prefix]["macro_f1_interval"] == pytest.approx([chosen[low], chosen[high]], abs=1e-5)
+    # The recorded nested interval is the person bootstrap of the saved nested predictions.
+    oof = pd.read_parquet(exp / "blend" / "oof_predictions.parquet")
+    again = person_bootstrap(oof.target.to_numpy(), oof.nested.to_numpy(), oof.person.to_numpy())
+    assert weights["nested"]["macro_f1_interval"] == pytest.approx([again.low, again.high], abs=1e-5)
+    assert weights["bootstrap"] == {"unit": "person", "resamples": 1000, "seed": 0, "level": 0.95,
+                                    "interval": "percentile"}
+
+
+def test_chosen_method_is_compared_with_the_equal_vote_on_the_same_people(blended):
+    exp, _ = blended
+    board = pd.read_csv(exp / "blend" / "leaderboard.csv").set_index("method")
+    weights = json.loads((exp / "blend" / "weights.json").read_text())
+    versus = weights["versus_simpler"]
+    assert versus["method"] == ("single" if weights["method"] == "soft_equal" else "soft_equal")
+    nested = board.nested_macro_f1
+    assert versus["difference"] == pytest.approx(nested[weights["method"]] - nested[versus["method"]], abs=1e-5)
+    low, high = versus["interval"]
+    assert low <= versus["difference"] <= high and versus["clearly_better"] == (low > 0)
+
+
+def test_console_shows_intervals_and_whether_the_choice_beats_the_simpler_method(blended):
+    exp, _ = blended
+    out = (exp.parents[1] / "console.txt").read_text()
+    weights = json.loads((exp / "blend" / "weights.json").read_text())
+    low, high = weights["nested"]["macro_f1_interval"]
+    row = re.search(rf"^\s*{re.escape(weights['method'])} {INTERVAL} {INTERVAL} .*<-$", out, re.M)
+    assert row and float(row.group(5)) == pytest.approx(low, abs=6e-4) and float(row.group(6)) == pytest.approx(
+        high, abs=6e-4)
+    assert re.search(rf"^chosen: {re.escape(weights['method'])} \(nested macro F1 {INTERVAL}, in-sample {INTERVAL}\)",
+                     out, re.M)
+    versus = weights["versus_simpler"]
+    verdict = "is better than" if versus["clearly_better"] else "is not clearly better than"
+    assert f"chosen {weights['method']} {verdict} {versus['method']}" in out
+    assert re.search(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\].*\(person bootstrap, 95%\)", out)
 
 
 def _inputs(n_people: int, models: dict, seed: int = 0) -> BlendInputs:
@@ -247,3 +304,25 @@ def test_logits_written_by_the_previous_version_still_read_and_blend(tmp_path, c
     code, out, err = run_cli(capsys, "--results", exp)
     assert code == 0, err
     assert "chosen:" in out
+
+
+def test_summary_says_when_the_choice_is_not_clearly_better_and_whom_it_is_compared_with():
+    inputs = _inputs(60, {"a": {}, "b": {"strength": (2.0, 1.5, 2.0)}}, seed=5)
+    result = blending.fit_blend(inputs, BlendSpec(rounds=5, decode="joint"))
+    name = result.methods[0].fitted.recipe.name
+    unsure = blending.Comparison("soft_equal", Interval(0.006, -0.011, 0.022))
+    lines = blend_outputs.summary_lines(dataclasses.replace(result, versus_simpler=unsure))
+    assert lines[1] == (f"chosen {name} is not clearly better than soft_equal: nested macro F1 "
+                        "+0.006 [-0.011, +0.022] (person bootstrap, 95%)")
+    sure = blending.Comparison("soft_equal", Interval(0.03, 0.01, 0.05))
+    lines = blend_outputs.summary_lines(dataclasses.replace(result, versus_simpler=sure))
+    assert lines[1] == (f"chosen {name} is better than soft_equal by +0.030 [+0.010, +0.050] in nested "
+                        "macro F1 (person bootstrap, 95%)")
+    # The equal vote itself is compared with the best single model; the choice stays.
+    equal_first = sorted(result.methods, key=lambda r: r.fitted.recipe.name != "soft_equal")
+    boot = PersonBootstrap.draw(inputs.oof.target, inputs.oof.person)
+    versus = blending.versus_simpler(boot, equal_first)
+    single = next(r for r in result.methods if r.fitted.recipe.name == "single")
+    assert versus.method == "single"
+    assert versus.difference.estimate == pytest.approx(
+        equal_first[0].nested.scores.macro_f1 - single.nested.scores.macro_f1)

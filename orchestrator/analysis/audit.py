@@ -4,7 +4,9 @@ Per attribute, a person's evidence for a label is aggregated over their images w
 geometric mean of the per-image probabilities (a product of experts): seven fairly sure
 images outweigh one confident mistake, which a minimum or a per-image vote cannot say.
 Gender and age bands use all seven images; the mask check asks whether the
-incorrect_mask and normal files look swapped. audit.csv is in the relabel-file format.
+incorrect_mask and normal files look swapped. How sure each contradiction is (p_wrong, and
+who is a suspect) is orchestrator.analysis.suspects'; audit.csv ranks everyone,
+audit_relabel.csv holds the suspects in the relabel-file format.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pandas as pd
 from orchestrator.analysis.ensemble import PROB_FLOOR, blend_probs, model_probs
 from orchestrator.analysis.experiment import BlendError
 from orchestrator.analysis.results import OofLogits
+from orchestrator.analysis.suspects import Assessment, Hypotheses
 from tasks.relabel import parse_age, read_relabel_table
 from tasks.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, TRUE_AGE_BORDERS, age_band, split_class
 
@@ -27,16 +30,6 @@ SWAP_STEMS = ("incorrect_mask", "normal")
 # Mask-check hypotheses: the states the incorrect_mask and normal files show.
 SWAPS = ((1, 2), (2, 1))
 SWAP_NAMES = ("as named", "incorrect_mask and normal swapped")
-
-
-@dataclass(frozen=True)
-class Hypotheses:
-    """Per-image probability of each hypothesis about one attribute of each person."""
-    attribute: str
-    people: np.ndarray  # (P,) person keys
-    codes: np.ndarray  # (n,) index into `people` of each image row
-    probs: np.ndarray  # (n, H)
-    given: np.ndarray  # (P,) index of the hypothesis the given labels state
 
 
 @dataclass(frozen=True)
@@ -83,7 +76,8 @@ def _swap_hypotheses(oof: OofLogits, mask_probs: np.ndarray, mask: np.ndarray) -
     rows = pair["row"][list(SWAP_STEMS)].to_numpy(np.int64)[keep]  # (P, 2) image rows
     # Column h: each of the two images' probability of the state hypothesis h gives it.
     probs = np.stack([mask_probs[rows, np.array(h)[None, :]].ravel() for h in SWAPS], axis=1)
-    return Hypotheses("mask", pair.index.to_numpy()[keep], np.repeat(np.arange(keep.sum()), 2), probs, given[keep])
+    return Hypotheses("mask", pair.index.to_numpy()[keep], np.repeat(np.arange(keep.sum()), 2), probs, given[keep],
+                      carries_prior=False)
 
 
 def aggregate(h: Hypotheses, how: str) -> np.ndarray:
@@ -115,10 +109,11 @@ def suggested_age(given_band: int, band: int) -> int:
     return TRUE_AGE_BORDERS[band - 1] if band > given_band else TRUE_AGE_BORDERS[band] - 1
 
 
-def relabel_rows(r: Ranking, i: int) -> list[dict]:
-    """Relabel-file rows (plus why) that would apply suggestion i of a ranking."""
+def relabel_rows(r: Assessment, i: int) -> list[dict]:
+    """Relabel-file rows (plus why) that would apply suggestion i of an assessment."""
     g, s = int(r.given[i]), int(r.suggested[i])
-    common = {"attribute": r.attribute, "rank": i + 1, "score": round(float(r.score[i]), 5)}
+    common = {"attribute": r.attribute, "rank": i + 1, "score": round(float(r.score[i]), 5),
+              "p_wrong": round(float(r.p_wrong[i]), 5)}
     if r.attribute == "gender":
         return [{"person": r.people[i], "field": "gender", "value": GENDER_NAMES[s],
                  "given": GENDER_NAMES[g], "suggested": GENDER_NAMES[s], **common}]
@@ -129,13 +124,25 @@ def relabel_rows(r: Ranking, i: int) -> list[dict]:
              "suggested": SWAP_NAMES[s], **common} for stem, state in zip(SWAP_STEMS, SWAPS[s])]
 
 
-def audit_table(rankings: dict[str, Ranking], top: int | None) -> pd.DataFrame:
-    """Flagged people (another label has more evidence), most contradicted first per attribute."""
-    rows = []
-    for r in rankings.values():
-        flagged = np.flatnonzero(r.suggested != r.given)[:top]
-        rows += [row for i in flagged for row in relabel_rows(r, i)]
-    columns = ["person", "field", "value", "attribute", "rank", "score", "given", "suggested"]
+HYPOTHESIS_NAMES = {"gender": GENDER_NAMES, "age": AGE_NAMES, "mask": SWAP_NAMES}
+
+
+def audit_table(assessments: dict[str, Assessment]) -> pd.DataFrame:
+    """Everyone, per attribute, likeliest wrong label first: audit.csv."""
+    frames = []
+    for a in assessments.values():
+        names = np.array(HYPOTHESIS_NAMES[a.attribute], dtype=object)
+        frames.append(pd.DataFrame({"person": a.people, "attribute": a.attribute,
+                                    "rank": np.arange(1, len(a.people) + 1), "score": a.score.round(5),
+                                    "p_wrong": a.p_wrong.round(5), "given": names[a.given],
+                                    "suggested": names[a.suggested], "suspect": a.suspect}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def relabel_table(assessments: dict[str, Assessment], top: int | None = None) -> pd.DataFrame:
+    """The suspects' relabel rows (at most `top` people per attribute): audit_relabel.csv."""
+    rows = [row for a in assessments.values() for i in np.flatnonzero(a.suspect)[:top] for row in relabel_rows(a, i)]
+    columns = ["person", "field", "value", "attribute", "rank", "score", "p_wrong", "given", "suggested"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -174,4 +181,19 @@ def precision_recall(rankings: dict[str, dict[str, Ranking]], truth: dict[str, s
                 hits = len(set(r.people[:k]) & true)
                 rows.append({"attribute": attribute, "aggregate": how, "k": k, "true": len(true),
                              "found": hits, "precision": hits / k, "recall": hits / len(true)})
+    return pd.DataFrame(rows)
+
+
+def precision_recall_at_cut(assessments: dict[str, Assessment], truth: dict[str, set[str]]) -> pd.DataFrame:
+    """Precision and recall of the suspects, beside the false alarms the audit expected."""
+    rows = []
+    for attribute, a in assessments.items():
+        suspects, true = set(a.people[a.suspect]), truth[attribute]
+        if not (suspects or true):
+            continue
+        found = len(suspects & true)
+        rows.append({"attribute": attribute, "suspects": len(suspects), "true": len(true), "found": found,
+                     "precision": found / len(suspects) if suspects else float("nan"),
+                     "recall": found / len(true) if true else float("nan"),
+                     "false_alarms": len(suspects) - found, "expected_false_alarms": a.expected_false_alarms})
     return pd.DataFrame(rows)

@@ -6,19 +6,16 @@ weights fitted and scored on the same rows flatter.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Literal
 
 import numpy as np
-import pandas as pd
 from sklearn.metrics import log_loss as sk_log_loss
 
 from orchestrator.analysis import ensemble as ens
 from orchestrator.analysis.results import BlendInputs
-from tasks.atomic import atomic_dir
+from orchestrator.analysis.uncertainty import Interval, PersonBootstrap
 from tasks.labels import NUM_CLASSES
 from tasks.metrics import Scores, score
 from tasks.spec import BlendSpec
@@ -56,12 +53,14 @@ class Evaluation:
     labels: np.ndarray
     scores: Scores  # macro F1, accuracy and per-attribute F1
     log_loss: float  # NaN for a hard vote
+    macro_f1_interval: Interval  # person bootstrap of these fixed labels
 
     def value(self, metric: ens.Metric) -> float:
         return self.log_loss if metric == "log_loss" else getattr(self.scores, metric)
 
     def record(self) -> dict:
-        return {**self.scores.as_dict(), "log_loss": None if np.isnan(self.log_loss) else self.log_loss}
+        return {**self.scores.as_dict(), "macro_f1_interval": self.macro_f1_interval.record(),
+                "log_loss": None if np.isnan(self.log_loss) else self.log_loss}
 
 
 @dataclass(frozen=True)
@@ -73,9 +72,21 @@ class MethodResult:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """The chosen method against a simpler one: nested macro F1 difference, paired by person."""
+    method: str  # the simpler method
+    difference: Interval  # chosen minus simpler
+
+    @property
+    def clearly_better(self) -> bool:
+        return self.difference.low > 0
+
+
+@dataclass(frozen=True)
 class BlendResult:
     metric: ens.Metric
     methods: tuple[MethodResult, ...]  # best nested score first; methods[0] is chosen
+    versus_simpler: Comparison
 
 
 def plan_recipes(spec: BlendSpec) -> tuple[Recipe, ...]:
@@ -172,9 +183,22 @@ def predict_nested(recipes, logits, y, fold, spec: BlendSpec) -> dict[str, Predi
     return {r.name: Prediction(labels[r.name], probs[r.name] if r.vote == "soft" else None) for r in recipes}
 
 
-def evaluate(y: np.ndarray, pred: Prediction) -> Evaluation:
+def evaluate(boot: PersonBootstrap, pred: Prediction) -> Evaluation:
+    y = boot.target
     loss = float("nan") if pred.probs is None else float(sk_log_loss(y, pred.probs, labels=range(NUM_CLASSES)))
-    return Evaluation(pred.labels, score(y, pred.labels), loss)
+    return Evaluation(pred.labels, score(y, pred.labels), loss, boot.interval(pred.labels))
+
+
+# The baseline a chosen method must beat to be worth its fitting: the equal soft vote, or
+# for the equal vote itself the best single model.
+SIMPLER = ("soft_equal", "soft_equal+attr")
+
+
+def versus_simpler(boot: PersonBootstrap, ranked: list[MethodResult]) -> Comparison:
+    by_name = {r.fitted.recipe.name: r for r in ranked}
+    chosen = ranked[0]
+    simpler = "single" if chosen.fitted.recipe.name in SIMPLER else next(n for n in SIMPLER if n in by_name)
+    return Comparison(simpler, boot.difference(chosen.nested.labels, by_name[simpler].nested.labels))
 
 
 def fit_blend(inputs: BlendInputs, spec: BlendSpec) -> BlendResult:
@@ -186,59 +210,13 @@ def fit_blend(inputs: BlendInputs, spec: BlendSpec) -> BlendResult:
     start = time.perf_counter()
     fitted = fit_all(recipes, oof.logits, oof.target, spec)
     print(f"  all rows: {len(recipes)} methods fitted ({time.perf_counter() - start:.1f}s)", flush=True)
-    results = [MethodResult(f, evaluate(oof.target, predict(f, oof.logits)), evaluate(oof.target, nested[name]),
+    start, boot = time.perf_counter(), PersonBootstrap.draw(oof.target, oof.person)
+    results = [MethodResult(f, evaluate(boot, predict(f, oof.logits)), evaluate(boot, nested[name]),
                             predict(f, inputs.test.logits).labels) for name, f in fitted.items()]
     # Stable sort: among equal scores the simpler method (planned earlier) is chosen.
     ranked = sorted(results, key=lambda r: (-ens.gain(spec.metric, r.nested.value(spec.metric)),
                                             -r.nested.scores.accuracy))
-    return BlendResult(spec.metric, tuple(ranked))
-
-
-def leaderboard(result: BlendResult, truth: np.ndarray | None = None) -> pd.DataFrame:
-    rows = []
-    for i, r in enumerate(result.methods):
-        ins, nest = r.in_sample.scores, r.nested.scores
-        row = {"method": r.fitted.recipe.name, "in_sample_macro_f1": ins.macro_f1, "nested_macro_f1": nest.macro_f1,
-               "in_sample_accuracy": ins.accuracy, "nested_accuracy": nest.accuracy,
-               "nested_mask_f1": nest.mask_f1, "nested_gender_f1": nest.gender_f1, "nested_age_f1": nest.age_f1,
-               "in_sample_log_loss": r.in_sample.log_loss, "nested_log_loss": r.nested.log_loss, "chosen": i == 0}
-        if truth is not None:
-            row["truth_macro_f1"] = score(truth, r.test_labels).macro_f1
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def weights_record(result: BlendResult, inputs: BlendInputs, experiment: str) -> dict:
-    chosen = result.methods[0]
-    f, models = chosen.fitted, inputs.oof.models
-    groups = ("classes",) if f.recipe.decode == "joint" else ("mask", "gender", "age")
-    return {"experiment": experiment, "rows_hash": inputs.oof.rows_hash, "metric": result.metric,
-            "method": f.recipe.name, "vote": f.recipe.vote, "decode": f.recipe.decode,
-            "weights": dict(zip(models, f.weights.round(6).tolist())),
-            "temperatures": dict(zip(models, f.temperatures.round(4).tolist())),
-            "offsets": {g: b.round(3).tolist() for g, b in zip(groups, f.offsets)},
-            "in_sample": chosen.in_sample.record(), "nested": chosen.nested.record(),
-            "excluded": [{"model": e.model, "reason": e.reason} for e in inputs.excluded]}
-
-
-def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: pd.DataFrame) -> Path:
-    """All outputs into a staging folder, then swapped in whole: a failed run leaves the old ones."""
-    target = exp_dir / "blend"
-    with atomic_dir(target) as tmp:
-        chosen, oof = result.methods[0], inputs.oof
-        (tmp / "weights.json").write_text(json.dumps(weights_record(result, inputs, exp_dir.name), indent=2))
-        board.to_csv(tmp / "leaderboard.csv", index=False)
-        pd.DataFrame({"ImageID": inputs.test.image_ids, "ans": chosen.test_labels}).to_csv(
-            tmp / "submission.csv", index=False)
-        pd.DataFrame({"image_key": oof.image_key, "person": oof.person, "fold": oof.fold, "target": oof.target,
-                      "in_sample": chosen.in_sample.labels, "nested": chosen.nested.labels}).to_parquet(
-            tmp / "oof_predictions.parquet", index=False)
-    return target
-
-
-def print_board(board: pd.DataFrame) -> None:
-    columns = ["method", "in_sample_macro_f1", "nested_macro_f1", "in_sample_accuracy", "nested_accuracy",
-               "truth_macro_f1", "chosen"]
-    shown = board[[c for c in columns if c in board.columns]].copy()
-    shown["chosen"] = np.where(shown.chosen, "<-", "")
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
+    comparison = versus_simpler(boot, ranked)
+    print(f"  scored with {boot.draws.shape[0]} person resamples of {boot.draws.shape[1]} people "
+          f"({time.perf_counter() - start:.1f}s)", flush=True)
+    return BlendResult(spec.metric, tuple(ranked), comparison)
