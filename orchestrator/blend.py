@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> None:
     run_info = {"created": created, "seconds": round(time.perf_counter() - started, 2),
                 "truth": {"file": str(args.truth), **real.as_dict()} if real is not None else None}
     out = write_blend(exp_dir, result, inputs, board, run_info)
-    report = write_report(exp_dir, inputs.oof)
+    report = write_report(exp_dir, inputs.oof, spec.data.root)
     print(f"chosen: {chosen.fitted.recipe.name} (nested macro F1 {nested.macro_f1:.4f}, "
           f"in-sample {chosen.in_sample.scores.macro_f1:.4f}); wrote {out}/ and {report}", flush=True)
     if real is not None:
