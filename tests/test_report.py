@@ -6,6 +6,8 @@ import base64
 import html
 import json
 import re
+import shutil
+import subprocess
 from dataclasses import replace
 
 import numpy as np
@@ -271,3 +273,54 @@ def test_report_cli_needs_a_blend_first(reported, tmp_path, capsys):
     assert "run python -m orchestrator.blend first" in capsys.readouterr().err
     assert not (bare / "report.html").exists()
 
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+# Run inside a copy of the page once it has loaded: where the summary, the chosen method's name
+# and the methods table lie in a 1400-wide window, written into the DOM for --dump-dom to show.
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const box = e => { if (!e) return null; const r = e.getBoundingClientRect();
+                     return {top: r.top, bottom: r.bottom, left: r.left, right: r.right}; };
+  const heads = document.querySelectorAll("#methods thead tr:last-child th");
+  const chosenRow = document.querySelector("#methods tr.chosen");
+  const otherRow = document.querySelector("#methods tbody tr:not(.chosen)");
+  const seen = {width: innerWidth, height: innerHeight, scrollWidth: document.documentElement.scrollWidth,
+    summary: box(document.getElementById("summary")), chosen: box(document.getElementById("chosen-method")),
+    chosenText: document.getElementById("chosen-method").textContent, chosenRow: box(chosenRow),
+    lastHead: box(heads[heads.length - 1]), chosenBackground: getComputedStyle(chosenRow).backgroundColor,
+    otherBackground: otherRow ? getComputedStyle(otherRow).backgroundColor : null};
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify(seen);
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _browser() -> str | None:
+    return next((path for path in map(shutil.which, BROWSERS) if path), None)
+
+
+def test_summary_and_chosen_method_are_on_the_first_screen_in_chromium(reported, tmp_path):
+    browser = _browser()
+    if browser is None:
+        pytest.skip(f"no headless Chromium on PATH (looked for {', '.join(BROWSERS)}); the first-screen layout "
+                    "check needs one, e.g. apt-get install chromium")
+    probe = tmp_path / "probe.html"
+    probe.write_text(_page(reported).replace("</body>", PROBE + "</body>"))
+    done = subprocess.run(
+        [browser, "--headless=new", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+         "--window-size=1400,900", "--run-all-compositor-stages-before-draw", "--virtual-time-budget=5000",
+         "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=60)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
+    assert found, f"no layout probe in Chromium's DOM (exit {done.returncode}): {done.stderr[-1500:]}"
+    seen = json.loads(html.unescape(found.group(1)))
+    width, height = seen["width"], seen["height"]
+    assert width == 1400 and 600 < height <= 900  # the window's viewport, less any browser chrome
+    assert seen["chosenText"] == _weights(reported)["method"]
+    for name in ("summary", "chosen"):  # wholly inside the first screen
+        box = seen[name]
+        assert 0 <= box["top"] and box["bottom"] <= height and 0 <= box["left"] and box["right"] <= width, name
+    assert seen["scrollWidth"] <= width  # nothing on the page needs a horizontal scroll
+    assert seen["chosenRow"]["right"] <= width and seen["lastHead"]["right"] <= width
+    assert seen["chosenBackground"] != seen["otherBackground"]  # the chosen row is highlighted
