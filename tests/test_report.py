@@ -213,20 +213,52 @@ def test_intervals_and_versus_simpler_are_shown_when_the_blend_has_them(reported
     assert f"<b>{chosen.truth_macro_f1:.4f}</b>" in summary  # the leaderboard's column, without weights' truth
 
 
-def test_a_bare_results_folder_still_reports_what_is_missing(reported, tmp_path):
+def _copy_blend(reported, dest, drop=()) -> None:
+    """dest/ with the experiment's spec, OOF logits and blend outputs only; weights.json without `drop`."""
     for name in ("spec.yaml", "oof.parquet"):
-        (tmp_path / name).write_bytes((reported / name).read_bytes())
-    (tmp_path / "blend").mkdir()
-    for name in ("weights.json", "leaderboard.csv", "oof_predictions.parquet"):
-        (tmp_path / "blend" / name).write_bytes((reported / "blend" / name).read_bytes())
-    weights = {k: v for k, v in _weights(reported).items() if k not in ("truth", "created", "seconds")}
-    (tmp_path / "blend" / "weights.json").write_text(json.dumps(weights))
+        (dest / name).write_bytes((reported / name).read_bytes())
+    (dest / "blend").mkdir()
+    for name in ("leaderboard.csv", "oof_predictions.parquet"):
+        (dest / "blend" / name).write_bytes((reported / "blend" / name).read_bytes())
+    weights = {k: v for k, v in _weights(reported).items() if k not in drop}
+    (dest / "blend" / "weights.json").write_text(json.dumps(weights))
+
+
+def test_a_bare_results_folder_still_reports_what_is_missing(reported, tmp_path):
+    _copy_blend(reported, tmp_path, drop=("truth", "created", "seconds"))
     board = pd.read_csv(reported / "blend" / "leaderboard.csv").drop(columns="truth_macro_f1")
     board.to_csv(tmp_path / "blend" / "leaderboard.csv", index=False)
     page = reporting.build_report(tmp_path, _oof(reported), reporting.read_blend_outputs(tmp_path))
     summary = _summary(page)
     assert "not known" in summary and "no job results found" in summary and "audit.csv (absent)" in summary
     assert "No job metrics found" in page and "No audit.csv" in page
+
+
+def test_offsets_by_value_name_and_the_new_audit_format(reported, tmp_path):
+    _copy_blend(reported, tmp_path)
+    outputs = reporting.read_blend_outputs(tmp_path)
+    people = pd.read_parquet(reported / "blend" / "oof_predictions.parquet").person.unique()[:3]
+    pd.DataFrame({"person": people, "attribute": ["gender", "age", "gender"], "rank": [1, 1, 2],
+                  "score": [0.1, 0.2, 0.9], "p_wrong": [0.91, 0.62, 0.05], "given": ["male", "<30", "female"],
+                  "suggested": ["female", "30-59", "female"], "suspect": [True, True, False]}).to_csv(
+        tmp_path / "audit.csv", index=False)
+    joint = {**outputs.weights, "offsets": {"classes": [0.0] * 17 + [0.25]}}
+    page = reporting.build_report(tmp_path, _oof(reported), replace(outputs, weights=joint),
+                                  reported.parent.parent / "data")
+    per_class = re.search(r'<section id="per-class">(.*?)</section>', page, re.S).group(1)
+    assert "<th>offset</th>" in per_class and "<td>+0.250</td></tr>" in per_class
+    assert "<td>+0.000</td>" in per_class  # the other classes' zero offsets shown, not blank
+    audit_part = re.search(r'<section id="audit">(.*?)</section>', page, re.S).group(1)
+    assert "<th>p(wrong)</th>" in audit_part and "<td>0.910</td>" in audit_part and "<td>0.620</td>" in audit_part
+    assert people[2] not in audit_part  # not a suspect
+    assert "Showing 2: people the audit marks as suspects" in audit_part
+    per_attribute = {**outputs.weights, "offsets": {"mask": [-0.5, 0.0, 0.2], "gender": [0.0, 0.0],
+                                                    "age": [0.1, 0.0, 0.0]}}
+    page = reporting.build_report(tmp_path, _oof(reported), replace(outputs, weights=per_attribute))
+    weights_part = re.search(r'<section id="weights">(.*?)</section>', page, re.S).group(1)
+    assert "mask: wear <b>-0.500</b>, incorrect <b>+0.000</b>, not_worn <b>+0.200</b>" in weights_part
+    assert "age: &lt;30 <b>+0.100</b>" in weights_part and "gender:" not in weights_part  # all zero: left out
+    assert "<th>offset</th>" not in page
 
 
 def test_fold_table_comes_from_the_oof_logits_without_a_run_leaderboard(reported):

@@ -86,7 +86,7 @@ def per_class_table(target: np.ndarray, pred: np.ndarray, offsets: dict) -> str:
     precision, recall, f1, support = precision_recall_fscore_support(
         target, pred, labels=range(NUM_CLASSES), zero_division=0)
     predicted = np.bincount(pred, minlength=NUM_CLASSES)
-    joint = offsets.get("classes")
+    joint = offsets.get("classes") if any(offsets.get("classes") or ()) else None  # all zero: no offsets
     columns = ["class", "#", "support", "predicted", "precision", "recall", "F1"] + (["offset"] if joint else [])
     rows = [[esc(name), str(c), str(support[c]), str(predicted[c]), num(precision[c]), num(recall[c]),
              f'<span class="track"><span class="bar" style="width:{f1[c] * 100:.0f}%"></span></span>{f1[c]:.4f}']
@@ -100,14 +100,18 @@ def weights_section(w: dict) -> str:
                           "temperature": [w.get("temperatures", {}).get(m, 1.0) for m in models]}, index=models)
     lines = []
     for group, values in w.get("offsets", {}).items():
+        if not any(values):
+            continue  # all zero: the method fits none
         if group == "classes":
             lines.append("<li>per class: see the offset column of the per-class table below</li>")
-        elif any(values):
+        else:
             names = ATTRIBUTE_NAMES.get(group, [str(i) for i in range(len(values))])
             pairs = ", ".join(f"{esc(n)} <b>{v:+.3f}</b>" for n, v in zip(names, values))
             lines.append(f"<li>{esc(group)}: {pairs}</li>")
+    plain = ("a hard vote counts the models' predicted classes" if w.get("vote") == "hard"
+             else "this method decides by the blended probabilities as they are")
     offsets = (f"<p>Offsets added to the log-scores before deciding:</p><ul>{''.join(lines)}</ul>" if lines
-               else "<p>No offsets: this method decides by the blended probabilities as they are.</p>")
+               else f"<p>No offsets: {plain}.</p>")
     return section("weights", "The chosen blend: weights, temperatures, offsets",
                    "A model's weight is its share of the averaged probabilities (0: not used); a temperature "
                    "above 1 softens that model's over-confident probabilities before averaging.",
@@ -132,10 +136,11 @@ def curves_section(exp_dir: Path, jobs) -> str:
 
 
 def audit_section(view: AuditView | None) -> str:
-    why = ("People whose given label the OOF predictions contradict, from audit.csv: score is the evidence "
-           "for the given label (geometric mean of the blend's probabilities over the person's photos; low = "
-           "doubtful). Look at the photos before relabelling; the two framed ones are the incorrect_mask and "
-           "normal files (the last two; mask1-5 come first), which the mask check compares.")
+    why = ("People whose given label the OOF predictions contradict, from audit.csv. Score: the evidence for "
+           "the given label (geometric mean of the blend's probabilities over the person's photos; low = doubtful); "
+           "p(wrong), where the audit gives it: its estimated chance that the label is wrong. Look at the photos "
+           "before relabelling: mask1-5, then incorrect_mask and normal, framed for the mask check, which asks "
+           "whether those two files are swapped.")
     if view is None:
         return section("audit", "Label audit", why, "<p>No audit.csv: run <code>python -m orchestrator.audit"
                        "</code>, then this report again.</p>")
