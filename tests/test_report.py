@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -180,7 +181,7 @@ def test_audit_shows_top_suspects_with_their_photos(reported):
     rows = re.findall(r"<tr>(.*?)</tr>", section.split("<tbody>")[1], re.S)
     photos = [len(re.findall(r'src="data:image/jpeg;base64,', r)) for r in rows]
     assert photos == [len(MASK_STEMS)] * len(shown)  # each shown person's seven photos, the '._' file skipped
-    assert "no suspect column" in section
+    assert "no suspect column" in section and "older than this blend" not in section
 
 
 def test_pick_suspects_reads_both_audit_formats():
@@ -242,6 +243,7 @@ def test_offsets_by_value_name_and_the_new_audit_format(reported, tmp_path):
                   "score": [0.1, 0.2, 0.9], "p_wrong": [0.91, 0.62, 0.05], "given": ["male", "<30", "female"],
                   "suggested": ["female", "30-59", "female"], "suspect": [True, True, False]}).to_csv(
         tmp_path / "audit.csv", index=False)
+    os.utime(tmp_path / "audit.csv", (0, 0))  # written before the blend: from other probabilities
     joint = {**outputs.weights, "offsets": {"classes": [0.0] * 17 + [0.25]}}
     page = reporting.build_report(tmp_path, _oof(reported), replace(outputs, weights=joint),
                                   reported.parent.parent / "data")
@@ -252,6 +254,7 @@ def test_offsets_by_value_name_and_the_new_audit_format(reported, tmp_path):
     assert "<th>p(wrong)</th>" in audit_part and "<td>0.910</td>" in audit_part and "<td>0.620</td>" in audit_part
     assert people[2] not in audit_part  # not a suspect
     assert "Showing 2: people the audit marks as suspects" in audit_part
+    assert "audit.csv is older than this blend" in audit_part
     per_attribute = {**outputs.weights, "offsets": {"mask": [-0.5, 0.0, 0.2], "gender": [0.0, 0.0],
                                                     "age": [0.1, 0.0, 0.0]}}
     page = reporting.build_report(tmp_path, _oof(reported), replace(outputs, weights=per_attribute))

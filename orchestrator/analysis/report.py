@@ -159,6 +159,8 @@ def audit_section(view: AuditView | None) -> str:
                        + (["p(wrong)"] if wrong else []), 3).replace("</tr>", '<th class="text">photos</th></tr>')
     shown = f"{len(view.suspects)} of {view.listed}" if view.listed > len(view.suspects) else str(view.listed)
     where = f" Photos from {esc(view.photo_root)}/train/images." if view.photo_root else ""
+    where += (' <span class="warn">audit.csv is older than this blend: run python -m orchestrator.audit '
+              "again.</span>" if view.stale else "")
     photo_column = ["", "", "", "", ""] + ([""] if wrong else []) + ["photos"]
     return section("audit", "Label audit", why, f"<p>Showing {shown}: {esc(view.rule)}.{where} "
                    '<a href="audit.csv">audit.csv</a> has them all.</p>',

@@ -44,6 +44,7 @@ class AuditView:
     listed: int  # suspects before the page's cap
     rule: str  # how the suspects were picked, said on the page
     photo_root: Path | None  # where the photos were looked for (None: data root unknown)
+    stale: bool = False  # audit.csv older than the blend: made from other probabilities
 
 
 def read_manifest(exp_dir: Path) -> dict:
@@ -137,4 +138,6 @@ def read_audit(exp_dir: Path, data_root: Path | None, per_attribute: int = 5, ca
                 float(r.p_wrong) if "p_wrong" in table.columns else None, str(r.given), str(r.suggested),
                 photos[str(r.person)])
         for r in shown.itertuples(index=False))
-    return AuditView(suspects, len(picked), rule, data_root)
+    weights = exp_dir / "blend" / "weights.json"
+    stale = weights.is_file() and path.stat().st_mtime < weights.stat().st_mtime
+    return AuditView(suspects, len(picked), rule, data_root, stale)
