@@ -336,11 +336,12 @@ def _browser() -> str | None:
     return next((path for path in map(shutil.which, BROWSERS) if path), None)
 
 
-def test_summary_and_chosen_method_are_on_the_first_screen_in_chromium(reported, tmp_path):
+def test_summary_and_chosen_method_are_on_the_first_screen_in_chromium(request, tmp_path):
     browser = _browser()
     if browser is None:
         pytest.skip(f"no headless Chromium on PATH (looked for {', '.join(BROWSERS)}); the first-screen layout "
                     "check needs one, e.g. apt-get install chromium")
+    reported = request.getfixturevalue("reported")  # only now: a skip should not build the experiment
     probe = tmp_path / "probe.html"
     probe.write_text(_page(reported).replace("</body>", PROBE + "</body>"))
     done = subprocess.run(
