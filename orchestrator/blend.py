@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from orchestrator.cli import add_results_args, run_main
@@ -26,6 +28,7 @@ def run(args: argparse.Namespace) -> None:
     from orchestrator.analysis.results import load_blend_inputs
     from tasks.metrics import score
 
+    started, created = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     exp_dir = find_experiment(args.results)
     print(f"experiment: {exp_dir}", flush=True)
     overrides = list(args.overrides) + ([f"blend.metric={args.metric}"] if args.metric else [])
@@ -41,13 +44,16 @@ def run(args: argparse.Namespace) -> None:
     result = fit_blend(inputs, spec.blend)
     board = leaderboard(result, truth)
     print_board(board)
-    out = write_blend(exp_dir, result, inputs, board)
-    report = write_report(exp_dir, inputs.oof)
     chosen = result.methods[0]
     nested = chosen.nested.scores
+    real = score(truth, chosen.test_labels) if truth is not None else None
+    # What only this command knows, for the report: when, how long, and the true score.
+    run_info = {"created": created, "seconds": round(time.perf_counter() - started, 2),
+                "truth": {"file": str(args.truth), **real.as_dict()} if real is not None else None}
+    out = write_blend(exp_dir, result, inputs, board, run_info)
+    report = write_report(exp_dir, inputs.oof, spec.data.root)
     print("\n".join(summary_lines(result)) + f"\nwrote {out}/ and {report}", flush=True)
-    if truth is not None:
-        real = score(truth, chosen.test_labels)
+    if real is not None:
         print(f"submission vs {args.truth}: macro F1 {real.macro_f1:.4f}, accuracy {real.accuracy:.4f} "
               f"(nested estimate {chosen.nested.macro_f1_interval.text()}, accuracy {nested.accuracy:.4f})",
               flush=True)

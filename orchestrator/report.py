@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> None:
     keep = [i for i, m in enumerate(oof.models) if m in weighted]  # the models the blend saw
     oof = OofLogits(tuple(oof.models[i] for i in keep), oof.logits[keep], oof.image_key, oof.person,
                     oof.fold, oof.target, oof.rows_hash, oof.excluded)
-    print(f"wrote {write_report(exp_dir, oof)}", flush=True)
+    print(f"wrote {write_report(exp_dir, oof, spec.data.root)}", flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -46,7 +46,8 @@ def comparison_record(c: Comparison) -> dict:
             "clearly_better": c.clearly_better}
 
 
-def weights_record(result: BlendResult, inputs: BlendInputs, experiment: str) -> dict:
+def weights_record(result: BlendResult, inputs: BlendInputs, experiment: str, run: dict | None = None) -> dict:
+    """weights.json; `run` adds what only the command knows (when, how long, the true score)."""
     chosen = result.methods[0]
     f, models = chosen.fitted, inputs.oof.models
     groups = ("classes",) if f.recipe.decode == "joint" else ("mask", "gender", "age")
@@ -57,15 +58,16 @@ def weights_record(result: BlendResult, inputs: BlendInputs, experiment: str) ->
             "offsets": {g: b.round(3).tolist() for g, b in zip(groups, f.offsets)},
             "in_sample": chosen.in_sample.record(), "nested": chosen.nested.record(),
             "versus_simpler": comparison_record(result.versus_simpler), "bootstrap": BOOTSTRAP,
-            "excluded": [{"model": e.model, "reason": e.reason} for e in inputs.excluded]}
+            "excluded": [{"model": e.model, "reason": e.reason} for e in inputs.excluded], **(run or {})}
 
 
-def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: pd.DataFrame) -> Path:
+def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: pd.DataFrame,
+                run: dict | None = None) -> Path:
     """All outputs into a staging folder, then swapped in whole: a failed run leaves the old ones."""
     target = exp_dir / "blend"
     with atomic_dir(target) as tmp:
         chosen, oof = result.methods[0], inputs.oof
-        (tmp / "weights.json").write_text(json.dumps(weights_record(result, inputs, exp_dir.name), indent=2))
+        (tmp / "weights.json").write_text(json.dumps(weights_record(result, inputs, exp_dir.name, run), indent=2))
         board.to_csv(tmp / "leaderboard.csv", index=False)
         pd.DataFrame({"ImageID": inputs.test.image_ids, "ans": chosen.test_labels}).to_csv(
             tmp / "submission.csv", index=False)

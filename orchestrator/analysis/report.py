@@ -1,31 +1,34 @@
 """results/<experiment>/report.html, one self-contained page (CLI: `python -m orchestrator.report`).
 
-Plots are PNGs embedded as base64, so the page can be mailed or attached as it is. The
-confusion matrices and per-class F1 use the chosen blend's nested OOF predictions (each
-row predicted by the blend fitted without its fold), the honest ones.
+Plots are PNGs and photos JPEGs embedded as base64, so the page can be mailed or attached as
+it is; its only links are relative ones to the experiment's own files. The summary comes
+first and fits one screen. The confusion matrices and per-class F1 use the chosen blend's
+nested OOF predictions (each row predicted by the blend fitted without its fold), the
+honest ones.
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix, f1_score
+from sklearn.metrics import precision_recall_fscore_support
 
+from orchestrator.analysis import report_figures as figures
 from orchestrator.analysis.experiment import BlendError
+from orchestrator.analysis.report_html import (STYLE, esc, frame_table, glossary, methods_table, num, simple_head,
+                                               table)
+from orchestrator.analysis.report_inputs import AuditView, read_audit, read_jobs, read_manifest
+from orchestrator.analysis.report_summary import summary_section
 from orchestrator.analysis.results import OofLogits
 from tasks.atomic import write_text
-from tasks.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, split_class
+from tasks.labels import NUM_CLASSES
 from tasks.metrics import score
 
-CLASS_NAMES = tuple(f"{c} {MASK_NAMES[m]}/{GENDER_NAMES[g]}/{AGE_NAMES[a]}"
-                    for c, (m, g, a) in enumerate(zip(*split_class(np.arange(NUM_CLASSES)))))
-ATTRIBUTE_NAMES = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
+CLASS_NAMES = figures.CLASS_NAMES
+ATTRIBUTE_NAMES = figures.ATTRIBUTE_NAMES
 
 
 @dataclass(frozen=True)
@@ -72,108 +75,139 @@ def error_correlation(oof: OofLogits) -> pd.DataFrame:
     return pd.DataFrame(np.atleast_2d(corr), index=list(oof.models), columns=list(oof.models))
 
 
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+def section(anchor: str, title: str, why: str, *body: str) -> str:
+    """A titled section; `why` is the one line a reader would otherwise ask for."""
+    note = f'<p class="why">{why}</p>' if why else ""
+    return f'<section id="{anchor}"><h2>{esc(title)}</h2>{note}\n' + "\n".join(body) + "</section>"
 
 
-def _matrix_axes(ax, matrix: np.ndarray, labels, title: str, shade: np.ndarray, fmt: str) -> None:
-    ax.imshow(shade, cmap="Blues", vmin=0, vmax=max(float(np.nanmax(shade)), 1e-9))
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.set_title(title, fontsize=9)
-    for (i, j), v in np.ndenumerate(matrix):
-        if np.isfinite(v) and v:
-            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=6,
-                    color="white" if shade[i, j] > 0.6 * np.nanmax(shade) else "black")
+def per_class_table(target: np.ndarray, pred: np.ndarray, offsets: dict) -> str:
+    """Precision, recall and F1 per class with its support (images of that given class)."""
+    precision, recall, f1, support = precision_recall_fscore_support(
+        target, pred, labels=range(NUM_CLASSES), zero_division=0)
+    predicted = np.bincount(pred, minlength=NUM_CLASSES)
+    joint = offsets.get("classes") if any(offsets.get("classes") or ()) else None  # all zero: no offsets
+    columns = ["class", "#", "support", "predicted", "precision", "recall", "F1"] + (["offset"] if joint else [])
+    rows = [[esc(name), str(c), str(support[c]), str(predicted[c]), num(precision[c]), num(recall[c]),
+             f'<span class="track"><span class="bar" style="width:{f1[c] * 100:.0f}%"></span></span>{f1[c]:.4f}']
+            + ([f"{joint[c]:+.3f}"] if joint else []) for c, name in enumerate(CLASS_NAMES)]
+    return table(simple_head(columns), rows)
 
 
-def confusion_figures(target: np.ndarray, pred: np.ndarray) -> str:
-    from matplotlib.figure import Figure  # deferred: only the report draws
-
-    full = confusion_matrix(target, pred, labels=range(NUM_CLASSES))
-    fig = Figure(figsize=(10, 9))
-    ax = fig.subplots()
-    _matrix_axes(ax, full, CLASS_NAMES, "18 classes (rows: given label, columns: prediction; shade: row share)",
-                 full / np.maximum(full.sum(1, keepdims=True), 1), "d")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("given")
-    parts = Figure(figsize=(12, 3.6))
-    for ax, (name, names), t, p in zip(parts.subplots(1, 3), ATTRIBUTE_NAMES.items(), split_class(target),
-                                        split_class(pred)):
-        m = confusion_matrix(t, p, labels=range(len(names)))
-        _matrix_axes(ax, m, names, f"{name}: F1 {f1_score(t, p, average='macro'):.4f}",
-                     m / np.maximum(m.sum(1, keepdims=True), 1), "d")
-    return _png(fig) + _png(parts)
-
-
-def bar_figure(labels, values: np.ndarray, title: str, xlabel: str) -> str:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 0.28 * len(labels) + 1.2))
-    ax = fig.subplots()
-    ax.barh(range(len(labels)), values, color="tab:blue")
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.invert_yaxis()
-    for i, v in enumerate(values):
-        ax.text(v, i, f" {v:.3f}", va="center", fontsize=7)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=9)
-    return _png(fig)
+def weights_section(w: dict) -> str:
+    models = list(w["weights"])
+    frame = pd.DataFrame({"weight": [w["weights"][m] for m in models],
+                          "temperature": [w.get("temperatures", {}).get(m, 1.0) for m in models]}, index=models)
+    lines = []
+    for group, values in w.get("offsets", {}).items():
+        if not any(values):
+            continue  # all zero: the method fits none
+        if group == "classes":
+            lines.append("<li>per class: see the offset column of the per-class table below</li>")
+        else:
+            names = ATTRIBUTE_NAMES.get(group, [str(i) for i in range(len(values))])
+            pairs = ", ".join(f"{esc(n)} <b>{v:+.3f}</b>" for n, v in zip(names, values))
+            lines.append(f"<li>{esc(group)}: {pairs}</li>")
+    plain = ("a hard vote counts the models' predicted classes" if w.get("vote") == "hard"
+             else "this method decides by the blended probabilities as they are")
+    offsets = (f"<p>Offsets added to the log-scores before deciding:</p><ul>{''.join(lines)}</ul>" if lines
+               else f"<p>No offsets: {plain}.</p>")
+    return section("weights", "The chosen blend: weights, temperatures, offsets",
+                   "A model's weight is its share of the averaged probabilities (0: not used); a temperature "
+                   "above 1 softens that model's over-confident probabilities before averaging.",
+                   frame_table(frame.rename_axis("model")), offsets)
 
 
-def correlation_figure(corr: pd.DataFrame) -> str:
-    from matplotlib.figure import Figure
-
-    size = 0.45 * len(corr) + 2.5
-    fig = Figure(figsize=(size, size))
-    values = corr.to_numpy()
-    _matrix_axes(fig.subplots(), values, list(corr.index), "OOF error correlation between models",
-                 np.nan_to_num(values), ".2f")
-    return _png(fig)
-
-
-def _table(frame: pd.DataFrame, index: bool = True) -> str:
-    return frame.to_html(index=index, float_format=lambda v: f"{v:.4f}", border=0, na_rep="")
-
-
-def _section(title: str, *body: str) -> str:
-    return f"<h2>{html.escape(title)}</h2>\n" + "\n".join(body)
+def curves_section(exp_dir: Path, jobs) -> str:
+    why = ("Per epoch, from each job's metrics.csv; one colour per fold. Validation is the fold's held-out "
+           "people, scored without flip TTA (the fold table above uses the saved OOF predictions, with TTA when "
+           "the spec asks). A train loss falling while the validation loss rises is over-fitting.")
+    if jobs.curves.empty:
+        return section("curves", "Training curves", why, f"<p>No job metrics found under {esc(exp_dir / 'jobs')}"
+                       " (a results folder copied without jobs/).</p>")
+    parts = []
+    for model, curves in jobs.curves.groupby("model", sort=False):
+        logs = [(r.fold, f"logs/{r.job}.log") for r in jobs.results[jobs.results.model == model].itertuples()
+                if (exp_dir / "logs" / f"{r.job}.log").is_file()]
+        links = ", ".join(f'<a href="{esc(href)}">fold {esc(k)}</a>' for k, href in sorted(logs))
+        parts.append(f"<h3>{esc(model)}</h3>" + (f"<p>Logs: {links}</p>" if links else "")
+                     + figures.curves_figure(str(model), curves))
+    return section("curves", "Training curves", why, *parts)
 
 
-def build_report(exp_dir: Path, oof: OofLogits, blend: BlendOutputs) -> str:
+def audit_section(view: AuditView | None) -> str:
+    why = ("People whose given label the OOF predictions contradict, from audit.csv. Score: the evidence for "
+           "the given label (geometric mean of the blend's probabilities over the person's photos; low = doubtful); "
+           "p(wrong), where the audit gives it: its estimated chance that the label is wrong. Look at the photos "
+           "before relabelling: mask1-5, then incorrect_mask and normal, framed for the mask check, which asks "
+           "whether those two files are swapped.")
+    if view is None:
+        return section("audit", "Label audit", why, "<p>No audit.csv: run <code>python -m orchestrator.audit"
+                       "</code>, then this report again.</p>")
+    if not view.suspects:
+        return section("audit", "Label audit", why, f"<p>Nothing to show: {esc(view.rule)}.</p>")
+    rows = []
+    for s in view.suspects:
+        photos = "".join(f'<img src="{uri}" alt="{esc(stem)}" title="{esc(stem)}"'
+                         + (' class="pair"' if s.attribute == "mask" and stem in ("incorrect_mask", "normal") else "")
+                         + ">" for stem, uri in s.photos)
+        rows.append([esc(s.person), esc(s.attribute), f"{esc(s.given)} &rarr; <b>{esc(s.suggested)}</b>",
+                     str(s.rank), f"{s.score:.3f}"] + ([num(s.p_wrong, 3)] if s.p_wrong is not None else [])
+                    + [photos or "photos not found"])
+    wrong = view.suspects[0].p_wrong is not None
+    head = simple_head(["person", "attribute", "given → suggested", "rank", "score"]
+                       + (["p(wrong)"] if wrong else []), 3).replace("</tr>", '<th class="text">photos</th></tr>')
+    shown = f"{len(view.suspects)} of {view.listed}" if view.listed > len(view.suspects) else str(view.listed)
+    where = f" Photos from {esc(view.photo_root)}/train/images." if view.photo_root else ""
+    where += (' <span class="warn">audit.csv is older than this blend: run python -m orchestrator.audit '
+              "again.</span>" if view.stale else "")
+    photo_column = ["", "", "", "", ""] + ([""] if wrong else []) + ["photos"]
+    return section("audit", "Label audit", why, f"<p>Showing {shown}: {esc(view.rule)}.{where} "
+                   '<a href="audit.csv">audit.csv</a> has them all.</p>',
+                   table(head, rows, text_columns=3, column_classes=photo_column))
+
+
+def build_report(exp_dir: Path, oof: OofLogits, blend: BlendOutputs, data_root: Path | None = None) -> str:
     w, pred = blend.weights, blend.predictions
-    nested, ins = w["nested"], w["in_sample"]
-    per_class = f1_score(pred.target, pred.nested, labels=range(NUM_CLASSES), average=None, zero_division=0)
-    weights = pd.DataFrame({"weight": w["weights"], "temperature": w["temperatures"]}).rename_axis("model")
-    offsets = pd.DataFrame({g: pd.Series(v) for g, v in w["offsets"].items()}).T
-    excluded = "".join(f"<li>{html.escape(e['model'])}: {html.escape(e['reason'])}</li>" for e in w["excluded"])
-    summary = (f"<p>Chosen blend <b>{html.escape(w['method'])}</b> (chosen by nested {html.escape(w['metric'])}). "
-               f"Nested macro F1 <b>{nested['macro_f1']:.4f}</b> (accuracy {nested['accuracy']:.4f}); "
-               f"in-sample {ins['macro_f1']:.4f}. {len(oof.models)} models, {len(oof.target)} OOF rows, "
-               f"rows hash {html.escape(w.get('rows_hash', w.get('spec_hash', '?')))}.</p><p>Nested: each method is fitted on the other folds' "
-               f"OOF rows and scored on the held-out fold. The chosen method is the best of "
-               f"{len(blend.leaderboard)}, so its nested score is itself slightly optimistic.</p>")
+    target, nested = pred.target.to_numpy(), pred.nested.to_numpy()
+    folds = fold_table(oof, exp_dir / "leaderboard.csv")
+    jobs = read_jobs(exp_dir)
     body = [
-        _section("Summary", summary, f"<p>Excluded:</p><ul>{excluded}</ul>" if excluded else ""),
-        _section("Blend methods: in-sample vs nested", _table(blend.leaderboard, index=False)),
-        _section("Blend weights", _table(weights), "<p>Per-class log-score offsets:</p>", _table(offsets),
-                 bar_figure(list(weights.index), weights.weight.to_numpy(), "blend weight per model", "weight")),
-        _section("Confusion of the chosen blend (nested OOF predictions)",
-                 confusion_figures(pred.target.to_numpy(), pred.nested.to_numpy())),
-        _section("Per-class F1 (nested)", bar_figure(CLASS_NAMES, per_class, "F1 per class", "F1")),
-        _section("Macro F1 by fold and model", _table(fold_table(oof, exp_dir / "leaderboard.csv"))),
-        _section("Model-to-model OOF error correlation", correlation_figure(error_correlation(oof))),
+        summary_section(exp_dir, oof, blend, folds, read_manifest(exp_dir), jobs),
+        section("methods", "Blend methods, best nested score first",
+                "<b>Nested</b>: the method fitted on the other folds' OOF rows and scored on the held-out fold, "
+                "pooled: the honest estimate, and what the choice is made by. <b>In-sample</b>: fitted and scored "
+                "on the same rows, so it flatters. <b>True</b>: the submission scored against answers given to "
+                "<code>blend --truth</code>. Hover a name for its recipe; all are explained below the table.",
+                methods_table(blend.leaderboard, w["method"]), glossary(blend.leaderboard.method)),
+        weights_section(w),
+        section("per-class", "Per class (chosen blend, nested)",
+                "Support: OOF images whose given label is the class; predicted: images the blend put there. "
+                "Macro F1 is the plain mean of the F1 column, so a rare class weighs as much as a common one.",
+                per_class_table(target, nested, w.get("offsets", {}))),
+        section("confusion", "Confusion of the chosen blend (nested)",
+                "Rows: the given label; columns: the prediction; numbers: image counts; colour: the share of the "
+                "row, so that rare classes show too. The diagonal is right.",
+                figures.confusion_figure(target, nested), figures.attribute_figure(target, nested)),
+        section("folds", "Macro F1 by model and fold",
+                "Each fold model scored on its held-out people at its best epoch; fold mean is their average, "
+                "OOF pooled scores all held-out rows of a model together (what the blend starts from).",
+                frame_table(folds)),
+        curves_section(exp_dir, jobs),
+        section("correlation", "Error correlation between models",
+                "For two models, the Pearson correlation over OOF rows of their per-image error indicators "
+                "(1 where a model's top class is wrong, else 0). 1: they fail on the same images, so "
+                "blending them gains little; near 0 or negative: complementary.",
+                figures.correlation_figure(error_correlation(oof))),
+        audit_section(read_audit(exp_dir, data_root)),
     ]
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
-             "font-size:12px}td,th{padding:2px 8px;text-align:right}tr:nth-child(even){background:#f4f4f4}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(exp_dir.name)} blend report"
-            f"</title><style>{style}</style></head><body>\n<h1>{html.escape(exp_dir.name)}: blend report</h1>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    title = f"{esc(exp_dir.name)}: blend report"
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            f"<style>{STYLE}</style></head><body>\n<h1>{title}</h1>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(exp_dir: Path, oof: OofLogits) -> Path:
+def write_report(exp_dir: Path, oof: OofLogits, data_root: Path | None = None) -> Path:
+    """Write report.html; `data_root` is where the audit's photos are (None: no thumbnails)."""
     path = exp_dir / "report.html"
-    write_text(path, build_report(exp_dir, oof, read_blend_outputs(exp_dir)))
+    write_text(path, build_report(exp_dir, oof, read_blend_outputs(exp_dir), data_root))
     return path

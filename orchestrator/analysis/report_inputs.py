@@ -1,0 +1,145 @@
+"""What the report reads besides the blend: the run's manifest, each job's result and
+per-epoch metrics, and the audit's suspects with thumbnails of their photos.
+
+Every file here is optional: a results folder copied without its jobs/ or made by an older
+version still gets a report, with the section saying what is missing.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.labels import MASK_STEMS
+
+AUDIT_ORDER = ("gender", "age", "mask")
+THUMBNAIL = (96, 128)  # (width, height): the photos are 3:4 portraits
+
+
+@dataclass(frozen=True)
+class Jobs:
+    results: pd.DataFrame  # one row per finished job: job, model, fold, seconds, best_epoch, epochs_run
+    curves: pd.DataFrame  # every job's metrics.csv rows, plus job, model and fold columns
+
+
+@dataclass(frozen=True)
+class Suspect:
+    person: str
+    attribute: str
+    rank: int
+    score: float
+    p_wrong: float | None  # only in the newer audit.csv
+    given: str
+    suggested: str
+    photos: tuple[tuple[str, str], ...]  # (file stem, data: URI of a JPEG thumbnail)
+
+
+@dataclass(frozen=True)
+class AuditView:
+    suspects: tuple[Suspect, ...]
+    listed: int  # suspects before the page's cap
+    rule: str  # how the suspects were picked, said on the page
+    photo_root: Path | None  # where the photos were looked for (None: data root unknown)
+    stale: bool = False  # audit.csv older than the blend: made from other probabilities
+
+
+def read_manifest(exp_dir: Path) -> dict:
+    path = exp_dir / "manifest.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def read_jobs(exp_dir: Path) -> Jobs:
+    """Finished jobs (those with a readable result.json) and their per-epoch metrics."""
+    rows, curves = [], []
+    for folder in sorted((exp_dir / "jobs").glob("*/")):
+        try:
+            result = json.loads((folder / "result.json").read_text())
+        except (OSError, ValueError):
+            continue  # unfinished or broken: the run's own summary names it
+        row = {"job": folder.name, "model": result.get("model", folder.name), "fold": result.get("fold", -1),
+               "seconds": result.get("seconds"), "best_epoch": result.get("best_epoch"),
+               "epochs_run": result.get("epochs_run")}
+        rows.append(row)
+        try:
+            metrics = pd.read_csv(folder / "metrics.csv")
+        except (OSError, ValueError):
+            continue
+        curves.append(metrics.assign(job=row["job"], model=row["model"], fold=row["fold"]))
+    columns = ["job", "model", "fold", "seconds", "best_epoch", "epochs_run"]
+    return Jobs(pd.DataFrame(rows, columns=columns),
+                pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["model", "fold", "epoch"]))
+
+
+def pick_suspects(table: pd.DataFrame, per_attribute: int) -> pd.DataFrame:
+    """One row per person and attribute to show.
+
+    The newer audit.csv ranks everyone and marks suspects in a `suspect` column; the older
+    one lists only contradicted people (two rows for a mask swap), so its top few are shown.
+    """
+    if "suspect" in table.columns:
+        flags = table.suspect.astype(str).str.strip().str.lower().isin(("true", "1"))
+        chosen = table[flags].drop_duplicates(["person", "attribute"])
+    else:
+        chosen = table.drop_duplicates(["person", "attribute"]).sort_values("rank", kind="stable")
+        chosen = chosen.groupby("attribute", sort=False).head(per_attribute)
+    order = {a: i for i, a in enumerate(AUDIT_ORDER)}
+    # Numbers whatever the CSV's dtypes: with no suspect the columns come back as empty strings.
+    place = pd.to_numeric(chosen.attribute.map(order), errors="coerce").fillna(len(order))
+    key = place * 1e6 + pd.to_numeric(chosen["rank"], errors="coerce").fillna(0)
+    return chosen.assign(_key=key).sort_values("_key", kind="stable").drop(columns="_key")
+
+
+def thumbnail_uri(path: Path, size: tuple[int, int] = THUMBNAIL) -> str | None:
+    from PIL import Image  # deferred: only a report with an audit needs it
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image.thumbnail(size)
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=80)
+    except (OSError, ValueError):
+        return None  # an unreadable photo is left out; the data checks report it elsewhere
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def person_photos(data_root: Path, person: str) -> tuple[tuple[str, str], ...]:
+    """Thumbnails of a person's seven photos in the usual order (hidden and stray files skipped)."""
+    folder = data_root / "train" / "images" / person
+    if not folder.is_dir():
+        return ()
+    found = {p.stem: p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and p.stem in MASK_STEMS}
+    uris = ((stem, thumbnail_uri(found[stem])) for stem in MASK_STEMS if stem in found)
+    return tuple((stem, uri) for stem, uri in uris if uri)
+
+
+def read_audit(exp_dir: Path, data_root: Path | None, per_attribute: int = 5, cap: int = 30) -> AuditView | None:
+    """The audit's suspects (None without audit.csv), at most `cap` of them with photos."""
+    path = exp_dir / "audit.csv"
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, dtype={"person": str, "given": str, "suggested": str})
+    needed = {"person", "attribute", "rank", "score", "given", "suggested"}
+    if not needed <= set(table.columns):
+        return AuditView((), 0, f"{path.name} lacks columns {sorted(needed - set(table.columns))}", None)
+    picked = pick_suspects(table, per_attribute)
+    new = "suspect" in table.columns
+    rule = ("people the audit marks as suspects" if new else
+            f"the {per_attribute} most contradicted people per attribute (this audit.csv has no suspect column)")
+    shown = picked.head(cap)
+    photos = {p: person_photos(data_root, p) if data_root else () for p in shown.person.astype(str).unique()}
+    suspects = tuple(
+        Suspect(str(r.person), str(r.attribute), int(r.rank), float(r.score),
+                float(r.p_wrong) if "p_wrong" in table.columns else None, str(r.given), str(r.suggested),
+                photos[str(r.person)])
+        for r in shown.itertuples(index=False))
+    weights = exp_dir / "blend" / "weights.json"
+    stale = weights.is_file() and path.stat().st_mtime < weights.stat().st_mtime
+    return AuditView(suspects, len(picked), rule, data_root, stale)
