@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.cli import add_results_args, run_main
+from orchestrator.cli import add_results_args, make_parser, run_main
 
 
 def run(args: argparse.Namespace) -> None:
@@ -71,7 +71,11 @@ def print_assessments(assessed: dict, args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.audit", description=__doc__.splitlines()[0])
+    parser = make_parser("python -m orchestrator.audit", __doc__, [
+        "python -m orchestrator.audit", "python -m orchestrator.audit --results results/five_fold --cut 0.8",
+        "python -m orchestrator.audit --truth-mislabels data/synth/truth/mislabeled.csv"], [
+        "results/<name>/audit.csv (everyone ranked per attribute: p_wrong, suspect)",
+        "results/<name>/audit_relabel.csv (the suspects, relabel format: review, then set data.relabel)"])
     add_results_args(parser)
     parser.add_argument("--error-rate", type=_fraction, default=0.01,
                         help="prior share of wrong labels per attribute (default 0.01)")

@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from orchestrator.cli import add_results_args, run_main
+from orchestrator.cli import add_results_args, make_parser, run_main
 
 
 def run(args: argparse.Namespace) -> None:
@@ -60,7 +60,12 @@ def run(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.blend", description=__doc__.splitlines()[0])
+    parser = make_parser("python -m orchestrator.blend", __doc__, [
+        "python -m orchestrator.blend", "python -m orchestrator.blend --results results/five_fold --metric macro_f1",
+        "python -m orchestrator.blend --reinfer --tta --address auto",
+        "python -m orchestrator.blend --truth data/synth/truth/eval_answers.csv"], [
+        "results/<name>/blend/: submission.csv, weights.json, leaderboard.csv (intervals), oof_predictions.parquet",
+        "results/<name>/report.html", "with --reinfer: every job's test.parquet, results/<name>/test.parquet"])
     add_results_args(parser)
     parser.add_argument("--metric", choices=["macro_f1", "accuracy", "log_loss"],
                         help="what methods are fitted and chosen by (default: the spec's blend.metric)")

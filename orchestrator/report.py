@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from orchestrator.cli import add_results_args, run_main
+from orchestrator.cli import add_results_args, make_parser, run_main
 
 
 def run(args: argparse.Namespace) -> None:
@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.report", description=__doc__.splitlines()[0])
+    parser = make_parser("python -m orchestrator.report", __doc__, [
+        "python -m orchestrator.report", "python -m orchestrator.report --results results/five_fold"], [
+        "results/<name>/report.html (one offline page; needs blend/ first)"])
     add_results_args(parser)
     return parser.parse_args(argv)
 
