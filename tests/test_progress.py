@@ -21,23 +21,32 @@ def trial(job_id: str):
 def test_eta_counts_epochs_not_start_up():
     board = Board(plans(4), slots=2)
     now = time.time()
+    board.status["m-fold1-x"] = JobStatus("running", epoch=1, epochs=10, started=now - 70,
+                                          first_report=(1, now), last_report=now)
+    assert board.eta() is None  # no epoch timed yet: no guess from start-up
+    assert "ETA after the first epochs" in board.summary()
     # Started 100 s ago (imports, loading), first epoch reported at -40 s, fifth at -0 s: 10 s/epoch.
     board.status["m-fold0-x"] = JobStatus("running", epoch=5, epochs=10, started=now - 100,
                                           first_report=(1, now - 40), last_report=now)
     assert board.status["m-fold0-x"].epoch_seconds() == 10
     assert board.status["m-fold0-x"].remaining() == 50
-    board.status["m-fold1-x"] = JobStatus("running", epoch=1, epochs=10, started=now - 70,
-                                          first_report=(1, now), last_report=now)
-    assert board.eta() is None  # one job's epochs are not measured yet: no guess from start-up
-    assert "ETA after the first epochs" in board.summary()
-    board.status["m-fold1-x"] = JobStatus("running", epoch=2, epochs=10, started=now - 80,
-                                          first_report=(1, now - 10), last_report=now)
-    # Queued jobs of the model: start-up as measured (100 - 40 + 10 s for epoch 1) + 10 epochs x 10 s.
+    # A job of the model: start-up as measured (100 - 40 + 10 s for epoch 1) + 9 more epochs x 10 s.
     per_job = (now - 40) - (now - 100) + 10 * (10 - 1)
     assert abs(board.job_seconds("m") - per_job) < 1e-6
-    expected = (50 + 80 + 2 * per_job) / 2
-    assert abs(board.eta() - expected) < 1e-6
+    # fold1 has run 70 s of its per_job; the two queued ones take per_job each; two slots.
+    expected = (50 + (per_job - 70) + 2 * per_job) / 2
+    assert abs(board.eta() - expected) < 0.01
     assert board.summary().startswith("0 done, 2 running, 2 queued, 0 failed")
+
+
+def test_an_unmeasured_model_is_timed_by_relative_cost():
+    both = {**plans(1, model="small"), **plans(1, model="big")}
+    both["big-fold0-x"] = JobPlan("big-fold0-x", "big", "resnet50", TrainSpec(epochs=10), 0, "h", Path("/tmp"),
+                                  "to run", 3.0, None)
+    board = Board(both, slots=1)
+    board.status["small-fold0-x"] = JobStatus("done", started=0.0, finished=100.0)
+    assert board.job_seconds("big") == 300  # three times the cost of the measured model
+    assert board.eta() == 300
 
 
 def test_finished_jobs_time_the_queued_ones():

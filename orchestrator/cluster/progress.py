@@ -67,27 +67,41 @@ class Board:
 
     def job_seconds(self, model: str) -> float | None:
         """A whole job of `model`, start to end: measured on its finished jobs, else estimated
-        from a running one's epochs, else from earlier runs (the plan's estimate)."""
-        done = [s.finished - s.started for j, s in self.status.items()
-                if s.state == "done" and s.started and s.finished and self.plans[j].model == model]
-        if done:
-            return statistics.median(done)
-        for j, s in self.status.items():
-            per = s.epoch_seconds()
-            if self.plans[j].model == model and per is not None:
-                return s.first_report[1] - s.started + per * (s.epochs - s.first_report[0])
+        from a running one's epochs, else from another model's in proportion to the plans'
+        relative cost, else from earlier runs (the plan's estimate)."""
+        measured = self._measured()
+        if model in measured:
+            return measured[model]
+        cost = {p.model: p.cost for p in self.plans.values()}
+        rates = [seconds / cost[m] for m, seconds in measured.items() if cost.get(m)]
+        if rates:
+            return statistics.median(rates) * cost[model]
         estimates = [p.estimate_s for p in self.plans.values() if p.model == model and p.estimate_s]
         return estimates[0] if estimates else None
 
+    def _measured(self) -> dict[str, float]:
+        """Seconds of a whole job per model, from finished jobs or running ones' epochs."""
+        out: dict[str, list[float]] = {}
+        for job_id, s in self.status.items():
+            model = self.plans[job_id].model
+            if s.state == "done" and s.started is not None and s.finished is not None:
+                out.setdefault(model, []).append(s.finished - s.started)
+            elif s.epoch_seconds() is not None and s.started is not None:
+                out.setdefault(model, []).append(
+                    s.first_report[1] - s.started + s.epoch_seconds() * (s.epochs - s.first_report[0]))
+        return {m: statistics.median(v) for m, v in out.items()}
+
     def eta(self) -> float | None:
-        """Seconds until every job is done, None until the epochs say how long they take."""
-        work = []
+        """Seconds until every job is done, None until some epochs say how long jobs take."""
+        now, work = time.time(), []
         for job_id, plan in self.plans.items():
             s = self.get(job_id)
-            if s.state == "running":
+            if s.state == "running" and s.remaining() is not None:
                 work.append(s.remaining())
-            elif s.state == "queued":
-                work.append(self.job_seconds(plan.model))
+            elif s.state in ("running", "queued"):
+                whole = self.job_seconds(plan.model)
+                started = s.started if s.state == "running" and s.started else now
+                work.append(None if whole is None else max(whole - (now - started), 0.0))
         if any(w is None for w in work):
             return None
         return sum(work) / max(self.slots, 1)
