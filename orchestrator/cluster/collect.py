@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from ray.tune import Callback
 
 from orchestrator.cluster.placement import release_orphaned_groups
-from orchestrator.cluster.progress import Board, JobStatus
+from orchestrator.cluster.progress import Board
 from orchestrator.cluster.storage import copy_outputs
 from tasks.atomic import write_text
 
@@ -34,9 +33,6 @@ class Collector(Callback):
     def _job(self, trial) -> str:
         return trial.config["job"]["job_id"]
 
-    def _record(self, job_id: str, **changes) -> None:
-        self.board.status[job_id] = replace(self.board.status.get(job_id, JobStatus()), **changes)
-
     def log(self, job_id: str, line: str) -> None:
         with open(self.log_dir / f"{job_id}.log", "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
@@ -52,7 +48,7 @@ class Collector(Callback):
             try:
                 self._collect(trial, result)
             except Exception as err:  # one job's outputs lost in transit must not stop the others
-                self._record(job_id, state="failed", finished=time.time(), error=str(err))
+                self.board.update(job_id, state="failed", finished=time.time(), error=str(err))
                 self.log(job_id, f"FAILED collecting its outputs: {type(err).__name__}: {err}")
         else:
             # The pid says which process on that node trains it (rank 0), e.g. to inspect or stop it.
@@ -69,14 +65,14 @@ class Collector(Callback):
         meta = {**trial.config["job"]["meta"], "node": result.get("node"),
                 "checkpoint": result["checkpoint_path"], "storage": self.storage}
         write_text(plan.out_dir / "job.json", json.dumps(meta))
-        self._record(job_id, state="done", finished=time.time(), val_f1=result.get("val_macro_f1"),
+        self.board.update(job_id, state="done", finished=time.time(), val_f1=result.get("val_macro_f1"),
                      node=result.get("node", ""))
         self.log(job_id, f"done: macro F1 {result.get('val_macro_f1'):.4f}; outputs in {plan.out_dir}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         job_id = self._job(trial)
         error = trial.get_error()
-        self._record(job_id, state="failed", finished=time.time(), error=str(error or ""))
+        self.board.update(job_id, state="failed", finished=time.time(), error=str(error or ""))
         self.log(job_id, f"FAILED:\n{error}")
         self._sweep()
 

@@ -59,6 +59,11 @@ class Board:
     def get(self, job_id: str) -> JobStatus:
         return self.status.get(job_id, JobStatus())
 
+    def update(self, job_id: str, **changes) -> JobStatus:
+        """Record `changes` to a job's status; the new status. The one writer of the board."""
+        self.status[job_id] = replace(self.get(job_id), **changes)
+        return self.status[job_id]
+
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(("done", "running", "queued", "failed"), 0)
         for job_id in self.plans:
@@ -141,13 +146,9 @@ class ProgressTable(Callback):
     def __getstate__(self):
         return {**self.__dict__, "_live": None}
 
-    def _update(self, trial, **changes) -> str:
-        job_id = trial.config["job"]["job_id"]
-        self.board.status[job_id] = replace(self.board.get(job_id), **changes)
-        return job_id
-
     def on_trial_start(self, iteration, trials, trial, **info):
-        job_id = self._update(trial, state="running", started=time.time())
+        job_id = trial.config["job"]["job_id"]
+        self.board.update(job_id, state="running", started=time.time())
         self._event(f"started {job_id}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -162,9 +163,9 @@ class ProgressTable(Callback):
             return
         now, s = time.time(), self.board.get(job_id)
         epoch = int(result.get("epoch", 0))
-        s = self.board.status[job_id] = replace(
-            s, node=result.get("node", ""), epoch=epoch, epochs=int(result.get("epochs", 0)),
-            val_f1=result.get("best_f1"), first_report=s.first_report or (epoch, now), last_report=now)
+        s = self.board.update(job_id, node=result.get("node", ""), epoch=epoch, epochs=int(result.get("epochs", 0)),
+                              val_f1=result.get("best_f1"), first_report=s.first_report or (epoch, now),
+                              last_report=now)
         left = s.remaining()
         self._event(f"epoch {epoch}/{s.epochs} {job_id}: val F1 {result.get('val_macro_f1', 0):.4f} (best "
                     f"{s.val_f1:.4f})" + (f", {left / 60:.1f} min left" if left is not None else ""))
