@@ -1,15 +1,12 @@
 """Person-level bootstrap intervals: right values, honest widths, exact pairing."""
 from __future__ import annotations
 
-import statistics
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from orchestrator.analysis.uncertainty import (PersonBootstrap, paired_person_bootstrap, person_bootstrap,
-                                               sd_over_folds)
+from orchestrator.analysis.uncertainty import PersonBootstrap, paired_person_bootstrap, person_bootstrap
 from tasks.labels import NUM_CLASSES
 
 
@@ -89,10 +86,3 @@ def test_interval_text_is_compact():
     assert interval.text() == f"{interval.estimate:.4f} [{interval.low:.3f}, {interval.high:.3f}]"
     diff = paired_person_bootstrap(target, predicted, np.roll(predicted, 7), person)
     assert diff.text(signed=True).startswith(("+", "-")) and " [" in diff.text(signed=True)
-
-
-def test_sd_over_folds_is_the_sample_standard_deviation():
-    scores = [0.71, 0.74, 0.69, 0.78, 0.72]
-    assert sd_over_folds(scores) == pytest.approx(statistics.stdev(scores))
-    assert sd_over_folds(scores) == pytest.approx(pd.Series(scores).std())
-    assert np.isnan(sd_over_folds([0.7]))

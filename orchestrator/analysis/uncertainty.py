@@ -19,7 +19,6 @@ from sklearn.metrics import f1_score
 
 from tasks.labels import NUM_CLASSES
 
-SD_OVER_FOLDS = "sd over folds"  # the one name of the one spread over folds
 RESAMPLES = 1000
 SEED = 0
 LEVEL = 0.95
@@ -113,10 +112,3 @@ def paired_person_bootstrap(target: np.ndarray, a: np.ndarray, b: np.ndarray, pe
                             n: int = RESAMPLES, seed: int = SEED) -> Interval:
     """Macro F1 of predictions a minus b, with a 95% paired person-level bootstrap interval."""
     return PersonBootstrap.draw(target, person, n, seed).difference(a, b)
-
-
-def sd_over_folds(values) -> float:
-    """The spread of a per-fold score: the sample standard deviation over folds (ddof=1), as
-    pandas' .std() gives; NaN for a single fold, which has no spread to show."""
-    values = np.asarray(values, np.float64)
-    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
