@@ -17,6 +17,7 @@ from typing_extensions import Annotated
 from tasks.augment_spec import AugmentSpec, MixSpec
 from tasks.errors import UserError
 from tasks.overrides import apply_overrides
+from tasks.search_spec import SearchSpec, check_search
 
 
 # Names become folder names (results/<name>/, jobs/<model>-fold<k>-<hash>/, scratch folders
@@ -180,6 +181,7 @@ class Experiment(Strict):
     models: list[ModelSpec] = Field(min_length=1)
     resources: ResourcesSpec = ResourcesSpec()
     blend: BlendSpec = BlendSpec()
+    search: SearchSpec | None = None  # what `orchestrator.search` samples; `run` ignores it
     results_dir: Path = Path("results")
 
     @model_validator(mode="after")
@@ -194,6 +196,8 @@ class Experiment(Strict):
                 self.train_for(model)
             except ValidationError as err:
                 problems += [f"models.{i}.train.{line}" for line in error_lines(err)]
+        if self.search is not None:
+            problems += check_search(self.search, self.model_dump(mode="json", exclude={"search"}), self.folds.n_splits)
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -234,7 +238,8 @@ class Experiment(Strict):
         )
 
     def spec_hash(self) -> str:
-        return stable_hash(self.model_dump(mode="json", exclude={"name", "results_dir"}))
+        # The search section says how to look for settings, not what a run trains.
+        return stable_hash(self.model_dump(mode="json", exclude={"name", "results_dir", "search"}))
 
 
 class SpecError(UserError, ValueError):
