@@ -17,6 +17,7 @@ from typing_extensions import Annotated
 from tasks.augment_spec import AugmentSpec, MixSpec
 from tasks.errors import UserError
 from tasks.overrides import apply_overrides
+from tasks.tracking_spec import TrackingSpec
 
 
 # Names become folder names (results/<name>/, jobs/<model>-fold<k>-<hash>/, scratch folders
@@ -180,6 +181,7 @@ class Experiment(Strict):
     models: list[ModelSpec] = Field(min_length=1)
     resources: ResourcesSpec = ResourcesSpec()
     blend: BlendSpec = BlendSpec()
+    tracking: TrackingSpec = TrackingSpec()  # an observer: in no hash (see spec_hash)
     results_dir: Path = Path("results")
 
     @model_validator(mode="after")
@@ -222,7 +224,10 @@ class Experiment(Strict):
             "cache_dir": self.data.cache_dir.resolve() if self.data.cache_dir else None})
         models = [m.model_copy(update={"pretrained_path": m.pretrained_path.resolve() if m.pretrained_path else None})
                   for m in self.models]
-        return self.model_copy(update={"data": data, "models": models, "results_dir": self.results_dir.resolve()})
+        results_dir = self.results_dir.resolve()
+        tracking = self.tracking.resolved(self.name, results_dir / self.name)
+        return self.model_copy(update={"data": data, "models": models, "results_dir": results_dir,
+                                       "tracking": tracking})
 
     def shared_hash(self) -> str:
         """Hash of what makes OOF rows of different models comparable: data, folds, seed."""
@@ -234,7 +239,8 @@ class Experiment(Strict):
         )
 
     def spec_hash(self) -> str:
-        return stable_hash(self.model_dump(mode="json", exclude={"name", "results_dir"}))
+        # Where results are logged does not change them: tracking on or off keeps every hash.
+        return stable_hash(self.model_dump(mode="json", exclude={"name", "results_dir", "tracking"}))
 
 
 class SpecError(UserError, ValueError):
