@@ -141,6 +141,7 @@ class _Wandb:
         os.environ.setdefault("WANDB_CACHE_DIR", str(root / "wandb" / ".cache"))
         os.environ.setdefault("WANDB_DATA_DIR", str(root / "wandb" / ".data"))
         settings = wandb.Settings(console="off", silent=True, quiet=True, x_disable_stats=True, save_code=False,
+                                  disable_git=True,  # results folders are not repositories: no warning
                                   symlink=False,  # the folder travels in job checkpoints: no links in it
                                   init_timeout=spec.init_timeout_s)
         self._stepped = False
