@@ -18,6 +18,7 @@ from tasks.augment_spec import AugmentSpec, MixSpec
 from tasks.errors import UserError
 from tasks.overrides import apply_overrides
 from tasks.search_spec import SearchSpec, check_search
+from tasks.tracking_spec import TrackingSpec
 
 
 # Names become folder names (results/<name>/, jobs/<model>-fold<k>-<hash>/, scratch folders
@@ -182,6 +183,7 @@ class Experiment(Strict):
     resources: ResourcesSpec = ResourcesSpec()
     blend: BlendSpec = BlendSpec()
     search: SearchSpec | None = None  # what `orchestrator.search` samples; `run` ignores it
+    tracking: TrackingSpec = TrackingSpec()  # an observer: in no hash (see spec_hash)
     results_dir: Path = Path("results")
 
     @model_validator(mode="after")
@@ -226,7 +228,10 @@ class Experiment(Strict):
             "cache_dir": self.data.cache_dir.resolve() if self.data.cache_dir else None})
         models = [m.model_copy(update={"pretrained_path": m.pretrained_path.resolve() if m.pretrained_path else None})
                   for m in self.models]
-        return self.model_copy(update={"data": data, "models": models, "results_dir": self.results_dir.resolve()})
+        results_dir = self.results_dir.resolve()
+        tracking = self.tracking.resolved(self.name, results_dir / self.name)
+        return self.model_copy(update={"data": data, "models": models, "results_dir": results_dir,
+                                       "tracking": tracking})
 
     def shared_hash(self) -> str:
         """Hash of what makes OOF rows of different models comparable: data, folds, seed."""
@@ -238,8 +243,9 @@ class Experiment(Strict):
         )
 
     def spec_hash(self) -> str:
-        # The search section says how to look for settings, not what a run trains.
-        return stable_hash(self.model_dump(mode="json", exclude={"name", "results_dir", "search"}))
+        # How to look for settings (search) and where results are logged (tracking) do not
+        # change what a run trains: either on or off keeps every hash.
+        return stable_hash(self.model_dump(mode="json", exclude={"name", "results_dir", "search", "tracking"}))
 
 
 class SpecError(UserError, ValueError):
