@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from orchestrator.analysis.search_outputs import SCORE_NOTE, format_trials, write_search_outputs
+        from orchestrator.analysis.tracking_logs import log_search
         from orchestrator.cluster.search import run_search, search_dir
 
         spec = spec_from_args(args).resolved()
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         out = search_dir(spec)
         best = write_search_outputs(spec, outcome.trials, out)
+        log_search(spec, spec.out_dir, outcome.trials)
         counts = outcome.trials["status"].value_counts().to_dict() if len(outcome.trials) else {}
         print("\n" + format_trials(outcome.trials, list(spec.search.space)), file=sys.stderr)
         print(f"{SCORE_NOTE}\ntrials: " + ", ".join(f"{n} {s}" for s, n in counts.items())

@@ -234,3 +234,17 @@ def test_the_searchers_sample_inside_the_space_and_make_valid_specs(tmp_path, se
         assert trial.train.optimizer.lr == values["train.optimizer.lr"]
         assert trial.train.age_borders[1] == values["train.age_borders.1"]
     assert len({c["params"]["train.optimizer.lr"] for c in suggestions}) == 5
+
+
+def test_the_search_logs_its_trials_to_mlflow(tmp_path, monkeypatch):
+    from orchestrator.analysis.tracking_logs import log_search
+    from tests.test_tracking import isolate, mlflow_runs
+
+    isolate(monkeypatch, tmp_path)
+    spec = search_spec(tmp_path, "tracking.mlflow={}").resolved()
+    trials = fake_trials(spec)
+    log_search(spec, spec.out_dir, trials)
+    (run,) = mlflow_runs(spec.tracking.mlflow.tracking_uri, spec.name)
+    assert run.info.run_name == "search_demo-search" and run.data.params["searcher"] == "optuna"
+    assert run.data.metrics["best_val_macro_f1"] == 0.72  # t3 scored 0.80 but was stopped early
+    assert run.data.metrics["trials_done"] == 2 and run.data.metrics["trial_epochs"] == 14

@@ -59,3 +59,24 @@ def log_blend(spec: Experiment, exp_dir: Path, board: pd.DataFrame, weights: dic
         tracker.params(params)
         tracker.table("blend_leaderboard", board)
         tracker.summary(summary)
+
+
+def log_search(spec: Experiment, exp_dir: Path, trials: pd.DataFrame) -> None:
+    """The search's trials table (search/trials.csv), how it searched, and its best trial.
+    Each trial's jobs log their own runs (named <model>-fold<k>-<trial>) from the job."""
+    if not spec.tracking.enabled or trials.empty:
+        return
+    s = spec.search
+    params = {"searcher": s.searcher, "scheduler": s.scheduler, "trials_planned": s.trials,
+              "folds": ",".join(map(str, s.folds)), **{f"space.{p}": f"{d.kind} {d.bounds if d.kind != 'choice' else d.choice}"
+                                                        for p, d in s.space.items()}}
+    counts = trials["status"].value_counts()
+    summary = {f"trials_{status.replace(' ', '_')}": float(n) for status, n in counts.items()}
+    scored = trials[trials["status"] == "done"]["val_macro_f1"].dropna()
+    if len(scored):
+        summary["best_val_macro_f1"] = float(scored.max())
+    summary["trial_epochs"] = float(trials["epochs"].sum())
+    with tracking_run(*_run(spec, "search", exp_dir)) as tracker:
+        tracker.params(params)
+        tracker.table("trials", trials)
+        tracker.summary(summary)
