@@ -102,6 +102,13 @@ def test_trial_score_waits_for_every_job_and_holds_stopped_ones():
     assert score.complete and score.final()["oof_macro_f1"] == pytest.approx(0.535)
 
 
+def test_a_resumed_job_s_earlier_epochs_take_its_best_so_far():
+    score = TrialScore(("a",), max_epochs=4)
+    score.add_epoch("a", 3, 0.5, 0.4)  # resumed from its checkpoint after epoch 2
+    assert [(r["epoch"], r["val_macro_f1"], r["epoch_macro_f1"]) for r in score.ready()] == [
+        (1, 0.5, 0.4), (2, 0.5, 0.4), (3, 0.5, 0.4)]
+
+
 def test_a_job_restored_after_its_end_scores_its_epochs_by_its_oof():
     score = TrialScore(("a",), max_epochs=3)
     score.finish("a", 0.7, 3)  # a final report with no epoch reports before it
@@ -156,57 +163,67 @@ def search_cli(root: Path, results: Path, name: str, *extra: str) -> list[str]:
 
 def saved_as_ended(tune_dir: Path) -> set[str]:
     """Trials that Tune's latest saved experiment state records as ended."""
-    states = sorted(tune_dir.glob("search-*/experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    if not states:
-        return set()
+    from orchestrator.cluster.search import saved_statuses
+
+    found = list(tune_dir.glob("search-*"))
     try:
-        trials = [json.loads(entry[0]) for entry in json.loads(states[-1].read_text())["trial_data"]]
-    except (ValueError, KeyError):  # caught mid-write
+        return {t for t, status in saved_statuses(str(found[0])).items() if status == "TERMINATED"} if found else set()
+    except ValueError:  # caught mid-write
         return set()
-    return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
+
+
+def start_until(args: list[str], pattern: str, timeout: float = 600):
+    """Start the command in its own process group; the process and the first output line
+    matching `pattern` (None if it ended first)."""
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.time() + timeout
+    for line in proc.stdout:
+        found = re.search(pattern, line)
+        if found:
+            return proc, found
+        assert time.time() < deadline, f"no line matching {pattern!r} in {timeout} s"
+    return proc, None
 
 
 @pytest.mark.slow
-def test_a_killed_search_resumes_and_asha_stops_weak_trials(synth_root, tmp_path):
-    """Kill the search (driver and its local Ray) once a trial has ended; the same command
-    then finishes the rest without running the ended trials again."""
+def test_a_killed_search_resumes_and_asha_stops_weak_trials(synth_root, tmp_path, capsys):
+    """Kill the search (driver and its local Ray) once a trial has ended, resume it and press
+    Ctrl-C in the next trial, resume again: the ended trial never runs again, the interrupted
+    one resumes, and ASHA still stops the hopeless one at its rung."""
     args = search_cli(synth_root, tmp_path, "s")
-    tune_dir = tmp_path / "s" / "search" / "ray"
-    first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
-    ended: list[str] = []
-    deadline = time.time() + 600
-    for line in first.stdout:
-        found = re.match(r"\S+ (?:done|stopped early) (\S+?):? ", line)
-        if found:
-            ended.append(found.group(1))
-            break
-        assert time.time() < deadline, "no trial ended in 10 minutes"
-    while ended and ended[0] not in saved_as_ended(tune_dir):  # Tune saves its state every few seconds
+    out, tune_dir = tmp_path / "s" / "search", tmp_path / "s" / "search" / "ray"
+    first, ended = start_until(args, r"\S+ (?:done|stopped early) (\S+?):? ")
+    assert ended, "the search ended before a trial did"
+    deadline = time.time() + 120
+    while ended.group(1) not in saved_as_ended(tune_dir):  # Tune saves its state every few seconds
         assert time.time() < deadline, "Tune never saved the ended trial"
         time.sleep(0.5)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=60)
-    assert ended, "the search ended before a trial did"
     progress = {p.parent.name: len(pd.read_csv(p)) for p in tune_dir.glob("search-*/trial_*/progress.csv")}
-    second = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "resuming the search" in second.stderr
-    trials = pd.read_csv(tmp_path / "s" / "search" / "trials.csv")
+
+    second, epoch = start_until(args, r"epoch 1/3 (\S+):")
+    assert epoch and epoch.group(1) != ended.group(1)
+    os.killpg(second.pid, signal.SIGINT)
+    assert second.wait(timeout=180) == 130
+    trials = pd.read_csv(out / "trials.csv")
+    assert trials["status"].tolist() == ["done", "interrupted"], trials
+
+    third = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "resuming the search" in third.stderr
+    trials = pd.read_csv(out / "trials.csv")
     assert trials["status"].tolist() == ["done", "stopped early"], trials
     assert trials["train.optimizer.lr"].tolist() == [3e-3, 1e-7] and trials["epochs"].tolist() == [3, 2]
-    assert ended[0] == trials["trial"][0]
+    assert trials["trial"][0] == ended.group(1) and trials["oof_macro_f1"][0] > 0
     # the trial that had ended reported no epoch again
-    after = len(pd.read_csv(next(tune_dir.glob(f"search-*/trial_{ended[0]}/progress.csv"))))
-    assert after == progress[f"trial_{ended[0]}"]
-    done = trials[trials["status"] == "done"]
-    assert (done["epochs"] == 3).all() and done["oof_macro_f1"].notna().all()
-    best = load_spec(tmp_path / "s" / "search" / "best.yaml")
-    row = trials.loc[trials.loc[trials["status"] == "done", "val_macro_f1"].idxmax()]
-    assert best.train.optimizer.lr == pytest.approx(row["train.optimizer.lr"])
-    dry = subprocess.run([sys.executable, "-m", "orchestrator.run", str(tmp_path / "s" / "search" / "best.yaml"),
-                          "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert dry.returncode == 0 and "3 jobs: 0 cached, 3 to run" in dry.stderr, dry.stderr[-2000:]
+    after = len(pd.read_csv(next(tune_dir.glob(f"search-*/trial_{ended.group(1)}/progress.csv"))))
+    assert after == progress[f"trial_{ended.group(1)}"]
+    best = load_spec(out / "best.yaml")
+    assert best.train.optimizer.lr == 3e-3 and best.name == "s-best"
+    assert run.main([str(out / "best.yaml"), "--dry-run"]) == 0
+    assert "3 jobs: 0 cached, 3 to run" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("searcher", ["optuna", "random"])

@@ -9,7 +9,6 @@ keeps every finished trial and its searcher's history, and resumes the unfinishe
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ import pandas as pd
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from orchestrator.cluster.launch import InterruptStopper, quiet_tune, stop_on_interrupt
-from orchestrator.cluster.placement import PlacementSweeper
+from orchestrator.cluster.launch import quiet_tune
+from orchestrator.cluster.placement import PlacementSweeper, release_orphaned_groups
 from orchestrator.cluster.plan import JobPlan
 from orchestrator.cluster.progress import Board, ProgressTable
 from orchestrator.cluster.session import ResourceError, check_resources, ray_session
@@ -100,7 +99,10 @@ def _search(spec: Experiment, storage: str, address: str | None, stream) -> Sear
     board = Board({})
     table = ProgressTable(board, key=trial_key, plan_for=trial_plan)
     callbacks = [TrialOutcomes(board), table, PlacementSweeper(), CSVLoggerCallback(), JsonLoggerCallback()]
-    with ray_session(spec, address), stop_on_interrupt(stream) as interrupt:
+    # Ctrl-C is Tune's own here (unlike a K-fold's, see launch.py): it saves the running trials
+    # as unfinished, so the next run resumes them; a stopper would end them as finished.
+    os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+    with ray_session(spec, address):
         board.slots = concurrent_trials(spec, check_resources(spec.resources))
         if tune.Tuner.can_restore(path):
             print(f"resuming the search in {path}: finished trials are kept", file=stream)
@@ -114,11 +116,14 @@ def _search(spec: Experiment, storage: str, address: str | None, stream) -> Sear
                   "command again to resume)", file=stream)
             tuner = tune.Tuner(trainable(), param_space=param_space(spec, storage),
                                tune_config=tune_config(spec, board.slots),
-                               run_config=tune.RunConfig(name=name, storage_path=storage, stop=InterruptStopper(),
-                                                         callbacks=callbacks, verbose=0))
+                               run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=callbacks,
+                                                         verbose=0))
         grid = tuner.fit()
+        release_orphaned_groups()  # trials ended by Ctrl-C never reach the sweeper's next step
     table.show_final()
-    return SearchRun(trial_table(grid, interrupt.is_set()), interrupt.is_set(), path)
+    trials = trial_table(grid, path)
+    unfinished = trials["status"].isin(["interrupted", "not started"]).any() if len(trials) else True
+    return SearchRun(trials, bool(unfinished) or len(trials) < spec.search.trials, path)
 
 
 def replay_rungs(scheduler, tune_dir: str) -> None:
@@ -252,31 +257,52 @@ def _short(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def trial_table(grid, interrupted: bool) -> pd.DataFrame:
+def trial_table(grid, tune_dir: str) -> pd.DataFrame:
     """One row per trial: its sampled values, scores, epochs and how it ended."""
     rows = []
-    for result in grid:
-        metrics, params = result.metrics or {}, result.config.get("params", {})
-        if result.error is not None:
-            status = "error"
-        elif metrics.get("complete"):
-            status = "done"
-        elif not metrics:
-            status = "not started"
-        else:
-            status = "interrupted" if interrupted else "stopped early"
-        rows.append({"trial": metrics.get("trial_id") or _trial_id(result.path), **params,
+    saved = saved_statuses(tune_dir)
+    for trial in grid._experiment_analysis.trials:  # ray 2.60: a Result has no trial id or status
+        metrics, status = trial.last_result or {}, trial_status(trial, saved.get(trial.trial_id, trial.status))
+        rows.append({"trial": trial.trial_id, **trial.config.get("params", {}),
                      "val_macro_f1": metrics.get("val_macro_f1"), "oof_macro_f1": metrics.get("oof_macro_f1"),
                      "epochs": metrics.get("epoch", 0), "stopped_early": status == "stopped early",
-                     "status": status, "error": _last_line(result.error), "seconds": metrics.get("time_total_s"),
-                     "finished_at": metrics.get("timestamp")})
+                     "status": status, "error": _last_line(trial.get_error()) if status == "error" else "",
+                     "seconds": metrics.get("time_total_s"), "finished_at": metrics.get("timestamp")})
     table = pd.DataFrame(rows)
     return table.sort_values("trial", kind="stable").reset_index(drop=True) if len(table) else table
 
 
-def _trial_id(path: str) -> str:
-    found = re.search(r"_([0-9a-f]{5}_\d{5})_", os.path.basename(str(path)))
-    return found.group(1) if found else os.path.basename(str(path))
+def trial_status(trial, saved: str) -> str:
+    """done, stopped early (by the scheduler), error, interrupted (resumes) or not started."""
+    metrics = trial.last_result or {}
+    if saved == "ERROR":
+        return "error"
+    if metrics.get("complete"):
+        return "done"
+    if saved == "TERMINATED":
+        return "stopped early"
+    return "interrupted" if metrics.get("epoch") else "not started"
+
+
+def saved_statuses(tune_dir: str) -> dict[str, str]:
+    """Each trial's status in Tune's last saved experiment state, which a resume reads.
+
+    After Ctrl-C Tune saves the running trials as RUNNING (to resume), then ends them, so the
+    trials in memory all say TERMINATED; only the saved state tells them from stopped ones.
+    """
+    import json
+
+    from pyarrow import fs
+
+    filesystem, root = fs.FileSystem.from_uri(tune_dir)
+    states = sorted(f.path for f in filesystem.get_file_info(fs.FileSelector(root))
+                    if os.path.basename(f.path).startswith("experiment_state-"))
+    if not states:
+        return {}
+    with filesystem.open_input_stream(states[-1]) as stream:  # names carry the run's start time
+        entries = json.loads(stream.read())["trial_data"]
+    trials = [json.loads(entry[0]) for entry in entries]
+    return {t["trial_id"]: t["status"] for t in trials}
 
 
 def _last_line(error) -> str:

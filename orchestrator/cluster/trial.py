@@ -32,10 +32,13 @@ class TrialScore:
     reported: int = 0  # trial epochs reported to Tune
 
     def add_epoch(self, job: str, epoch: int, best_f1: float, val_f1: float) -> None:
-        # A restarted worker reports its epochs again from its checkpoint: keep the first.
-        if epoch == len(self.best.get(job, [])) + 1:
-            self.best.setdefault(job, []).append(best_f1)
-            self.current.setdefault(job, []).append(val_f1)
+        # A restarted worker reports its epochs again from its checkpoint: keep the first. A job
+        # resumed by a resumed search starts after its checkpoint's epoch: the epochs before
+        # take its best so far (the best of them, as the job's own checkpoint recorded it).
+        seen = len(self.best.get(job, []))
+        if epoch > seen:
+            self.best.setdefault(job, []).extend([best_f1] * (epoch - seen))
+            self.current.setdefault(job, []).extend([val_f1] * (epoch - seen))
 
     def finish(self, job: str, oof_f1: float, epochs: int) -> None:
         self.oof[job] = oof_f1
