@@ -151,7 +151,7 @@ class RayCpu:
 def make_experiment(tmp: Path, persons: int, folds: int, epochs: int):
     """The shrunk demo spec on fresh synthetic data, prepared (cache built, folds written)."""
     from tasks.prepare import prepare
-    from tasks.spec import load_spec
+    from tasks.spec_load import load_spec
     from tasks.synth import write_synth
 
     write_synth(tmp / "data", persons=persons, seed=0, size=(48, 64), workers=1)

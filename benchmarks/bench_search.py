@@ -29,7 +29,7 @@ def run_variant(root: Path, results: Path, scheduler: str, trials: int, epochs: 
     import io
 
     from orchestrator.cluster.search import run_search
-    from tasks.spec import load_spec
+    from tasks.spec_load import load_spec
 
     spec = load_spec(REPO / "experiments" / "search_demo.yaml",
                      [f"data.root={root}", f"results_dir={results}", f"name=bench_{scheduler}",

@@ -61,7 +61,7 @@ def add_results_args(parser: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace):
-    from tasks.spec import load_spec
+    from tasks.spec_load import load_spec
 
     return load_spec(args.spec, args.overrides)
 

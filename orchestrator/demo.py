@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.cli import add_set_arg, make_parser, run_main
-from tasks.spec import load_spec
+from tasks.spec_load import load_spec
 
 DEMO_SPEC = Path("experiments/demo.yaml")
 

@@ -195,7 +195,7 @@ def _fit_loader(dataset: Dataset, rows, train: TrainSpec, seed: int, ranks: Rank
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m tasks.job SPEC MODEL FOLD OUT_DIR`: run one job by hand, no Ray."""
-    from tasks.spec import load_spec
+    from tasks.spec_load import load_spec
 
     args = argv if argv is not None else sys.argv[1:]
     if len(args) != 4:

@@ -16,7 +16,6 @@ from typing_extensions import Annotated
 
 from tasks.augment_spec import AugmentSpec, MixSpec
 from tasks.errors import UserError
-from tasks.overrides import apply_overrides
 from tasks.search_spec import SearchSpec, check_search
 from tasks.tracking_spec import TrackingSpec
 
@@ -267,33 +266,6 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_spec(path: str | Path, overrides: list[str] = (), check_data: bool = True) -> Experiment:
-    """Load, override, validate. Raises SpecError with one line per problem."""
-    import yaml
-
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such experiment file") from None
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
-    try:
-        raw = apply_overrides(raw, list(overrides))
-    except ValueError as err:
-        raise SpecError(f"{path}: --set: {err}") from None
-    raw.setdefault("name", path.stem)
-    try:
-        spec = Experiment.model_validate(raw)
-    except ValidationError as err:
-        raise SpecError(format_errors(path, err)) from None
-    if check_data:
-        check_data_root(path, spec)
-    return spec
-
-
 def error_lines(err: ValidationError) -> list[str]:
     """One `field.path: message` line per error; nested messages keep their own paths."""
     lines = []
@@ -304,21 +276,3 @@ def error_lines(err: ValidationError) -> list[str]:
             msg = "unknown field (typo?)"
         lines += [f"{loc}: {m}" if loc else m for m in msg.splitlines()]
     return lines
-
-
-def format_errors(path: Path, err: ValidationError) -> str:
-    return "\n".join(f"{path}: {line}" for line in error_lines(err))
-
-
-def check_data_root(path: Path, spec: Experiment) -> None:
-    root = spec.data.root
-    missing = [p for p in ("train/images", "train/train.csv", "eval/info.csv", "eval/images")
-               if not (root / p).exists()]
-    if not missing:
-        return
-    raise SpecError(
-        f"{path}: data.root: {root.resolve()} is missing {', '.join(missing)}.\n"
-        f"  Put the competition data there (unpack it so that {root}/train/images/<profile>/ and "
-        f"{root}/eval/info.csv exist), or point elsewhere with --set data.root=/path/to/data.\n"
-        f"  No data? Try the synthetic demo: python -m orchestrator.demo"
-    )

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.spec import Experiment, load_spec
+from tasks.spec import Experiment
+from tasks.spec_load import load_spec
 
 DEMO = Path(__file__).resolve().parent.parent / "experiments" / "demo.yaml"
 SHRUNK = ("folds.n_splits=2", "train.epochs=1", "train.tta_flip=false", "models=[{backbone: test_convnext}]",

@@ -16,7 +16,7 @@ from orchestrator.cluster.experiment import run_experiment
 from tasks.job_io import JobResult
 from tasks.logits import read_logits
 from tasks.prepare import prepare
-from tasks.spec import load_spec
+from tasks.spec_load import load_spec
 from tests.specs import shrunk_overrides
 
 pytestmark = pytest.mark.slow

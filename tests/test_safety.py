@@ -19,7 +19,8 @@ from tasks.job import train_job
 from tasks.job_io import Job, unfinished_reason
 from tasks.lock import ExperimentBusy, experiment_lock
 from tasks.prepare import ReplaceError, prepare, rows_hash
-from tasks.spec import SpecError, load_spec
+from tasks.spec import SpecError
+from tasks.spec_load import load_spec
 from tests.specs import shrunk_cli, shrunk_overrides
 
 REPO = Path(__file__).resolve().parent.parent

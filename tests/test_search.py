@@ -2,7 +2,6 @@
 (ASHA stopping trials, a killed search resumed without repeating finished trials)."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -20,8 +19,8 @@ from orchestrator.analysis.search_outputs import best_row, best_yaml, write_sear
 from orchestrator.cluster.plan import job_hash
 from orchestrator.cluster.trial import TrialScore
 from tasks.search_spec import sampled_spec
-from tasks.spec import SpecError, load_spec
-from tests.specs import DEMO, shrunk_overrides
+from tasks.spec import SpecError
+from tasks.spec_load import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 SEARCH_DEMO = REPO / "experiments" / "search_demo.yaml"

@@ -13,7 +13,8 @@ from tasks.dataset import read_table
 from tasks.errors import UserError
 from tasks.labels import NUM_CLASSES
 from tasks.overrides import parse_override
-from tasks.spec import Experiment, SpecError, load_spec
+from tasks.spec import Experiment, SpecError
+from tasks.spec_load import load_spec
 
 
 class BlendError(UserError):
