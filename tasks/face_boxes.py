@@ -30,7 +30,10 @@ def read_boxes(path: Path, root: Path, paths: dict[str, str]) -> tuple[dict[str,
         raw = Path(path).read_bytes()
         text = raw.decode("utf-8-sig")
     except FileNotFoundError:
-        raise DataError(f"data.face.boxes: {path}: no such file") from None
+        # A synthetic dataset written before the generator drew boxes has no truth/face_boxes.csv.
+        hint = (" (synthetic data from before face boxes existed has none: write it again with "
+                "python -m tasks.synth ... --overwrite)") if Path(path).parent.name == "truth" else ""
+        raise DataError(f"data.face.boxes: {path}: no such file{hint}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"data.face.boxes: {path}: cannot read it as UTF-8 text ({err})") from None
     rows = list(csv.reader(io.StringIO(text)))

@@ -26,12 +26,15 @@ class FaceSummary:
     detect_seconds: float  # summed over photos when the cache was built; 0 if it already existed
 
     def text(self, fallback: str) -> str:
-        rate = f"{self.detected}/{self.detector_ran} ({self.detected / self.detector_ran:.1%})" \
-            if self.detector_ran else "0/0"
-        timing = (f", {1000 * self.detect_seconds / self.detector_ran:.1f} ms/photo of detector time"
-                  if self.detect_seconds and self.detector_ran else " (crops already cached: detection not re-run)")
-        return (f"faces: {self.photos} photos; detector found {rate}{timing}; {self.from_file} boxes from the "
-                f"file; {self.fallback} misses took fallback={fallback} (listed in face_misses.csv)")
+        if self.detector_ran:
+            detector = (f"detector found {self.detected}/{self.detector_ran} "
+                        f"({self.detected / self.detector_ran:.1%}) in {self.detect_seconds:.1f} s, "
+                        f"{1000 * self.detect_seconds / self.detector_ran:.1f} ms/photo per thread (timed when the "
+                        "crops were cached)")
+        else:
+            detector = "detector not run"
+        return (f"faces: {self.photos} photos; {detector}; {self.from_file} boxes from the file; "
+                f"{self.fallback} misses took fallback={fallback} (listed in face_misses.csv)")
 
 
 def face_table(caches: dict[str, object]) -> pd.DataFrame:

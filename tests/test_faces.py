@@ -274,3 +274,11 @@ def test_contact_sheet_screenshot(cropped, synth_root, tmp_path):  # pragma: no 
     page = Path(os.environ["MASKFOLD_FACE_SHOTS"])
     spec, *_ = cropped
     page.write_text("<html><body>" + faces_section(spec.out_dir, synth_root) + "</body></html>")
+
+
+def test_prepare_prints_the_face_counts(cropped, capsys):
+    spec, dataset, truth, dropped = cropped
+    prepare(spec, verbose=True)
+    err = capsys.readouterr().err
+    assert (f"faces: {len(truth)} photos; detector not run; {len(truth) - len(dropped)} boxes from the file; "
+            f"{len(dropped)} misses took fallback=center") in err
