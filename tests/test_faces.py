@@ -254,7 +254,7 @@ def test_synth_writes_a_box_for_every_photo(synth_root):
     evals = set(pd.read_csv(synth_root / "eval" / "info.csv")["ImageID"])
     assert set(boxes["image"]) == train | evals and boxes["image"].is_unique
     assert (boxes["x0"] < boxes["x1"]).all() and (boxes["x1"] <= 48).all() and (boxes["y1"] <= 64).all()
-    assert boxes[["x0", "x1"]].mean(axis=1).std() > 1.5  # faces move from person to person
+    assert boxes[["x0", "x1"]].mean(axis=1).std() > 1.2  # faces move from person to person (shots alone: ~0.7)
 
 
 def test_report_shows_the_crops_misses_first(cropped, synth_root):
