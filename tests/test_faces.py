@@ -1,7 +1,6 @@
 """data.face: the real detector on a real photo, the boxes file, the crop, its hashes, the synth boxes."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -267,13 +266,6 @@ def test_report_shows_the_crops_misses_first(cropped, synth_root):
     assert f"{len(dropped)} fallback" in html
     assert faces_section(spec.out_dir.parent / "nothing", synth_root) == ""
     assert "not known" in faces_section(spec.out_dir, None)
-
-
-@pytest.mark.skipif(not os.environ.get("MASKFOLD_FACE_SHOTS"), reason="writes a screenshot only on request")
-def test_contact_sheet_screenshot(cropped, synth_root, tmp_path):  # pragma: no cover - a look by hand
-    page = Path(os.environ["MASKFOLD_FACE_SHOTS"])
-    spec, *_ = cropped
-    page.write_text("<html><body>" + faces_section(spec.out_dir, synth_root) + "</body></html>")
 
 
 def test_prepare_prints_the_face_counts(cropped, capsys):
