@@ -12,6 +12,7 @@ whether the chosen method beats the equal soft vote by more than chance (paired 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ def run(args: argparse.Namespace) -> None:
     from orchestrator.analysis.report import write_report
     from orchestrator.analysis.experiment import find_experiment, load_experiment, read_eval_ids, read_truth
     from orchestrator.analysis.results import load_blend_inputs
+    from orchestrator.analysis.tracking_logs import log_blend
     from tasks.metrics import score
 
     started, created = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -51,6 +53,7 @@ def run(args: argparse.Namespace) -> None:
     run_info = {"created": created, "seconds": round(time.perf_counter() - started, 2),
                 "truth": {"file": str(args.truth), **real.as_dict()} if real is not None else None}
     out = write_blend(exp_dir, result, inputs, board, run_info)
+    log_blend(spec, exp_dir, board, json.loads((out / "weights.json").read_text()))
     report = write_report(exp_dir, inputs.oof, spec.data.root)
     print("\n".join(summary_lines(result)) + f"\nwrote {out}/ and {report}", flush=True)
     if real is not None:

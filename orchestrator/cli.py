@@ -11,7 +11,7 @@ from typing import Callable
 
 from tasks.errors import UserError
 
-__all__ = ["UserError", "add_results_args", "add_set_arg", "add_spec_args", "make_parser", "run_main",
+__all__ = ["UserError", "add_cluster_args", "add_results_args", "add_set_arg", "add_spec_args", "make_parser", "run_main",
            "spec_from_args"]
 
 
@@ -37,6 +37,15 @@ def make_parser(prog: str, doc: str, examples: list[str], outputs: list[str]) ->
 def add_spec_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="experiment YAML, e.g. experiments/demo.yaml")
     add_set_arg(parser)
+
+
+def add_cluster_args(parser: argparse.ArgumentParser, storage: str, dry_run: str) -> None:
+    """--address, --storage (its default folder named by `storage`) and --dry-run (`dry_run`: what it prints)."""
+    parser.add_argument("--address", help="Ray cluster to join ('auto' on a cluster's head node); "
+                                          "default: RAY_ADDRESS, else an embedded local Ray")
+    parser.add_argument("--storage", help="checkpoint storage shared by all nodes, e.g. s3://bucket/runs "
+                                          f"(default: MASKFOLD_STORAGE, else {storage})")
+    parser.add_argument("--dry-run", action="store_true", help=f"print {dry_run} and stop; writes nothing")
 
 
 def add_set_arg(parser: argparse.ArgumentParser) -> None:

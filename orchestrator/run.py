@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from orchestrator.cli import add_spec_args, make_parser, run_main, spec_from_args
+from orchestrator.cli import add_cluster_args, add_spec_args, make_parser, run_main, spec_from_args
 
 EXAMPLES = ["python -m orchestrator.run experiments/demo.yaml --dry-run",
             "python -m orchestrator.run experiments/five_fold.yaml --address auto",
@@ -21,11 +21,7 @@ OUTPUTS = ["results/<name>/spec.yaml, manifest.json, folds.parquet (prepare)",
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("python -m orchestrator.run", __doc__, EXAMPLES, OUTPUTS)
     add_spec_args(parser)
-    parser.add_argument("--address", help="Ray cluster to join ('auto' on a cluster's head node); "
-                                          "default: RAY_ADDRESS, else an embedded local Ray")
-    parser.add_argument("--storage", help="Train checkpoint storage shared by all nodes, e.g. s3://bucket/runs "
-                                          "(default: MASKFOLD_STORAGE, else results/<name>/ray)")
-    parser.add_argument("--dry-run", action="store_true", help="print the job matrix and stop; writes nothing")
+    add_cluster_args(parser, "results/<name>/ray", "the job matrix")
     parser.add_argument("--force", action="store_true",
                         help="prepare again even where it replaces the folds of finished jobs made with other "
                              "data or folds (those results then no longer blend)")

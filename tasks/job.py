@@ -28,6 +28,7 @@ from tasks.model import build_model
 from tasks.predict import ModelContext, model_context, predict_rows
 from tasks.prepare import Dataset, load_dataset, read_folds, rows_hash
 from tasks.spec import Experiment, TrainSpec, stable_hash
+from tasks.tracking import Tracker, epoch_metrics, final_metrics, job_tracking
 from tasks.train_loop import EpochStats, Fitting, eval_loss, train_epoch
 
 
@@ -79,9 +80,17 @@ def make_scheduler(optimizer, train: TrainSpec, updates: int):
 def train_job(spec: Experiment, job: Job, on_epoch: Callable[[EpochReport], None] | None = None,
               dataset: Dataset | None = None, log=print) -> JobResult:
     """Train one (fold, model) job. Under a process group of several ranks (see
-    tasks.distributed) every rank must call this; rank 0 alone writes files."""
+    tasks.distributed) every rank must call this; rank 0 alone writes files and tracks."""
     started = time.monotonic()
     ranks = current_ranks()
+    with job_tracking(spec, job, job_seed(spec, job), ranks.leader, log) as tracker:
+        result = _train(spec, job, ranks, tracker, on_epoch, dataset, log, started)
+        tracker.summary(final_metrics(result))
+    return result
+
+
+def _train(spec: Experiment, job: Job, ranks: Ranks, tracker: Tracker, on_epoch, dataset: Dataset | None, log,
+           started: float) -> JobResult:
     dataset = dataset or load_dataset(spec, verbose=False)
     model_spec = spec.model(job.model)
     train = spec.train_for(model_spec)
@@ -117,6 +126,8 @@ def train_job(spec: Experiment, job: Job, on_epoch: Callable[[EpochReport], None
             write_metrics(job.out_dir, state.history)
             board.log(report.row())
             save_checkpoint(job.out_dir, model, fit.optimizer, fit.scheduler, fit.scaler, state)
+            # after the checkpoint: a job resumed from it never logs an epoch twice
+            tracker.metrics(epoch_metrics(report.row()), report.epoch)
         log(report.line(job.key))
         if on_epoch is not None:
             on_epoch(report)

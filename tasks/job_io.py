@@ -27,10 +27,15 @@ class Job:
     fold: int
     out_dir: Path
     seed: int | None = None  # None: the spec's seed
+    job_id: str | None = None  # <model>-fold<k>-<hash>; None: the folder's name
 
     @property
     def key(self) -> str:
         return f"{self.model}/fold{self.fold}"
+
+    @property
+    def id(self) -> str:
+        return self.job_id or self.out_dir.name
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,16 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Return a copy of `raw` with each override set; list items are addressed by index."""
     out = copy.deepcopy(raw)
     for text in overrides:
-        parts, value = parse_override(text)
-        node = out
-        for depth, part in enumerate(parts[:-1]):
-            node = _child(node, part, parts[: depth + 1], create=True)
-        _assign(node, parts[-1], value, parts)
+        set_value(out, *parse_override(text))
     return out
+
+
+def set_value(raw: dict, parts: list[str], value) -> None:
+    """Set `value` at the dotted path `parts` of `raw`, in place, creating missing sections."""
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        node = _child(node, part, parts[: depth + 1], create=True)
+    _assign(node, parts[-1], value, parts)
 
 
 def _child(node, part: str, where: list[str], create: bool):

@@ -18,6 +18,8 @@ from tasks.augment_spec import AugmentSpec, MixSpec
 from tasks.errors import UserError
 from tasks.face_spec import FaceSpec
 from tasks.overrides import apply_overrides
+from tasks.search_spec import SearchSpec, check_search
+from tasks.tracking_spec import TrackingSpec
 
 
 # Names become folder names (results/<name>/, jobs/<model>-fold<k>-<hash>/, scratch folders
@@ -182,6 +184,8 @@ class Experiment(Strict):
     models: list[ModelSpec] = Field(min_length=1)
     resources: ResourcesSpec = ResourcesSpec()
     blend: BlendSpec = BlendSpec()
+    search: SearchSpec | None = None  # what `orchestrator.search` samples; `run` ignores it
+    tracking: TrackingSpec = TrackingSpec()  # an observer: in no hash (see spec_hash)
     results_dir: Path = Path("results")
 
     @model_validator(mode="after")
@@ -196,6 +200,8 @@ class Experiment(Strict):
                 self.train_for(model)
             except ValidationError as err:
                 problems += [f"models.{i}.train.{line}" for line in error_lines(err)]
+        if self.search is not None:
+            problems += check_search(self.search, self.model_dump(mode="json", exclude={"search"}), self.folds.n_splits)
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -226,7 +232,10 @@ class Experiment(Strict):
             "cache_dir": self.data.cache_dir.resolve() if self.data.cache_dir else None})
         models = [m.model_copy(update={"pretrained_path": m.pretrained_path.resolve() if m.pretrained_path else None})
                   for m in self.models]
-        return self.model_copy(update={"data": data, "models": models, "results_dir": self.results_dir.resolve()})
+        results_dir = self.results_dir.resolve()
+        tracking = self.tracking.resolved(self.name, results_dir / self.name)
+        return self.model_copy(update={"data": data, "models": models, "results_dir": results_dir,
+                                       "tracking": tracking})
 
     def shared_hash(self) -> str:
         """Hash of what makes OOF rows of different models comparable: data, folds, seed."""
@@ -239,8 +248,12 @@ class Experiment(Strict):
         )
 
     def spec_hash(self) -> str:
-        unset = {"data": {"face"}} if self.data.face is None else {}  # no face: the hash it always had
-        return stable_hash(self.model_dump(mode="json", exclude={"name": True, "results_dir": True, **unset}))
+        # How to look for settings (search) and where results are logged (tracking) do not
+        # change what a run trains: either on or off keeps every hash. No data.face: the hash
+        # it always had.
+        unset = {"data": {"face"}} if self.data.face is None else {}
+        return stable_hash(self.model_dump(mode="json", exclude={"name": True, "results_dir": True, "search": True,
+                                                                 "tracking": True, **unset}))
 
 
 class SpecError(UserError, ValueError):

@@ -42,8 +42,8 @@ def load_experiment(exp_dir: Path, overrides: Sequence[str] = ()) -> Experiment:
     """The resolved spec saved with the results, with `--set` overrides (SpecError if invalid).
 
     The logits were made with the saved spec, so only how to blend, where the data and its
-    cache now are, and what `--reinfer` runs on may change: another fold count would only make
-    the results look broken.
+    cache now are, where the blend is tracked and what `--reinfer` runs on may change: another
+    fold count would only make the results look broken.
     """
     path = exp_dir / "spec.yaml"
     for text in overrides:
@@ -51,9 +51,9 @@ def load_experiment(exp_dir: Path, overrides: Sequence[str] = ()) -> Experiment:
             parts, _ = parse_override(text)
         except ValueError:
             continue  # load_spec names the malformed override
-        if parts[0] not in ("blend", "resources") and ".".join(parts[:2]) not in RESULTS_DATA_FIELDS:
+        if parts[0] not in ("blend", "resources", "tracking") and ".".join(parts[:2]) not in RESULTS_DATA_FIELDS:
             raise SpecError(f"{path}: --set {'.'.join(parts)}: blend, audit and report read the experiment as it "
-                            "was run; only blend.*, resources.* and data.root, data.cache_dir, "
+                            "was run; only blend.*, resources.*, tracking.* and data.root, data.cache_dir, "
                             f"data.decode_workers can be overridden (run a new experiment to change {parts[0]})")
     return load_spec(path, list(overrides), check_data=False)
 

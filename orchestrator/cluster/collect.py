@@ -2,24 +2,19 @@
 results/<name>/jobs/<job>/ the moment it ends (so a killed driver loses nothing that had
 finished), its events in results/<name>/logs/<job>.log, and its outcome on the board.
 
-A Tune callback on the driver. It also releases placement groups that ended jobs left
-behind (see placement.py), which would otherwise hold a slot forever.
+A Tune callback on the driver.
 """
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 from ray.tune import Callback
 
-from orchestrator.cluster.placement import release_orphaned_groups
 from orchestrator.cluster.progress import Board
 from orchestrator.cluster.storage import copy_outputs
 from tasks.atomic import write_text
-
-SWEEP_SECONDS = 10
 
 
 class Collector(Callback):
@@ -27,7 +22,6 @@ class Collector(Callback):
 
     def __init__(self, board: Board, storage: str, log_dir: Path):
         self.board, self.storage, self.log_dir = board, storage, log_dir
-        self.last_sweep = 0.0
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def _job(self, trial) -> str:
@@ -74,15 +68,3 @@ class Collector(Callback):
         error = trial.get_error()
         self.board.update(job_id, state="failed", finished=time.time(), error=str(error or ""))
         self.log(job_id, f"FAILED:\n{error}")
-        self._sweep()
-
-    def on_step_end(self, iteration, trials, **info):
-        # A controller killed with its trial may be marked dead only later: sweep now and then.
-        if time.time() - self.last_sweep > SWEEP_SECONDS:
-            self._sweep()
-
-    def _sweep(self) -> None:
-        self.last_sweep = time.time()
-        released = release_orphaned_groups()
-        if released:
-            print(f"released {released} placement group(s) left by ended jobs", file=sys.stderr)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from orchestrator.analysis.tracking_logs import log_leaderboard
 from orchestrator.cluster.gather import Gathered, gather
 from orchestrator.cluster.plan import JobPlan, Launched, format_plan, plan_jobs
 from orchestrator.cluster.worker import worker_resources
@@ -66,6 +67,7 @@ def _run_locked(spec: Experiment, address: str | None, storage: str | None, stre
         check_storage(storage)
         launched = launch(spec, todo, storage, address, stream)
     gathered = gather(spec.out_dir, plans, dataset.train["image_key"], dataset.eval["image_key"])
+    log_leaderboard(spec, spec.out_dir)
     summary = RunSummary(launched.jobs("done"), tuple(p.job_id for p in plans if p.cached), launched.jobs("failed"),
                          launched.jobs("interrupted"), launched.jobs("not started"), gathered,
                          time.monotonic() - started)

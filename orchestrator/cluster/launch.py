@@ -13,6 +13,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.stopper import Stopper
 
 from orchestrator.cluster.collect import Collector
+from orchestrator.cluster.placement import PlacementSweeper
 from orchestrator.cluster.plan import JobPlan, Launched
 from orchestrator.cluster.progress import Board, JobStatus, ProgressTable
 from orchestrator.cluster.session import check_resources, ray_session
@@ -40,7 +41,8 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
             param_space={"job": tune.grid_search(configs)},
             tune_config=tune_config(slots),
             run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
-                                      callbacks=[collector, table, CSVLoggerCallback(), JsonLoggerCallback()],
+                                      callbacks=[collector, table, PlacementSweeper(), CSVLoggerCallback(),
+                                                 JsonLoggerCallback()],
                                       stop=InterruptStopper(), verbose=0),
         )
         grid = tuner.fit()

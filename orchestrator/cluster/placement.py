@@ -9,8 +9,36 @@ those are removed. This reads Ray internals: ray is pinned to 2.60.0 in requirem
 from __future__ import annotations
 
 import sys
+import time
 
+from ray.tune import Callback
+
+SWEEP_SECONDS = 10
 _warned = False
+
+
+class PlacementSweeper(Callback):
+    """A Tune callback on the driver: sweep when a trial fails or is stopped, and every
+    SWEEP_SECONDS (a controller killed with its trial may be marked dead only later)."""
+
+    def __init__(self):
+        self.last_sweep = 0.0
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._sweep()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._sweep()
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.time() - self.last_sweep > SWEEP_SECONDS:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        self.last_sweep = time.time()
+        released = release_orphaned_groups()
+        if released:
+            print(f"released {released} placement group(s) left by ended jobs", file=sys.stderr)
 
 
 def orphaned_groups() -> list:

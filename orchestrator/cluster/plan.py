@@ -28,6 +28,7 @@ class JobPlan:
     cost: float  # relative compute, for longest-first ordering
     estimate_s: float | None  # from earlier runs of this backbone and input size, if any
     note: str = ""  # why a job that had run must run again (an output lost or damaged)
+    label: str = ""  # shown beside the id while it runs (a search trial's sampled values)
 
     @property
     def cached(self) -> bool:

@@ -25,7 +25,7 @@ F1_NOTE = ("val F1: while running, the best epoch's so far (no TTA); when done, 
 
 @dataclass(frozen=True)
 class JobStatus:
-    state: str = "queued"  # queued, running, done, failed
+    state: str = "queued"  # queued, running, done, failed, stopped (a search trial ended early by its scheduler)
     node: str = ""
     epoch: int = 0
     epochs: int = 0
@@ -65,7 +65,7 @@ class Board:
         return self.status[job_id]
 
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(("done", "running", "queued", "failed"), 0)
+        counts = dict.fromkeys(("done", "running", "queued", "failed", "stopped"), 0)
         for job_id in self.plans:
             counts[self.get(job_id).state] += 1
         return counts
@@ -115,7 +115,8 @@ class Board:
         c, eta = self.counts(), self.eta()
         left = "done" if not c["running"] + c["queued"] else (f"ETA {eta / 60:.1f} min" if eta is not None
                                                                else "ETA after the first epochs")
-        return (f"{c['done']} done, {c['running']} running, {c['queued']} queued, {c['failed']} failed | "
+        stopped = f", {c['stopped']} stopped early" if c["stopped"] else ""
+        return (f"{c['done']} done{stopped}, {c['running']} running, {c['queued']} queued, {c['failed']} failed | "
                 f"elapsed {(time.time() - self.started) / 60:.1f} min | {left}")
 
     def table(self):
@@ -128,18 +129,27 @@ class Board:
         for job_id in self.plans:
             s = self.get(job_id)
             per, left = s.epoch_seconds(), s.remaining() if s.state == "running" else None
-            table.add_row(job_id, s.node, s.state, f"{s.epoch}/{s.epochs}" if s.epochs else "",
+            label = self.plans[job_id].label
+            table.add_row(f"{job_id} {label}" if label else job_id, s.node, s.state, f"{s.epoch}/{s.epochs}" if s.epochs else "",
                           f"{s.val_f1:.4f}" if s.val_f1 is not None else "", f"{per:.1f}" if per else "",
                           f"{left / 60:.1f} min" if left is not None else "")
         return table
+
+
+def job_key(trial) -> str:
+    return trial.config["job"]["job_id"]
 
 
 class ProgressTable(Callback):
     """Tune callback on the driver: running jobs' epochs on the board; the board shown live on
     a terminal, as event lines in a log."""
 
-    def __init__(self, board: Board, live: bool | None = None):
+    def __init__(self, board: Board, live: bool | None = None, key=None, plan_for=None):
+        """`key(trial)` names a trial's row (default: its job id); `plan_for(trial)` adds a
+        row for a trial the board did not plan (a search's trials are sampled as it runs).
+        Both must be module-level functions: Tune pickles its callbacks."""
         self.board = board
+        self.key, self.plan_for = key or job_key, plan_for
         self.live_view = sys.stderr.isatty() if live is None else live
         self._live = None  # created on first use: Tune pickles its callbacks, a live display can't be
 
@@ -147,14 +157,17 @@ class ProgressTable(Callback):
         return {**self.__dict__, "_live": None}
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        job_id = trial.config["job"]["job_id"]
+        job_id = self.key(trial)
+        if job_id not in self.board.plans and self.plan_for is not None:
+            self.board.plans[job_id] = self.plan_for(trial)
         self.board.update(job_id, state="running", started=time.time())
-        self._event(f"started {job_id}")
+        label = self.board.plans[job_id].label
+        self._event(f"started {job_id}" + (f" ({label})" if label else ""))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get("error"):
             return
-        job_id = trial.config["job"]["job_id"]
+        job_id = self.key(trial)
         if result.get("final"):  # the collector has recorded the outcome by now
             s = self.board.get(job_id)
             what = (f"done {job_id}: OOF macro F1 {s.val_f1:.4f}" if s.state == "done" and s.val_f1 is not None
@@ -171,7 +184,7 @@ class ProgressTable(Callback):
                     f"{s.val_f1:.4f})" + (f", {left / 60:.1f} min left" if left is not None else ""))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        job_id = trial.config["job"]["job_id"]
+        job_id = self.key(trial)
         first = str(trial.get_error() or "").strip().splitlines()
         self._event(f"FAILED {job_id}: {first[-1][:200] if first else 'see its log'}")
 

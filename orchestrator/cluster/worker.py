@@ -24,10 +24,11 @@ from tasks.spec import Experiment, ResourcesSpec, stable_hash
 # Attempts to start a job's worker group. Each waits up to RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S
 # (ray_run.TRAIN_ENV) for its slot, which covers an autoscaler launching a GPU node.
 START_RETRIES = 3
-OUTPUT_FILES = ("result.json", "oof.parquet", "test.parquet", "best.pt", "metrics.csv", "job.log", "tb")
+OUTPUT_FILES = ("result.json", "oof.parquet", "test.parquet", "best.pt", "metrics.csv", "job.log", "tb", "wandb")
 # What an epoch's checkpoint carries besides the weights: the log, the curves so far and their
-# TensorBoard events all run on across restarts.
-EPOCH_FILES = ("checkpoint.pt", "job.log", "metrics.csv", "tb")
+# TensorBoard events all run on across restarts; so do W&B's run files (offline runs reach
+# results/ from any node), when tracking.wandb is on.
+EPOCH_FILES = ("checkpoint.pt", "job.log", "metrics.csv", "tb", "wandb")
 
 
 def worker_resources(res: ResourcesSpec) -> dict[str, float]:
@@ -71,7 +72,7 @@ def train_worker(config: dict) -> None:
             copy_entries(work, Path(tmp), EPOCH_FILES)
             ray.train.report(_epoch_metrics(report, node), checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-    job = Job(config["model"], config["fold"], work)
+    job = Job(config["model"], config["fold"], work, job_id=config["job_id"])  # work is a scratch name
     log(f"start on {node}" + (f" as rank {rank}" if rank else "") + (" (resumed from a checkpoint)" if checkpoint else ""))
     try:
         result = train_job(spec, job, on_epoch=on_epoch, log=log)
