@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -25,6 +26,9 @@ from PIL import Image
 from tasks.atomic import atomic_path, write_text
 from tasks.dataset import Problem, fingerprint
 from tasks.spec import stable_hash
+
+if TYPE_CHECKING:
+    from tasks.faces import FaceCrop
 
 CACHE_VERSION = 2  # 2: the metadata holds each file's sha256
 
@@ -36,6 +40,8 @@ class ImageCache:
     ok: np.ndarray  # False where the file could not be decoded (row holds zeros)
     problems: tuple[Problem, ...]
     sha256: tuple[str, ...] = ()  # of each row's file bytes; "" where the file could not be read
+    faces_path: Path | None = None  # with a face crop: each row's box, crop and source (tasks/faces.py)
+    detect_seconds: float = 0.0  # summed over the rows the detector ran on, when this cache was built
 
     def open(self) -> np.ndarray:
         """(N, H, W, 3) uint8, memory-mapped read-only: pages are shared between processes."""
@@ -51,23 +57,31 @@ def default_cache_dir() -> Path:
 
 
 def ensure_cache(root: Path, keys: list[str], paths: list[str], size: tuple[int, int],
-                 cache_dir: Path | None = None, workers: int = 0, label: str = "images") -> ImageCache:
-    """Return the cache for these files at `size` (H, W), building it if no one has yet."""
+                 cache_dir: Path | None = None, workers: int = 0, label: str = "images",
+                 crop: "FaceCrop | None" = None) -> ImageCache:
+    """Return the cache for these files at `size` (H, W), building it if no one has yet.
+
+    With `crop`, each row holds the photo's face crop; the crop's identity is in the key, so
+    other crop settings get a cache of their own (and no crop keeps the key it always had).
+    """
     cache_dir = Path(cache_dir or default_cache_dir())
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = stable_hash({"v": CACHE_VERSION, "files": fingerprint(root, paths), "keys": stable_hash(keys),
-                       "size": list(size)})
-    stem = cache_dir / f"{label}-{size[0]}x{size[1]}-{key}"
+    identity = {"v": CACHE_VERSION, "files": fingerprint(root, paths), "keys": stable_hash(keys), "size": list(size)}
+    if crop is not None:
+        identity["face"] = crop.identity
+    stem = cache_dir / f"{label}-{size[0]}x{size[1]}-{stable_hash(identity)}"
     meta_path = stem.with_suffix(".json")
     with open(stem.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # blocks while another process builds this cache
         if not meta_path.exists():
-            _build(root, paths, size, stem, workers, label)
+            _build(root, paths, size, stem, workers, label, keys, crop)
     meta = json.loads(meta_path.read_text())
     problems = tuple(Problem(paths[int(i)], why) for i, why in meta["failed"].items())
     ok = np.ones(len(keys), dtype=bool)
     ok[[int(i) for i in meta["failed"]]] = False
-    return ImageCache(stem.with_suffix(".npy"), tuple(keys), ok, problems, tuple(meta["sha256"]))
+    faces = stem.with_suffix(".faces.parquet") if crop is not None else None
+    return ImageCache(stem.with_suffix(".npy"), tuple(keys), ok, problems, tuple(meta["sha256"]), faces,
+                      meta.get("detect_seconds", 0.0))
 
 
 def decode(source: Path | bytes, size: tuple[int, int]) -> np.ndarray:
@@ -81,10 +95,12 @@ def decode(source: Path | bytes, size: tuple[int, int]) -> np.ndarray:
         return np.asarray(im)
 
 
-def _build(root: Path, paths: list[str], size: tuple[int, int], stem: Path, workers: int, label: str) -> None:
+def _build(root: Path, paths: list[str], size: tuple[int, int], stem: Path, workers: int, label: str,
+           keys: list[str], crop: "FaceCrop | None") -> None:
     n, started = len(paths), time.monotonic()
     failed: dict[int, str] = {}
     sha256 = [""] * n
+    records: list = [None] * n
     with atomic_path(stem.with_suffix(".npy")) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size[0], size[1], 3))
 
@@ -92,7 +108,10 @@ def _build(root: Path, paths: list[str], size: tuple[int, int], stem: Path, work
             try:
                 data = (root / paths[i]).read_bytes()  # read once: hashed, then decoded
                 sha256[i] = hashlib.sha256(data).hexdigest()
-                out[i] = decode(data, size)
+                if crop is None:
+                    out[i] = decode(data, size)
+                else:  # detection, when needed, in the same thread: cv2 releases the GIL too
+                    out[i], records[i] = crop.apply(data, keys[i], size)
             except FileNotFoundError:
                 failed[i] = "missing file"
             except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for bad files
@@ -106,9 +125,15 @@ def _build(root: Path, paths: list[str], size: tuple[int, int], stem: Path, work
                 if now - last >= 5 or done == n:
                     last = now
                     rate = done / max(now - started, 1e-9)
-                    print(f"[cache] {label}: decoded {done}/{n} ({rate:.0f} img/s)", file=sys.stderr, flush=True)
+                    what = "cropped" if crop is not None else "decoded"
+                    print(f"[cache] {label}: {what} {done}/{n} ({rate:.0f} img/s)", file=sys.stderr, flush=True)
         out.flush()
         del out
+    meta = {"n": n, "size": list(size), "failed": failed, "sha256": sha256}
+    if crop is not None:
+        from tasks.faces import write_records
+
+        write_records(stem.with_suffix(".faces.parquet"), keys, paths, records)
+        meta["detect_seconds"] = sum(r.detect_ms for r in records if r is not None) / 1000
     # The metadata is written last: its presence means the array is complete.
-    write_text(stem.with_suffix(".json"), json.dumps({"n": n, "size": list(size), "failed": failed,
-                                                         "sha256": sha256}))
+    write_text(stem.with_suffix(".json"), json.dumps(meta))

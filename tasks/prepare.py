@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import yaml
@@ -19,9 +20,13 @@ from tasks.atomic import atomic_path, write_text
 from tasks.cache import ImageCache, ensure_cache
 from tasks.dataset import DataError, Problem, describe, fingerprint, index_eval, index_train
 from tasks.duplicates import find_duplicates, settle_duplicates
+from tasks.face_outputs import write_faces
 from tasks.folds import load_folds, make_folds, save_folds
 from tasks.relabel import apply_relabel
 from tasks.spec import Experiment, stable_hash
+
+if TYPE_CHECKING:
+    from tasks.faces import FaceCrop
 
 PACKAGES = ("torch", "torchvision", "timm", "ray", "albumentations", "numpy", "pandas",
             "scikit-learn", "pyarrow", "pydantic")
@@ -51,8 +56,9 @@ def load_dataset(spec: Experiment, verbose: bool = True) -> Dataset:
         relabel_hash = stable_hash(Path(data.relabel).read_text())
         if verbose:
             print(summary.text(data.relabel), file=sys.stderr)
+    crop = face_crop(spec, root, [images, evals.images])
     caches = [ensure_cache(root, list(f["image_key"]), list(f["path"]), data.cache_size, data.cache_dir,
-                           data.decode_workers, label=label)
+                           data.decode_workers, label=label, crop=crop)
               for f, label in ((images, "train"), (evals.images, "eval"))]
     problems = [*train.problems, *evals.problems, *caches[0].problems, *caches[1].problems]
     dups = find_duplicates(images, caches[0])
@@ -73,8 +79,25 @@ def load_dataset(spec: Experiment, verbose: bool = True) -> Dataset:
         print(settled.note, file=sys.stderr)
     data_hash = stable_hash({"files": fingerprint(root, list(images["path"]) + list(evals.images["path"])),
                              "relabel": relabel_hash, "size": list(data.cache_size),
-                             "skipped": sorted(p.file for p in problems), **settled.identity})
+                             "skipped": sorted(p.file for p in problems), **settled.identity,
+                             # only when set: experiments without a face crop keep their hashes
+                             **({"face": crop.identity} if crop else {})})
     return Dataset(settled.images, evals.images, caches[0], caches[1], data_hash, tuple(problems), settled.linked)
+
+
+def face_crop(spec: Experiment, root: Path, frames: list[pd.DataFrame]) -> "FaceCrop | None":
+    """data.face as the cache needs it; the boxes file checked against every image (train, eval)."""
+    from tasks.face_boxes import read_boxes
+    from tasks.faces import face_crop as make_crop
+
+    face = spec.data.face
+    if face is None:
+        return None
+    boxes, digest = {}, ""
+    if face.boxes is not None:
+        paths = {k: p for f in frames for k, p in zip(f["image_key"], f["path"])}
+        boxes, digest = read_boxes(face.boxes, root, paths)
+    return make_crop(face, boxes, digest)
 
 
 def prepare(spec: Experiment, verbose: bool = True, force: bool = False) -> Dataset:
@@ -95,6 +118,10 @@ def prepare(spec: Experiment, verbose: bool = True, force: bool = False) -> Data
     if dataset.skipped:
         with atomic_path(out / "skipped_images.csv") as tmp:
             pd.DataFrame([p.__dict__ for p in dataset.skipped]).to_csv(tmp, index=False)
+    if spec.data.face is not None:
+        faces = write_faces(out, {"train": dataset.train_cache, "eval": dataset.eval_cache})
+        if verbose:
+            print(faces.text(spec.data.face.fallback), file=sys.stderr)
     if verbose:
         people = dataset.train["person"].nunique()
         print(f"prepared {spec.name}: {people} people, {len(dataset.train)} training images, "

@@ -16,6 +16,7 @@ from typing_extensions import Annotated
 
 from tasks.augment_spec import AugmentSpec, MixSpec
 from tasks.errors import UserError
+from tasks.face_spec import FaceSpec
 from tasks.search_spec import SearchSpec, check_search
 from tasks.tracking_spec import TrackingSpec
 
@@ -53,6 +54,7 @@ class DataSpec(Strict):
     cache_size: tuple[int, int] = (128, 96)  # (H, W) images are decoded to, once
     cache_dir: Path | None = None  # default: $MASKFOLD_CACHE or ~/.cache/maskfold
     decode_workers: int = Field(0, ge=0)  # 0 = one per core
+    face: FaceSpec | None = None  # crop to the face before caching (tasks/faces.py)
 
 
 class FoldSpec(Strict):
@@ -224,6 +226,8 @@ class Experiment(Strict):
         data = self.data.model_copy(update={
             "root": self.data.root.resolve(),
             "relabel": self.data.relabel.resolve() if self.data.relabel else None,
+            "face": self.data.face.model_copy(update={"boxes": self.data.face.boxes.resolve()})
+            if self.data.face and self.data.face.boxes else self.data.face,
             "cache_dir": self.data.cache_dir.resolve() if self.data.cache_dir else None})
         models = [m.model_copy(update={"pretrained_path": m.pretrained_path.resolve() if m.pretrained_path else None})
                   for m in self.models]
@@ -237,14 +241,18 @@ class Experiment(Strict):
         return stable_hash(
             # on_duplicate: its effect on the rows is in the data hash (only when photos are shared),
             # so adding the field kept every earlier experiment's hashes and finished jobs.
-            {"data": self.data.model_dump(mode="json", exclude={"cache_dir", "decode_workers", "on_duplicate"}),
+            # face: its effect is in the data hash (settings and boxes file content, not its path).
+            {"data": self.data.model_dump(mode="json", exclude={"cache_dir", "decode_workers", "on_duplicate", "face"}),
              "folds": self.folds.model_dump(mode="json"), "seed": self.seed}
         )
 
     def spec_hash(self) -> str:
         # How to look for settings (search) and where results are logged (tracking) do not
-        # change what a run trains: either on or off keeps every hash.
-        return stable_hash(self.model_dump(mode="json", exclude={"name", "results_dir", "search", "tracking"}))
+        # change what a run trains: either on or off keeps every hash. No data.face: the hash
+        # it always had.
+        unset = {"data": {"face"}} if self.data.face is None else {}
+        return stable_hash(self.model_dump(mode="json", exclude={"name": True, "results_dir": True, "search": True,
+                                                                 "tracking": True, **unset}))
 
 
 class SpecError(UserError, ValueError):

@@ -5,7 +5,8 @@
 
 Writes OUT/train (images + train.csv), OUT/eval (images + info.csv, ans all 0) and
 OUT/truth (eval answers, eval persons, true training labels, mislabeled.csv in the
-relabel format). Same arguments -> byte-identical files, whatever the worker count.
+relabel format, face_boxes.csv in the data.face.boxes format). Same arguments ->
+byte-identical files, whatever the worker count.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from tasks.labels import GENDER_NAMES, MASK_NAMES, MASK_STEMS, age_band, class_of, mask_of_stem
-from tasks.synth_draw import make_look, make_shots, render_person
+from tasks.synth_draw import face_boxes, make_look, make_shots, render_person
+from tasks.synth_faces import image_key, make_framing, write_face_boxes
 
 # People per (gender, age band) in the real training set; both splits follow it.
 REAL_CELLS = {(0, 0): 549, (0, 1): 410, (0, 2): 83, (1, 0): 732, (1, 1): 817, (1, 2): 109}
@@ -166,27 +168,29 @@ def _drawn_masks(person: Person) -> tuple[int, ...]:
     return tuple(masks)
 
 
-def _render(job: RenderJob) -> None:
+def _render(job: RenderJob) -> list[tuple[str, tuple[int, ...]]]:
+    """Draw and save one person's photos; (image key, face box) of each."""
     seq = np.random.SeedSequence(job.seed, spawn_key=(job.split, job.key))
-    look_rng, shot_rng, pixel_rng = (np.random.default_rng(s) for s in seq.spawn(3))
-    look = make_look(look_rng, job.gender, job.age)
-    images = render_person(look, make_shots(shot_rng, job.masks), job.size, pixel_rng)
+    # A fourth stream for the framing: the first three (and so the looks and shots) are unchanged.
+    look_rng, shot_rng, pixel_rng, frame_rng = (np.random.default_rng(s) for s in seq.spawn(4))
+    look, framing = make_look(look_rng, job.gender, job.age), make_framing(frame_rng)
+    shots = make_shots(shot_rng, job.masks)
+    images = render_person(look, shots, job.size, pixel_rng, framing)
     for img, path in zip(images, job.paths):
         if path.endswith(".png"):
             img.save(path, format="PNG")
         else:
             img.save(path, format="JPEG", quality=90)
+    return [(image_key(p, job.split == TRAIN), box) for p, box in zip(job.paths, face_boxes(look, shots, job.size,
+                                                                                          framing))]
 
 
-def _run(jobs: list[RenderJob], workers: int) -> None:
+def _run(jobs: list[RenderJob], workers: int) -> list[tuple[str, tuple[int, ...]]]:
     pixels = sum(len(j.paths) * j.size[0] * j.size[1] for j in jobs)
     if workers <= 1 or pixels < POOL_MIN_PIXELS:
-        for job in jobs:
-            _render(job)
-        return
+        return [box for job in jobs for box in _render(job)]
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        for _ in pool.imap_unordered(_render, jobs, chunksize=4):
-            pass
+        return [box for boxes in pool.imap_unordered(_render, jobs, chunksize=4) for box in boxes]
 
 
 def _train_jobs(seed: int, people: list[Person], images: Path, size: tuple[int, int]):
@@ -314,8 +318,9 @@ def write_synth(out: Path, persons: int, seed: int, size: tuple[int, int],
     for p in train:
         (images / p.folder).mkdir()
     workers = (os.cpu_count() or 1) if workers is None else workers
-    _run(_train_jobs(seed, train, images, size) + _eval_jobs(seed, evals, out / "eval" / "images", size),
-         workers)
+    boxes = _run(_train_jobs(seed, train, images, size) + _eval_jobs(seed, evals, out / "eval" / "images", size),
+                 workers)
+    write_face_boxes(out / "truth" / "face_boxes.csv", boxes)
     junk = _add_quirks(rng, images, train)
     _write_train_csvs(out, train)
     _write_eval_csvs(out, rows)
@@ -342,7 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m tasks.synth", description=__doc__.split("\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="writes:\n  OUT/train/images/<profile>/, OUT/train/train.csv, OUT/eval/info.csv, OUT/eval/images/,\n"
-               "  OUT/truth/eval_answers.csv, OUT/truth/mislabeled.csv, OUT/truth/train_persons.csv\n\n"
+               "  OUT/truth/eval_answers.csv, OUT/truth/mislabeled.csv, OUT/truth/train_persons.csv,\n"
+               "  OUT/truth/face_boxes.csv (where each face was drawn, in the data.face.boxes format)\n\n"
                "examples:\n  python -m tasks.synth data/synth --persons 150 --size 48x64\n"
                "  python -m tasks.synth /tmp/real_size --persons 60 --size 384x512 --seed 3")
     parser.add_argument("out", type=Path, help="folder to create train/, eval/ and truth/ in")

@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from tasks.synth_faces import Framing, pixel_box
+
 RGB = tuple[int, int, int]
 
 # Gender is readable from hair length in this share of people, so a model cannot
@@ -178,10 +180,11 @@ def background(look: Look, w: int, h: int) -> np.ndarray:
     return (a + (b - a) * t[..., None] + 0.5).astype(np.uint8)
 
 
-def _geo(size: tuple[int, int], look: Look, shot: Shot) -> Geo:
+def _geo(size: tuple[int, int], look: Look, shot: Shot, framing: Framing) -> Geo:
     w, h = size
-    rx = look.face_w * w * shot.scale
-    return Geo(cx=w * (0.5 + shot.dx), cy=h * (0.42 + shot.dy), rx=rx, ry=rx * look.face_aspect)
+    rx = look.face_w * w * shot.scale * framing.scale
+    return Geo(cx=w * (0.5 + framing.dx + shot.dx), cy=h * (0.42 + framing.dy + shot.dy), rx=rx,
+               ry=rx * look.face_aspect)
 
 
 def _ellipse_part(box: Sequence[float], y: float, below: bool) -> list[tuple[float, float]]:
@@ -308,17 +311,29 @@ def _finish(img: Image.Image, size: tuple[int, int], shot: Shot, rng: np.random.
     return Image.fromarray(np.clip(arr + 0.5, 0, 255, out=arr).astype(np.uint8))
 
 
-def render_person(look: Look, shots: Sequence[Shot], size: tuple[int, int],
-                  rng: np.random.Generator) -> list[Image.Image]:
-    """One image per shot at size (W, H); the backdrop is drawn once per person."""
+def _supersampling(size: tuple[int, int]) -> int:
     # Small outputs are drawn at 2x and reduced, so thin lines survive as soft edges.
-    ss = 2 if size[0] < 200 else 1
+    return 2 if size[0] < 200 else 1
+
+
+def face_boxes(look: Look, shots: Sequence[Shot], size: tuple[int, int],
+               framing: Framing = Framing()) -> list[tuple[int, ...]]:
+    """Each shot's face (the skin ellipse, forehead to chin) as x0, y0, x1, y1 pixels of the photo."""
+    ss = _supersampling(size)
+    canvas = (size[0] * ss, size[1] * ss)
+    return [pixel_box(_geo(canvas, look, shot, framing).box(-1, -1, 1, 1), ss, size) for shot in shots]
+
+
+def render_person(look: Look, shots: Sequence[Shot], size: tuple[int, int],
+                  rng: np.random.Generator, framing: Framing = Framing()) -> list[Image.Image]:
+    """One image per shot at size (W, H); the backdrop is drawn once per person."""
+    ss = _supersampling(size)
     canvas = (size[0] * ss, size[1] * ss)
     bg = Image.fromarray(background(look, *canvas))
     images = []
     for shot in shots:
         img = bg.copy()
-        g = _geo(canvas, look, shot)
+        g = _geo(canvas, look, shot, framing)
         d = ImageDraw.Draw(img)
         _body(d, look, g)
         _face(d, look, g)

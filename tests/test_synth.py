@@ -194,13 +194,16 @@ def test_people_follow_the_real_proportions():
     assert sum(p.listed_gender != p.gender for p in people) + sum(p.swapped for p in people) == 6
 
 
-def _mask_features(path: Path) -> np.ndarray:
-    """Colour differences between coarse cells from forehead to chin: mask-colour blind."""
+def _mask_features(path: Path, box) -> np.ndarray:
+    """Colour differences between coarse cells from forehead to chin: mask-colour blind.
+
+    The cells are placed on the face box of truth/face_boxes.csv (the faces move and scale
+    from person to person), from a fifth of the box down to a fifth below its bottom."""
     a = np.asarray(Image.open(path).convert("RGB"), np.float32)
-    h, w, _ = a.shape
-    ys = np.linspace(0.30 * h, 0.70 * h, 7).astype(int)
-    xs = np.linspace(0.32 * w, 0.68 * w, 4).astype(int)
-    cells = np.array([a[ys[i]:ys[i + 1], xs[j]:xs[j + 1]].reshape(-1, 3).mean(0)
+    x0, y0, x1, y1 = box
+    ys = np.clip(np.linspace(y0 + 0.2 * (y1 - y0), y0 + 1.2 * (y1 - y0), 7), 0, a.shape[0]).astype(int)
+    xs = np.linspace(x0 + 0.06 * (x1 - x0), x0 + 0.94 * (x1 - x0), 4).astype(int)
+    cells = np.array([a[ys[i]:max(ys[i + 1], ys[i] + 1), xs[j]:xs[j + 1]].reshape(-1, 3).mean(0)
                       for i in range(6) for j in range(3)])
     dist = np.linalg.norm(cells[:, None] - cells[None], axis=2)
     return dist[np.triu_indices(len(cells), 1)] / 255
@@ -219,10 +222,11 @@ def _ridge_balanced_accuracy(x: np.ndarray, y: np.ndarray, train: np.ndarray) ->
 def test_mask_state_is_learnable_across_people(ds):
     out, _ = ds
     truth = pd.read_csv(out / "truth" / "train_persons.csv")
+    boxes = pd.read_csv(out / "truth" / "face_boxes.csv").set_index("image")
     x, y, person = [], [], []
     for k, row in enumerate(truth[truth["swapped"] == 0].itertuples()):
         for path in _images(out / "train" / "images" / row.path):
-            x.append(_mask_features(path))
+            x.append(_mask_features(path, boxes.loc[f"{row.path}/{path.stem}", ["x0", "y0", "x1", "y1"]]))
             y.append(mask_of_stem(path.stem))
             person.append(k)
     train = np.array(person) % 3 != 0  # held-out people, not held-out photos
