@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + format_trials(outcome.trials, list(spec.search.space)), file=sys.stderr)
         print(f"{SCORE_NOTE}\ntrials: " + ", ".join(f"{n} {s}" for s, n in counts.items())
               + f" -> {out / 'trials.csv'}, {out / 'search.png'}", file=sys.stderr)
+        for row in outcome.trials[outcome.trials["status"] == "error"].itertuples() if counts else ():
+            print(f"trial {row.trial} failed: {row.error}\n  full traceback: {outcome.tune_dir}/trial_{row.trial}/error.txt",
+                  file=sys.stderr)
         if best is not None:
             print(f"best: trial {best.trial}, val macro F1 {best.val_macro_f1:.4f} with "
                   + ", ".join(f"{p}={v}" for p, v in best.values.items())
