@@ -141,9 +141,14 @@ def _progress_panel(ax, scored: pd.DataFrame) -> None:
     from matplotlib.ticker import MaxNLocator
 
     order = scored.sort_values("finished_at", kind="stable") if "finished_at" in scored else scored
-    ax.plot(range(1, len(order) + 1), order["val_macro_f1"].to_numpy(), "o", color="tab:gray", label="trial")
-    ax.step(range(1, len(order) + 1), order["val_macro_f1"].cummax().to_numpy(), where="post",
-            color="tab:red", label="best so far")
+    x, done = range(1, len(order) + 1), (order["status"] == "done").to_numpy()
+    ax.scatter([i for i, d in zip(x, done) if d], order["val_macro_f1"][done], color="tab:blue", label="finished")
+    ax.scatter([i for i, d in zip(x, done) if not d], order["val_macro_f1"][~done], facecolors="none",
+               edgecolors="tab:gray", label="stopped early")
+    # The best so far among finished trials, as best.yaml picks: a stopped trial's score is of fewer epochs.
+    finished = order["val_macro_f1"].where(order["status"] == "done")
+    ax.step(range(1, len(order) + 1), finished.cummax().ffill().to_numpy(), where="post", color="tab:red",
+            label="best finished so far")
     ax.set_xlabel("trials, in the order they ended")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("val macro F1")
