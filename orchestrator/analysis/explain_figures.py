@@ -73,7 +73,7 @@ def focus_figure(path: Path, focus: pd.DataFrame) -> Path:
     from matplotlib.figure import Figure
 
     models = list(dict.fromkeys(focus["model"]))
-    fig = Figure(figsize=(1.6 + 1.3 * len(models), 3.2))
+    fig = Figure(figsize=(2.4 + 1.2 * len(models), 3.6))
     ax = fig.subplots()
     for x, model in enumerate(models):
         rows = focus[focus["model"] == model]
@@ -86,8 +86,8 @@ def focus_figure(path: Path, focus: pd.DataFrame) -> Path:
     ax.set_xlim(-0.6, len(models) - 0.4)
     ax.set_ylabel("share of CAM mass in the face box")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
+    fig.legend(fontsize=7, loc="lower center", ncols=1, frameon=False)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))  # room below the axes for the legend
     return _save(fig, path)
 
 

@@ -20,6 +20,7 @@ from orchestrator.analysis.explain import (FoldJob, JobCams, explain_job, finish
 from orchestrator.analysis.explain_boxes import FaceBoxes, load_face_boxes
 from orchestrator.analysis.explain_figures import contact_sheet, focus_figure
 from tasks.atomic import atomic_path
+from tasks.errors import UserError
 from tasks.spec import Experiment
 
 FOCUS_COLUMNS = ["model", "fold", "images", "face_focus", "box_share"]
@@ -39,8 +40,12 @@ class ExplainSummary:
 
 
 def local_runner(spec: Experiment, work: Work, dataset) -> Iterator[tuple[FoldJob, JobCams | Exception]]:
+    """Fold models one after another here; one whose weights do not load is reported, the rest run."""
     for job, picks in work:
-        yield job, explain_job(spec, job, picks, dataset)
+        try:
+            yield job, explain_job(spec, job, picks, dataset)
+        except UserError as err:  # InferError: missing or mismatched best.pt
+            yield job, err
 
 
 def cam_layers(spec: Experiment, models: Iterable[str], stream) -> tuple[dict[str, str], dict[str, str]]:

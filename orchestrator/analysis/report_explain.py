@@ -37,7 +37,9 @@ def explain_section(exp_dir: Path) -> str:
             {"images": "sum", "face_focus": "mean", "box_share": "mean"})
         parts.append(f'<div class="focus">{_img(folder / "face_focus.png", "face focus per model and fold")}'
                      if (folder / "face_focus.png").is_file() else '<div class="focus">')
-        parts.append(frame_table(mean.rename(columns={"face_focus": "face focus (fold mean)"}).rename_axis("model"))
+        mean = mean.assign(images=mean["images"].astype(int).astype(str))  # a count, not a 4-decimal float
+        names = {"images": "images", "face_focus": "face focus (fold mean)", "box_share": "box share"}
+        parts.append(frame_table(mean.rename(columns=names).rename_axis("model"))
                      + f'<p><a href="explain/face_focus.csv">face_focus.csv</a> has each fold.</p></div>')
     else:
         parts.append("<p>No face focus: the experiment has no faces.parquet (run without data.face); run "
