@@ -136,3 +136,24 @@ def test_without_a_finished_job_it_says_what_to_run(make_spec, capsys):
     prepare(spec, verbose=False)
     assert explain.main(["--results", str(spec.out_dir)]) == 2
     assert "no finished job" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # shares the fixture above
+def test_the_ray_task_body_computes_the_local_cams(experiment):
+    """`--ray`'s task (run here without Ray: its plumbing mirrors blend --reinfer's) loads the data
+    and the weights on its own and returns what the local runner computes."""
+    from orchestrator.analysis.experiment import load_experiment
+    from orchestrator.analysis.explain import explain_job, finished_jobs
+    from orchestrator.cluster.explain_tasks import explain_task
+    from tasks.prepare import load_dataset
+
+    exp = experiment[0]
+    spec = load_experiment(exp)
+    job = finished_jobs(exp, spec)[1]
+    picks = pd.DataFrame({"image_key": pd.read_parquet(job.out_dir / "oof.parquet")["image_key"][:5], "pred": 3})
+    remote = explain_task(spec.model_dump(mode="json"), job.model, job.fold, str(job.out_dir), picks, None)
+    local = explain_job(spec, job, picks, load_dataset(spec, verbose=False))
+    assert remote.layer == local.layer == "stages.2" and remote.cams.shape == (5, 64, 48)
+    np.testing.assert_array_equal(remote.images, local.images)
+    np.testing.assert_allclose(remote.cams, local.cams, atol=1e-5)
+    assert remote.cams.max() > 0
