@@ -79,6 +79,10 @@ def explain(spec: Experiment, exp_dir: Path, per_class: int = 2, sample: int = 3
     print(f"face boxes: {boxes.source}" if boxes else
           "face focus skipped: no faces.parquet (the experiment ran without data.face) and no --boxes FILE "
           "(e.g. data/synth/truth/face_boxes.csv)", file=stream, flush=True)
+    moved = sorted(m.name for m in spec.models if spec.train_for(m).augment.eval)
+    if boxes and moved:
+        print(f"note: {', '.join(moved)} have an eval pipeline; face focus assumes it moves no pixels (a crop or "
+              "flip there would misplace the face boxes)", file=stream, flush=True)
     layers, skipped = cam_layers(spec, dict.fromkeys(j.model for j in jobs), stream)
     rows = oof_rows([j for j in jobs if j.model in layers], set(dataset.train["image_key"]))
     suspects = suspect_people(exp_dir)
@@ -110,6 +114,9 @@ def _write(exp_dir: Path, spec: Experiment, picks: dict[str, pd.DataFrame], done
         if boxes:
             focus_rows += _focus(model, tiles, cams, fractions)
     focus = pd.DataFrame(focus_rows, columns=FOCUS_COLUMNS) if boxes else None
+    if focus is not None and focus.empty:
+        print(f"face focus skipped: none of the sampled photos has a face box in {boxes.source}", file=stream,
+              flush=True)
     if focus is not None and len(focus):
         with atomic_path(out / "face_focus.csv") as tmp:
             focus.to_csv(tmp, index=False, float_format="%.4f")
