@@ -18,6 +18,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from orchestrator.analysis import report_figures as figures
 from orchestrator.analysis.experiment import BlendError
+from orchestrator.analysis.report_explain import explain_section
 from orchestrator.analysis.report_faces import faces_section
 from orchestrator.analysis.report_html import (STYLE, esc, frame_table, glossary, methods_table, num, simple_head,
                                                table)
@@ -202,6 +203,7 @@ def build_report(exp_dir: Path, oof: OofLogits, blend: BlendOutputs, data_root: 
                 figures.correlation_figure(error_correlation(oof))),
         audit_section(read_audit(exp_dir, data_root)),
         faces_section(exp_dir, data_root),
+        explain_section(exp_dir),
     ]
     title = f"{esc(exp_dir.name)}: blend report"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'

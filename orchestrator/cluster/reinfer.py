@@ -78,7 +78,7 @@ def reinfer_task(spec_dict: dict, job_id: str, model: str, fold: int, out_dir: s
 
     started = time.monotonic()
     spec = Experiment.model_validate(spec_dict)
-    with _weights(Path(out_dir) / "best.pt", checkpoint) as weights:
+    with job_weights(Path(out_dir) / "best.pt", checkpoint) as weights:
         logits = infer_test(spec, model, fold, weights, tta)
     device = select_device(spec.train_for(spec.model(model))).device
     summary = Reinferred(job_id, model, fold, len(logits), tta, str(device), ray.util.get_node_ip_address(),
@@ -87,7 +87,7 @@ def reinfer_task(spec_dict: dict, job_id: str, model: str, fold: int, out_dir: s
 
 
 @contextlib.contextmanager
-def _weights(local: Path, checkpoint: dict | None):
+def job_weights(local: Path, checkpoint: dict | None):
     """`local` if this node sees it, else best.pt fetched from the job's Train checkpoint."""
     if local.is_file() or not checkpoint:
         yield local

@@ -1,0 +1,86 @@
+"""`python -m orchestrator.explain`: where the fold models look (Grad-CAM on their own OOF photos).
+
+Each photo is explained by the fold model that held it out, for the class it predicted: per
+given class the most confident mistakes, the audit's top suspects (with audit.csv), and a
+seeded random sample. Face focus, per model and fold over the sample, is the share of the
+CAM's mass inside the face box (from faces.parquet, or --boxes FILE for an experiment run
+without data.face); a CAM spread evenly scores the box's share of the image (box_share).
+Runs here by default; --ray runs one task per fold model on the slot resource, as
+`blend --reinfer` does. Writes only under results/<name>/explain/ and the report.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from orchestrator.cli import add_results_args, make_parser, run_main
+
+
+def run(args: argparse.Namespace) -> None:
+    from orchestrator.analysis.experiment import find_experiment, load_experiment
+    from orchestrator.analysis.explain_run import explain, local_runner
+
+    exp_dir = find_experiment(args.results)
+    print(f"experiment: {exp_dir}", flush=True)
+    spec = load_experiment(exp_dir, args.overrides)
+    runner = local_runner
+    if args.ray:
+        from orchestrator.cluster.explain_tasks import ray_runner
+
+        runner = ray_runner(args.address)
+    summary = explain(spec, exp_dir, args.per_class, args.sample, args.boxes, runner)
+    if summary.focus is not None and len(summary.focus):
+        print("face focus (share of CAM mass in the face box; box_share: what an even CAM scores):\n"
+              + summary.focus.to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
+    if (exp_dir / "blend" / "weights.json").is_file():
+        _refresh_report(exp_dir, spec)
+
+
+def _refresh_report(exp_dir: Path, spec) -> None:
+    """The report gains its "Where the models look" section; the blend's files are only read."""
+    from orchestrator.analysis.report import write_report
+    from orchestrator.analysis.results import load_oof
+
+    oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, [m.name for m in spec.models],
+                   exp_dir / "folds.parquet")
+    print(f"wrote {write_report(exp_dir, oof, spec.data.root)}", flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = make_parser("python -m orchestrator.explain", __doc__, [
+        "python -m orchestrator.explain", "python -m orchestrator.explain --results results/demo --per-class 3",
+        "python -m orchestrator.explain --boxes data/synth/truth/face_boxes.csv",
+        "python -m orchestrator.explain --ray --address auto"], [
+        "results/<name>/explain/: mistakes_<model>.png, suspects_<model>.png, sample_<model>.png (CAM overlays)",
+        "results/<name>/explain/face_focus.csv (model,fold,images,face_focus,box_share) and face_focus.png",
+        "results/<name>/report.html (section 'Where the models look'), when the experiment is blended"])
+    add_results_args(parser)
+    parser.add_argument("--per-class", type=_count, default=2, help="most confident mistakes shown per given class")
+    parser.add_argument("--sample", type=_count, default=32,
+                        help="random OOF photos per fold model: face focus is measured over them")
+    parser.add_argument("--boxes", type=Path, help="face boxes CSV image,x0,y0,x1,y1 in original photo pixels "
+                                                   "(the data.face.boxes format); default: faces.parquet")
+    parser.add_argument("--ray", action="store_true", help="run one Ray task per fold model on the slot resource")
+    parser.add_argument("--address", help="with --ray: Ray cluster to join ('auto' on a head node); "
+                                          "default: RAY_ADDRESS, else an embedded local Ray")
+    args = parser.parse_args(argv)
+    if args.address and not args.ray:
+        parser.error("--address only applies with --ray")
+    return args
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_main(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""`python -m orchestrator.explain`: Grad-CAM of the fold models on their OOF photos, face focus."""
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from orchestrator import blend, explain
+from orchestrator.analysis import explain_run
+from orchestrator.analysis.cam import NoCamLayer, box_share, face_focus, find_cam_layer
+from orchestrator.analysis.explain import pick_photos
+from orchestrator.cluster.gather import gather
+from orchestrator.cluster.plan import plan_jobs
+from tasks.job import train_job
+from tasks.job_io import Job
+from tasks.prepare import prepare, rows_hash
+from tests.specs import shrunk_spec
+
+
+def test_face_focus_is_high_for_a_box_around_the_cam_and_low_elsewhere():
+    cam = np.zeros((64, 48), np.float32)
+    cam[8:24, 12:36] = 1.0  # all the evidence in the upper middle
+    cam[8:24, 12:14] = 0.5
+    around = np.array([12 / 48, 8 / 64, 36 / 48, 24 / 64])
+    assert face_focus(cam, around) == pytest.approx(1.0)
+    assert face_focus(cam, np.array([0, 0.5, 1, 1])) == 0.0  # the lower half holds none of it
+    half = np.array([24 / 48, 0, 1, 1])  # the right half holds 12 of the 23 full-weight columns
+    assert face_focus(cam, half) == pytest.approx(12 / 23)
+    assert box_share((64, 48), around) == pytest.approx((16 * 24) / (64 * 48))
+    assert face_focus(np.ones((64, 48)), around) == pytest.approx(box_share((64, 48), around))  # even CAM
+    assert np.isnan(face_focus(cam, np.full(4, np.nan))) and np.isnan(face_focus(0 * cam, around))
+
+
+def test_the_target_layer_rule():
+    import timm
+
+    convnext = timm.create_model("test_convnext", num_classes=0)
+    # At 64x48 the last stage is a 2x1 map, too coarse to tell a face from its background.
+    assert find_cam_layer(convnext, (64, 48)).name == "stages.2"
+    assert find_cam_layer(convnext, (128, 96)).name == "stages.3"
+    with pytest.raises(NoCamLayer, match="test_vit: its stages output 3-D tokens"):
+        find_cam_layer(timm.create_model("test_vit", num_classes=0), (160, 160), "test_vit")
+
+
+def test_picks_mistakes_by_confidence_suspects_and_a_seeded_sample():
+    rows = pd.DataFrame({"fold": [0] * 6 + [1] * 6, "image_key": [f"p{i // 3}/mask{i % 3 + 1}" for i in range(12)],
+                         "person": [f"p{i // 3}" for i in range(12)], "target": [0, 0, 0, 1, 1, 1] * 2,
+                         "pred": [1, 1, 0, 0, 1, 1] * 2, "confidence": np.linspace(0.1, 0.9, 12)})
+    picks = pick_photos(rows, 1, 2, ["p3"], seed=0)
+    mistakes = picks[picks["kind"] == "mistake"]
+    assert list(mistakes["image_key"]) == ["p2/mask2", "p3/mask1"]  # the most confident per given class
+    assert list(picks.loc[picks["kind"] == "suspect", "image_key"]) == ["p3/mask1", "p3/mask2", "p3/mask3"]
+    sample = picks[picks["kind"] == "sample"]
+    assert sample.groupby("fold").size().tolist() == [2, 2]
+    assert sample.equals(pick_photos(rows, 1, 2, [], seed=0).query("kind == 'sample'").set_axis(sample.index))
+
+
+@pytest.fixture(scope="module")
+def experiment(synth_root, tmp_path_factory):
+    """Two folds of one tiny model, 1 epoch each, gathered and blended; an audit.csv naming one suspect."""
+    results = tmp_path_factory.mktemp("explain")
+    spec = shrunk_spec(synth_root, results, name="explaintest")
+    dataset = prepare(spec, verbose=False)
+    plans = plan_jobs(spec, rows_hash(spec, dataset))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: more threads only fight over a shared machine's cores
+    try:
+        for plan in plans:
+            train_job(spec, Job(plan.model, plan.fold, plan.out_dir), dataset=dataset, log=lambda s: None)
+    finally:
+        torch.set_num_threads(threads)
+    gather(spec.out_dir, plans, dataset.train["image_key"], dataset.eval["image_key"])
+    exp = spec.out_dir
+    assert blend.main(["--results", str(exp), "--set", "blend.rounds=5"]) == 0
+    person = dataset.train["person"].iloc[0]
+    pd.DataFrame([{"person": person, "attribute": "gender", "rank": 1, "score": 0.1, "p_wrong": 0.9,
+                   "given": "male", "suggested": "female", "suspect": True}]).to_csv(exp / "audit.csv", index=False)
+    return exp, person
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.slow  # shares one fixture of two trained fold models
+def test_explain_writes_face_focus_sheets_and_the_report_and_leaves_the_blend(experiment, synth_root, capsys):
+    exp, person = experiment
+    before = _hashes(exp / "blend")
+    code = explain.main(["--results", str(exp), "--sample", "6", "--boxes", str(synth_root / "truth/face_boxes.csv")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "test_convnext fold 0" in out and "test_convnext fold 1" in out  # progress per fold model
+    assert _hashes(exp / "blend") == before
+    focus = pd.read_csv(exp / "explain" / "face_focus.csv")
+    assert list(focus.columns[:4]) == ["model", "fold", "images", "face_focus"]
+    assert sorted(zip(focus["model"], focus["fold"])) == [("test_convnext", 0), ("test_convnext", 1)]
+    assert ((focus["images"] > 0) & (focus["images"] <= 6)).all()
+    assert focus["face_focus"].between(0, 1).all() and focus["box_share"].between(0.05, 0.5).all()
+    for stem in ("mistakes", "suspects", "sample"):
+        assert (exp / "explain" / f"{stem}_test_convnext.png").stat().st_size > 5000, stem
+    html = (exp / "report.html").read_text()
+    assert "Where the models look" in html and html.count("data:image/png;base64") >= 4 + 4
+
+
+@pytest.mark.slow  # shares one fixture of two trained fold models
+def test_a_model_without_a_target_layer_is_skipped_with_the_reason(experiment, tmp_path, monkeypatch, capsys):
+    exp = tmp_path / experiment[0].name
+    shutil.copytree(experiment[0], exp)
+    shutil.rmtree(exp / "explain", ignore_errors=True)
+
+    def no_layer(body, size, backbone=""):
+        raise NoCamLayer(f"{backbone}: its stages output 3-D tokens")
+
+    monkeypatch.setattr(explain_run, "find_cam_layer", no_layer)
+    assert explain.main(["--results", str(exp)]) == 0
+    out = capsys.readouterr().out
+    assert "test_convnext: skipped, no Grad-CAM target layer: test_convnext: its stages output 3-D tokens" in out
+    assert not list((exp / "explain").glob("*.png")) and not (exp / "explain" / "face_focus.csv").exists()
+
+
+@pytest.mark.slow  # shares one fixture of two trained fold models
+def test_a_bad_boxes_file_names_its_lines(experiment, tmp_path, capsys):
+    bad = tmp_path / "boxes.csv"
+    bad.write_text("image,x0,y0,x1,y1\nnobody/mask1,1,1,5,5\n000001/mask1,a,1,5,5\n")
+    assert explain.main(["--results", str(experiment[0]), "--boxes", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"--boxes: {bad}: 2 bad row(s)" in err and "line 2: unknown image 'nobody/mask1'" in err
+    assert "line 3: " in err and "must be numbers" in err and "Traceback" not in err
+
+
+def test_without_a_finished_job_it_says_what_to_run(make_spec, capsys):
+    spec = make_spec(name="nojobs")
+    prepare(spec, verbose=False)
+    assert explain.main(["--results", str(spec.out_dir)]) == 2
+    assert "no finished job" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # shares the fixture above
+def test_the_ray_task_body_computes_the_local_cams(experiment):
+    """`--ray`'s task (run here without Ray: its plumbing mirrors blend --reinfer's) loads the data
+    and the weights on its own and returns what the local runner computes."""
+    from orchestrator.analysis.experiment import load_experiment
+    from orchestrator.analysis.explain import explain_job, finished_jobs
+    from orchestrator.cluster.explain_tasks import explain_task
+    from tasks.prepare import load_dataset
+
+    exp = experiment[0]
+    spec = load_experiment(exp)
+    job = finished_jobs(exp, spec)[1]
+    picks = pd.DataFrame({"image_key": pd.read_parquet(job.out_dir / "oof.parquet")["image_key"][:5], "pred": 3})
+    remote = explain_task(spec.model_dump(mode="json"), job.model, job.fold, str(job.out_dir), picks, None)
+    local = explain_job(spec, job, picks, load_dataset(spec, verbose=False))
+    assert remote.layer == local.layer == "stages.2" and remote.cams.shape == (5, 64, 48)
+    np.testing.assert_array_equal(remote.images, local.images)
+    np.testing.assert_allclose(remote.cams, local.cams, atol=1e-5)
+    assert remote.cams.max() > 0
