@@ -60,10 +60,11 @@ def test_unsatisfiable_resources_fail_fast(synth_root, tmp_path):
 def test_failed_job_reported_others_finish_rerun_retries_only_it(synth_root, tmp_path, capsys):
     bad = tmp_path / "corrupt.pth"
     bad.write_bytes(b"not a checkpoint")
-    # "a_broken" sorts first at equal cost, so it fails first on the single slot: the jobs
-    # after it only run if its slot was released.
+    # "a_broken" sorts first at equal cost, so its two jobs take both slots first and fail:
+    # the jobs after them only run if their slots were released.
     spec = run_spec(synth_root, tmp_path, "models=[{backbone: test_convnext}, "
-                    f"{{backbone: test_convnext, name: a_broken, pretrained_path: {bad}}}]")
+                    f"{{backbone: test_convnext, name: a_broken, pretrained_path: {bad}}}]",
+                    "resources.cpus_per_worker=1")
     first = run_experiment(spec)
     assert sorted(first.failed) == sorted(p for p in first.done + first.failed if p.startswith("a_broken"))
     assert len(first.failed) == 2 and len(first.done) == 2
