@@ -28,7 +28,7 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
     quiet_tune()
     board = Board({p.job_id: p for p in todo})
     collector, table = Collector(board, storage, spec.out_dir / "logs"), ProgressTable(board)
-    configs = [job_config(spec, p, storage) | {"meta": _meta(p)} for p in todo]
+    configs = [job_config(spec, p.job_id, p.model, p.fold, storage) | {"meta": _meta(p)} for p in todo]
     with ray_session(spec, address), stop_on_interrupt(stream) as interrupt:
         slots = board.slots = check_resources(spec.resources)
         print(f"running {len(todo)} jobs, {slots} at a time (Ctrl-C stops them; finished jobs are kept)",

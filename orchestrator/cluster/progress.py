@@ -162,7 +162,7 @@ class ProgressTable(Callback):
             self.board.plans[job_id] = self.plan_for(trial)
         self.board.update(job_id, state="running", started=time.time())
         label = self.board.plans[job_id].label
-        self._event(f"started {job_id}" + (f" ({label})" if label else ""))
+        self.event(f"started {job_id}" + (f" ({label})" if label else ""))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get("error"):
@@ -172,7 +172,7 @@ class ProgressTable(Callback):
             s = self.board.get(job_id)
             what = (f"done {job_id}: OOF macro F1 {s.val_f1:.4f}" if s.state == "done" and s.val_f1 is not None
                     else f"FAILED {job_id}: {s.error[:200]}")
-            self._event(what)
+            self.event(what)
             return
         now, s = time.time(), self.board.get(job_id)
         epoch = int(result.get("epoch", 0))
@@ -180,15 +180,16 @@ class ProgressTable(Callback):
                               val_f1=result.get("best_f1"), first_report=s.first_report or (epoch, now),
                               last_report=now)
         left = s.remaining()
-        self._event(f"epoch {epoch}/{s.epochs} {job_id}: val F1 {result.get('val_macro_f1', 0):.4f} (best "
+        self.event(f"epoch {epoch}/{s.epochs} {job_id}: val F1 {result.get('val_macro_f1', 0):.4f} (best "
                     f"{s.val_f1:.4f})" + (f", {left / 60:.1f} min left" if left is not None else ""))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         job_id = self.key(trial)
         first = str(trial.get_error() or "").strip().splitlines()
-        self._event(f"FAILED {job_id}: {first[-1][:200] if first else 'see its log'}")
+        self.event(f"FAILED {job_id}: {first[-1][:200] if first else 'see its log'}")
 
-    def _event(self, line: str) -> None:
+    def event(self, line: str) -> None:
+        """Show one event: repaint the live table, or one timestamped line with the summary in a log."""
         if self.live_view:
             self._show()
         else:

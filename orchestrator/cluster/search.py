@@ -98,7 +98,7 @@ def _search(spec: Experiment, storage: str, address: str | None, stream) -> Sear
     path = f"{storage.rstrip('/')}/{name}"
     board = Board({})
     table = ProgressTable(board, key=trial_key, plan_for=trial_plan)
-    callbacks = [TrialOutcomes(board), table, PlacementSweeper(), CSVLoggerCallback(), JsonLoggerCallback()]
+    callbacks = [TrialOutcomes(board, table), table, PlacementSweeper(), CSVLoggerCallback(), JsonLoggerCallback()]
     # Ctrl-C is Tune's own here (unlike a K-fold's, see launch.py): it saves the running trials
     # as unfinished, so the next run resumes them; a stopper would end them as finished.
     os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
@@ -177,8 +177,8 @@ class TrialOutcomes(Callback):
     """How each trial ended, on the board: done (every job finished), stopped early by the
     scheduler, or failed. Comes before the ProgressTable in the callbacks, which shows it."""
 
-    def __init__(self, board: Board):
-        self.board = board
+    def __init__(self, board: Board, table: ProgressTable):
+        self.board, self.table = board, table
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get("complete"):
@@ -188,8 +188,8 @@ class TrialOutcomes(Callback):
         status = self.board.get(trial.trial_id)
         if status.state == "running":
             self.board.update(trial.trial_id, state="stopped", finished=time.time())
-            print(f"{time.strftime('%H:%M:%S')} stopped early {trial.trial_id} after epoch {status.epoch}: "
-                  f"best val F1 {status.val_f1 or 0:.4f}", file=sys.stderr, flush=True)
+            self.table.event(f"stopped early {trial.trial_id} after epoch {status.epoch}: "
+                             f"best val F1 {status.val_f1 or 0:.4f}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.board.update(trial.trial_id, state="failed", finished=time.time(), error=str(trial.get_error() or ""))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ray.train import UserCallback
 
-from orchestrator.cluster.worker import build_trainer, train_worker
+from orchestrator.cluster.worker import build_trainer, job_config, train_worker
 from tasks.search_spec import sampled_spec
 from tasks.spec import Experiment
 
@@ -85,8 +85,7 @@ class TrialScore:
 def trial_jobs(spec: Experiment, folds: list[int], trial_id: str, storage: str) -> list[dict]:
     """The trial's jobs as Train configs: each model on each search fold, named by the trial
     (two trials that sample the same values are still two runs in Train storage)."""
-    return [{"spec": spec.model_dump(mode="json"), "job_id": f"{m.name}-fold{k}-{trial_id}", "model": m.name,
-             "fold": k, "storage": storage} for m in spec.models for k in folds]
+    return [job_config(spec, f"{m.name}-fold{k}-{trial_id}", m.name, k, storage) for m in spec.models for k in folds]
 
 
 def search_trial(config: dict) -> None:

@@ -172,6 +172,6 @@ def run_trial(config: dict) -> None:
     build_trainer(train_worker, config, res, [TuneReportCallback()]).fit()
 
 
-def job_config(spec: Experiment, plan, storage: str) -> dict:
-    return {"spec": spec.model_dump(mode="json"), "job_id": plan.job_id, "model": plan.model,
-            "fold": plan.fold, "storage": storage}
+def job_config(spec: Experiment, job_id: str, model: str, fold: int, storage: str) -> dict:
+    """What a job's Train worker is given (train_worker's config): the small spec, never data."""
+    return {"spec": spec.model_dump(mode="json"), "job_id": job_id, "model": model, "fold": fold, "storage": storage}
