@@ -77,7 +77,9 @@ def test_killed_driver_resumes_without_retraining(synth_root, tmp_path):
     log_dir = tmp_path / "killed" / "logs"
     first = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-    done = lambda: list((tmp_path / "killed" / "jobs").glob("*/result.json"))  # noqa: E731
+    # Not a job's staging folder (.<job>.*.partial, atomic_dir) caught mid-copy by the kill.
+    done = lambda: [p for p in (tmp_path / "killed" / "jobs").glob("*/result.json")  # noqa: E731
+                    if not p.parent.name.startswith(".")]
     try:
         wait_for(lambda: len(done()) >= 1, 400, "a finished job")
     finally:
