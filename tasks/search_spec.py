@@ -117,7 +117,7 @@ def check_search(search: SearchSpec, dump: dict, n_splits: int) -> list[str]:
         where = f"search.space.{path}"
         if not path.startswith(SEARCHABLE) or path == "models":
             problems.append(f"{where}: only train.*, models.* and seed can be searched "
-                            "(data and folds are prepared once for all trials)")
+                            "(data, folds and pseudo labels are prepared once for all trials)")
         elif not _path_exists(full, path.split(".")):
             problems.append(f"{where}: no such field in the spec (paths are those of --set, "
                             "e.g. train.optimizer.lr or models.0.backbone)")

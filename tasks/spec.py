@@ -17,6 +17,7 @@ from typing_extensions import Annotated
 from tasks.augment_spec import AugmentSpec, MixSpec
 from tasks.errors import UserError
 from tasks.face_spec import FaceSpec
+from tasks.pseudo_spec import PseudoSpec, oof_optimistic
 from tasks.search_spec import SearchSpec, check_search
 from tasks.tracking_spec import TrackingSpec
 
@@ -184,6 +185,7 @@ class Experiment(Strict):
     resources: ResourcesSpec = ResourcesSpec()
     blend: BlendSpec = BlendSpec()
     search: SearchSpec | None = None  # what `orchestrator.search` samples; `run` ignores it
+    pseudo: PseudoSpec | None = None  # a second round on eval photos labelled by `pseudo.source`
     tracking: TrackingSpec = TrackingSpec()  # an observer: in no hash (see spec_hash)
     results_dir: Path = Path("results")
 
@@ -233,8 +235,14 @@ class Experiment(Strict):
                   for m in self.models]
         results_dir = self.results_dir.resolve()
         tracking = self.tracking.resolved(self.name, results_dir / self.name)
+        pseudo = self.pseudo.model_copy(update={"source": self.pseudo.source.resolve()}) if self.pseudo else None
         return self.model_copy(update={"data": data, "models": models, "results_dir": results_dir,
-                                       "tracking": tracking})
+                                       "tracking": tracking, "pseudo": pseudo})
+
+    @property
+    def oof_optimistic(self) -> bool:
+        """Its models' OOF scores are flattered (pseudo labels from models that saw every fold)."""
+        return oof_optimistic(self.pseudo)
 
     def shared_hash(self) -> str:
         """Hash of what makes OOF rows of different models comparable: data, folds, seed."""
@@ -248,9 +256,10 @@ class Experiment(Strict):
 
     def spec_hash(self) -> str:
         # How to look for settings (search) and where results are logged (tracking) do not
-        # change what a run trains: either on or off keeps every hash. No data.face: the hash
-        # it always had.
+        # change what a run trains: either on or off keeps every hash. No data.face, no pseudo:
+        # the hash it always had.
         unset = {"data": {"face"}} if self.data.face is None else {}
+        unset |= {"pseudo": True} if self.pseudo is None else {}
         return stable_hash(self.model_dump(mode="json", exclude={"name": True, "results_dir": True, "search": True,
                                                                  "tracking": True, **unset}))
 
