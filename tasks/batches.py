@@ -5,9 +5,11 @@ cheaper than per-image float conversion in the loader, and the same on CPU and G
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from tasks.augment_spec import MixSpec, Pipeline, build_pipeline
@@ -17,25 +19,61 @@ from tasks.labels import NUM_CLASSES
 from tasks.losses import Targets
 
 
-class CachedImages(Dataset):
-    """Rows of a memory-mapped cache, augmented; opened lazily so workers map it themselves."""
+@dataclass(frozen=True)
+class Samples:
+    """Rows of one or more caches (the training photos, and eval photos with pseudo labels)
+    with what training needs of each: a target distribution, the age and a loss weight."""
 
-    def __init__(self, cache: ImageCache, rows: np.ndarray, labels: np.ndarray, ages: np.ndarray,
-                 steps: Pipeline, size: tuple[int, int]):
+    arrays: tuple[Path, ...]  # the caches' array files
+    which: np.ndarray  # (N,) index into arrays
+    rows: np.ndarray  # (N,) row in its cache
+    targets: np.ndarray  # (N, 18) float32 probability vectors
+    ages: np.ndarray  # (N,) float32; NaN where unknown (pseudo rows)
+    weights: np.ndarray  # (N,) float32 loss weights
+
+    @classmethod
+    def of(cls, cache: ImageCache, keys, targets: np.ndarray, ages: np.ndarray, weight: float = 1.0) -> "Samples":
+        """Rows `keys` of one cache; `targets` as class indices (N,) or probabilities (N, 18)."""
+        targets = np.asarray(targets)
+        if targets.ndim == 1:
+            targets = np.eye(NUM_CLASSES, dtype=np.float32)[targets.astype(np.int64)]
+        n = len(targets)
+        return cls((cache.array_path,), np.zeros(n, np.int64), cache.rows(keys), targets.astype(np.float32),
+                   np.asarray(ages, np.float32), np.full(n, weight, np.float32))
+
+    def plus(self, other: "Samples") -> "Samples":
+        return Samples(self.arrays + other.arrays, np.concatenate([self.which, other.which + len(self.arrays)]),
+                       *(np.concatenate([a, b]) for a, b in ((self.rows, other.rows), (self.targets, other.targets),
+                                                              (self.ages, other.ages),
+                                                              (self.weights, other.weights))))
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Each row's most likely class: the label of a hard target."""
+        return self.targets.argmax(1)
+
+
+class CachedImages(Dataset):
+    """Samples from memory-mapped caches, augmented; opened lazily so workers map them themselves.
+    An item: (uint8 HWC image, 18 target probabilities, age, loss weight)."""
+
+    def __init__(self, samples: Samples, steps: Pipeline, size: tuple[int, int]):
         import albumentations as A
 
-        self.path, self.rows, self.labels, self.ages = cache.array_path, rows, labels, ages
+        self.samples = samples
         self.pipeline = A.Compose([build_pipeline(steps), A.Resize(*size)])
-        self.array: np.ndarray | None = None
+        self.arrays: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.samples.rows)
 
     def __getitem__(self, i: int):
-        if self.array is None:
-            self.array = np.load(self.path, mmap_mode="r")
-        image = self.pipeline(image=np.asarray(self.array[self.rows[i]]))["image"]
-        return torch.tensor(image), int(self.labels[i]), float(self.ages[i])  # a copy: the map is read-only
+        s = self.samples
+        if self.arrays is None:
+            self.arrays = [np.load(path, mmap_mode="r") for path in s.arrays]
+        image = self.pipeline(image=np.asarray(self.arrays[s.which[i]][s.rows[i]]))["image"]
+        # copies: the map is read-only
+        return torch.tensor(image), torch.from_numpy(s.targets[i].copy()), float(s.ages[i]), float(s.weights[i])
 
     def reseed(self, seed: int) -> None:
         self.pipeline.set_random_seed(seed)
@@ -85,15 +123,16 @@ def to_device(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, devic
 # CutMix/MixUp are written here rather than taken from timm's `Mixup`: timm draws from the
 # global np.random, which no checkpoint holds, so a job resumed mid-run would mix differently
 # from one never stopped. Every draw here comes from the epoch's own seeded generator.
-def mix_batch(x: torch.Tensor, labels: torch.Tensor, ages: torch.Tensor, mix: MixSpec,
-              generator: torch.Generator) -> tuple[torch.Tensor, Targets]:
-    """Maybe mix the batch with its reverse; soft targets follow the mixed area."""
-    soft = F.one_hot(labels.long(), NUM_CLASSES).float()
-    ages = ages.float()
+def mix_batch(x: torch.Tensor, targets: Targets, mix: MixSpec, generator: torch.Generator) -> tuple[torch.Tensor, Targets]:
+    """Maybe mix the batch with its reverse; targets, ages and weights follow the mixed area."""
     if mix.name == "none" or torch.rand((), generator=generator).item() >= mix.prob:
-        return x, Targets(soft, ages)
+        return x, targets
     lam = _mix_images(x, mix, generator)
-    return x, Targets(lam * soft + (1 - lam) * soft.flip(0), lam * ages + (1 - lam) * ages.flip(0))
+
+    def blend(t: torch.Tensor) -> torch.Tensor:
+        return lam * t + (1 - lam) * t.flip(0)
+
+    return x, Targets(blend(targets.soft), blend(targets.age), blend(targets.weights()))
 
 
 def _mix_images(x: torch.Tensor, mix: MixSpec, generator: torch.Generator) -> float:

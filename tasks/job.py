@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tasks.batches import CachedImages, make_loader, sample_weights
+from tasks.batches import CachedImages, Samples, make_loader, sample_weights
 from tasks.device import select_device
 from tasks.distributed import Ranks, current_ranks, sum_over_ranks, sync_buffers, wrap_model
 from tasks.job_io import (EpochBoard, EpochReport, Job, JobResult, TrainState, job_paths, load_checkpoint,
@@ -27,6 +27,7 @@ from tasks.metrics import score
 from tasks.model import build_model
 from tasks.predict import ModelContext, model_context, predict_rows
 from tasks.prepare import Dataset, load_dataset, read_folds, rows_hash
+from tasks.pseudo import pseudo_path, pseudo_samples, read_pseudo
 from tasks.spec import Experiment, TrainSpec, stable_hash
 from tasks.tracking import Tracker, epoch_metrics, final_metrics, job_tracking
 from tasks.train_loop import EpochStats, Fitting, eval_loss, train_epoch
@@ -96,12 +97,13 @@ def _train(spec: Experiment, job: Job, ranks: Ranks, tracker: Tracker, on_epoch,
     train = spec.train_for(model_spec)
     seed = job_seed(spec, job)
     fit_rows, val_rows = split_fold(dataset, spec, job.fold, train)
+    samples = fit_samples(spec, job, dataset, fit_rows, log)
     torch.manual_seed(seed)
     model = build_model(model_spec, train)
     dev = select_device(train)
     dev.place(model)
     ctx = model_context(model, dev, train, ranks)
-    make_fit = lambda e: _fit_loader(dataset, fit_rows, train, seed * 1000 + e, ranks)  # noqa: E731
+    make_fit = lambda e: _fit_loader(samples, train, seed * 1000 + e, ranks)  # noqa: E731
     fit, state = _start_fitting(ctx, job, fit_rows, len(make_fit(0)), log)
     board = EpochBoard(job.out_dir, state.epoch) if ranks.leader else None
     for epoch in range(state.epoch, train.epochs):
@@ -133,7 +135,7 @@ def _train(spec: Experiment, job: Job, ranks: Ranks, tracker: Tracker, on_epoch,
             on_epoch(report)
     if board is not None:
         board.close()
-    return _finish(spec, job, dataset, ctx, val_rows, state, started)
+    return _finish(spec, job, dataset, ctx, val_rows, state, started, len(samples.rows) - len(fit_rows))
 
 
 def _start_fitting(ctx: ModelContext, job: Job, fit_rows, updates: int, log) -> tuple[Fitting, TrainState]:
@@ -154,7 +156,7 @@ def _start_fitting(ctx: ModelContext, job: Job, fit_rows, updates: int, log) -> 
 
 
 def _finish(spec: Experiment, job: Job, dataset: Dataset, ctx: ModelContext, val_rows, state: TrainState,
-            started: float) -> JobResult:
+            started: float, pseudo_images: int) -> JobResult:
     """The best epoch's weights: OOF and test logits, best.pt, then result.json last."""
     model, train, ranks = ctx.model, ctx.train, ctx.ranks
     model.load_state_dict(state.best_weights)
@@ -170,7 +172,8 @@ def _finish(spec: Experiment, job: Job, dataset: Dataset, ctx: ModelContext, val
         stopped_early=state.epoch < train.epochs, val=val.as_dict(), val_loss=eval_loss(oof, val_rows["label"].to_numpy()),
         train_images=int(state.history[-1]["train_images"]) if state.history else 0,
         val_images=len(val_rows), test_images=len(dataset.eval), device=str(ctx.device.device),
-        seconds=time.monotonic() - started, workers=ranks.world, **job_paths(job.out_dir))
+        seconds=time.monotonic() - started, workers=ranks.world, pseudo_images=pseudo_images,
+        **job_paths(job.out_dir))
     if ranks.leader:
         write_result(job.out_dir, result)
     return result
@@ -183,12 +186,25 @@ def _over_ranks(stats: EpochStats, ranks: Ranks) -> EpochStats:
     return EpochStats(loss / max(images, 1), correct / max(images, 1), int(images), seconds / ranks.world)
 
 
-def _fit_loader(dataset: Dataset, rows, train: TrainSpec, seed: int, ranks: Ranks):
-    bands = age_band(rows["age"].to_numpy(), train.age_borders)
-    data = CachedImages(dataset.train_cache, dataset.train_cache.rows(rows["image_key"]),
-                        rows["train_label"].to_numpy(), rows["age"].to_numpy(), train.augment.train,
-                        train.input_size)
-    weights = sample_weights(rows["train_label"].to_numpy(), bands, train.sampler)
+def fit_samples(spec: Experiment, job: Job, dataset: Dataset, fit_rows, log=print) -> Samples:
+    """The fold's training photos, plus its pseudo-labelled eval photos when the spec has `pseudo:`.
+    Pseudo rows only ever train: validation and OOF rows are training people's photos."""
+    labelled = Samples.of(dataset.train_cache, fit_rows["image_key"], fit_rows["train_label"].to_numpy(),
+                          fit_rows["age"].to_numpy())
+    if spec.pseudo is None:
+        return labelled
+    rows = job.pseudo if job.pseudo is not None else read_pseudo(pseudo_path(spec.out_dir, job.fold))
+    extra = pseudo_samples(rows, spec.pseudo, dataset.eval_cache)
+    log(f"[{job.key}] training on {len(fit_rows)} labelled photos + {len(extra.rows)} pseudo-labelled eval photos "
+        f"({'soft' if spec.pseudo.soft else 'hard'} labels, weight {spec.pseudo.weight:g})")
+    return labelled.plus(extra)
+
+
+def _fit_loader(samples: Samples, train: TrainSpec, seed: int, ranks: Ranks):
+    data = CachedImages(samples, train.augment.train, train.input_size)
+    labels = samples.labels
+    # class = mask*6 + gender*3 + band: the band of any row, pseudo ones included, is label % 3
+    weights = sample_weights(labels, labels % 3, train.sampler)
     return make_loader(data, train.batch_size, train.loader_workers, shuffle=True, sample_weights=weights,
                        seed=seed, ranks=ranks)
 

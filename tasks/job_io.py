@@ -12,6 +12,7 @@ import copy
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -19,6 +20,9 @@ import torch
 from tasks.atomic import atomic_path, write_text
 from tasks.logits import LogitsMeta, logits_table, write_logits
 from tasks.metrics import Scores
+
+if TYPE_CHECKING:
+    from tasks.pseudo import PseudoSet
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,9 @@ class Job:
     out_dir: Path
     seed: int | None = None  # None: the spec's seed
     job_id: str | None = None  # <model>-fold<k>-<hash>; None: the folder's name
+    # The fold's pseudo-labelled eval photos when the spec has `pseudo:` (a remote worker gets
+    # them from the driver); None: read results/<name>/pseudo/fold<k>.parquet.
+    pseudo: "PseudoSet | None" = field(default=None, repr=False)
 
     @property
     def key(self) -> str:
@@ -85,6 +92,7 @@ class JobResult:
     weights_path: str
     metrics_path: str
     workers: int = 1  # data-parallel ranks that trained the job
+    pseudo_images: int = 0  # pseudo-labelled eval photos among train_images' draws
 
     @classmethod
     def read(cls, out_dir: Path) -> "JobResult":

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from tasks.batches import CachedImages, make_loader, to_device
+from tasks.batches import CachedImages, Samples, make_loader, to_device
 from tasks.device import Device
 from tasks.distributed import Ranks, gather_rows
 from tasks.labels import NUM_CLASSES
@@ -47,7 +47,7 @@ def eval_loader(cache, rows, train: TrainSpec) -> DataLoader:
     """Unshuffled, un-augmented batches (the spec's eval pipeline) in `rows` order."""
     labels = rows["label"].to_numpy() if "label" in rows else np.zeros(len(rows), np.int64)
     ages = rows["age"].to_numpy() if "age" in rows else np.zeros(len(rows))
-    data = CachedImages(cache, cache.rows(rows["image_key"]), labels, ages, train.augment.eval, train.input_size)
+    data = CachedImages(Samples.of(cache, rows["image_key"], labels, ages), train.augment.eval, train.input_size)
     return make_loader(data, train.batch_size * 2, train.loader_workers, shuffle=False)
 
 
@@ -56,7 +56,7 @@ def predict(model, loader: DataLoader, dev: Device, norm, flip_tta: bool) -> np.
     """(N, 18) float32 logits in loader order; TTA averages with the mirrored image."""
     model.eval()
     out = []
-    for images, _, _ in loader:
+    for images, *_ in loader:
         x = to_device(images, *norm, dev.device, dev.channels_last)
         with dev.autocast():
             logits = logits18(model(x)).float()

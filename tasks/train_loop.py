@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tasks.batches import mix_batch, to_device
-from tasks.losses import total_loss
+from tasks.losses import Targets, total_loss
 from tasks.model import logits18
 from tasks.predict import ModelContext
 
@@ -17,7 +17,7 @@ from tasks.predict import ModelContext
 @dataclass(frozen=True)
 class EpochStats:
     loss: float
-    accuracy: float  # against the (unmixed) training label
+    accuracy: float  # against the (unmixed) training label, or a pseudo target's most likely class
     images: int
     seconds: float
 
@@ -40,10 +40,11 @@ def train_epoch(fit: Fitting, loader: DataLoader, epoch: int, generator: torch.G
     fit.net.train()
     started, total, correct, seen = time.monotonic(), 0.0, 0, 0
     updates = len(loader)
-    for step, (images, labels, ages) in enumerate(loader):
+    for step, (images, soft, ages, weights) in enumerate(loader):
         x = to_device(images, *fit.ctx.norm, dev.device, dev.channels_last)
-        labels, ages = labels.to(dev.device), ages.to(dev.device)
-        x, targets = mix_batch(x, labels, ages, train.mix, generator)
+        given = Targets(soft.to(dev.device), ages.to(dev.device).float(), weights.to(dev.device).float())
+        labels = given.soft.argmax(1)
+        x, targets = mix_batch(x, given, train.mix, generator)
         with dev.autocast():
             outputs = fit.net(x)
         loss = total_loss(train, outputs, targets, fit.class_weights)

@@ -51,7 +51,8 @@ def test_every_loss_trains_every_head(name, head):
 
 @pytest.mark.parametrize("name", ["ce", "weighted_ce", "label_smoothing"])
 def test_cross_entropy_terms_equal_their_definitions_on_mixed_targets(name):
-    """The torch cross-entropy these terms use equals the textbook soft-target formula."""
+    """The torch cross-entropy these terms use equals the textbook soft-target formula, each row
+    counted by its loss weight (pseudo rows weigh `pseudo.weight`)."""
     from tasks.losses import term_loss
 
     torch.manual_seed(0)
@@ -63,16 +64,25 @@ def test_cross_entropy_terms_equal_their_definitions_on_mixed_targets(name):
     term = LossTerm(name=name, smoothing=0.1)
     smoothed = target * 0.9 + 0.1 / 18 if name == "label_smoothing" else target
     per_class = -smoothed * torch.log_softmax(logits, dim=1) * (weight if name == "weighted_ce" else 1)
-    expected = per_class.sum(1).mean()
-    assert abs(term_loss(term, logits, target, weight).item() - expected.item()) < 1e-6
+    rows = torch.rand(16) + 0.1
+    expected = (per_class.sum(1) * rows).sum() / rows.sum()
+    assert abs(term_loss(term, logits, target, weight, rows).item() - expected.item()) < 1e-5
+    plain = per_class.sum(1).mean()
+    assert abs(term_loss(term, logits, target, weight, torch.ones(16)).item() - plain.item()) < 1e-5
 
 
 def test_perfect_predictions_score_zero_soft_f1():
     from tasks.losses import soft_f1
 
-    target = torch.eye(18)
-    assert soft_f1(target * 50, target) < 1e-3
-    assert soft_f1(torch.zeros(18, 18), target) > 0.9
+    target, ones = torch.eye(18), torch.ones(18)
+    assert soft_f1(target * 50, target, ones) < 1e-3
+    assert soft_f1(torch.zeros(18, 18), target, ones) > 0.9
+    # a row of weight w counts as w copies of it
+    logits = torch.randn(18, 18)
+    twice = torch.cat([logits, logits[:1]]), torch.cat([target, target[:1]])
+    weighted = ones.clone()
+    weighted[0] = 2
+    assert abs(soft_f1(logits, target, weighted) - soft_f1(*twice, torch.ones(19))) < 1e-6
 
 
 def test_head_targets_marginalise_and_weights_favour_rare():
@@ -90,7 +100,7 @@ def test_head_targets_marginalise_and_weights_favour_rare():
 def test_vertical_strip_mix():
     x = torch.stack([torch.full((3, 8, 10), float(i)) for i in range(4)])
     labels, ages = torch.tensor([0, 5, 9, 17]), torch.tensor([20.0, 30, 40, 60])
-    mixed, targets = mix_batch(x.clone(), labels, ages, MixSpec(name="vstrip", prob=1.0, strip_ratio=(0.5, 0.5)),
+    mixed, targets = mix_batch(x.clone(), Targets.of_labels(labels, ages), MixSpec(name="vstrip", prob=1.0, strip_ratio=(0.5, 0.5)),
                                torch.Generator().manual_seed(0))
     assert (mixed[0, :, :, :5] == 0).all() and (mixed[0, :, :, 5:] == 3).all()
     assert torch.allclose(targets.soft.sum(1), torch.ones(4))
@@ -105,7 +115,7 @@ def test_mixing_follows_only_its_generator(name):
     def mixed(seed: int, global_seed: int) -> torch.Tensor:
         torch.manual_seed(global_seed)
         np.random.seed(global_seed)
-        out, _ = mix_batch(x.clone(), torch.arange(6), torch.arange(6.0), MixSpec(name=name, prob=1.0),
+        out, _ = mix_batch(x.clone(), Targets.of_labels(torch.arange(6), torch.arange(6.0)), MixSpec(name=name, prob=1.0),
                            torch.Generator().manual_seed(seed))
         return out
 
@@ -116,7 +126,7 @@ def test_mixing_follows_only_its_generator(name):
 @pytest.mark.parametrize("name", ["cutmix", "mixup"])
 def test_cutmix_and_mixup_keep_targets_consistent(name):
     x = torch.rand(6, 3, 16, 12)
-    mixed, targets = mix_batch(x.clone(), torch.arange(6), torch.arange(6.0), MixSpec(name=name, prob=1.0),
+    mixed, targets = mix_batch(x.clone(), Targets.of_labels(torch.arange(6), torch.arange(6.0)), MixSpec(name=name, prob=1.0),
                                torch.Generator().manual_seed(1))
     lam = targets.soft[0, 0].item()
     assert torch.allclose(targets.soft.sum(1), torch.ones(6)) and 0 <= lam <= 1

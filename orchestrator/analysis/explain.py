@@ -118,14 +118,14 @@ def explain_job(spec: Experiment, job: FoldJob, picks: pd.DataFrame, dataset, we
     target layer; InferError if the weights do not load."""
     import torch
 
-    from tasks.batches import CachedImages, to_device
+    from tasks.batches import CachedImages, Samples, to_device
     from tasks.infer import load_fold_model
 
     fm = load_fold_model(spec, job.model, job.fold, weights or job.out_dir / "best.pt")
     layer = find_cam_layer(fm.net.body, fm.train.input_size, spec.model(job.model).backbone)
     n = len(picks)
-    data = CachedImages(dataset.train_cache, dataset.train_cache.rows(picks["image_key"]), np.zeros(n, np.int64),
-                        np.zeros(n), fm.train.augment.eval, fm.train.input_size)
+    data = CachedImages(Samples.of(dataset.train_cache, picks["image_key"], np.zeros(n, np.int64), np.zeros(n)),
+                        fm.train.augment.eval, fm.train.input_size)
     images = torch.stack([data[i][0] for i in range(n)]) if n else torch.zeros(0, *fm.train.input_size, 3,
                                                                                  dtype=torch.uint8)
     x = to_device(images, *fm.norm, fm.device.device, channels_last=False)
