@@ -18,7 +18,8 @@ from orchestrator.cluster.plan import JobPlan, Launched, format_plan, plan_jobs
 from orchestrator.cluster.worker import worker_resources
 from tasks.job_io import JobResult, unfinished_reason
 from tasks.lock import experiment_lock
-from tasks.prepare import load_dataset, prepare, rows_hash
+from tasks.folds import make_folds
+from tasks.prepare import Dataset, load_dataset, prepare, read_folds, rows_hash
 from tasks.spec import Experiment
 
 
@@ -45,7 +46,8 @@ def run_experiment(spec: Experiment, address: str | None = None, storage: str | 
     stream = stream or sys.stderr
     spec = spec.resolved()
     if dry_run:
-        plans = plan_jobs(spec, rows_hash(spec, load_dataset(spec)))
+        dataset = load_dataset(spec)
+        plans = plan_jobs(spec, rows_hash(spec, dataset), pseudo_sets(spec, dataset, stream, write=False))
         print(format_plan(plans, per_job_resources(spec)), file=stream)
         return RunSummary((), tuple(p.job_id for p in plans if p.cached), (), (), (), Gathered(0, 0, (), ()), 0.0)
     with experiment_lock(spec.out_dir):
@@ -55,7 +57,7 @@ def run_experiment(spec: Experiment, address: str | None = None, storage: str | 
 def _run_locked(spec: Experiment, address: str | None, storage: str | None, stream, force: bool) -> RunSummary:
     started = time.monotonic()
     dataset = prepare(spec, force=force)
-    plans = plan_jobs(spec, rows_hash(spec, dataset))
+    plans = plan_jobs(spec, rows_hash(spec, dataset), pseudo_sets(spec, dataset, stream))
     print(format_plan(plans, per_job_resources(spec)), file=stream)
     todo = [p for p in plans if not p.cached]
     launched = Launched({}, False)
@@ -73,6 +75,22 @@ def _run_locked(spec: Experiment, address: str | None, storage: str | None, stre
                          time.monotonic() - started)
     print(format_summary(spec, plans, summary), file=stream)
     return summary
+
+
+def pseudo_sets(spec: Experiment, dataset: Dataset, stream, write: bool = True) -> dict[int, str] | None:
+    """Build each fold's pseudo labels (spec.pseudo) and return their hashes; None without.
+    Without `write` (a dry run) nothing is written and the folds are computed, not read."""
+    if spec.pseudo is None:
+        return None
+    from orchestrator.analysis.pseudo_labels import build_pseudo
+
+    if write:
+        folds = read_folds(spec, dataset)
+    else:
+        folds = make_folds(dataset.train, spec.folds.n_splits, spec.folds.seed, dataset.linked)
+    build = build_pseudo(spec, folds, dataset.eval["image_key"].to_numpy(), write,
+                         log=lambda line: print(line, file=stream, flush=True))
+    return build.hashes
 
 
 def per_job_resources(spec: Experiment) -> str:

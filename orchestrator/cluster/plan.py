@@ -46,14 +46,18 @@ class Launched:
         return tuple(job_id for job_id, s in self.states.items() if s == state)
 
 
-def job_hash(spec: Experiment, model: ModelSpec, train: TrainSpec, fold: int, rows_hash: str) -> str:
-    """What determines the job's result. The loader's worker count does not."""
+def job_hash(spec: Experiment, model: ModelSpec, train: TrainSpec, fold: int, rows_hash: str,
+             pseudo: str | None = None) -> str:
+    """What determines the job's result. The loader's worker count does not; the fold's pseudo
+    set (its hash, when the spec has `pseudo:`) does."""
     weights = {"backbone": model.backbone, "pretrained": model.pretrained,
                "pretrained_path": str(model.pretrained_path) if model.pretrained_path else None}
     identity = {"rows": rows_hash, "model": weights, "train": train.model_dump(mode="json", exclude={"loader_workers"}),
                 "fold": fold, "seed": spec.seed}
     if spec.resources.workers_per_job > 1:  # per-worker batches: the world size changes the result
         identity["workers"] = spec.resources.workers_per_job
+    if pseudo is not None:  # only then: experiments without pseudo labels keep their job ids
+        identity["pseudo"] = pseudo
     return stable_hash(identity)
 
 
@@ -68,15 +72,18 @@ def relative_cost(model: ModelSpec, train: TrainSpec) -> float:
     return float(params) * train.input_size[0] * train.input_size[1] * train.epochs
 
 
-def plan_jobs(spec: Experiment, rows_hash: str) -> list[JobPlan]:
-    """All jobs, longest first (big backbones before small ones shortens the makespan)."""
+def plan_jobs(spec: Experiment, rows_hash: str, pseudo: dict[int, str] | None = None) -> list[JobPlan]:
+    """All jobs, longest first (big backbones before small ones shortens the makespan).
+    `pseudo`: each fold's pseudo-set hash (orchestrator.analysis.pseudo_labels) when the spec has one."""
+    if (spec.pseudo is None) != (pseudo is None):
+        raise ValueError("plan_jobs: pseudo hashes are needed exactly when the spec has `pseudo:`")
     history = seconds_by_backbone(spec.out_dir / "jobs")
     plans = []
     for model in spec.models:
         train = spec.train_for(model)
         cost = relative_cost(model, train)
         for fold in range(spec.folds.n_splits):
-            digest = job_hash(spec, model, train, fold, rows_hash)
+            digest = job_hash(spec, model, train, fold, rows_hash, pseudo[fold] if pseudo else None)
             job_id = f"{model.name}-fold{fold}-{digest[:8]}"
             out_dir = spec.out_dir / "jobs" / job_id
             damaged = unfinished_reason(out_dir) if out_dir.exists() else "not run"

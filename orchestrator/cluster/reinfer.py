@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.cluster.gather import Gathered, gather
+from orchestrator.analysis.pseudo_labels import saved_hashes
 from orchestrator.cluster.plan import JobPlan, plan_jobs
 from orchestrator.cluster.worker import worker_resources
 from tasks.errors import UserError
@@ -143,7 +144,7 @@ def reinfer(spec: Experiment, exp_dir: Path, tta: bool | None = None, address: s
 def _reinfer_locked(spec: Experiment, exp_dir: Path, tta: bool | None, address: str | None, stream,
                     started: float) -> ReinferSummary:
     dataset = load_dataset(spec, verbose=False)
-    plans = plan_jobs(spec, rows_hash(spec, dataset))
+    plans = plan_jobs(spec, rows_hash(spec, dataset), saved_hashes(spec))
     done = finished_jobs(plans, exp_dir)
     tta_of = {p.job_id: p.train.tta_flip if tta is None else tta for p in done}
     print(f"re-inferring {len(done)} fold models over {len(dataset.eval)} eval images "

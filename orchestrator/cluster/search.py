@@ -18,6 +18,7 @@ import pandas as pd
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from orchestrator.cluster.experiment import pseudo_sets
 from orchestrator.cluster.launch import quiet_tune
 from orchestrator.cluster.placement import PlacementSweeper, release_orphaned_groups
 from orchestrator.cluster.plan import JobPlan
@@ -82,7 +83,8 @@ def run_search(spec: Experiment, address: str | None = None, storage: str | None
     if dry_run:
         return None
     with experiment_lock(spec.out_dir):
-        prepare(spec)
+        # the trials' jobs read the pseudo sets from results/<name>/pseudo/ (trial_jobs)
+        pseudo_sets(spec, prepare(spec), stream)
         from orchestrator.cluster.storage import check_storage
 
         storage = storage or os.environ.get("MASKFOLD_STORAGE") or str(search_dir(spec) / "ray")

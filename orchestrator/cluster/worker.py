@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 
 from tasks.job_io import EpochReport, Job
+from tasks.pseudo import file_bytes, read_pseudo
 from tasks.spec import Experiment, ResourcesSpec, stable_hash
 
 # Attempts to start a job's worker group. Each waits up to RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S
@@ -72,7 +73,8 @@ def train_worker(config: dict) -> None:
             copy_entries(work, Path(tmp), EPOCH_FILES)
             ray.train.report(_epoch_metrics(report, node), checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-    job = Job(config["model"], config["fold"], work, job_id=config["job_id"])  # work is a scratch name
+    pseudo = read_pseudo(config["pseudo"]) if config.get("pseudo") else None  # the driver's file, as bytes
+    job = Job(config["model"], config["fold"], work, job_id=config["job_id"], pseudo=pseudo)  # work: scratch
     log(f"start on {node}" + (f" as rank {rank}" if rank else "") + (" (resumed from a checkpoint)" if checkpoint else ""))
     try:
         result = train_job(spec, job, on_epoch=on_epoch, log=log)
@@ -173,5 +175,9 @@ def run_trial(config: dict) -> None:
 
 
 def job_config(spec: Experiment, job_id: str, model: str, fold: int, storage: str) -> dict:
-    """What a job's Train worker is given (train_worker's config): the small spec, never data."""
-    return {"spec": spec.model_dump(mode="json"), "job_id": job_id, "model": model, "fold": fold, "storage": storage}
+    """What a job's Train worker is given (train_worker's config): the small spec, never data; the
+    fold's pseudo labels (a few hundred KB) travel with it, since results/ is on the driver."""
+    config = {"spec": spec.model_dump(mode="json"), "job_id": job_id, "model": model, "fold": fold, "storage": storage}
+    if spec.pseudo is not None:
+        config["pseudo"] = file_bytes(spec.out_dir, fold)
+    return config

@@ -1,0 +1,227 @@
+"""Pseudo labels for a second round: per fold they come only from models that never saw the
+fold; thresholds, caps, soft labels and identity; bad sources are clear errors.
+
+Round 1 here is a fake results folder (tests/fake_logits.py): known logits, no training.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from orchestrator.analysis.pseudo_labels import build_pseudo, load_round1
+from orchestrator.cluster.plan import plan_jobs
+from tasks.labels import NUM_CLASSES
+from tasks.logits import read_logits, write_logits, logits_table
+from tasks.pseudo import PseudoError, pseudo_path, read_pseudo
+from tasks.spec import Experiment
+from tests.fake_logits import eval_ids, fake_models, make_people, make_targets, spec_dict, write_experiment, write_folds
+
+K = 3
+MODELS = {"good": {}, "age_eye": {"strength": (2.0, 1.5, 2.0)}, "weak": {"strength": (1.0, 1.0, 0.5)}}
+
+
+@pytest.fixture
+def round1(tmp_path):
+    people = make_people(60, K, seed=1)
+    answers = make_targets(200, seed=2)
+    exp = write_experiment(tmp_path, people, fake_models(people, answers, K, MODELS), answers, K, name="r1")
+    write_folds(exp, people)
+    return tmp_path, exp, people, answers
+
+
+def round2(tmp_path, source, **pseudo) -> Experiment:
+    raw = spec_dict(tmp_path, ["m"], K, name="r2")
+    return Experiment.model_validate({**raw, "pseudo": {"source": str(source), **pseudo}})
+
+
+def build(spec: Experiment, people: pd.DataFrame, n_eval: int, write: bool = False):
+    lines: list[str] = []
+    out = build_pseudo(spec, people[["image_key", "person", "fold"]], eval_ids(n_eval), write, log=lines.append)
+    return out, "\n".join(lines)
+
+
+def rewrite_test_logits(exp, fold: int, change) -> None:
+    """Replace round 1's fold-`fold` model logits on the eval photos by change(logits)."""
+    frame, logits, meta = read_logits(exp / "test.parquet")
+    logits = logits.copy()
+    at = frame.fold.to_numpy() == fold
+    logits[at] = change(logits[at])
+    write_logits(exp / "test.parquet", logits_table(frame, logits, meta))
+
+
+def rewrite_oof(exp, fold: int, change) -> None:
+    frame, logits, meta = read_logits(exp / "oof.parquet")
+    logits = logits.copy()
+    at = frame.fold.to_numpy() == fold
+    logits[at] = change(logits[at])
+    write_logits(exp / "oof.parquet", logits_table(frame, logits, meta))
+
+
+def write_blend_choice(exp, method: str) -> None:
+    """A round-1 blend/weights.json as orchestrator.blend writes it (what pseudo labelling reads)."""
+    _, _, meta = read_logits(exp / "oof.parquet")
+    (exp / "blend").mkdir(exist_ok=True)
+    record = {"weights": {m: 1 / len(MODELS) for m in MODELS}, "rows_hash": meta.rows_hash, "metric": "macro_f1",
+              "method": method}
+    (exp / "blend" / "weights.json").write_text(json.dumps(record))
+
+
+def shuffled(logits: np.ndarray) -> np.ndarray:
+    """Logits of a different model: the same rows' logits, classes permuted."""
+    return np.ascontiguousarray(logits[:, np.random.default_rng(0).permutation(NUM_CLASSES)])
+
+
+def test_per_fold_labels_come_only_from_models_that_never_saw_the_fold(round1):
+    tmp, exp, people, answers = round1
+    write_blend_choice(exp, "soft_greedy_refined_temp+offsets")  # refitted per fold: weights and temperatures
+    spec = round2(tmp, exp, threshold=0.3)
+    before, text = build(spec, people, len(answers))
+    assert "fold k's labels come only from round 1's fold-k models" in text and "soft_greedy_refined_temp+offsets" in text
+    # Round 1's fold-1 models replaced by others (say, ones that saw fold 0's people): fold 0's
+    # labels must not move, fold 1's must.
+    rewrite_test_logits(exp, 1, shuffled)
+    after, _ = build(spec, people, len(answers))
+    assert after.hashes[0] == before.hashes[0] and after.hashes[2] == before.hashes[2]
+    assert after.hashes[1] != before.hashes[1]
+    # Fold 0's OOF rows (its people's labels, through the weights) must not reach fold 0's labels.
+    rewrite_oof(exp, 0, shuffled)
+    again, _ = build(spec, people, len(answers))
+    assert again.hashes[0] == after.hashes[0]
+    assert again.hashes[1] != after.hashes[1] or again.hashes[2] != after.hashes[2]  # the others refit on it
+
+
+def test_full_blend_labels_are_one_set_that_every_fold_model_shapes(round1):
+    tmp, exp, people, answers = round1
+    spec = round2(tmp, exp, threshold=0.3, per_fold=False)
+    before, text = build(spec, people, len(answers))
+    assert "OOF scores will be optimistic" in text and before.summary["oof_optimistic"]
+    assert len(set(before.hashes.values())) == 1
+    rewrite_test_logits(exp, 1, shuffled)
+    after, _ = build(spec, people, len(answers))
+    assert after.hashes[0] != before.hashes[0]  # the leak: a model that saw fold 0 labels fold 0's photos
+
+
+def test_threshold_and_cap_select_the_most_confident(round1):
+    tmp, exp, people, answers = round1
+    loose, _ = build(round2(tmp, exp, threshold=0.0, max_share=0.9), people, len(answers))
+    assert all(len(s) == len(answers) for s in loose.sets.values())  # nothing is below 0
+    strict, _ = build(round2(tmp, exp, threshold=0.35, max_share=0.9), people, len(answers))
+    for k, rows in strict.sets.items():
+        full = loose.sets[k]
+        assert (rows.confidence >= 0.35).all()
+        assert 0 < len(rows) == (full.confidence >= 0.35).sum() < len(answers)
+        assert np.allclose(rows.prob.sum(1), 1, atol=1e-4) and (rows.prob.argmax(1) == rows.label).all()
+    training = (people.fold != 0).sum()
+    capped, text = build(round2(tmp, exp, threshold=0.0, max_share=0.2), people, len(answers))
+    cap = int(0.2 / 0.8 * training)
+    rows = capped.sets[0]
+    assert len(rows) == cap < len(answers) and "capped at" in text
+    # the kept rows are the most confident of the eligible ones
+    assert rows.confidence.min() >= np.sort(loose.sets[0].confidence)[-cap]
+
+
+def test_identity_follows_the_rows_a_fold_trains_on(round1, tmp_path):
+    """A changed threshold reruns only the folds whose rows it changes; soft and weight rerun all."""
+    tmp, exp, people, answers = round1
+    base, _ = build(round2(tmp, exp, threshold=0.0), people, len(answers))
+    # a threshold just above the least sure photo of one fold, below every other fold's least sure
+    lowest = {k: float(s.confidence.min()) for k, s in base.sets.items()}
+    fold = min(lowest, key=lowest.get)
+    others = [k for k in range(K) if k != fold]
+    assert lowest[fold] + 1e-6 < min(lowest[k] for k in others)
+    nudged, _ = build(round2(tmp, exp, threshold=lowest[fold] + 1e-6), people, len(answers))
+    assert nudged.hashes[fold] != base.hashes[fold] and all(nudged.hashes[k] == base.hashes[k] for k in others)
+    spec = round2(tmp, exp, threshold=0.0)
+    ids = {p.fold: p.job_id for p in plan_jobs(spec, "rows", base.hashes)}
+    moved = {p.fold: p.job_id for p in plan_jobs(spec, "rows", nudged.hashes)}
+    assert moved[fold] != ids[fold] and all(moved[k] == ids[k] for k in others)
+    soft, _ = build(round2(tmp, exp, threshold=0.0, soft=True), people, len(answers))
+    heavy, _ = build(round2(tmp, exp, threshold=0.0, weight=0.5), people, len(answers))
+    assert all(soft.hashes[k] != base.hashes[k] != heavy.hashes[k] for k in range(K))
+    # without pseudo labels, job ids are what they always were
+    plain = Experiment.model_validate(spec_dict(tmp, ["m"], K, name="r2"))
+    assert {p.job_id for p in plan_jobs(plain, "rows")}.isdisjoint(ids.values())
+
+
+def test_files_hold_what_each_fold_trains_on(round1):
+    tmp, exp, people, answers = round1
+    spec = round2(tmp, exp, threshold=0.4)
+    out, text = build(spec, people, len(answers), write=True)
+    for k in range(K):
+        path = pseudo_path(spec.out_dir, k)
+        assert str(path) in text
+        saved = read_pseudo(path)
+        assert list(saved.image_id) == list(out.sets[k].image_id) and (saved.label == out.sets[k].label).all()
+        assert read_pseudo(path.read_bytes()).prob.shape == (len(saved), NUM_CLASSES)
+    summary = json.loads((spec.out_dir / "pseudo" / "summary.json").read_text())
+    assert summary["method"] == "soft_equal" and not summary["from_blend"]
+    assert [summary["folds"][str(k)]["rows"] for k in range(K)] == [len(out.sets[k]) for k in range(K)]
+
+
+def test_bad_sources_are_clear_errors(round1):
+    tmp, exp, people, answers = round1
+    with pytest.raises(PseudoError, match="no spec.yaml"):
+        build(round2(tmp, tmp / "results" / "nope"), people, len(answers))
+    with pytest.raises(PseudoError, match="own results folder"):
+        build(round2(tmp, tmp / "results" / "r2"), people, len(answers))
+    moved = people.assign(fold=(people.fold + 1) % K)
+    with pytest.raises(PseudoError, match="folds differ"):
+        build(round2(tmp, exp), moved, len(answers))
+    with pytest.raises(PseudoError, match="eval set"):
+        build(round2(tmp, exp), people, len(answers) - 5)
+    write_blend_choice(exp, "soft_greedy")
+    record = json.loads((exp / "blend" / "weights.json").read_text())
+    record["weights"] = {"good": 1.0}
+    (exp / "blend" / "weights.json").write_text(json.dumps(record))
+    with pytest.raises(PseudoError, match="blend round 1 again"):
+        build(round2(tmp, exp), people, len(answers))
+
+
+def test_round1_reads_each_fold_models_own_test_logits(round1):
+    tmp, exp, people, answers = round1
+    r1 = load_round1(round2(tmp, exp), people[["image_key", "person", "fold"]], eval_ids(len(answers)))
+    frame, logits, _ = read_logits(exp / "test.parquet")
+    row = frame[(frame.model == "age_eye") & (frame.fold == 2)].index[7]
+    m = r1.inputs.test.models.index("age_eye")
+    t = list(eval_ids(len(answers))).index(frame.image_key[row])
+    assert np.array_equal(r1.fold_test[m, 2, t], logits[row])
+    assert np.allclose(r1.fold_test[m].mean(0), r1.inputs.test.logits[m], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_job_learns_its_folds_pseudo_labels_and_never_validates_on_them(make_spec):
+    """A job given every eval photo labelled with one class (a drastic round 1) predicts that class
+    on most eval photos; its OOF rows stay the fold's training people, and its log and result
+    count the pseudo rows. (Class 10 is an incorrectly worn mask: 1 eval photo in 7 shows one,
+    so a job that did not learn the pseudo labels predicts it on far fewer than half.)"""
+    from tasks.job import fit_samples, split_fold, train_job
+    from tasks.job_io import Job
+    from tasks.prepare import prepare
+    from tasks.pseudo import PseudoSet
+
+    plain = make_spec("train.epochs=2", "train.mix.prob=0", name="plain")
+    dataset = prepare(plain, verbose=False)
+    ids = dataset.eval["image_key"].to_numpy(dtype=object)
+    target = 10
+    probs = np.full((len(ids), NUM_CLASSES), 0.1 / (NUM_CLASSES - 1), np.float32)
+    probs[:, target] = 0.9
+    rows = PseudoSet(ids, np.full(len(ids), target), probs[:, target].copy(), probs)
+    spec = make_spec("train.epochs=2", "train.mix.prob=0", f"pseudo={{source: {plain.out_dir}, weight: 2}}",
+                     name="plain")
+    fit, val = split_fold(dataset, spec, 0, spec.train_for(spec.models[0]))
+    samples = fit_samples(spec, Job("test_convnext", 0, spec.out_dir, pseudo=rows), dataset, fit, log=lambda s: None)
+    assert len(samples.rows) == len(fit) + len(ids) and len(samples.arrays) == 2
+    assert np.isnan(samples.ages[len(fit):]).all() and (samples.weights[len(fit):] == 2).all()
+    assert (samples.labels[len(fit):] == target).all() and not np.isnan(samples.ages[:len(fit)]).any()
+    lines: list[str] = []
+    with_pseudo = train_job(spec, Job("test_convnext", 0, spec.out_dir / "with", pseudo=rows), dataset=dataset,
+                            log=lines.append)
+    assert f"+ {len(ids)} pseudo-labelled eval photos (hard labels, weight 2)" in lines[0]
+    assert with_pseudo.pseudo_images == len(ids)
+    _, logits, _ = read_logits(with_pseudo.test_path)
+    assert (logits.argmax(1) == target).mean() > 0.5
+    oof, _, _ = read_logits(with_pseudo.oof_path)
+    assert set(oof.image_key) == set(val.image_key)  # validation: fold 0's people only
