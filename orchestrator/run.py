@@ -12,10 +12,12 @@ from orchestrator.cli import add_cluster_args, add_spec_args, make_parser, run_m
 
 EXAMPLES = ["python -m orchestrator.run experiments/demo.yaml --dry-run",
             "python -m orchestrator.run experiments/five_fold.yaml --address auto",
-            "python -m orchestrator.run experiments/five_fold.yaml --set train.epochs=5 --set name=short"]
+            "python -m orchestrator.run experiments/five_fold.yaml --set train.epochs=5 --set name=short",
+            "python -m orchestrator.run experiments/pseudo_demo.yaml   # a second round on results/demo's pseudo labels"]
 OUTPUTS = ["results/<name>/spec.yaml, manifest.json, folds.parquet (prepare)",
            "results/<name>/jobs/<model>-fold<k>-<hash>/ (weights, metrics.csv, tb/, OOF and test logits)",
-           "results/<name>/logs/<job>.log, oof.parquet, test.parquet, leaderboard.csv, leaderboard.png"]
+           "results/<name>/logs/<job>.log, oof.parquet, test.parquet, leaderboard.csv, leaderboard.png",
+           "with pseudo: results/<name>/pseudo/fold<k>.parquet (each fold's pseudo-labelled eval photos), summary.json"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -112,6 +112,10 @@ def format_summary(spec: Experiment, plans: list[JobPlan], summary: RunSummary) 
         unit = "GPU-hours" if spec.resources.slot == "GPU" else f"{spec.resources.slot}-hours"
         names = {"macro_f1": "val macro F1 (mean)", "sd_over_folds": "sd over folds", "slot_hours": unit}
         lines.append(per.rename(columns=names).to_string(float_format=lambda v: f"{v:.4f}"))
+        if spec.oof_optimistic:
+            lines.append("OOF optimistic: these models learned pseudo labels from the full round-1 blend "
+                         "(pseudo.per_fold: false), whose models saw every fold's people; their validation "
+                         "scores above, and any blend fitted on them, are flattered")
     g = summary.gathered
     if g.models:
         lines.append(f"gathered {g.oof_rows} OOF rows and {g.test_rows} test rows of {len(g.models)} models "
