@@ -18,11 +18,11 @@ import pandas as pd
 from orchestrator.analysis import ensemble as ens
 from orchestrator.analysis.blending import FittedBlend, Recipe, fit_recipe, plan_recipes, predict
 from orchestrator.analysis.experiment import BlendError, load_experiment
+from orchestrator.analysis.pseudo_outputs import plot_pseudo, write_sets
 from orchestrator.analysis.results import BlendInputs, load_blend_inputs
-from tasks.atomic import write_text
 from tasks.labels import NUM_CLASSES
 from tasks.logits import read_logits
-from tasks.pseudo import PseudoError, PseudoSet, pseudo_hash, pseudo_path, write_pseudo
+from tasks.pseudo import PseudoError, PseudoSet, pseudo_hash, pseudo_path
 from tasks.spec import Experiment
 
 EQUAL = Recipe("soft_equal", "soft", "equal")
@@ -164,13 +164,14 @@ def build_pseudo(spec: Experiment, folds: pd.DataFrame, eval_ids: np.ndarray, wr
     p, n_splits = spec.pseudo, spec.folds.n_splits
     r1 = load_round1(spec, folds, eval_ids)
     log(describe_source(r1, p.per_fold))
-    sets, per_fold = {}, {}
+    sets, per_fold, confidence = {}, {}, {}
     shared = None if p.per_fold else fold_labels(r1, 0, False)
     for k in range(n_splits):
         labels, probs = shared or fold_labels(r1, k, True)
         cap = fold_cap(folds, k, p.max_share)
         sets[k] = select(labels, probs, eval_ids, p.threshold, cap)
-        eligible = int((probs[np.arange(len(labels)), labels] >= p.threshold).sum())
+        confidence[k] = probs[np.arange(len(labels)), labels]
+        eligible = int((confidence[k] >= p.threshold).sum())
         per_fold[k] = {"rows": len(sets[k]), "eligible": eligible, "cap": cap, "hash": pseudo_hash(sets[k], p),
                        "classes": np.bincount(sets[k].label, minlength=NUM_CLASSES).tolist()}
         log(f"  fold {k}: {len(sets[k])} of {len(eval_ids)} eval photos (probability >= {p.threshold:g}: {eligible}"
@@ -182,6 +183,8 @@ def build_pseudo(spec: Experiment, folds: pd.DataFrame, eval_ids: np.ndarray, wr
                "eval_images": int(len(eval_ids)), "folds": {str(k): v for k, v in per_fold.items()}}
     if write:
         write_sets(spec.out_dir, sets, summary)
+        plot_pseudo(spec.out_dir / "pseudo" / "pseudo.png", confidence, sets, summary)
+        log(f"  {spec.out_dir / 'pseudo' / 'summary.json'}, pseudo.png")
     return PseudoBuild(sets, {k: v["hash"] for k, v in per_fold.items()}, summary)
 
 
@@ -194,20 +197,3 @@ def describe_source(r1: Round1, per_fold: bool) -> str:
                 f"fold-k models, {how} refitted without fold k's OOF rows")
     return (f"pseudo labels from {r1.exp_dir} ({models}): one set from the full round-1 blend ({how}) for every fold; "
             "these models' OOF scores will be optimistic (per_fold: false)")
-
-
-def write_sets(out_dir: Path, sets: dict[int, PseudoSet], summary: dict) -> None:
-    for k, rows in sets.items():
-        write_pseudo(pseudo_path(out_dir, k), rows, {"fold": k, "hash": summary["folds"][str(k)]["hash"],
-                                                     "source": summary["source"], "method": summary["method"]})
-    write_text(out_dir / "pseudo" / "summary.json", json.dumps(summary, indent=2))
-
-
-def saved_hashes(spec: Experiment) -> dict[int, str] | None:
-    """The hashes of the pseudo sets a run built (for re-inference, which must not rebuild them)."""
-    if spec.pseudo is None:
-        return None
-    path = spec.out_dir / "pseudo" / "summary.json"
-    if not path.is_file():
-        raise PseudoError(f"{path}: no such file; run the experiment (python -m orchestrator.run) first")
-    return {int(k): v["hash"] for k, v in json.loads(path.read_text())["folds"].items()}

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.cluster.gather import Gathered, gather
-from orchestrator.analysis.pseudo_labels import saved_hashes
+from orchestrator.analysis.pseudo_outputs import saved_hashes
 from orchestrator.cluster.plan import JobPlan, plan_jobs
 from orchestrator.cluster.worker import worker_resources
 from tasks.errors import UserError
