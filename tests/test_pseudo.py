@@ -14,7 +14,7 @@ import pytest
 from orchestrator.analysis.pseudo_labels import build_pseudo, load_round1
 from orchestrator.cluster.plan import plan_jobs
 from tasks.labels import NUM_CLASSES
-from tasks.logits import read_logits, write_logits, logits_table
+from tasks.logits import LogitsMeta, logits_table, read_logits, write_logits
 from tasks.pseudo import PseudoError, pseudo_path, read_pseudo
 from tasks.spec import Experiment
 from tests.fake_logits import eval_ids, fake_models, make_people, make_targets, spec_dict, write_experiment, write_folds
@@ -225,3 +225,49 @@ def test_a_job_learns_its_folds_pseudo_labels_and_never_validates_on_them(make_s
     assert (logits.argmax(1) == target).mean() > 0.5
     oof, _, _ = read_logits(with_pseudo.oof_path)
     assert set(oof.image_key) == set(val.image_key)  # validation: fold 0's people only
+
+
+def fake_round1(synth_root, results, pseudo: str):
+    """Round 1 as a results folder for the real synthetic rows (its own prepare: the same folds),
+    with random logits, not training: fold 1's models are sure of every eval photo, fold 0's are
+    not. Returns round 2's spec, taking its pseudo labels from it with `pseudo` settings."""
+    from tasks.prepare import prepare, read_folds, rows_hash
+    from tests.fake_logits import eval_frame, oof_frame
+    from tests.specs import shrunk_spec
+
+    r1 = shrunk_spec(synth_root, results, name="r1").resolved()
+    dataset = prepare(r1, verbose=False)
+    people = dataset.train.merge(read_folds(r1, dataset)[["image_key", "fold"]], on="image_key")
+    people = people.rename(columns={"label": "target"})
+    rng = np.random.default_rng(0)
+    meta = LogitsMeta(rows_hash=rows_hash(r1, dataset))
+    oof = rng.standard_normal((len(people), NUM_CLASSES)).astype(np.float32)
+    write_logits(r1.out_dir / "oof.parquet", logits_table(oof_frame(people, "test_convnext", "r1"), oof, meta))
+    ids = dataset.eval["image_key"].to_numpy(dtype=object)
+    test = [rng.standard_normal((len(ids), NUM_CLASSES)).astype(np.float32) * scale for scale in (1, 30)]
+    frames = [eval_frame(ids, "test_convnext", k, "r1") for k in (0, 1)]
+    write_logits(r1.out_dir / "test.parquet", logits_table(pd.concat(frames, ignore_index=True),
+                                                           np.concatenate(test), meta))
+    return shrunk_spec(synth_root, results, f"pseudo={{source: {r1.out_dir}, {pseudo}}}", name="r2")
+
+
+@pytest.mark.slow
+def test_round_two_on_ray_trains_each_fold_on_its_own_set(synth_root, tmp_path):
+    from orchestrator.cluster.experiment import run_experiment
+    from tasks.job_io import JobResult
+
+    spec = fake_round1(synth_root, tmp_path / "results", "threshold: 0.2")
+    first = run_experiment(spec)
+    assert len(first.done) == 2 and not first.failed
+    kept = {k: read_pseudo(pseudo_path(spec.out_dir, k)) for k in (0, 1)}
+    assert 0 < len(kept[0]) < len(kept[1])  # fold 1's round-1 model was sure of more photos
+    for job_id in first.done:
+        result = JobResult.read(spec.out_dir / "jobs" / job_id)
+        assert result.pseudo_images == len(kept[result.fold])  # its own fold's set reached its worker
+        assert "pseudo-labelled eval photos" in (spec.out_dir / "jobs" / job_id / "job.log").read_text()
+    again = run_experiment(spec)
+    assert sorted(again.cached) == sorted(first.done) and not again.done  # rebuilt labels, same identity
+    # A higher threshold changes fold 0's rows only (fold 1's are all near-certain): only fold 0 reruns.
+    stricter = spec.model_copy(update={"pseudo": spec.pseudo.model_copy(update={"threshold": 0.3})})
+    plan = run_experiment(stricter, dry_run=True)
+    assert [j for j in first.done if "fold1" in j] == list(plan.cached)
