@@ -43,21 +43,14 @@ def build(spec: Experiment, people: pd.DataFrame, n_eval: int, write: bool = Fal
     return out, "\n".join(lines)
 
 
-def rewrite_test_logits(exp, fold: int, change) -> None:
-    """Replace round 1's fold-`fold` model logits on the eval photos by change(logits)."""
-    frame, logits, meta = read_logits(exp / "test.parquet")
+def rewrite_logits(exp, split: str, fold: int, change) -> None:
+    """Replace round 1's fold-`fold` logits in its oof or test file by change(logits)."""
+    path = exp / f"{split}.parquet"
+    frame, logits, meta = read_logits(path)
     logits = logits.copy()
     at = frame.fold.to_numpy() == fold
     logits[at] = change(logits[at])
-    write_logits(exp / "test.parquet", logits_table(frame, logits, meta))
-
-
-def rewrite_oof(exp, fold: int, change) -> None:
-    frame, logits, meta = read_logits(exp / "oof.parquet")
-    logits = logits.copy()
-    at = frame.fold.to_numpy() == fold
-    logits[at] = change(logits[at])
-    write_logits(exp / "oof.parquet", logits_table(frame, logits, meta))
+    write_logits(path, logits_table(frame, logits, meta))
 
 
 def write_blend_choice(exp, method: str) -> None:
@@ -82,12 +75,12 @@ def test_per_fold_labels_come_only_from_models_that_never_saw_the_fold(round1):
     assert "fold k's labels come only from round 1's fold-k models" in text and "soft_greedy_refined_temp+offsets" in text
     # Round 1's fold-1 models replaced by others (say, ones that saw fold 0's people): fold 0's
     # labels must not move, fold 1's must.
-    rewrite_test_logits(exp, 1, shuffled)
+    rewrite_logits(exp, "test", 1, shuffled)
     after, _ = build(spec, people, len(answers))
     assert after.hashes[0] == before.hashes[0] and after.hashes[2] == before.hashes[2]
     assert after.hashes[1] != before.hashes[1]
     # Fold 0's OOF rows (its people's labels, through the weights) must not reach fold 0's labels.
-    rewrite_oof(exp, 0, shuffled)
+    rewrite_logits(exp, "oof", 0, shuffled)
     again, _ = build(spec, people, len(answers))
     assert again.hashes[0] == after.hashes[0]
     assert again.hashes[1] != after.hashes[1] or again.hashes[2] != after.hashes[2]  # the others refit on it
@@ -99,7 +92,7 @@ def test_full_blend_labels_are_one_set_that_every_fold_model_shapes(round1):
     before, text = build(spec, people, len(answers))
     assert "OOF scores will be optimistic" in text and before.summary["oof_optimistic"]
     assert len(set(before.hashes.values())) == 1
-    rewrite_test_logits(exp, 1, shuffled)
+    rewrite_logits(exp, "test", 1, shuffled)
     after, _ = build(spec, people, len(answers))
     assert after.hashes[0] != before.hashes[0]  # the leak: a model that saw fold 0 labels fold 0's photos
 

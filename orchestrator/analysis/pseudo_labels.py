@@ -49,13 +49,7 @@ class PseudoBuild:
 
 def load_round1(spec: Experiment, folds: pd.DataFrame, eval_ids: np.ndarray) -> Round1:
     """The source's logits and blend method, checked against this experiment's folds and eval set."""
-    source = spec.pseudo.source
-    if source.resolve() == spec.out_dir.resolve():
-        raise PseudoError(f"pseudo.source: {source} is this experiment's own results folder; a second round needs "
-                          "its own name (--set name=...)")
-    if not (source / "spec.yaml").is_file():
-        raise PseudoError(f"pseudo.source: {source} is not an experiment's results folder (no spec.yaml); give "
-                          "the results/<name> folder of a finished round-1 run")
+    source = check_source(spec)
     try:
         src_spec = load_experiment(source)
         inputs = load_blend_inputs(source, src_spec)
@@ -65,6 +59,22 @@ def load_round1(spec: Experiment, folds: pd.DataFrame, eval_ids: np.ndarray) -> 
     recipe, from_blend = chosen_recipe(source, src_spec, inputs)
     fold_test = per_fold_test(source / "test.parquet", inputs.test.models, src_spec.folds.n_splits, eval_ids)
     return Round1(source, src_spec, inputs, fold_test, recipe, from_blend)
+
+
+def check_source(spec: Experiment) -> Path:
+    """The source folder, if it can be round 1 at all: checked before anything is prepared."""
+    source = spec.pseudo.source
+    if source.resolve() == spec.out_dir.resolve():
+        raise PseudoError(f"pseudo.source: {source} is this experiment's own results folder; a second round needs "
+                          "its own name (--set name=...)")
+    if not (source / "spec.yaml").is_file():
+        raise PseudoError(f"pseudo.source: {source} is not an experiment's results folder (no spec.yaml); give "
+                          "the results/<name> folder of a finished round-1 run")
+    missing = [name for name in ("oof.parquet", "test.parquet") if not (source / name).is_file()]
+    if missing:
+        raise PseudoError(f"pseudo.source: {source} has no {' or '.join(missing)}: round 1 has not finished; run it "
+                          f"(python -m orchestrator.run) first")
+    return source
 
 
 def check_same_rows(spec: Experiment, folds: pd.DataFrame, eval_ids: np.ndarray, src_spec: Experiment,

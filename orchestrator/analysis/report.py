@@ -20,6 +20,7 @@ from orchestrator.analysis import report_figures as figures
 from orchestrator.analysis.experiment import BlendError
 from orchestrator.analysis.report_explain import explain_section
 from orchestrator.analysis.report_faces import faces_section
+from orchestrator.analysis.report_pseudo import pseudo_section
 from orchestrator.analysis.report_html import (STYLE, esc, frame_table, glossary, methods_table, num, simple_head,
                                                table)
 from orchestrator.analysis.report_inputs import AuditView, read_audit, read_jobs, read_manifest
@@ -203,6 +204,7 @@ def build_report(exp_dir: Path, oof: OofLogits, blend: BlendOutputs, data_root: 
                 figures.correlation_figure(error_correlation(oof))),
         audit_section(read_audit(exp_dir, data_root)),
         faces_section(exp_dir, data_root),
+        pseudo_section(exp_dir),
         explain_section(exp_dir),
     ]
     title = f"{esc(exp_dir.name)}: blend report"
