@@ -264,3 +264,17 @@ def test_round_two_on_ray_trains_each_fold_on_its_own_set(synth_root, tmp_path):
     stricter = spec.model_copy(update={"pseudo": spec.pseudo.model_copy(update={"threshold": 0.3})})
     plan = run_experiment(stricter, dry_run=True)
     assert [j for j in first.done if "fold1" in j] == list(plan.cached)
+
+
+@pytest.mark.parametrize("per_fold", [True, False])
+def test_the_report_says_where_the_labels_came_from_and_whether_oof_is_honest(round1, per_fold):
+    from orchestrator.analysis.report_pseudo import pseudo_section
+
+    tmp, exp, people, answers = round1
+    spec = round2(tmp, exp, threshold=0.35, per_fold=per_fold)
+    assert pseudo_section(spec.out_dir) == ""  # nothing built yet: no section
+    out, _ = build(spec, people, len(answers), write=True)
+    page = pseudo_section(spec.out_dir)
+    assert ("OOF optimistic" in page) != per_fold and ("stay honest" in page) == per_fold
+    assert all(f"<td>{len(out.sets[k])}</td>" in page for k in range(K))
+    assert "data:image/png;base64," in page  # the plot, embedded
