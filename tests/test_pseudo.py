@@ -165,6 +165,15 @@ def test_bad_sources_are_clear_errors(round1):
         build(round2(tmp, exp), moved, len(answers))
     with pytest.raises(PseudoError, match="eval set"):
         build(round2(tmp, exp), people, len(answers) - 5)
+    optimistic = exp.parent / "r1_full"
+    optimistic.mkdir()
+    for name in ("oof.parquet", "test.parquet", "folds.parquet"):
+        (optimistic / name).write_bytes((exp / name).read_bytes())
+    raw = {**spec_dict(tmp, list(MODELS), K, name="r1_full"), "pseudo": {"source": str(exp), "per_fold": False}}
+    (optimistic / "spec.yaml").write_text(json.dumps(raw))  # YAML reads JSON
+    with pytest.raises(PseudoError, match="would not be honest"):
+        build(round2(tmp, optimistic), people, len(answers))
+    build(round2(tmp, optimistic, per_fold=False), people, len(answers))  # marked optimistic anyway: allowed
     write_blend_choice(exp, "soft_greedy")
     record = json.loads((exp / "blend" / "weights.json").read_text())
     record["weights"] = {"good": 1.0}

@@ -56,6 +56,10 @@ def load_round1(spec: Experiment, folds: pd.DataFrame, eval_ids: np.ndarray) -> 
     except BlendError as err:
         raise PseudoError(f"pseudo.source: {err}") from None
     check_same_rows(spec, folds, eval_ids, src_spec, inputs)
+    if spec.pseudo.per_fold and src_spec.oof_optimistic:
+        raise PseudoError(f"pseudo.source: {source} learned labels from a full blend (its pseudo.per_fold is false), "
+                          "so its fold-k models saw fold k's people through them: per-fold labels from it would not "
+                          "be honest. Use an honest round (per_fold: true) as the source, or set per_fold: false")
     recipe, from_blend = chosen_recipe(source, src_spec, inputs)
     fold_test = per_fold_test(source / "test.parquet", inputs.test.models, src_spec.folds.n_splits, eval_ids)
     return Round1(source, src_spec, inputs, fold_test, recipe, from_blend)
