@@ -218,6 +218,10 @@ def test_a_job_learns_its_folds_pseudo_labels_and_never_validates_on_them(make_s
     assert len(samples.rows) == len(fit) + len(ids) and len(samples.arrays) == 2
     assert np.isnan(samples.ages[len(fit):]).all() and (samples.weights[len(fit):] == 2).all()
     assert (samples.labels[len(fit):] == target).all() and not np.isnan(samples.ages[:len(fit)]).any()
+    assert (samples.targets[len(fit):].max(1) == 1).all()  # hard: one-hot
+    soft = spec.model_copy(update={"pseudo": spec.pseudo.model_copy(update={"soft": True})})
+    soft_samples = fit_samples(soft, Job("test_convnext", 0, spec.out_dir, pseudo=rows), dataset, fit, log=print)
+    assert np.array_equal(soft_samples.targets[len(fit):], probs)  # soft: round 1's probabilities
     lines: list[str] = []
     with_pseudo = train_job(spec, Job("test_convnext", 0, spec.out_dir / "with", pseudo=rows), dataset=dataset,
                             log=lines.append)
