@@ -15,11 +15,10 @@ from orchestrator.cli import add_results_args, make_parser, run_main
 def run(args: argparse.Namespace) -> None:
     from orchestrator.analysis.experiment import find_experiment
     from orchestrator.analysis.pooled import blended_oof, is_blend_folder
-    from orchestrator.analysis.report import read_blend_outputs, write_report
+    from orchestrator.analysis.report import write_report
 
     # A `blend --out` folder has no experiment of its own: its weights.json names the blended ones.
     exp_dir = args.results if is_blend_folder(args.results) else find_experiment(args.results)
-    read_blend_outputs(exp_dir)  # says "run blend first" before any logits are read
     oof, spec = blended_oof(exp_dir, args.overrides)
     print(f"wrote {write_report(exp_dir, oof, spec.data.root)}", flush=True)
 

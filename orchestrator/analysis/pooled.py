@@ -181,13 +181,15 @@ def recorded_dirs(out_dir: Path, weights: dict) -> list[Path]:
 
 def blended_oof(out_dir: Path, overrides: Sequence[str] = ()) -> tuple[OofLogits, Experiment]:
     """The OOF logits of the models out_dir/blend/ weighs, pooled as the blend pooled them, and
-    the first experiment's spec: what the report is drawn from."""
-    weights = json.loads((out_dir / "blend" / "weights.json").read_text())
+    the first experiment's spec: what the report is drawn from. Without a blend yet: out_dir's
+    own models (the spec and logits are checked first; the report then asks for the blend)."""
+    path = out_dir / "blend" / "weights.json"
+    weights = json.loads(path.read_text()) if path.is_file() else {}
     sources = load_sources(recorded_dirs(out_dir, weights), overrides)
     oofs = [load_oof(s.exp_dir / "oof.parquet", s.spec.folds.n_splits, [m.name for m in s.spec.models],
                      s.exp_dir / "folds.parquet") for s in sources]
     oof, _ = pool_oof(sources, oofs)
-    keep = [i for i, m in enumerate(oof.models) if m in weights["weights"]]  # the models the blend saw
+    keep = [i for i, m in enumerate(oof.models) if m in weights.get("weights", oof.models)]  # what the blend saw
     oof = OofLogits(tuple(oof.models[i] for i in keep), oof.logits[keep], oof.image_key, oof.person, oof.fold,
                     oof.target, oof.rows_hash, oof.excluded)
     return oof, sources[0].spec

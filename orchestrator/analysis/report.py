@@ -24,7 +24,7 @@ from orchestrator.analysis.report_faces import faces_section
 from orchestrator.analysis.report_html import (STYLE, esc, frame_table, glossary, methods_table, num, simple_head,
                                                table)
 from orchestrator.analysis.report_inputs import AuditView, read_audit, read_manifest
-from orchestrator.analysis.report_sources import (OPTIMISTIC, model_label, optimistic_models, pooled_jobs,
+from orchestrator.analysis.report_sources import (model_label, optimistic_models, optimistic_note, pooled_jobs,
                                                   report_sources, run_boards, source_rows)
 from orchestrator.analysis.report_summary import summary_section
 from orchestrator.analysis.results import OofLogits
@@ -141,10 +141,10 @@ def weights_section(w: dict, models: pd.DataFrame | None = None, optimistic: set
              else "this method decides by the blended probabilities as they are")
     offsets = (f"<p>Offsets added to the log-scores before deciding:</p><ul>{''.join(lines)}</ul>" if lines
                else f"<p>No offsets: {plain}.</p>")
-    note = f" <b>OOF optimistic</b>: {OPTIMISTIC}." if optimistic & set(names) else ""
     return section("weights", "The chosen blend: weights, temperatures, offsets",
                    "A model's weight is its share of the averaged probabilities (0: not used); a temperature "
-                   "above 1 softens that model's over-confident probabilities before averaging." + note,
+                   "above 1 softens that model's over-confident probabilities before averaging."
+                   + optimistic_note(optimistic, names),
                    frame_table(frame.rename_axis("model"), labels=[model_label(n, optimistic) for n in names]),
                    offsets)
 
@@ -203,7 +203,6 @@ def build_report(exp_dir: Path, oof: OofLogits, blend: BlendOutputs, data_root: 
     sources, optimistic = report_sources(exp_dir, w), optimistic_models(w, blend.models)
     folds = fold_table(oof, run_boards(sources))
     jobs = pooled_jobs(exp_dir, sources)
-    flagged = f" <b>OOF optimistic</b>: {OPTIMISTIC}." if optimistic & set(folds.index) else ""
     body = [
         summary_section(exp_dir, oof, blend, folds, read_manifest(sources[0].folder), jobs,
                         source_rows(exp_dir, sources, w), optimistic),
@@ -224,7 +223,8 @@ def build_report(exp_dir: Path, oof: OofLogits, blend: BlendOutputs, data_root: 
                 figures.confusion_figure(target, nested), figures.attribute_figure(target, nested)),
         section("folds", "Macro F1 by model and fold",
                 "Each fold model scored on its held-out people at its best epoch; fold mean is their average, "
-                "OOF pooled scores all held-out rows of a model together (what the blend starts from)." + flagged,
+                "OOF pooled scores all held-out rows of a model together (what the blend starts from)."
+                + optimistic_note(optimistic, folds.index),
                 frame_table(folds, labels=[model_label(n, optimistic) for n in folds.index])),
         curves_section(exp_dir, jobs, optimistic),
         section("correlation", "Error correlation between models",

@@ -69,6 +69,11 @@ def model_label(name: str, optimistic: set[str]) -> str:
     return esc(name) + (OPTIMISTIC_BADGE if name in optimistic else "")
 
 
+def optimistic_note(optimistic: set[str], shown) -> str:
+    """What the badge means, for a section that shows any of the marked models."""
+    return f" <b>OOF optimistic</b>: {OPTIMISTIC}." if optimistic & set(shown) else ""
+
+
 def source_rows(exp_dir: Path, sources: tuple[ReportSource, ...], weights: dict) -> list[tuple[str, str, str]]:
     """Summary rows: the experiments pooled (when not just this folder) and the optimistic warning."""
     rows = []
