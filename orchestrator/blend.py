@@ -11,9 +11,10 @@ whether the chosen method beats the equal soft vote by more than chance (paired 
 
 Several `--results` (e.g. round 1 and its pseudo-label round 2) are blended as one pool of models,
 named <experiment>/<model>, if they share the same folds, OOF rows, given labels and eval set; the
-blend settings are the first experiment's. Models of an experiment with `pseudo.per_fold: false`
-are OOF optimistic (their pseudo labels came from models that saw every fold): a WARNING says
-when the chosen blend weighs them.
+blend settings are the first experiment's; the outputs go to its folder or `--out DIR` (required
+when it is the pseudo.source of another: its blend/ made that round's labels). Models of an
+experiment with `pseudo.per_fold: false` are OOF optimistic (their pseudo labels came from models
+that saw every fold): a WARNING says when the chosen blend weighs them.
 """
 from __future__ import annotations
 
@@ -76,16 +77,11 @@ def run(args: argparse.Namespace) -> None:
 def experiments(args: argparse.Namespace) -> tuple[tuple, Path]:
     """The experiments to blend (each with its own spec and the same --set) and the folder whose
     blend/ and report.html the outputs go to."""
-    from orchestrator.analysis.experiment import BlendError
-    from orchestrator.analysis.pooled import load_sources
+    from orchestrator.analysis.pooled import load_sources, output_folder
 
     overrides = list(args.overrides) + ([f"blend.metric={args.metric}"] if args.metric else [])
     sources = load_sources(args.results, overrides)
-    out_dir = args.out or sources[0].exp_dir
-    own = {s.exp_dir.resolve() for s in sources}
-    if args.out and (args.out / "spec.yaml").is_file() and args.out.resolve() not in own:
-        raise BlendError(f"--out {args.out}: the results folder of another experiment, which is not blended here; "
-                         "its own blend/ and report would be replaced: pick a new folder")
+    out_dir = output_folder(args.out, sources)
     if len(sources) == 1:
         print(f"experiment: {sources[0].exp_dir}", flush=True)
     else:
@@ -101,11 +97,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "python -m orchestrator.blend", "python -m orchestrator.blend --results results/five_fold --metric macro_f1",
         "python -m orchestrator.blend --reinfer --tta --address auto",
         "python -m orchestrator.blend --truth data/synth/truth/eval_answers.csv",
-        "python -m orchestrator.blend --results results/demo --results results/pseudo_demo   # both rounds as one pool",
-        "python -m orchestrator.blend --results results/demo --results results/pseudo_demo --out results/rounds"], [
+        "python -m orchestrator.blend --results results/demo --results results/pseudo_demo --out results/rounds"
+        "   # both rounds as one pool (demo, pseudo_demo's source, keeps its own blend/)"], [
         "results/<name>/blend/: submission.csv, weights.json, leaderboard.csv (intervals), models.csv (each model's "
         "experiment, OOF macro F1, weight, oof_optimistic), oof_predictions.parquet",
-        "results/<name>/report.html (<name>: the first --results; with --out DIR: DIR/blend/ and DIR/report.html)",
+        "results/<name>/report.html (<name>: the first --results; with --out DIR: DIR/blend/ and DIR/report.html; "
+        "--out is required when the first is another blended experiment's pseudo.source)",
         "with --reinfer: every job's test.parquet, results/<name>/test.parquet"])
     add_results_args(parser, repeatable=True)
     parser.add_argument("--out", type=Path, metavar="DIR",

@@ -158,7 +158,7 @@ def test_no_warning_when_no_optimistic_model_gets_weight(tmp_path, no_report):
     people, answers = world()
     one = write_round(tmp_path, "round1", ROUND1, people, answers)
     blind = write_round(tmp_path, "blind", {"noise": {"strength": (0.0, 0.0, 0.0), "noise": 3.0}}, people, answers,
-                        seed=2, pseudo={"source": str(one), **OPTIMISTIC})
+                        seed=2, pseudo={"source": str(tmp_path / "round0"), **OPTIMISTIC})
     code, out, err = run_cli(blend.main, "--results", one, "--results", blind)
     assert code == 0, err
     assert no_report == [one] and not (blind / "blend").exists()  # no --out: the first experiment's folder
@@ -262,6 +262,15 @@ def test_out_holds_the_pooled_blend_and_its_report(rounds, tmp_path):
     other = write_round(tmp_path, "other", ROUND1, *world())
     code, _, err = run_cli(blend.main, "--results", one, "--results", two, "--out", other)
     assert code == 2 and "the results folder of another experiment" in err and not (other / "blend").exists()
+
+
+@pytest.mark.parametrize("out", [None, "round1"])
+def test_the_pseudo_source_of_a_blended_round_keeps_its_own_blend(rounds, out):
+    """round2 learned its labels from round1's blend/: a pooled blend must not replace it."""
+    _, one, two, _, _ = rounds
+    code, _, err = run_cli(blend.main, "--results", one, "--results", two, *(["--out", one] if out else []))
+    assert code == 2 and err.startswith(f"error: {one} is the pseudo.source of {two}: its blend/ made that round's")
+    assert "--out DIR" in err and not (one / "blend").exists()
 
 
 def test_the_run_leaderboard_marks_an_optimistic_experiment(rounds):

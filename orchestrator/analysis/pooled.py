@@ -166,6 +166,22 @@ def load_pool(sources: tuple[Source, ...]) -> Pool:
     return Pool(sources, inputs, models)
 
 
+def output_folder(out: Path | None, sources: tuple[Source, ...]) -> Path:
+    """Where blend/ and report.html go: `--out`, else the first experiment's folder; never the
+    folder of an experiment not blended here, nor the pseudo.source of one that is: that blend/
+    made its pseudo labels, and a re-run of that round builds them from it again."""
+    folder = out or sources[0].exp_dir
+    if out is not None and (out / "spec.yaml").is_file() and out.resolve() not in {s.exp_dir.resolve() for s in sources}:
+        raise BlendError(f"--out {out}: the results folder of another experiment, which is not blended here; "
+                         "its own blend/ and report would be replaced: pick a new folder")
+    for s in sources:
+        if s.spec.pseudo is not None and s.spec.pseudo.source.resolve() == folder.resolve():
+            raise BlendError(f"{folder} is the pseudo.source of {s.exp_dir}: its blend/ made that round's pseudo "
+                             f"labels and must stay as it is, so the blend of both cannot replace it; write it "
+                             f"elsewhere with --out DIR (e.g. --out {folder.parent / 'rounds'})")
+    return folder
+
+
 def sources_record(sources: tuple[Source, ...], out_dir: Path) -> list[dict]:
     """weights.json's list of blended experiments; paths relative to the output folder, so a
     results/ tree moved or copied whole still finds them (the report reads them again)."""
