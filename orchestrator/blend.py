@@ -97,8 +97,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "python -m orchestrator.blend", "python -m orchestrator.blend --results results/five_fold --metric macro_f1",
         "python -m orchestrator.blend --reinfer --tta --address auto",
         "python -m orchestrator.blend --truth data/synth/truth/eval_answers.csv",
+        "python -m orchestrator.blend --results results/pseudo_demo --results results/demo   # both rounds as one pool"
+        " -> results/pseudo_demo/blend/",
         "python -m orchestrator.blend --results results/demo --results results/pseudo_demo --out results/rounds"
-        "   # both rounds as one pool (demo, pseudo_demo's source, keeps its own blend/)"], [
+        "   # demo, pseudo_demo's source, keeps its own blend/"], [
         "results/<name>/blend/: submission.csv, weights.json, leaderboard.csv (intervals), models.csv (each model's "
         "experiment, OOF macro F1, weight, oof_optimistic), oof_predictions.parquet",
         "results/<name>/report.html (<name>: the first --results; with --out DIR: DIR/blend/ and DIR/report.html; "
