@@ -8,6 +8,13 @@ held-out fold) as well as on all rows; the method is chosen by the nested score,
 weights fitted and scored on the same rows flatter. Every macro F1 comes with its 95%
 person-bootstrap interval (people resampled with all their photos), and the summary says
 whether the chosen method beats the equal soft vote by more than chance (paired bootstrap).
+
+Several `--results` (e.g. round 1 and its pseudo-label round 2) are blended as one pool of models,
+named <experiment>/<model>, if they share the same folds, OOF rows, given labels and eval set; the
+blend settings are the first experiment's; the outputs go to its folder or `--out DIR` (required
+when it is the pseudo.source of another: its blend/ made that round's labels). Models of an
+experiment with `pseudo.per_fold: false` are OOF optimistic (their pseudo labels came from models
+that saw every fold): a WARNING says when the chosen blend weighs them.
 """
 from __future__ import annotations
 
@@ -22,60 +29,93 @@ from orchestrator.cli import add_results_args, make_parser, run_main
 
 
 def run(args: argparse.Namespace) -> None:
-    from orchestrator.analysis.blend_outputs import leaderboard, print_board, summary_lines, write_blend
+    from orchestrator.analysis.blend_outputs import (leaderboard, model_table, optimistic_warning, print_board,
+                                                     print_models, summary_lines, write_blend)
     from orchestrator.analysis.blending import fit_blend
+    from orchestrator.analysis.experiment import read_eval_ids, read_truth
+    from orchestrator.analysis.pooled import load_pool, sources_record
     from orchestrator.analysis.report import write_report
-    from orchestrator.analysis.experiment import find_experiment, load_experiment, read_eval_ids, read_truth
-    from orchestrator.analysis.results import load_blend_inputs
     from orchestrator.analysis.tracking_logs import log_blend
     from tasks.metrics import score
 
     started, created = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
-    exp_dir = find_experiment(args.results)
-    print(f"experiment: {exp_dir}", flush=True)
-    overrides = list(args.overrides) + ([f"blend.metric={args.metric}"] if args.metric else [])
-    spec = load_experiment(exp_dir, overrides)
+    sources, out_dir = experiments(args)
+    spec = sources[0].spec  # how to blend, and the data: the first experiment's
     # First: a bad truth file should not cost a re-inference and a whole fit. Same row order
     # as the test logits: both follow eval/info.csv.
     truth = read_truth(args.truth, read_eval_ids(spec.data.root)) if args.truth else None
     if args.reinfer:
         from orchestrator.cluster.reinfer import reinfer
 
-        reinfer(spec, exp_dir, args.tta, args.address)
-    inputs = load_blend_inputs(exp_dir, spec)
-    result = fit_blend(inputs, spec.blend)
+        reinfer(spec, sources[0].exp_dir, args.tta, args.address)
+    pool = load_pool(sources)
+    result = fit_blend(pool.inputs, spec.blend)
     board = leaderboard(result, truth)
     print_board(board)
+    models = model_table(pool.models, result, pool.inputs.oof)
+    print_models(models)
     chosen = result.methods[0]
     nested = chosen.nested.scores
     real = score(truth, chosen.test_labels) if truth is not None else None
-    # What only this command knows, for the report: when, how long, and the true score.
+    # What only this command knows, for the report: when, how long, the true score, what was pooled.
     run_info = {"created": created, "seconds": round(time.perf_counter() - started, 2),
-                "truth": {"file": str(args.truth), **real.as_dict()} if real is not None else None}
-    out = write_blend(exp_dir, result, inputs, board, run_info)
-    log_blend(spec, exp_dir, board, json.loads((out / "weights.json").read_text()))
-    report = write_report(exp_dir, inputs.oof, spec.data.root)
+                "truth": {"file": str(args.truth), **real.as_dict()} if real is not None else None,
+                "experiments": sources_record(sources, out_dir)}
+    out = write_blend(out_dir, result, pool.inputs, board, run_info, models)
+    log_blend(spec, out_dir, board, json.loads((out / "weights.json").read_text()))
+    report = write_report(out_dir, pool.inputs.oof, spec.data.root)
     print("\n".join(summary_lines(result)) + f"\nwrote {out}/ and {report}", flush=True)
     if real is not None:
         print(f"submission vs {args.truth}: macro F1 {real.macro_f1:.4f}, accuracy {real.accuracy:.4f} "
               f"(nested estimate {chosen.nested.macro_f1_interval.text()}, accuracy {nested.accuracy:.4f})",
               flush=True)
+    warning = optimistic_warning(models, result)
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr, flush=True)
+
+
+def experiments(args: argparse.Namespace) -> tuple[tuple, Path]:
+    """The experiments to blend (each with its own spec and the same --set) and the folder whose
+    blend/ and report.html the outputs go to."""
+    from orchestrator.analysis.pooled import load_sources, output_folder
+
+    overrides = list(args.overrides) + ([f"blend.metric={args.metric}"] if args.metric else [])
+    sources = load_sources(args.results, overrides)
+    out_dir = output_folder(args.out, sources)
+    if len(sources) == 1:
+        print(f"experiment: {sources[0].exp_dir}", flush=True)
+    else:
+        print(f"blending {len(sources)} experiments as one pool: {', '.join(str(s.exp_dir) for s in sources)}",
+              flush=True)
+    if args.out:
+        print(f"outputs: {out_dir}/blend/ and {out_dir}/report.html", flush=True)
+    return sources, out_dir
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = make_parser("python -m orchestrator.blend", __doc__, [
         "python -m orchestrator.blend", "python -m orchestrator.blend --results results/five_fold --metric macro_f1",
         "python -m orchestrator.blend --reinfer --tta --address auto",
-        "python -m orchestrator.blend --truth data/synth/truth/eval_answers.csv"], [
-        "results/<name>/blend/: submission.csv, weights.json, leaderboard.csv (intervals), oof_predictions.parquet",
-        "results/<name>/report.html", "with --reinfer: every job's test.parquet, results/<name>/test.parquet"])
-    add_results_args(parser)
+        "python -m orchestrator.blend --truth data/synth/truth/eval_answers.csv",
+        "python -m orchestrator.blend --results results/pseudo_demo --results results/demo   # both rounds as one pool"
+        " -> results/pseudo_demo/blend/",
+        "python -m orchestrator.blend --results results/demo --results results/pseudo_demo --out results/rounds"
+        "   # demo, pseudo_demo's source, keeps its own blend/"], [
+        "results/<name>/blend/: submission.csv, weights.json, leaderboard.csv (intervals), models.csv (each model's "
+        "experiment, OOF macro F1, weight, oof_optimistic), oof_predictions.parquet",
+        "results/<name>/report.html (<name>: the first --results; with --out DIR: DIR/blend/ and DIR/report.html; "
+        "--out is required when the first is another blended experiment's pseudo.source)",
+        "with --reinfer: every job's test.parquet, results/<name>/test.parquet"])
+    add_results_args(parser, repeatable=True)
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="write DIR/blend/ and DIR/report.html instead of the first --results folder's")
     parser.add_argument("--metric", choices=["macro_f1", "accuracy", "log_loss"],
                         help="what methods are fitted and chosen by (default: the spec's blend.metric)")
     parser.add_argument("--truth", type=Path, help="ImageID,ans CSV of true answers: score the submission")
     parser.add_argument("--reinfer", action="store_true",
                         help="first re-run test inference from every finished job's saved fold model on Ray "
-                             "(when test logits are missing or TTA should change), then re-gather test.parquet")
+                             "(when test logits are missing or TTA should change), then re-gather test.parquet; "
+                             "one experiment at a time")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="with --reinfer: flip TTA on or off for every model (default: each model's "
                              "train.tta_flip)")
@@ -85,6 +125,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.reinfer and (args.tta is not None or args.address):
         parser.error("--tta/--no-tta and --address only apply with --reinfer: the saved test logits were made "
                      "with the spec's TTA setting")
+    if args.reinfer and len(args.results or []) > 1:
+        parser.error("--reinfer works on one experiment: re-infer each first (blend --reinfer --results A, then "
+                     "--results B), then blend them together without --reinfer")
     return args
 
 

@@ -54,9 +54,15 @@ def add_set_arg(parser: argparse.ArgumentParser) -> None:
                              "validated like the YAML")
 
 
-def add_results_args(parser: argparse.ArgumentParser) -> None:
-    """The experiment to work on, and `--set`: the commands that read results/<experiment>/."""
-    parser.add_argument("--results", type=Path, help="results/<experiment> (default: the most recent)")
+def add_results_args(parser: argparse.ArgumentParser, repeatable: bool = False) -> None:
+    """The experiment to work on, and `--set`: the commands that read results/<experiment>/.
+    `repeatable`: several experiments (a list; --set applies to each)."""
+    if repeatable:
+        parser.add_argument("--results", type=Path, action="append",
+                            help="results/<experiment> (default: the most recent); repeat it to blend the "
+                                 "models of several experiments as one pool")
+    else:
+        parser.add_argument("--results", type=Path, help="results/<experiment> (default: the most recent)")
     add_set_arg(parser)
 
 

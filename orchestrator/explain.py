@@ -34,16 +34,15 @@ def run(args: argparse.Namespace) -> None:
         print("face focus (share of CAM mass in the face box; box_share: what an even CAM scores):\n"
               + summary.focus.to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
     if (exp_dir / "blend" / "weights.json").is_file():
-        _refresh_report(exp_dir, spec)
+        _refresh_report(exp_dir, spec, args.overrides)
 
 
-def _refresh_report(exp_dir: Path, spec) -> None:
+def _refresh_report(exp_dir: Path, spec, overrides: list[str]) -> None:
     """The report gains its "Where the models look" section; the blend's files are only read."""
+    from orchestrator.analysis.pooled import blended_oof
     from orchestrator.analysis.report import write_report
-    from orchestrator.analysis.results import load_oof
 
-    oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, [m.name for m in spec.models],
-                   exp_dir / "folds.parquet")
+    oof, _ = blended_oof(exp_dir, overrides)  # the models the blend weighs, of every experiment it pooled
     print(f"wrote {write_report(exp_dir, oof, spec.data.root)}", flush=True)
 
 

@@ -13,24 +13,20 @@ from orchestrator.cli import add_results_args, make_parser, run_main
 
 
 def run(args: argparse.Namespace) -> None:
-    from orchestrator.analysis.report import read_blend_outputs, write_report
-    from orchestrator.analysis.experiment import find_experiment, load_experiment
-    from orchestrator.analysis.results import OofLogits, load_oof
+    from orchestrator.analysis.experiment import find_experiment
+    from orchestrator.analysis.pooled import blended_oof, is_blend_folder
+    from orchestrator.analysis.report import write_report
 
-    exp_dir = find_experiment(args.results)
-    spec = load_experiment(exp_dir, args.overrides)
-    oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, [m.name for m in spec.models],
-                   exp_dir / "folds.parquet")
-    weighted = set(read_blend_outputs(exp_dir).weights["weights"])
-    keep = [i for i, m in enumerate(oof.models) if m in weighted]  # the models the blend saw
-    oof = OofLogits(tuple(oof.models[i] for i in keep), oof.logits[keep], oof.image_key, oof.person,
-                    oof.fold, oof.target, oof.rows_hash, oof.excluded)
+    # A `blend --out` folder has no experiment of its own: its weights.json names the blended ones.
+    exp_dir = args.results if is_blend_folder(args.results) else find_experiment(args.results)
+    oof, spec = blended_oof(exp_dir, args.overrides)
     print(f"wrote {write_report(exp_dir, oof, spec.data.root)}", flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = make_parser("python -m orchestrator.report", __doc__, [
-        "python -m orchestrator.report", "python -m orchestrator.report --results results/five_fold"], [
+        "python -m orchestrator.report", "python -m orchestrator.report --results results/five_fold",
+        "python -m orchestrator.report --results results/rounds   # a `blend --out results/rounds` folder"], [
         "results/<name>/report.html (one offline page; needs blend/ first)"])
     add_results_args(parser)
     return parser.parse_args(argv)

@@ -95,12 +95,13 @@ def write_data_root(tmp_path: Path, ids: np.ndarray, answers: np.ndarray) -> Pat
 
 
 def write_experiment(tmp_path: Path, people: pd.DataFrame, models: "FakeModels", answers: np.ndarray,
-                     n_splits: int, name: str = "exp", **blend) -> Path:
-    """results/<name>/ with spec.yaml, oof.parquet and test.parquet; people's targets are the OOF rows'."""
+                     n_splits: int, name: str = "exp", pseudo: dict | None = None, **blend) -> Path:
+    """results/<name>/ with spec.yaml, oof.parquet and test.parquet; people's targets are the OOF rows'.
+    `pseudo`: the spec's pseudo: section (a round 2), e.g. {"source": ..., "per_fold": False}."""
     oof, test = models.oof, models.test
     ids = eval_ids(len(answers))
     write_data_root(tmp_path, ids, answers)
-    spec = spec_dict(tmp_path, list(oof), n_splits, name, **blend)
+    spec = spec_dict(tmp_path, list(oof), n_splits, name, **blend) | ({"pseudo": pseudo} if pseudo else {})
     meta = LogitsMeta(rows_hash=Experiment.model_validate(spec).shared_hash())
     exp_dir = tmp_path / "results" / name
     exp_dir.mkdir(parents=True, exist_ok=True)
@@ -128,12 +129,14 @@ class FakeModels:
     test: dict[str, np.ndarray]  # model -> (K, T, 18) logits of each fold model
 
 
-def fake_models(people: pd.DataFrame, answers: np.ndarray, n_splits: int, specs: dict[str, dict]) -> FakeModels:
-    """OOF and per-fold test logits for each model; specs[m] are model_logits' keyword args."""
+def fake_models(people: pd.DataFrame, answers: np.ndarray, n_splits: int, specs: dict[str, dict],
+                seed: int = 0) -> FakeModels:
+    """OOF and per-fold test logits for each model; specs[m] are model_logits' keyword args.
+    `seed` moves every model's noise (another round's models err otherwise)."""
     oof, test = {}, {}
     for i, (model, kw) in enumerate(specs.items()):
-        oof[model] = model_logits(people.target.to_numpy(), seed=100 + i, **kw)
-        test[model] = fold_model_logits(answers, 1000 + 10 * i, n_splits, **kw)
+        oof[model] = model_logits(people.target.to_numpy(), seed=100 + i + 7919 * seed, **kw)
+        test[model] = fold_model_logits(answers, 1000 + 10 * i + 7919 * seed, n_splits, **kw)
     return FakeModels(oof, test)
 
 

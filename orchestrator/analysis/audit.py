@@ -51,7 +51,10 @@ def image_probs(oof: OofLogits, weights_json: Path) -> np.ndarray:
         temps = np.array([record["temperatures"].get(m, 1.0) for m in oof.models])
         print(f"audit: OOF probabilities blended with {weights_json}'s weights ({record['method']})", flush=True)
     else:
-        print(f"audit: OOF probabilities as an equal soft vote of {len(oof.models)} models", flush=True)
+        # A blend of several experiments (blend --results A --results B) weighs models this one lacks.
+        pooled = len(record.get("experiments") or []) > 1
+        why = f" ({weights_json} blends several experiments' models)" if pooled else ""
+        print(f"audit: OOF probabilities as an equal soft vote of {len(oof.models)} models{why}", flush=True)
     return blend_probs(model_probs(oof.logits, temps), weights / weights.sum())
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -23,9 +24,12 @@ from orchestrator.analysis.report_faces import faces_section
 from orchestrator.analysis.report_pseudo import pseudo_section
 from orchestrator.analysis.report_html import (STYLE, esc, frame_table, glossary, methods_table, num, simple_head,
                                                table)
-from orchestrator.analysis.report_inputs import AuditView, read_audit, read_jobs, read_manifest
+from orchestrator.analysis.report_inputs import AuditView, read_audit, read_manifest
+from orchestrator.analysis.report_sources import (model_label, optimistic_models, optimistic_note, pooled_jobs,
+                                                  report_sources, run_boards, source_rows)
 from orchestrator.analysis.report_summary import summary_section
 from orchestrator.analysis.results import OofLogits
+from orchestrator.analysis.uncertainty import Interval
 from tasks.atomic import write_text
 from tasks.labels import NUM_CLASSES
 from tasks.metrics import score
@@ -39,6 +43,7 @@ class BlendOutputs:
     weights: dict  # weights.json
     leaderboard: pd.DataFrame  # blend/leaderboard.csv
     predictions: pd.DataFrame  # blend/oof_predictions.parquet: target, in_sample, nested per image
+    models: pd.DataFrame | None = None  # blend/models.csv (older blends have none)
 
 
 def read_blend_outputs(exp_dir: Path) -> BlendOutputs:
@@ -47,20 +52,34 @@ def read_blend_outputs(exp_dir: Path) -> BlendOutputs:
     missing = [p.name for p in needed if not p.is_file()]
     if missing:
         raise BlendError(f"{folder}: missing {', '.join(missing)}; run python -m orchestrator.blend first")
-    return BlendOutputs(json.loads(needed[0].read_text()), pd.read_csv(needed[1]), pd.read_parquet(needed[2]))
+    models = pd.read_csv(folder / "models.csv") if (folder / "models.csv").is_file() else None
+    return BlendOutputs(json.loads(needed[0].read_text()), pd.read_csv(needed[1]), pd.read_parquet(needed[2]),
+                        models)
 
 
-def fold_table(oof: OofLogits, run_board: Path) -> pd.DataFrame:
-    """Macro F1 per model (rows) and fold (columns), from the run's leaderboard.csv if it has
-    them, else from the OOF logits; plus each model's pooled OOF macro F1."""
-    preds = oof.logits.argmax(-1)
-    table = None
-    if run_board.is_file():
-        board = pd.read_csv(run_board, dtype={"fold": str})
+def run_folds(run_boards: Mapping[str, Path]) -> pd.DataFrame | None:
+    """Macro F1 per model and fold from each experiment's run leaderboard.csv, models under their
+    names here (board prefix + model); None unless every board has them."""
+    parts = []
+    for prefix, path in run_boards.items():
+        if not path.is_file():
+            return None
+        board = pd.read_csv(path, dtype={"fold": str})
         name = "model" if "model" in board.columns else "backbone"
-        folds = board[board.fold.str.isdigit()] if {"fold", "macro_f1", name} <= set(board.columns) else board[:0]
-        if len(folds):
-            table = folds.pivot_table(index=name, columns="fold", values="macro_f1")
+        if not {"fold", "macro_f1", name} <= set(board.columns) or not board.fold.str.isdigit().any():
+            return None
+        folds = board[board.fold.str.isdigit()]
+        parts.append(pd.DataFrame({"model": prefix + folds[name].astype(str), "fold": folds.fold,
+                                   "macro_f1": folds.macro_f1}))
+    return pd.concat(parts).pivot_table(index="model", columns="fold", values="macro_f1") if parts else None
+
+
+def fold_table(oof: OofLogits, run_board: Path | Mapping[str, Path]) -> pd.DataFrame:
+    """Macro F1 per model (rows) and fold (columns), from the run's leaderboard.csv (or each pooled
+    experiment's: {model name prefix: path}) if it has them, else from the OOF logits; plus each
+    model's pooled OOF macro F1."""
+    preds = oof.logits.argmax(-1)
+    table = run_folds(run_board if isinstance(run_board, Mapping) else {"": run_board})
     if table is None:
         table = pd.DataFrame({f"{k}": [score(oof.target[oof.fold == k], p[oof.fold == k]).macro_f1 for p in preds]
                               for k in np.unique(oof.fold)}, index=list(oof.models))
@@ -97,10 +116,18 @@ def per_class_table(target: np.ndarray, pred: np.ndarray, offsets: dict) -> str:
     return table(simple_head(columns), rows)
 
 
-def weights_section(w: dict) -> str:
-    models = list(w["weights"])
-    frame = pd.DataFrame({"weight": [w["weights"][m] for m in models],
-                          "temperature": [w.get("temperatures", {}).get(m, 1.0) for m in models]}, index=models)
+def weights_section(w: dict, models: pd.DataFrame | None = None, optimistic: set[str] = frozenset()) -> str:
+    """The chosen weights per model; with blend/models.csv also each model's OOF macro F1 alone
+    (and its experiment, when several were pooled)."""
+    names = list(w["weights"])
+    frame = pd.DataFrame({"weight": [w["weights"][m] for m in names],
+                          "temperature": [w.get("temperatures", {}).get(m, 1.0) for m in names]}, index=names)
+    if models is not None:
+        by = models.set_index("name").reindex(names)
+        if len(w.get("experiments") or []) > 1:
+            frame.insert(0, "experiment", by.experiment)
+        frame["OOF macro F1 alone"] = [Interval(*v).text() if pd.notna(v[0]) else "" for v in
+                                       by[["oof_macro_f1", "oof_macro_f1_low", "oof_macro_f1_high"]].to_numpy()]
     lines = []
     for group, values in w.get("offsets", {}).items():
         if not any(values):
@@ -117,11 +144,13 @@ def weights_section(w: dict) -> str:
                else f"<p>No offsets: {plain}.</p>")
     return section("weights", "The chosen blend: weights, temperatures, offsets",
                    "A model's weight is its share of the averaged probabilities (0: not used); a temperature "
-                   "above 1 softens that model's over-confident probabilities before averaging.",
-                   frame_table(frame.rename_axis("model")), offsets)
+                   "above 1 softens that model's over-confident probabilities before averaging."
+                   + optimistic_note(optimistic, names),
+                   frame_table(frame.rename_axis("model"), labels=[model_label(n, optimistic) for n in names]),
+                   offsets)
 
 
-def curves_section(exp_dir: Path, jobs) -> str:
+def curves_section(exp_dir: Path, jobs, optimistic: set[str] = frozenset()) -> str:
     why = ("Per epoch, from each job's metrics.csv; one colour per fold. Validation is the fold's held-out "
            "people, scored without flip TTA (the fold table above uses the saved OOF predictions, with TTA when "
            "the spec asks). A train loss falling while the validation loss rises is over-fitting.")
@@ -130,10 +159,9 @@ def curves_section(exp_dir: Path, jobs) -> str:
                        " (a results folder copied without jobs/).</p>")
     parts = []
     for model, curves in jobs.curves.groupby("model", sort=False):
-        logs = [(r.fold, f"logs/{r.job}.log") for r in jobs.results[jobs.results.model == model].itertuples()
-                if (exp_dir / "logs" / f"{r.job}.log").is_file()]
+        logs = [(r.fold, r.log) for r in jobs.results[jobs.results.model == model].itertuples() if r.log]
         links = ", ".join(f'<a href="{esc(href)}">fold {esc(k)}</a>' for k, href in sorted(logs))
-        parts.append(f"<h3>{esc(model)}</h3>" + (f"<p>Logs: {links}</p>" if links else "")
+        parts.append(f"<h3>{model_label(str(model), optimistic)}</h3>" + (f"<p>Logs: {links}</p>" if links else "")
                      + figures.curves_figure(str(model), curves))
     return section("curves", "Training curves", why, *parts)
 
@@ -173,17 +201,19 @@ def audit_section(view: AuditView | None) -> str:
 def build_report(exp_dir: Path, oof: OofLogits, blend: BlendOutputs, data_root: Path | None = None) -> str:
     w, pred = blend.weights, blend.predictions
     target, nested = pred.target.to_numpy(), pred.nested.to_numpy()
-    folds = fold_table(oof, exp_dir / "leaderboard.csv")
-    jobs = read_jobs(exp_dir)
+    sources, optimistic = report_sources(exp_dir, w), optimistic_models(w, blend.models)
+    folds = fold_table(oof, run_boards(sources))
+    jobs = pooled_jobs(exp_dir, sources)
     body = [
-        summary_section(exp_dir, oof, blend, folds, read_manifest(exp_dir), jobs),
+        summary_section(exp_dir, oof, blend, folds, read_manifest(sources[0].folder), jobs,
+                        source_rows(exp_dir, sources, w), optimistic),
         section("methods", "Blend methods, best nested score first",
                 "<b>Nested</b>: the method fitted on the other folds' OOF rows and scored on the held-out fold, "
                 "pooled: the honest estimate, and what the choice is made by. <b>In-sample</b>: fitted and scored "
                 "on the same rows, so it flatters. <b>True</b>: the submission scored against answers given to "
                 "<code>blend --truth</code>. Hover a name for its recipe; all are explained below the table.",
                 methods_table(blend.leaderboard, w["method"]), glossary(blend.leaderboard.method)),
-        weights_section(w),
+        weights_section(w, blend.models, optimistic),
         section("per-class", "Per class (chosen blend, nested)",
                 "Support: OOF images whose given label is the class; predicted: images the blend put there. "
                 "Macro F1 is the plain mean of the F1 column, so a rare class weighs as much as a common one.",
@@ -194,9 +224,10 @@ def build_report(exp_dir: Path, oof: OofLogits, blend: BlendOutputs, data_root: 
                 figures.confusion_figure(target, nested), figures.attribute_figure(target, nested)),
         section("folds", "Macro F1 by model and fold",
                 "Each fold model scored on its held-out people at its best epoch; fold mean is their average, "
-                "OOF pooled scores all held-out rows of a model together (what the blend starts from).",
-                frame_table(folds)),
-        curves_section(exp_dir, jobs),
+                "OOF pooled scores all held-out rows of a model together (what the blend starts from)."
+                + optimistic_note(optimistic, folds.index),
+                frame_table(folds, labels=[model_label(n, optimistic) for n in folds.index])),
+        curves_section(exp_dir, jobs, optimistic),
         section("correlation", "Error correlation between models",
                 "For two models, the Pearson correlation over OOF rows of their per-image error indicators "
                 "(1 where a model's top class is wrong, else 0). 1: they fail on the same images, so "

@@ -23,6 +23,7 @@ th,td{padding:3px 9px;text-align:right;vertical-align:top}th{background:#eef1f4;
 td.text,th.text{text-align:left}tbody tr:nth-child(even){background:#f7f8fa}
 tr.chosen,tr.chosen:nth-child(even){background:#fff1b8;font-weight:600}
 .badge{background:#d9480f;color:#fff;border-radius:3px;padding:0 5px;font-size:11px;margin-left:6px}
+.badge.optimistic{background:#862e9c;white-space:nowrap}
 small.ci{color:#59636e;font-weight:400;white-space:nowrap}
 #summary{border:2px solid #1c7ed6;border-radius:6px;padding:10px 16px;background:#f4f9ff}
 #summary .headline{font-size:19px}#summary p.recipe{margin:0 0 6px;color:#4a5561;font-size:13.5px}
@@ -116,10 +117,12 @@ def simple_head(columns: Sequence[str], text_columns: int = 1) -> str:
                             for i, c in enumerate(columns)) + "</tr>"
 
 
-def frame_table(frame: pd.DataFrame, index_name: str | None = None) -> str:
-    """A DataFrame with its index as the first (text) column; floats to 4 decimals."""
+def frame_table(frame: pd.DataFrame, index_name: str | None = None, labels: Sequence[str] | None = None) -> str:
+    """A DataFrame with its index as the first (text) column; floats to 4 decimals. `labels`:
+    ready HTML for the index cells (e.g. a model's name with a badge)."""
     columns = [index_name or frame.index.name or ""] + [str(c) for c in frame.columns]
-    rows = [[esc(i)] + [num(v) for v in values] for i, values in zip(frame.index, frame.to_numpy().tolist())]
+    labels = labels if labels is not None else [esc(i) for i in frame.index]
+    rows = [[label] + [num(v) for v in values] for label, values in zip(labels, frame.to_numpy().tolist())]
     return table(simple_head(columns), rows)
 
 

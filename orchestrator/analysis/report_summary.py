@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.analysis.report_html import esc, explain_method, interval, num
+from orchestrator.analysis.report_sources import OPTIMISTIC_BADGE
 from orchestrator.analysis.results import OofLogits
 
 # (label, path relative to results/<exp>/): the files a reader goes to next
@@ -52,12 +53,13 @@ def versus_line(w: dict) -> tuple[str, str] | None:
             "the interval of the nested difference includes 0: the simpler method is as good a bet")
 
 
-def single_line(folds: pd.DataFrame, board: pd.DataFrame) -> tuple[str, str]:
+def single_line(folds: pd.DataFrame, board: pd.DataFrame, optimistic: set[str] = frozenset()) -> tuple[str, str]:
     pooled = folds["OOF pooled"]
     best = pooled.idxmax()
     single = chosen_row(board, "single")
     extra = f"; as the method <code>single</code>, nested {num(single.get('nested_macro_f1'))}" if len(single) else ""
-    return (f"<b>{esc(best)}</b>: OOF macro F1 {pooled[best]:.4f}{extra}",
+    badge = OPTIMISTIC_BADGE if best in optimistic else ""
+    return (f"<b>{esc(best)}</b>{badge}: OOF macro F1 {pooled[best]:.4f}{extra}",
             "the best model alone, for scale: a blend should beat it")
 
 
@@ -99,7 +101,9 @@ def links_line(exp_dir: Path) -> str:
     return " · ".join(links)
 
 
-def summary_section(exp_dir: Path, oof: OofLogits, blend, folds: pd.DataFrame, manifest: dict, jobs) -> str:
+def summary_section(exp_dir: Path, oof: OofLogits, blend, folds: pd.DataFrame, manifest: dict, jobs,
+                    sources: list[tuple[str, str, str]] = (), optimistic: set[str] = frozenset()) -> str:
+    """`sources`: rows on the experiments pooled and OOF-optimistic weights (report_sources)."""
     w, board = blend.weights, blend.leaderboard
     method = w["method"]
     row = chosen_row(board, method)
@@ -113,8 +117,10 @@ def summary_section(exp_dir: Path, oof: OofLogits, blend, folds: pd.DataFrame, m
             ("true score", *truth_line(w, row))]
     versus = versus_line(w)
     rows += [("versus simpler", *versus)] if versus else []
-    rows += [("best single model", *single_line(folds, board)),
-             ("data", f"{len(oof.models)} models, {len(oof.target)} OOF images of {len(set(oof.person))} people, "
+    pooled = len(w.get("experiments") or [])
+    rows += [*sources, ("best single model", *single_line(folds, board, optimistic)),
+             ("data", f"{len(oof.models)} models{f' of {pooled} experiments' if pooled > 1 else ''}, "
+                      f"{len(oof.target)} OOF images of {len(set(oof.person))} people, "
                       f"{len(set(oof.fold.tolist()))} folds; chosen by nested {esc(w.get('metric', 'macro_f1'))}",
               f"rows hash {esc(w.get('rows_hash', '?'))}"),
              *run_rows(manifest, w, jobs),

@@ -13,6 +13,10 @@ from orchestrator.cluster.plan import JobPlan
 from tasks.atomic import atomic_path
 from tasks.job_io import JobResult, unfinished_reason
 from tasks.logits import LogitsError, LogitsMeta, logits_table, read_logits, write_logits
+from tasks.spec_load import load_spec
+
+# Short lines: the figure of two folds is about 660 px wide.
+OPTIMISTIC_NOTE = "\nOOF optimistic: pseudo labels from models\nthat saw every fold (pseudo.per_fold: false)"
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,8 @@ def gather(out_dir: Path, plans: list[JobPlan], train_keys: pd.Series, eval_keys
     complete = sorted(m for m, folds in folds_of.items() if folds == {p.fold for p in done if p.model == m})
     incomplete = tuple(sorted(set(folds_of) - set(complete)))
     jobs = [p for p in done if p.model in complete]
-    write_leaderboard(out_dir / "leaderboard.csv", [JobResult.read(p.out_dir) for p in done])
+    optimistic = saved_oof_optimistic(out_dir)
+    write_leaderboard(out_dir / "leaderboard.csv", [JobResult.read(p.out_dir) for p in done], optimistic)
     if not jobs:
         return Gathered(0, 0, (), incomplete)
     oof = _concat([p.out_dir / "oof.parquet" for p in jobs])
@@ -39,7 +44,7 @@ def gather(out_dir: Path, plans: list[JobPlan], train_keys: pd.Series, eval_keys
     write_logits(out_dir / "oof.parquet", logits_table(*oof))
     write_logits(out_dir / "test.parquet", logits_table(*test))
     if len(done) > 1:
-        plot_heatmap(out_dir / "leaderboard.png", pd.read_csv(out_dir / "leaderboard.csv"))
+        plot_heatmap(out_dir / "leaderboard.png", pd.read_csv(out_dir / "leaderboard.csv"), optimistic)
     return Gathered(len(oof[0]), len(test[0]), tuple(complete), incomplete)
 
 
@@ -75,9 +80,17 @@ def check_test(test: pd.DataFrame, eval_keys: pd.Series, fold_models: set[tuple[
         raise LogitsError("test logits are missing some fold models")
 
 
-def write_leaderboard(path: Path, results: list[JobResult]) -> pd.DataFrame:
+def saved_oof_optimistic(out_dir: Path) -> bool:
+    """Whether the experiment's saved spec makes its OOF scores optimistic (pseudo.per_fold: false)."""
+    path = out_dir / "spec.yaml"
+    return path.is_file() and load_spec(path, check_data=False).oof_optimistic
+
+
+def write_leaderboard(path: Path, results: list[JobResult], optimistic: bool = False) -> pd.DataFrame:
     """One row per (model, fold), then per model the mean and the sd over folds (the sample
-    standard deviation, ddof=1: the one spread maskfold shows, in the console and report too)."""
+    standard deviation, ddof=1: the one spread maskfold shows, in the console and report too).
+    `optimistic`: the experiment's models trained on pseudo labels from models that saw every
+    fold; every row says so in the column oof_optimistic (their validation scores flatter)."""
     rows = [{"model": r.model, "backbone": r.backbone, "fold": str(r.fold), "best_epoch": r.best_epoch,
              "seconds": round(r.seconds, 1), **r.val} for r in results]
     table = pd.DataFrame(rows)
@@ -88,12 +101,13 @@ def write_leaderboard(path: Path, results: list[JobResult]) -> pd.DataFrame:
                      per_model.std(ddof=1).reset_index().assign(fold="sd")]
         table = pd.concat([table, *summaries], ignore_index=True)
         table = table.sort_values(["model", "fold"], kind="stable").astype({"best_epoch": "Int64"})
+        table["oof_optimistic"] = optimistic
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.5f")
     return table
 
 
-def plot_heatmap(path: Path, leaderboard: pd.DataFrame) -> None:
+def plot_heatmap(path: Path, leaderboard: pd.DataFrame, optimistic: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,7 +126,8 @@ def plot_heatmap(path: Path, leaderboard: pd.DataFrame) -> None:
         if np.isfinite(value):
             ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="black" if value > middle else "white")
     fig.colorbar(image, label="validation macro F1")
-    ax.set_title("macro F1 by fold and model")
+    ax.set_title("macro F1 by fold and model" + (OPTIMISTIC_NOTE if optimistic else ""),
+                 color="#862e9c" if optimistic else "black")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
