@@ -60,6 +60,27 @@ def mean_oof(*exps: str) -> float:
     return sum(scores) / len(scores)
 
 
+def model_gaps(exp: str) -> pd.DataFrame:
+    """Per model: macro F1 and accuracy of its pooled OOF rows and of its own submission (fold-mean
+    test logits) against the truth. Nine models over three draws say more than three blends."""
+    from tasks.logits import read_logits
+    from tasks.metrics import score
+
+    truth = pd.read_csv(TRUTH).set_index("ImageID")["ans"]
+    oof, oof_logits, _ = read_logits(RESULTS / exp / "oof.parquet")
+    test, test_logits, _ = read_logits(RESULTS / exp / "test.parquet")
+    rows = []
+    for model in oof.model.unique():
+        at = (oof.model == model).to_numpy()
+        own = score(oof.target[at].to_numpy(int), oof_logits[at].argmax(1))
+        at = (test.model == model).to_numpy()
+        mean = pd.DataFrame(test_logits[at]).groupby(test.image_key[at].to_numpy()).mean()
+        real = score(truth.loc[mean.index].to_numpy(), mean.to_numpy().argmax(1))
+        rows.append({"experiment": exp, "model": model, "oof_f1": own.macro_f1, "truth_f1": real.macro_f1,
+                     "oof_accuracy": own.accuracy, "truth_accuracy": real.accuracy})
+    return pd.DataFrame(rows)
+
+
 def row(name: str, weights: Path, exps: tuple[str, ...]) -> dict:
     w = json.loads(weights.read_text())
     nested, truth = w["nested"], w["truth"]["macro_f1"]
@@ -88,6 +109,12 @@ def main() -> int:
             row("rounds 1 + 2 full-blend labels", blend(full, r1, out=f"rounds_full{tag}"), (full, r1))]
     table = pd.DataFrame(rows)
     print("\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    models = pd.concat([model_gaps(e).assign(variant=v) for e, v in ((r1, "round 1"), (honest, "round 2 per fold"),
+                                                                       (full, "round 2 full-blend labels"))])
+    models = models.assign(f1_gap=models.oof_f1 - models.truth_f1, accuracy_gap=models.oof_accuracy - models.truth_accuracy)
+    print("\nper model, OOF against its own submission's truth (gap = OOF - truth):")
+    print(models.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    models.to_csv(RESULTS / f"pseudo_rounds{tag}.csv", index=False)
     return 0
 
 
