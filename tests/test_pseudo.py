@@ -291,3 +291,13 @@ def test_the_report_says_where_the_labels_came_from_and_whether_oof_is_honest(ro
     assert ("OOF optimistic" in page) != per_fold and ("stay honest" in page) == per_fold
     assert all(f"<td>{len(out.sets[k])}</td>" in page for k in range(K))
     assert "data:image/png;base64," in page  # the plot, embedded
+
+
+def test_run_without_its_round_one_stops_before_writing_anything(synth_root, tmp_path, capsys):
+    from orchestrator import run
+    from tests.specs import shrunk_cli
+
+    code = run.main(shrunk_cli(synth_root, tmp_path, f"pseudo={{source: {tmp_path / 'r1'}}}", name="r2"))
+    assert code == 2
+    assert f"pseudo.source: {tmp_path / 'r1'} is not an experiment's results folder" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()

@@ -50,16 +50,16 @@ def run_experiment(spec: Experiment, address: str | None = None, storage: str | 
         plans = plan_jobs(spec, rows_hash(spec, dataset), pseudo_sets(spec, dataset, stream, write=False))
         print(format_plan(plans, per_job_resources(spec)), file=stream)
         return RunSummary((), tuple(p.job_id for p in plans if p.cached), (), (), (), Gathered(0, 0, (), ()), 0.0)
+    if spec.pseudo is not None:  # a missing round 1 stops before anything is written
+        from orchestrator.analysis.pseudo_labels import check_source
+
+        check_source(spec)
     with experiment_lock(spec.out_dir):
         return _run_locked(spec, address, storage, stream, force)
 
 
 def _run_locked(spec: Experiment, address: str | None, storage: str | None, stream, force: bool) -> RunSummary:
     started = time.monotonic()
-    if spec.pseudo is not None:  # a missing round 1 stops before prepare writes anything
-        from orchestrator.analysis.pseudo_labels import check_source
-
-        check_source(spec)
     dataset = prepare(spec, force=force)
     plans = plan_jobs(spec, rows_hash(spec, dataset), pseudo_sets(spec, dataset, stream))
     print(format_plan(plans, per_job_resources(spec)), file=stream)
