@@ -1,6 +1,6 @@
 """Round 1 against round 2 on the synthetic data and its truth: does the nested estimate stay honest?
 
-    python benchmarks/pseudo_rounds.py [--tag T] [--set KEY=VALUE ...]
+    python -m benchmarks.bench_pseudo [--tag T] [--set KEY=VALUE ...]
 
 Runs (or reuses: every step resumes) round 1 (experiments/demo.yaml with its blend), round 2 with
 per-fold pseudo labels (experiments/pseudo_demo.yaml), round 2 with labels from the full round-1
