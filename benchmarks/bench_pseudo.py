@@ -84,7 +84,7 @@ def model_gaps(exp: str) -> pd.DataFrame:
 def row(name: str, weights: Path, exps: tuple[str, ...]) -> dict:
     w = json.loads(weights.read_text())
     nested, truth = w["nested"], w["truth"]["macro_f1"]
-    low, high = nested["macro_f1_interval"]["low"], nested["macro_f1_interval"]["high"]
+    low, high = nested["macro_f1_interval"]
     return {"variant": name, "truth macro F1": truth, "nested estimate": f"{nested['macro_f1']:.4f} [{low:.3f}, {high:.3f}]",
             "gap (nested - truth)": f"{nested['macro_f1'] - truth:+.4f}", "method": w["method"],
             "mean OOF F1 of models": mean_oof(*exps), "pseudo labels right": " / ".join(pseudo_accuracy(e) for e in exps)}
