@@ -26,6 +26,19 @@ def _isolated_cache(tmp_path_factory):
         os.environ["MASKFOLD_CACHE"] = saved
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Jobs trained in this process run on one thread, as on a one-CPU Train worker (Ray sets
+    its OMP_NUM_THREADS). Two threads on two cores slow these tiny models down 5-50x as soon
+    as anything else wants a core: OpenMP's threads wait for each other at every layer."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """60 people at 48x64, read-only by convention: copy it before changing files."""
