@@ -160,6 +160,13 @@ def search_cli(root: Path, results: Path, name: str, *extra: str) -> list[str]:
     return args
 
 
+def one_thread_env() -> dict[str, str]:
+    """The driver's environment with OMP_NUM_THREADS=1, which Ray leaves as set: the slot's two
+    CPUs are there to make it the only slot, and two torch threads on a tiny model are slower
+    than one (they wait for each other at every layer, the more so on a busy machine)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def saved_as_ended(tune_dir: Path) -> set[str]:
     """Trials that Tune's latest saved experiment state records as ended."""
     from orchestrator.cluster.search import saved_statuses
@@ -175,7 +182,7 @@ def start_until(args: list[str], pattern: str, timeout: float = 600):
     """Start the command in its own process group; the process and the first output line
     matching `pattern` (None if it ended first)."""
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=one_thread_env())
     deadline = time.time() + timeout
     for line in proc.stdout:
         found = re.search(pattern, line)
@@ -210,7 +217,7 @@ def test_an_interrupted_search_resumes_and_asha_stops_weak_trials(synth_root, tm
     trials = pd.read_csv(out / "trials.csv")
     assert trials["status"].tolist() == ["done", "interrupted"], trials
 
-    third = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
+    third = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900, env=one_thread_env())
     assert third.returncode == 0, third.stderr[-3000:]
     assert "resuming the search" in third.stderr
     trials = pd.read_csv(out / "trials.csv")
