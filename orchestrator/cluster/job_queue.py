@@ -22,6 +22,7 @@ HEARTBEAT_S = 2.0
 @dataclass
 class Slot:
     current: str | None = None  # the job its ranks train now
+    group: str = ""  # the worker group (one start of its ranks) that asked last
     beat: float = field(default_factory=time.monotonic)
 
 
@@ -38,6 +39,7 @@ class JobQueue:
         self.cancelled: set[str] = set()
         self.no_more = False  # every job is submitted: idle slots may end
         self.stopping = False  # Ctrl-C: hand out nothing more
+        self.controller_of: dict[str, object] = {}
 
     # -- the driver (and a search's trials) --------------------------------------------------
 
@@ -81,25 +83,35 @@ class JobQueue:
         held = {s.current for s in self.slots.values() if s.current}
         return {job: self.closed.get(job) or ("running" if job in held else "queued") for job in self.configs}
 
+    def register_controller(self, slot: str, controller) -> None:
+        """The slot's current Train run, by its controller's handle (to end it, SlotPool.shutdown)."""
+        self.controller_of[slot] = controller
+
+    def controllers(self, slots: list[str]) -> list:
+        return [self.controller_of[s] for s in slots if s in self.controller_of]
+
     def release(self, slot: str, error: str) -> None:
         """The slot's Train run ended abnormally: its open job goes back to the queue."""
         self._drop(slot, f"its slot's Train run failed: {error}")
 
     # -- the slots -------------------------------------------------------------------------
 
-    def take(self, slot: str, after: str | None, leader: bool = True) -> dict:
-        """{"job": config} to train, {"wait": True} to ask again shortly, or {"done": True}."""
+    def take(self, slot: str, after: str | None, group: str) -> dict:
+        """{"job": config} to train, {"wait": True} to ask again shortly, or {"done": True}.
+        `group`: the asking worker group's id (every rank of one start of the slot's workers
+        shares it), so that a restarted group is told from a second rank of the same one."""
         self._reclaim_silent()
         state = self.slots.setdefault(slot, Slot())
         state.beat = time.monotonic()
+        restarted, state.group = state.group != group, group
         current = state.current
         if current is not None and current not in self.closed and current != after:
-            if after is None and leader:  # Train restarted this slot's worker group mid-job
+            if restarted:  # Train restarted this slot's worker group mid-job
                 self.attempts[current] += 1
                 if self.attempts[current] > self.max_attempts:
                     self._close(current, "failed", {"error": f"its worker was lost {self.max_attempts} times"})
                     state.current = None
-                    return self.take(slot, after, leader)
+                    return self.take(slot, after, group)
                 self._event(current, "retry", {"attempt": self.attempts[current], "slot": slot})
             return {"job": self.configs[current], "attempt": self.attempts[current]}
         state.current = None

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 from pathlib import Path
 
 from orchestrator.cluster.job_queue import HEARTBEAT_S
@@ -46,10 +47,11 @@ def slot_worker(config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     queue, slot = config["queue"], config["slot"]
     heart = Heartbeat(queue, slot) if rank == 0 else None
+    group = _agree(uuid.uuid4().hex, world)  # this start of the slot's workers, the same on every rank
     after, jobs_run = None, 0
     try:
         while True:
-            got = _ask(queue, slot, after, rank == 0)
+            got = _ask(queue, slot, after, group)
             if got is None:
                 return
             after = got["job"]["job_id"]
@@ -66,11 +68,11 @@ def slot_worker(config: dict) -> None:
             heart.stop()
 
 
-def _ask(queue, slot: str, after: str | None, leader: bool) -> dict | None:
+def _ask(queue, slot: str, after: str | None, group: str) -> dict | None:
     import ray
 
     while True:
-        got = ray.get(queue.take.remote(slot, after, leader))
+        got = ray.get(queue.take.remote(slot, after, group))
         if got.get("done"):
             return None
         if "job" in got:
@@ -229,15 +231,15 @@ def should_retire(jobs_run: int, config: dict) -> bool:
     return bool((max_jobs and jobs_run >= max_jobs) or (max_rss and rss_gb() > max_rss))
 
 
-def _agree(flag: bool, world: int) -> bool:
-    """Rank 0's decision on every rank (they must leave a job or the slot together)."""
+def _agree(value, world: int):
+    """Rank 0's value on every rank (they must leave a job or the slot together)."""
     if world == 1:
-        return flag
+        return value
     import torch.distributed as dist
 
-    box = [flag]
+    box = [value]
     dist.broadcast_object_list(box, src=0)
-    return bool(box[0])
+    return box[0]
 
 
 class Heartbeat:

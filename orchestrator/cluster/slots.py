@@ -31,10 +31,12 @@ HEAD = {"node:__internal_head__": 0.001}
 def run_slot(queue, slot: str, run_name: str, res: ResourcesSpec, storage: str, limits: dict, restarts: int,
              local: bool) -> None:
     """One slot's Train run, until the queue has nothing more for it (a thread of the driver)."""
-    slot_trainer(res, {"queue": queue, "slot": slot, **limits}, run_name, storage, restarts, local).fit()
+    slot_trainer(res, {"queue": queue, "slot": slot, **limits}, run_name, storage, restarts, local,
+                 callbacks=[_registrar(queue, slot)]).fit()
 
 
-def slot_trainer(res: ResourcesSpec, config: dict, run_name: str, storage: str, restarts: int, local: bool):
+def slot_trainer(res: ResourcesSpec, config: dict, run_name: str, storage: str, restarts: int, local: bool,
+                 callbacks: list | None = None):
     """A slot's TorchTrainer: its workers on the slot resource, its bounded restarts."""
     import ray.train
 
@@ -53,8 +55,25 @@ def slot_trainer(res: ResourcesSpec, config: dict, run_name: str, storage: str, 
             # Each job's attempts are bounded by the queue (resources.max_failures); this bounds
             # the run's restarts by the same budget over all the jobs it may take. Ray's default
             # for starting the workers, -1, retries forever: the driver would hang.
-            failure_config=ray.train.FailureConfig(max_failures=restarts, controller_failure_limit=START_RETRIES)),
+            failure_config=ray.train.FailureConfig(max_failures=restarts, controller_failure_limit=START_RETRIES),
+            callbacks=callbacks or []),
     )
+
+
+def _registrar(queue, slot: str):
+    """A controller callback that gives the queue the controller's handle as the run starts:
+    the thread waiting on a run cannot stop it, and the driver's Ray must not shut down under
+    a thread still waiting (its process would exit). Killing the controller ends the run, and
+    its worker group with it (the controller owns them)."""
+    from ray.train.v2._internal.execution.callback import ControllerCallback
+
+    class RegisterController(ControllerCallback):
+        def after_controller_start(self, train_run_context) -> None:
+            import ray
+
+            queue.register_controller.remote(slot, ray.get_runtime_context().current_actor)
+
+    return RegisterController()
 
 
 # Train callbacks that start an actor process per run and do nothing for maskfold: the
@@ -180,7 +199,12 @@ class SlotPool:
         deadline = time.monotonic() + grace_s
         for run in list(self.runs.values()):
             run.thread.join(max(0.0, deadline - time.monotonic()))
-        if any(r.thread.is_alive() for r in self.runs.values()):
+        left = [r for r in self.runs.values() if r.thread.is_alive()]
+        if left:
+            for controller in ray.get(self.queue.controllers.remote([r.slot for r in left])):
+                ray.kill(controller, no_restart=True)
+            for run in left:
+                run.thread.join(30)
             _sweep()
         self.runs.clear()
 
