@@ -36,7 +36,7 @@ class _LoopbackBackend(_TorchBackend):
         gpus = worker_group.get_resources_per_worker().get("GPU", 0)
         backend = backend_config.backend or ("nccl" if gpus > 0 else "gloo")
         port = worker_group.execute_single(0, free_loopback_port)
-        ray.get([worker_group.execute_single_async(rank, join_loopback_group, backend=backend, rank=rank,
+        ray.get([worker_group.execute_single_async(rank, join_loopback_group, backend=backend, world_rank=rank,
                                                    world=world, port=port, timeout_s=backend_config.timeout_s)
                  for rank in range(world)])
 
@@ -47,10 +47,11 @@ def free_loopback_port() -> int:
         return probe.getsockname()[1]
 
 
-def join_loopback_group(backend: str, rank: int, world: int, port: int, timeout_s: int) -> None:
+def join_loopback_group(backend: str, world_rank: int, world: int, port: int, timeout_s: int) -> None:
     """On each worker: the store on 127.0.0.1:port (rank 0 serves it), then the process group."""
     import torch.distributed as dist
 
+    rank = world_rank  # execute_single_async takes `rank` itself
     os.environ["GLOO_SOCKET_IFNAME"] = os.environ.get("MASKFOLD_LOOPBACK_IFNAME", "lo")
     os.environ["NCCL_SOCKET_IFNAME"] = os.environ["GLOO_SOCKET_IFNAME"]
     timeout = datetime.timedelta(seconds=timeout_s)

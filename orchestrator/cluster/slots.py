@@ -117,6 +117,7 @@ class SlotPool:
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.runs: dict[str, SlotRun] = {}
         self.failures: dict[str, int] = {}
+        self.last_error = ""  # why a slot's run failed last, for jobs no slot could take
         self.generation = 0
         self.queue = None
         self.lock = threading.Lock()  # a search's keeper thread and its driver both call maintain
@@ -157,6 +158,7 @@ class SlotPool:
                 del self.runs[run.slot]
                 if run.error:
                     self.failures[run.slot] = self.failures.get(run.slot, 0) + 1
+                    self.last_error = run.error[0]
                     ray.get(self.queue.release.remote(run.slot, run.error[0]))
                     self.log(f"slot {run.slot}: its Train run failed ({run.error[0][:200]})")
                     _sweep()
