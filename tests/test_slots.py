@@ -106,7 +106,7 @@ def listening_addresses(pids: set[int]) -> dict[int, set[str]]:
     return out
 
 
-LOOPBACK_HEX = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1 as /proc/net writes them
+LOOPBACK_HEX = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}  # 127.0.0.1, ::1, ::ffff:127.0.0.1
 
 
 @pytest.mark.slow
