@@ -156,6 +156,9 @@ class ModelSpec(Strict):
         return self
 
 
+SLOT_LIMITS = ("slot_jobs", "slot_memory_gb")
+
+
 class ResourcesSpec(Strict):
     slot: str = "GPU"  # "GPU" pins real GPUs; any other name is a custom resource
     cpus_per_worker: float = Field(4, gt=0)
@@ -164,6 +167,10 @@ class ResourcesSpec(Strict):
     workers_per_job: int = Field(1, ge=1)
     accelerator_type: str | None = None  # e.g. "V100"
     max_failures: int = Field(2, ge=0)
+    # A slot's process trains job after job; it is replaced by a fresh one after this many jobs
+    # (0: never) or once its resident memory passes this many GB after a job (0: no bound).
+    slot_jobs: int = Field(0, ge=0)
+    slot_memory_gb: float = Field(16, ge=0)
 
 
 class BlendSpec(Strict):
@@ -260,6 +267,8 @@ class Experiment(Strict):
         # the hash it always had.
         unset = {"data": {"face"}} if self.data.face is None else {}
         unset |= {"pseudo": True} if self.pseudo is None else {}
+        # When a slot's process is replaced changes no result.
+        unset |= {"resources": set(SLOT_LIMITS)}
         return stable_hash(self.model_dump(mode="json", exclude={"name": True, "results_dir": True, "search": True,
                                                                  "tracking": True, **unset}))
 

@@ -60,13 +60,15 @@ def test_finished_jobs_time_the_queued_ones():
 def test_a_log_gets_one_line_per_event(capsys):
     board = Board(plans(2), slots=2)
     table = ProgressTable(board, live=False)
-    table.on_trial_start(0, [], trial("m-fold0-x"))
+    table.handle({"job_id": "m-fold0-x", "kind": "started", "node": "127.0.0.1"})
     for epoch in (1, 2, 3):
-        table.on_trial_result(0, [], trial("m-fold0-x"), {"epoch": epoch, "epochs": 10, "node": "127.0.0.1",
-                                                          "val_macro_f1": 0.1 * epoch, "best_f1": 0.1 * epoch})
+        table.handle({"job_id": "m-fold0-x", "kind": "epoch", "epoch": epoch, "epochs": 10, "node": "127.0.0.1",
+                      "val_macro_f1": 0.1 * epoch, "best_f1": 0.1 * epoch})
     board.status["m-fold0-x"] = JobStatus("done", val_f1=0.35, started=1.0, finished=2.0)
-    table.on_trial_result(0, [], trial("m-fold0-x"), {"final": 1})
-    table.on_trial_error(0, [], trial("m-fold1-x"))
+    table.handle({"job_id": "m-fold0-x", "kind": "final"})
+    board.update("m-fold1-x", state="failed", error="ValueError: x")  # as the collector records it
+    table.handle({"job_id": "m-fold1-x", "kind": "failed", "error": "Traceback ...\nValueError: x"})
+    table.handle({"job_id": "m-fold1-x", "kind": "cancelled"})  # not an event a user needs
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 6  # started, 3 epochs, done, failed: no table snapshots
     assert "started m-fold0-x" in lines[0] and "epoch 3/10 m-fold0-x: val F1 0.3000 (best 0.3000)" in lines[3]

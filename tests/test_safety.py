@@ -12,7 +12,7 @@ from orchestrator import prepare as prepare_cli
 from orchestrator.cluster.gather import gather
 from orchestrator.cluster.plan import plan_jobs
 from orchestrator.cluster.storage import StorageError, check_storage
-from orchestrator.cluster.worker import START_RETRIES, build_trainer
+from orchestrator.cluster.slots import START_RETRIES, slot_trainer
 from orchestrator.run import main as run_main
 from tasks.atomic import write_text
 from tasks.job import train_job
@@ -185,9 +185,10 @@ def test_unwritable_storage_is_refused_before_any_job(synth_root, tmp_path, caps
 
 def test_a_job_whose_workers_cannot_start_is_retried_a_bounded_number_of_times(synth_root, tmp_path):
     spec = load_spec("experiments/demo.yaml", overrides(synth_root, tmp_path))
-    trainer = build_trainer(lambda c: None, {"job_id": "j", "storage": str(tmp_path)}, spec.resources, [])
-    limit = trainer.run_config.failure_config.controller_failure_limit
-    assert 0 < limit == START_RETRIES  # Ray's default, -1, retries forever: the driver hangs
+    trainer = slot_trainer(spec.resources, {}, "slot0-x", str(tmp_path), restarts=5, local=True)
+    failures = trainer.run_config.failure_config
+    assert 0 < failures.controller_failure_limit == START_RETRIES  # Ray's default, -1, retries forever: a hang
+    assert failures.max_failures == 5  # bounded too: the queue bounds each job's attempts
 
 
 def test_every_launched_job_ends_in_exactly_one_state():
@@ -209,7 +210,7 @@ def test_every_launched_job_ends_in_exactly_one_state():
 def test_the_same_job_of_two_experiments_never_shares_a_scratch_folder(tmp_path):
     """Two runs of one spec into two results folders plan the same job ids; their workers'
     node-local folders (deleted and refilled at every start) must still differ."""
-    from orchestrator.cluster.worker import scratch_name
+    from orchestrator.cluster.slot_worker import scratch_name
 
     a = {"job_id": "test_convnext-fold0-28b74dad", "storage": str(tmp_path / "a" / "demo" / "ray")}
     b = {**a, "storage": str(tmp_path / "b" / "demo" / "ray")}

@@ -1,5 +1,5 @@
-"""The Tune fan-out: one trial per job, longest first, as many at once as there are slots;
-Ctrl-C stops the jobs and keeps what finished."""
+"""The K-fold fan-out: every job to the slots' queue, longest first, as many at once as there
+are slots (orchestrator.cluster.slots); Ctrl-C stops the jobs and keeps what finished."""
 from __future__ import annotations
 
 import contextlib
@@ -9,54 +9,63 @@ import signal
 import threading
 import time
 
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.stopper import Stopper
-
 from orchestrator.cluster.collect import Collector
-from orchestrator.cluster.placement import PlacementSweeper
 from orchestrator.cluster.plan import JobPlan, Launched
 from orchestrator.cluster.progress import Board, JobStatus, ProgressTable
 from orchestrator.cluster.session import check_resources, ray_session
-from orchestrator.cluster.worker import job_config, run_trial
+from orchestrator.cluster.slots import SlotPool
+from orchestrator.cluster.worker import job_config
 from tasks.spec import Experiment
+
+POLL_S = 0.25
 
 
 def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | None, stream) -> Launched:
-    """Run the jobs through Tune, longest first; Ctrl-C stops them and keeps what finished."""
-    from ray import tune
-
-    quiet_tune()
+    """Run the jobs on the slots, longest first; Ctrl-C stops them and keeps what finished."""
     board = Board({p.job_id: p for p in todo})
-    collector, table = Collector(board, storage, spec.out_dir / "logs"), ProgressTable(board)
-    configs = [job_config(spec, p.job_id, p.model, p.fold, storage) | {"meta": _meta(p)} for p in todo]
+    metas = {p.job_id: _meta(p) for p in todo}
+    collector, table = Collector(board, storage, spec.out_dir / "logs", metas), ProgressTable(board)
+    configs = [job_config(spec, p.job_id, p.model, p.fold, storage) for p in todo]
+    local = not (address or os.environ.get("RAY_ADDRESS"))
     with ray_session(spec, address), stop_on_interrupt(stream) as interrupt:
         slots = board.slots = check_resources(spec.resources)
         print(f"running {len(todo)} jobs, {slots} at a time (Ctrl-C stops them; finished jobs are kept)",
-              file=stream)
-        tuner = tune.Tuner(
-            # The trainable only waits on its TorchTrainer, whose controller runs on the same
-            # node: keep both on the head node (no CPU taken) so that losing a worker node
-            # loses only Train workers, which FailureConfig restarts from their checkpoint.
-            tune.with_resources(run_trial, {"node:__internal_head__": 0.001}),
-            param_space={"job": tune.grid_search(configs)},
-            tune_config=tune_config(slots),
-            run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
-                                      callbacks=[collector, table, PlacementSweeper(), CSVLoggerCallback(),
-                                                 JsonLoggerCallback()],
-                                      stop=InterruptStopper(), verbose=0),
-        )
-        grid = tuner.fit()
+              file=stream, flush=True)
+        pool = SlotPool(spec.resources, storage, min(slots, len(todo)), len(todo), local, log=table.event).start()
+        try:
+            pool.submit(configs, last=True)
+            states = _follow(pool, collector, table, interrupt)
+        finally:
+            pool.shutdown(grace_s=0 if interrupt.is_set() else 5)
     table.show_final()
-    failed = {r.config["job"]["job_id"] for r in grid if r.error is not None}
     stopped = interrupt.is_set()
-    states = {p.job_id: final_state(board.status.get(p.job_id), p.job_id in failed, stopped) for p in todo}
-    return Launched(states, stopped)
+    failed = {job for job, state in states.items() if state == "failed"}
+    return Launched({p.job_id: final_state(board.status.get(p.job_id), p.job_id in failed, stopped) for p in todo},
+                    stopped)
+
+
+def _follow(pool: SlotPool, collector: Collector, table: ProgressTable, interrupt: threading.Event) -> dict[str, str]:
+    """Events to the collector and the display until every job ended (or Ctrl-C); their states."""
+    while True:
+        states = pool.states()  # before draining: a job closed here has its last event drained below
+        for event in pool.drain():
+            collector.handle(event)
+            table.handle(event)
+        if interrupt.is_set() or all(s in ("done", "failed", "cancelled") for s in states.values()):
+            return states
+        if not pool.alive():
+            for job, state in states.items():  # no slot can run them: say so rather than wait
+                if state == "queued":
+                    collector.handle({"job_id": job, "kind": "failed",
+                                      "error": f"no slot could start its Train run: {pool.last_error}"})
+            return {job: "failed" if s == "queued" else s for job, s in states.items()}
+        time.sleep(POLL_S)
 
 
 def quiet_tune() -> None:
-    """Tune's console output and TensorBoard events off: the progress display and each job's
-    own events (jobs/<job>/tb/, named by model and fold) say it better. Its CSV and JSON
-    loggers stay (callbacks in launch): the ResultGrid reads trial outcomes from them."""
+    """Tune's console output and TensorBoard events off (a search's trials): the progress
+    display and each job's own events (jobs/<job>/tb/) say it better. Its CSV and JSON
+    loggers stay (callbacks in search.py): the ResultGrid reads trial outcomes from them."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter is silent at verbose=0
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
@@ -77,20 +86,6 @@ def final_state(status: JobStatus | None, errored: bool, stopped: bool) -> str:
 _INTERRUPT = threading.Event()
 
 
-class InterruptStopper(Stopper):
-    """A Tune stopper that ends every trial once Ctrl-C was pressed (queued ones never start).
-
-    Tune's own SIGINT handler stops the run too but returns as if it had finished, so the
-    driver could not tell an interrupted run from a complete one; this one is ours to ask.
-    """
-
-    def __call__(self, trial_id, result) -> bool:
-        return False
-
-    def stop_all(self) -> bool:
-        return _INTERRUPT.is_set()
-
-
 @contextlib.contextmanager
 def stop_on_interrupt(stream):
     """First Ctrl-C: stop the jobs, keep what finished. Second: stop at once (KeyboardInterrupt)."""
@@ -106,18 +101,10 @@ def stop_on_interrupt(stream):
         print("\ninterrupt: stopping the running jobs (Ctrl-C again to stop at once) ...", file=stream, flush=True)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # else Tune swaps this handler for its own
     try:
         yield _INTERRUPT
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def tune_config(slots: int):
-    from ray import tune
-
-    # One trial actor per slot runs job after job: a new Python process per job costs ~3 s.
-    return tune.TuneConfig(max_concurrent_trials=slots, reuse_actors=True)
 
 
 def _meta(plan: JobPlan) -> dict:

@@ -15,8 +15,6 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 
-from ray.tune import Callback
-
 from orchestrator.cluster.plan import JobPlan
 
 F1_NOTE = ("val F1: while running, the best epoch's so far (no TTA); when done, the job's OOF macro F1 "
@@ -136,44 +134,38 @@ class Board:
         return table
 
 
-def job_key(trial) -> str:
-    return trial.config["job"]["job_id"]
+class ProgressTable:
+    """Running jobs' epochs on the board; the board shown live on a terminal, as event lines
+    in a log. Fed by the driver's loop (`handle`, a slot's events) or by Tune (TuneProgress)."""
 
-
-class ProgressTable(Callback):
-    """Tune callback on the driver: running jobs' epochs on the board; the board shown live on
-    a terminal, as event lines in a log."""
-
-    def __init__(self, board: Board, live: bool | None = None, key=None, plan_for=None):
-        """`key(trial)` names a trial's row (default: its job id); `plan_for(trial)` adds a
-        row for a trial the board did not plan (a search's trials are sampled as it runs).
-        Both must be module-level functions: Tune pickles its callbacks."""
+    def __init__(self, board: Board, live: bool | None = None):
         self.board = board
-        self.key, self.plan_for = key or job_key, plan_for
         self.live_view = sys.stderr.isatty() if live is None else live
         self._live = None  # created on first use: Tune pickles its callbacks, a live display can't be
 
     def __getstate__(self):
         return {**self.__dict__, "_live": None}
 
-    def on_trial_start(self, iteration, trials, trial, **info):
-        job_id = self.key(trial)
-        if job_id not in self.board.plans and self.plan_for is not None:
-            self.board.plans[job_id] = self.plan_for(trial)
-        self.board.update(job_id, state="running", started=time.time())
-        label = self.board.plans[job_id].label
-        self.event(f"started {job_id}" + (f" ({label})" if label else ""))
+    def handle(self, event: dict) -> None:
+        """A slot's event, after the collector recorded it (orchestrator.cluster.collect)."""
+        job_id, kind = event["job_id"], event["kind"]
+        if kind == "started":
+            self.started(job_id)
+        elif kind == "epoch":
+            self.epoch(job_id, event)
+        elif kind in ("final", "failed"):
+            self.ended(job_id)
+        elif kind == "error" and event.get("retry"):
+            self.event(f"retrying {job_id}: {_last_line(event.get('error'))}")
+        elif kind == "requeued":
+            self.event(f"requeued {job_id}: {event.get('why')}")
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get("error"):
-            return
-        job_id = self.key(trial)
-        if result.get("final"):  # the collector has recorded the outcome by now
-            s = self.board.get(job_id)
-            what = (f"done {job_id}: OOF macro F1 {s.val_f1:.4f}" if s.state == "done" and s.val_f1 is not None
-                    else f"FAILED {job_id}: {s.error[:200]}")
-            self.event(what)
-            return
+    def started(self, job_id: str) -> None:
+        s = self.board.update(job_id, state="running", started=self.board.get(job_id).started or time.time())
+        label = self.board.plans[job_id].label
+        self.event(f"started {job_id}" + (f" ({label})" if label else "") + (f" on {s.node}" if s.node else ""))
+
+    def epoch(self, job_id: str, result: dict) -> None:
         now, s = time.time(), self.board.get(job_id)
         epoch = int(result.get("epoch", 0))
         s = self.board.update(job_id, node=result.get("node", ""), epoch=epoch, epochs=int(result.get("epochs", 0)),
@@ -181,12 +173,13 @@ class ProgressTable(Callback):
                               last_report=now)
         left = s.remaining()
         self.event(f"epoch {epoch}/{s.epochs} {job_id}: val F1 {result.get('val_macro_f1', 0):.4f} (best "
-                    f"{s.val_f1:.4f})" + (f", {left / 60:.1f} min left" if left is not None else ""))
+                   f"{s.val_f1:.4f})" + (f", {left / 60:.1f} min left" if left is not None else ""))
 
-    def on_trial_error(self, iteration, trials, trial, **info):
-        job_id = self.key(trial)
-        first = str(trial.get_error() or "").strip().splitlines()
-        self.event(f"FAILED {job_id}: {first[-1][:200] if first else 'see its log'}")
+    def ended(self, job_id: str) -> None:
+        """The collector has recorded the outcome by now."""
+        s = self.board.get(job_id)
+        self.event(f"done {job_id}: OOF macro F1 {s.val_f1:.4f}" if s.state == "done" and s.val_f1 is not None
+                   else f"FAILED {job_id}: {s.error[:200] or 'see its log'}")
 
     def event(self, line: str) -> None:
         """Show one event: repaint the live table, or one timestamped line with the summary in a log."""
@@ -212,3 +205,8 @@ class ProgressTable(Callback):
             self._live = None
         elif not self.live_view:
             print(f"{time.strftime('%H:%M:%S')} jobs ended [{self.board.summary()}]", file=sys.stderr, flush=True)
+
+
+def _last_line(text: str | None) -> str:
+    lines = [line for line in str(text or "").strip().splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "see its log"

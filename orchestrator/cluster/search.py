@@ -8,8 +8,10 @@ keeps every finished trial and its searcher's history, and resumes the unfinishe
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,8 @@ from orchestrator.cluster.placement import PlacementSweeper, release_orphaned_gr
 from orchestrator.cluster.plan import JobPlan
 from orchestrator.cluster.progress import Board, ProgressTable
 from orchestrator.cluster.session import ResourceError, check_resources, ray_session
-from orchestrator.cluster.trial import search_trial
+from orchestrator.cluster.slots import SlotPool
+from orchestrator.cluster.trial import SEARCH_QUEUE, search_trial
 from tasks.errors import UserError
 from tasks.lock import experiment_lock
 from tasks.prepare import prepare
@@ -99,13 +102,14 @@ def _search(spec: Experiment, storage: str, address: str | None, stream) -> Sear
     name = f"search-{stable_hash([spec.spec_hash(), spec.search.model_dump(mode='json')])[:8]}"
     path = f"{storage.rstrip('/')}/{name}"
     board = Board({})
-    table = ProgressTable(board, key=trial_key, plan_for=trial_plan)
-    callbacks = [TrialOutcomes(board, table), table, PlacementSweeper(), CSVLoggerCallback(), JsonLoggerCallback()]
+    table = ProgressTable(board)
+    callbacks = [TrialOutcomes(board, table), TuneProgress(table), PlacementSweeper(), CSVLoggerCallback(),
+                 JsonLoggerCallback()]
     # Ctrl-C is Tune's own here (unlike a K-fold's, see launch.py): it saves the running trials
     # as unfinished, so the next run resumes them; a stopper would end them as finished.
     os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-    with ray_session(spec, address):
-        board.slots = concurrent_trials(spec, check_resources(spec.resources))
+    with ray_session(spec, address), search_slots(spec, storage, address, table) as slots:
+        board.slots = slots
         if tune.Tuner.can_restore(path):
             print(f"resuming the search in {path}: finished trials are kept", file=stream)
             tuner = tune.Tuner.restore(path, trainable=trainable(), resume_unfinished=True, resume_errored=False,
@@ -126,6 +130,33 @@ def _search(spec: Experiment, storage: str, address: str | None, stream) -> Sear
     trials = trial_table(grid, path)
     unfinished = trials["status"].isin(["interrupted", "not started"]).any() if len(trials) else True
     return SearchRun(trials, bool(unfinished) or len(trials) < spec.search.trials, path)
+
+
+@contextlib.contextmanager
+def search_slots(spec: Experiment, storage: str, address: str | None, table: ProgressTable):
+    """The slots every trial's jobs are queued for, kept going while the search runs; yields how
+    many trials run at once."""
+    concurrent = concurrent_trials(spec, check_resources(spec.resources))
+    local = not (address or os.environ.get("RAY_ADDRESS"))
+    pool = SlotPool(spec.resources, storage, concurrent * jobs_per_trial(spec), spec.search.trials * jobs_per_trial(spec),
+                    local, log=table.event).start(name=SEARCH_QUEUE)
+    done = threading.Event()
+
+    def keep() -> None:  # a slot's run that ended (or failed) is started again while jobs wait
+        while not done.wait(1.0):
+            try:
+                pool.maintain()
+            except Exception as err:  # never let the keeper die silently: the search would stall
+                table.event(f"warning: keeping the slots: {type(err).__name__}: {err}")
+
+    keeper = threading.Thread(target=keep, daemon=True)
+    keeper.start()
+    try:
+        yield concurrent
+    finally:
+        done.set()
+        keeper.join()
+        pool.shutdown()
 
 
 def replay_rungs(scheduler, tune_dir: str) -> None:
@@ -187,6 +218,7 @@ class TrialOutcomes(Callback):
             self.board.update(trial.trial_id, state="done", finished=time.time(), val_f1=result["oof_macro_f1"])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        _cancel_jobs(trial.trial_id)  # stopped by ASHA: its jobs leave their slots at the epoch's end
         status = self.board.get(trial.trial_id)
         if status.state == "running":
             self.board.update(trial.trial_id, state="stopped", finished=time.time())
@@ -194,7 +226,36 @@ class TrialOutcomes(Callback):
                              f"best val F1 {status.val_f1 or 0:.4f}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        _cancel_jobs(trial.trial_id)
         self.board.update(trial.trial_id, state="failed", finished=time.time(), error=str(trial.get_error() or ""))
+
+
+def _cancel_jobs(trial_id: str) -> None:
+    import ray
+
+    ray.get(ray.get_actor(SEARCH_QUEUE).cancel.remote(trial_id))
+
+
+class TuneProgress(Callback):
+    """The progress display fed by Tune: a row per trial, labelled by its sampled values."""
+
+    def __init__(self, table: ProgressTable):
+        self.table = table
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id not in self.table.board.plans:
+            self.table.board.plans[trial.trial_id] = trial_plan(trial)
+        self.table.started(trial.trial_id)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("final"):
+            self.table.ended(trial.trial_id)
+        else:
+            self.table.epoch(trial.trial_id, result)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        first = str(trial.get_error() or "").strip().splitlines()
+        self.table.event(f"FAILED {trial.trial_id}: {first[-1][:200] if first else 'see its log'}")
 
 
 def tune_domain(dist: Distribution, grid: bool):
@@ -235,10 +296,6 @@ def tune_config(spec: Experiment, concurrent: int):
                            num_samples=s.trials if s.searcher != "grid" else (s.num_samples or 1),
                            max_concurrent_trials=concurrent if s.searcher == "optuna" else None, reuse_actors=False,
                            trial_dirname_creator=trial_dirname)
-
-
-def trial_key(trial) -> str:
-    return trial.trial_id
 
 
 def trial_plan(trial) -> JobPlan:

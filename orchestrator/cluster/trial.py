@@ -1,7 +1,8 @@
-"""One search trial on Ray: its jobs (every model on every search fold) as the same Train
-runs as a K-fold's jobs, and its score to Tune once per epoch.
+"""One search trial on Ray: its jobs (every model on every search fold) queued for the same
+slots as a K-fold's jobs (orchestrator.cluster.slots), and its score to Tune once per epoch.
 
-Each job holds its own slot, so a trial's jobs train side by side. The trial reports epoch t
+The search keeps a slot per job of its concurrent trials, so a trial's jobs train side by
+side, each in a slot process that has already paid Ray Train's start-up. The trial reports epoch t
 once every job has reported it (or finished earlier, by patience): its score is the mean over
 jobs of each job's best validation macro F1 up to t, which never falls, so ASHA compares
 trials at a rung by the best each reached. The last report adds the jobs' OOF macro F1 (the
@@ -9,15 +10,14 @@ best epoch's weights, with flip TTA where set), the number `orchestrator.run` wo
 """
 from __future__ import annotations
 
-import threading
-import traceback
+import time
 from dataclasses import dataclass, field
 
-from ray.train import UserCallback
-
-from orchestrator.cluster.worker import build_trainer, job_config, train_worker
+from orchestrator.cluster.worker import job_config
 from tasks.search_spec import sampled_spec
 from tasks.spec import Experiment
+
+SEARCH_QUEUE = "maskfold-search-queue"  # the search's JobQueue actor, by name (a trial finds it)
 
 
 @dataclass
@@ -83,15 +83,17 @@ class TrialScore:
 
 
 def trial_jobs(spec: Experiment, folds: list[int], trial_id: str, storage: str) -> list[dict]:
-    """The trial's jobs as Train configs: each model on each search fold, named by the trial
-    (two trials that sample the same values are still two runs in Train storage)."""
-    return [job_config(spec, f"{m.name}-fold{k}-{trial_id}", m.name, k, storage) for m in spec.models for k in folds]
+    """The trial's jobs as queue entries: each model on each search fold, named by the trial
+    (two trials that sample the same values are still two jobs in Train storage); their
+    events come back on the trial's own channel."""
+    return [job_config(spec, f"{m.name}-fold{k}-{trial_id}", m.name, k, storage, channel=trial_id)
+            for m in spec.models for k in folds]
 
 
 def search_trial(config: dict) -> None:
     """The Tune function trainable of a search: sample -> spec -> jobs -> per-epoch score."""
+    import ray
     from ray import tune
-    from ray.util.queue import Queue
 
     try:
         spec = sampled_spec(config["base"], config["params"])
@@ -100,45 +102,32 @@ def search_trial(config: dict) -> None:
     trial_id = tune.get_context().get_trial_id()
     jobs = trial_jobs(spec, config["folds"], trial_id, config["storage"])
     score = TrialScore(tuple(j["job_id"] for j in jobs), config["max_epochs"])
-    queue = Queue(actor_options={"num_cpus": 0})
-    for job in jobs:
-        threading.Thread(target=_fit, args=(job, spec, queue), daemon=True).start()
+    queue = ray.get_actor(SEARCH_QUEUE)
+    ray.get(queue.submit.remote(jobs))
     meta = {"epochs": config["max_epochs"], "node": ""}
     while not score.complete:
-        kind, job_id, payload = queue.get()
-        if kind == "end" and payload:
-            raise TrialJobError(f"job {job_id} failed:\n{payload}")
-        if kind == "report" and payload.get("final"):
-            score.finish(job_id, float(payload["val_macro_f1"]), int(payload.get("epochs", 1)))
-        elif kind == "report" and not payload.get("error"):
-            meta["node"] = payload.get("node", "")
-            score.add_epoch(job_id, int(payload["epoch"]), float(payload["best_f1"]), float(payload["val_macro_f1"]))
-        rows = score.ready()
-        if score.complete and not rows:  # every epoch was reported before the last job's outputs
-            rows = [score.last_row()]
-        for i, row in enumerate(rows):
-            last = score.complete and i == len(rows) - 1
-            tune.report(row | meta | {"best_f1": row["val_macro_f1"]} | (score.final() if last else {}))
+        events = ray.get(queue.drain.remote(trial_id))
+        if not events:
+            time.sleep(0.25)
+        for event in events:
+            _score_event(score, event, meta)
+            rows = score.ready()
+            if score.complete and not rows:  # every epoch was reported before the last job's outputs
+                rows = [score.last_row()]
+            for i, row in enumerate(rows):
+                last = score.complete and i == len(rows) - 1
+                tune.report(row | meta | {"best_f1": row["val_macro_f1"]} | (score.final() if last else {}))
 
 
-def _fit(job: dict, spec: Experiment, queue) -> None:
-    """Run one job's TorchTrainer; its reports and its end go to the trial's queue."""
-    error = ""
-    try:
-        build_trainer(train_worker, job, spec.resources, [QueueReports(queue, job["job_id"])]).fit()
-    except Exception:
-        error = traceback.format_exc()
-    queue.put(("end", job["job_id"], error))
-
-
-class QueueReports(UserCallback):
-    """A Train callback, run in the job's controller: every report to the trial's queue."""
-
-    def __init__(self, queue, job_id: str):
-        self.queue, self.job_id = queue, job_id
-
-    def after_report(self, run_context, metrics, checkpoint) -> None:
-        self.queue.put(("report", self.job_id, dict(metrics[0])))
+def _score_event(score: TrialScore, event: dict, meta: dict) -> None:
+    job_id, kind = event["job_id"], event["kind"]
+    if kind in ("failed", "cancelled"):
+        raise TrialJobError(f"job {job_id} {kind}:\n{event.get('error', '')}")
+    if kind == "final":
+        score.finish(job_id, float(event["val_macro_f1"]), int(event.get("epochs", 1)))
+    elif kind == "epoch":
+        meta["node"] = event.get("node", "")
+        score.add_epoch(job_id, int(event["epoch"]), float(event["best_f1"]), float(event["val_macro_f1"]))
 
 
 class TrialSpecError(ValueError):
