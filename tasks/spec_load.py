@@ -7,19 +7,18 @@ from pydantic import ValidationError
 
 from tasks.overrides import apply_overrides
 from tasks.spec import Experiment, SpecError, error_lines
+from tasks.user_files import InputError, read_yaml
 
 
 def load_spec(path: str | Path, overrides: list[str] = (), check_data: bool = True) -> Experiment:
     """Load, override, validate. Raises SpecError with one line per problem."""
-    import yaml
-
     path = Path(path)
+    if not path.exists():
+        raise SpecError(f"{path}: no such experiment file")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such experiment file") from None
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from None
+        raw = read_yaml(path, "the experiment file", "give the path of an experiment YAML, e.g. experiments/demo.yaml")
+    except InputError as err:
+        raise SpecError(str(err)) from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     try:
