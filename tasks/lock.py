@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Iterator
 
 from tasks.errors import UserError
+from tasks.user_files import check_folder, user_input
 
 LOCK_NAME = ".lock"
+RESULTS_FOLDER = "the experiment's results folder"
 
 
 class ExperimentBusy(UserError, RuntimeError):
@@ -28,8 +30,10 @@ class ExperimentBusy(UserError, RuntimeError):
 def experiment_lock(out_dir: Path, command: str = "") -> Iterator[None]:
     """Hold results/<name>/.lock for the block, or raise ExperimentBusy naming the holder."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    check_results_folder(out_dir)
+    with user_input(out_dir, RESULTS_FOLDER, "make it writable, or work under another name with --set name=<new name>"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -45,3 +49,10 @@ def experiment_lock(out_dir: Path, command: str = "") -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing drops the lock
+
+
+def check_results_folder(out_dir: Path) -> None:
+    """InputError unless results/<name> is a folder or can be made one: run, prepare and search
+    check it before any work (a dry run too, which would otherwise plan jobs that cannot run)."""
+    check_folder(out_dir, RESULTS_FOLDER, "move that file away, or work under another name with "
+                                          "--set name=<new name> (or --set results_dir=<folder>)")

@@ -1,10 +1,12 @@
-"""Reading an experiment: YAML, `--set` overrides, validation, and a check that the data is there."""
+"""Reading an experiment: YAML, `--set` overrides, validation, and checks that its data is there and its
+results folder can be made."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from tasks.lock import check_results_folder
 from tasks.overrides import apply_overrides
 from tasks.spec import Experiment, SpecError, error_lines
 from tasks.user_files import InputError, read_yaml
@@ -30,8 +32,9 @@ def load_spec(path: str | Path, overrides: list[str] = (), check_data: bool = Tr
         spec = Experiment.model_validate(raw)
     except ValidationError as err:
         raise SpecError(format_errors(path, err)) from None
-    if check_data:
+    if check_data:  # a spec to run: its data must be there and its results folder possible
         check_data_root(path, spec)
+        check_results_folder(spec.out_dir)
     return spec
 
 

@@ -15,6 +15,7 @@ from orchestrator.cluster.storage import StorageError, check_storage
 from orchestrator.cluster.worker import START_RETRIES, build_trainer
 from orchestrator.run import main as run_main
 from tasks.atomic import write_text
+from tasks.errors import UserError
 from tasks.job import train_job
 from tasks.job_io import Job, unfinished_reason
 from tasks.lock import ExperimentBusy, experiment_lock
@@ -216,3 +217,23 @@ def test_the_same_job_of_two_experiments_never_shares_a_scratch_folder(tmp_path)
     assert scratch_name(a) != scratch_name(b)
     assert scratch_name(a) == scratch_name(dict(a))  # a resumed run finds its own
     assert scratch_name(a).startswith(a["job_id"])  # still readable on the node
+
+
+@pytest.mark.parametrize("main, extra", [(run_main, ["--dry-run"]), (run_main, []), (prepare_cli.main, [])],
+                         ids=["run_dry_run", "run", "prepare"])
+def test_a_results_folder_that_is_a_file_is_one_line_and_stays(synth_root, tmp_path, capsys, main, extra):
+    (tmp_path / "safe").write_text("my notes")
+    assert main(cli_args(synth_root, tmp_path) + extra) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and "Traceback" not in err and "jobs:" not in err, err
+    assert f"error: {tmp_path / 'safe'}: the experiment's results folder is a file, not a folder; " in err
+    assert "--set name=" in err and (tmp_path / "safe").read_text() == "my notes"
+
+
+def test_the_lock_refuses_a_results_folder_it_cannot_make(tmp_path):
+    """Every driver (run, prepare, search, blend --reinfer, explain) takes the lock first."""
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match=f"{tmp_path / 'file' / 'x'}: the experiment's results folder cannot be "
+                                        f"made: {tmp_path / 'file'} is a file"):
+        with experiment_lock(tmp_path / "file" / "x"):
+            pass
