@@ -237,3 +237,16 @@ def test_the_lock_refuses_a_results_folder_it_cannot_make(tmp_path):
                                         f"made: {tmp_path / 'file'} is a file"):
         with experiment_lock(tmp_path / "file" / "x"):
             pass
+
+
+def test_a_duplicate_photo_stop_leaves_no_results_folder(data_copy, tmp_path, capsys):
+    from tests.test_integrity import copy_person, people_folders
+
+    copy_person(data_copy, people_folders(data_copy)[0], "999999")
+    for main in (prepare_cli.main, run_main):
+        assert main(cli_args(data_copy, tmp_path / "results")) == 2
+        assert "byte-identical to a photo of another person" in capsys.readouterr().err
+        assert not (tmp_path / "results" / "safe").exists()  # nor its .lock
+    (tmp_path / "results" / "safe").mkdir(parents=True)  # a folder of the user's: kept, with the lock
+    assert prepare_cli.main(cli_args(data_copy, tmp_path / "results")) == 2
+    assert [p.name for p in (tmp_path / "results" / "safe").iterdir()] == [".lock"]
