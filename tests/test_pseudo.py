@@ -326,3 +326,16 @@ def test_another_eval_set_of_the_same_size_names_the_first_difference(round1):
         build_pseudo(round2(tmp, exp), people[["image_key", "person", "fold"]], ids, False, log=lambda s: None)
     assert (f"its eval set differs from this experiment's: 2 of this experiment's {len(ids)} ImageIDs are not in "
             f"round 1's {len(ids)}, the first {'f' * 40}.jpg (row 4 of eval/info.csv)") in str(info.value)
+
+
+@pytest.mark.parametrize("damage, problem", [('{"weights": ', "is not valid JSON (line 1, column 13: Expecting value)"),
+                                             ("[]", "is not a blend record (no method and metric)"),
+                                             ("", "is not valid JSON")], ids=["truncated", "a_list", "empty"])
+def test_a_damaged_round1_blend_record_is_one_clear_error(round1, damage, problem):
+    tmp, exp, people, answers = round1
+    write_blend_choice(exp, "soft_greedy")
+    (exp / "blend" / "weights.json").write_text(damage)
+    with pytest.raises(PseudoError) as info:
+        build(round2(tmp, exp), people, len(answers))
+    assert str(info.value).startswith(f"{exp / 'blend' / 'weights.json'}: round 1's blend record {problem}")
+    assert f"blend round 1 again (python -m orchestrator.blend --results {exp}) or remove its blend/" in str(info.value)

@@ -8,7 +8,6 @@ probabilities), the same for every fold, whose OOF scores are therefore optimist
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tasks.labels import NUM_CLASSES
 from tasks.logits import read_logits
 from tasks.pseudo import PseudoError, PseudoSet, pseudo_hash, pseudo_path
 from tasks.pseudo_rows import check_round1_rows
+from tasks.user_files import InputError, read_json
 from tasks.spec import Experiment
 
 EQUAL = Recipe("soft_equal", "soft", "equal")
@@ -96,7 +96,14 @@ def chosen_recipe(source: Path, src_spec: Experiment, inputs: BlendInputs) -> tu
     path = source / "blend" / "weights.json"
     if not path.is_file():
         return EQUAL, False
-    record = json.loads(path.read_text())
+    fix = (f"blend round 1 again (python -m orchestrator.blend --results {source}) or remove its blend/ folder "
+           "to label by the equal soft vote")
+    try:
+        record = read_json(path, "round 1's blend record", fix)
+    except InputError as err:
+        raise PseudoError(str(err)) from None
+    if not isinstance(record, dict) or not {"method", "metric"} <= set(record):
+        raise PseudoError(f"{path}: round 1's blend record is not a blend record (no method and metric); {fix}")
     if sorted(record.get("weights", {})) != sorted(inputs.oof.models) or record.get("rows_hash") != inputs.oof.rows_hash:
         raise PseudoError(f"{path}: blended other models or rows than {source} now holds "
                           f"({sorted(record.get('weights', {}))} vs {sorted(inputs.oof.models)}); blend round 1 "
