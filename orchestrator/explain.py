@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.cli import add_results_args, make_parser, run_main
+from orchestrator.cli import add_results_args, count_arg, make_parser, run_main
 
 
 def run(args: argparse.Namespace) -> None:
@@ -55,8 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "results/<name>/explain/face_focus.csv (model,fold,images,face_focus,box_share) and face_focus.png",
         "results/<name>/report.html (section 'Where the models look'), when the experiment is blended"])
     add_results_args(parser)
-    parser.add_argument("--per-class", type=_count, default=2, help="most confident mistakes shown per given class")
-    parser.add_argument("--sample", type=_count, default=32,
+    parser.add_argument("--per-class", type=count_arg, default=2, help="most confident mistakes shown per given class")
+    parser.add_argument("--sample", type=count_arg, default=32,
                         help="random OOF photos per fold model: face focus is measured over them")
     parser.add_argument("--boxes", type=Path, help="face boxes CSV image,x0,y0,x1,y1 in original photo pixels "
                                                    "(the data.face.boxes format); default: faces.parquet")
@@ -67,13 +67,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.address and not args.ray:
         parser.error("--address only applies with --ray")
     return args
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -157,3 +157,12 @@ def test_the_ray_task_body_computes_the_local_cams(experiment):
     np.testing.assert_array_equal(remote.images, local.images)
     np.testing.assert_allclose(remote.cams, local.cams, atol=1e-5)
     assert remote.cams.max() > 0
+
+
+@pytest.mark.parametrize("option, value", [("--sample", "abc"), ("--per-class", "0"), ("--sample", "2.5")])
+def test_a_bad_count_is_said_in_the_options_words(capsys, option, value):
+    with pytest.raises(SystemExit) as info:
+        explain.parse_args([option, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "_count" not in err, err
+    assert f"argument {option}: must be a whole number of at least 1, got '{value}'" in err
