@@ -148,6 +148,18 @@ def test_stopped_trials_only_still_give_a_best(tmp_path):
     assert "stopped early" in text.splitlines()[0] and yaml.safe_load(text)["name"] == "search_demo-best"
 
 
+def test_an_interrupted_trial_never_gives_the_best(tmp_path):
+    """Ctrl-C before any trial finished: the unfinished trials resume later, so none is "the best"."""
+    spec = search_spec(tmp_path).resolved()
+    trials = fake_trials(spec)
+    trials["status"] = ["interrupted", "interrupted", "interrupted", "error"]
+    assert best_row(trials) is None
+    assert write_search_outputs(spec, trials, tmp_path / "out") is None
+    assert not (tmp_path / "out" / "best.yaml").exists() and (tmp_path / "out" / "trials.csv").exists()
+    trials["status"] = ["interrupted", "stopped early", "interrupted", "not started"]
+    assert best_row(trials)["trial"] == "t2"  # t3 scored higher, but it is to resume
+
+
 def search_cli(root: Path, results: Path, name: str, *extra: str) -> list[str]:
     """A grid of a good and a hopeless learning rate, one trial at a time (one slot of two
     CPUs): the order is fixed, so ASHA's rung at epoch 2 must stop the second."""
