@@ -106,6 +106,7 @@ def _search(spec: Experiment, storage: str, address: str | None, stream) -> Sear
     os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
     with ray_session(spec, address):
         board.slots = concurrent_trials(spec, check_resources(spec.resources))
+        from orchestrator.cluster.tune_trust import check_trusted; check_trusted(path)  # restore unpickles it
         if tune.Tuner.can_restore(path):
             print(f"resuming the search in {path}: finished trials are kept", file=stream)
             tuner = tune.Tuner.restore(path, trainable=trainable(), resume_unfinished=True, resume_errored=False,
