@@ -46,8 +46,10 @@ class Dataset:
     linked: tuple[tuple[str, ...], ...] = ()  # people sharing photos (on_duplicate=keep/drop): one fold each
 
 
-def load_dataset(spec: Experiment, verbose: bool = True) -> Dataset:
-    """Index and cache the data; DataError lists every problem unless told to skip them."""
+def load_dataset(spec: Experiment, verbose: bool = True, write_cache: bool = True) -> Dataset:
+    """Index and cache the data; DataError lists every problem unless told to skip them.
+    Without `write_cache` (a dry run) the same dataset, its hashes and problems, with nothing
+    written: an image cache not built yet is only read through (its caches have no array)."""
     root, data = spec.data.root, spec.data
     train, evals = index_train(root), index_eval(root)
     images = train.images
@@ -59,7 +61,7 @@ def load_dataset(spec: Experiment, verbose: bool = True) -> Dataset:
             print(summary.text(data.relabel), file=sys.stderr)
     crop = face_crop(spec, root, [images, evals.images])
     caches = [ensure_cache(root, list(f["image_key"]), list(f["path"]), data.cache_size, data.cache_dir,
-                           data.decode_workers, label=label, crop=crop)
+                           data.decode_workers, label=label, crop=crop, write=write_cache)
               for f, label in ((images, "train"), (evals.images, "eval"))]
     problems = [*train.problems, *evals.problems, *caches[0].problems, *caches[1].problems]
     dups = find_duplicates(images, caches[0])
