@@ -17,9 +17,10 @@ from pathlib import Path
 from orchestrator.cli import add_results_args, count_arg, make_parser, run_main
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
     from orchestrator.analysis.experiment import find_experiment, load_experiment
     from orchestrator.analysis.explain_run import explain, local_runner
+    from tasks.lock import experiment_lock
 
     exp_dir = find_experiment(args.results)
     print(f"experiment: {exp_dir}", flush=True)
@@ -29,12 +30,18 @@ def run(args: argparse.Namespace) -> None:
         from orchestrator.cluster.explain_tasks import ray_runner
 
         runner = ray_runner(args.address)
-    summary = explain(spec, exp_dir, args.per_class, args.sample, args.boxes, runner)
-    if summary.focus is not None and len(summary.focus):
-        print("face focus (share of CAM mass in the face box; box_share: what an even CAM scores):\n"
-              + summary.focus.to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
-    if (exp_dir / "blend" / "weights.json").is_file():
-        _refresh_report(exp_dir, spec, args.overrides)
+    # Held like a run's: a run beside it would replace the weights and OOF rows being explained,
+    # and two explains would write explain/ and the report at once.
+    with experiment_lock(exp_dir, otherwise="then run explain again"):
+        summary = explain(spec, exp_dir, args.per_class, args.sample, args.boxes, runner)
+        if summary.focus is not None and len(summary.focus):
+            print("face focus (share of CAM mass in the face box; box_share: what an even CAM scores):\n"
+                  + summary.focus.to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
+        if (exp_dir / "blend" / "weights.json").is_file():
+            _refresh_report(exp_dir, spec, args.overrides)
+    for line in summary.lost_lines(spec.folds.n_splits):  # partial sheets are written, but say so and fail
+        print(f"incomplete: {line}", file=sys.stderr, flush=True)
+    return 1 if summary.lost else 0
 
 
 def _refresh_report(exp_dir: Path, spec, overrides: list[str]) -> None:

@@ -20,6 +20,7 @@ from tasks.user_files import check_folder, user_input
 
 LOCK_NAME = ".lock"
 RESULTS_FOLDER = "the experiment's results folder"
+OTHER_NAME = "or work under another name with --set name=<new name>"
 
 
 class ExperimentBusy(UserError, RuntimeError):
@@ -27,8 +28,9 @@ class ExperimentBusy(UserError, RuntimeError):
 
 
 @contextlib.contextmanager
-def experiment_lock(out_dir: Path, command: str = "") -> Iterator[None]:
-    """Hold results/<name>/.lock for the block, or raise ExperimentBusy naming the holder.
+def experiment_lock(out_dir: Path, command: str = "", otherwise: str = OTHER_NAME) -> Iterator[None]:
+    """Hold results/<name>/.lock for the block, or raise ExperimentBusy naming the holder and
+    saying what else to do (`otherwise`).
 
     A block that fails having written nothing (a refused run: bad data, duplicate photos, a
     round 1 with other folds) leaves no trace: the folders this call made are removed again.
@@ -36,7 +38,7 @@ def experiment_lock(out_dir: Path, command: str = "") -> Iterator[None]:
     out_dir = Path(out_dir)
     check_results_folder(out_dir)
     made = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # deepest first
-    fd = _acquire(out_dir)
+    fd = _acquire(out_dir, otherwise)
     try:
         what = command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200]
         os.ftruncate(fd, 0)
@@ -51,7 +53,7 @@ def experiment_lock(out_dir: Path, command: str = "") -> Iterator[None]:
         os.close(fd)  # closing drops the lock
 
 
-def _acquire(out_dir: Path) -> int:
+def _acquire(out_dir: Path, otherwise: str) -> int:
     """An open, locked descriptor of out_dir/.lock, the file now at that path."""
     path = out_dir / LOCK_NAME
     for _ in range(3):
@@ -66,7 +68,7 @@ def _acquire(out_dir: Path) -> int:
             os.close(fd)
             raise ExperimentBusy(
                 f"{out_dir}: {holder} is working on this experiment. Wait for it to finish (or stop it), "
-                f"or work under another name with --set name=<new name>") from None
+                f"{otherwise}") from None
         if _is_at(fd, path):
             return fd
         os.close(fd)  # a refused driver removed that lock file after we opened it: lock the new one
