@@ -57,10 +57,12 @@ def _acquire(out_dir: Path, otherwise: str) -> int:
     """An open, locked descriptor of out_dir/.lock, the file now at that path."""
     path = out_dir / LOCK_NAME
     for _ in range(3):
-        with user_input(out_dir, RESULTS_FOLDER, "make it writable, or work under another name with "
-                                                 "--set name=<new name>"):
+        with user_input(out_dir, RESULTS_FOLDER, f"make it writable, {OTHER_NAME}"):
             out_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except FileNotFoundError:  # a refused driver removed the folder it had made just now
+                continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -17,9 +17,9 @@ import pandas as pd
 from orchestrator.analysis.cam import NoCamLayer, box_share, face_focus, find_cam_layer
 from orchestrator.analysis.explain import (FoldJob, JobCams, explain_job, finished_jobs, lost_folds, oof_rows,
                                            pick_photos, suspect_people)
-from orchestrator.analysis.explain_files import ExplainFolder
 from orchestrator.analysis.explain_boxes import FaceBoxes, load_face_boxes
 from orchestrator.analysis.explain_figures import contact_sheet, focus_figure
+from orchestrator.analysis.explain_files import ExplainFolder
 from tasks.atomic import atomic_path
 from tasks.errors import UserError
 from tasks.spec import Experiment

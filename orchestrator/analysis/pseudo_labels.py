@@ -23,8 +23,8 @@ from tasks.labels import NUM_CLASSES
 from tasks.logits import read_logits
 from tasks.pseudo import PseudoError, PseudoSet, pseudo_hash, pseudo_path
 from tasks.pseudo_rows import check_round1_rows
-from tasks.user_files import InputError, read_json
 from tasks.spec import Experiment
+from tasks.user_files import InputError, read_json
 
 EQUAL = Recipe("soft_equal", "soft", "equal")
 
