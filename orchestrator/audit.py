@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.cli import add_results_args, make_parser, run_main
+from orchestrator.cli import add_results_args, count_arg, fraction_arg, make_parser, run_main
 
 
 def run(args: argparse.Namespace) -> None:
@@ -77,22 +77,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "results/<name>/audit.csv (everyone ranked per attribute: p_wrong, suspect)",
         "results/<name>/audit_relabel.csv (the suspects, relabel format: review, then set data.relabel)"])
     add_results_args(parser)
-    parser.add_argument("--error-rate", type=_fraction, default=0.01,
+    parser.add_argument("--error-rate", type=fraction_arg, default=0.01,
                         help="prior share of wrong labels per attribute (default 0.01)")
-    parser.add_argument("--cut", type=_fraction, default=0.5,
+    parser.add_argument("--cut", type=fraction_arg, default=0.5,
                         help="a suspect has p_wrong above this (default 0.5: more likely wrong than right)")
-    parser.add_argument("--top", type=int, help="at most this many suspects per attribute in audit_relabel.csv")
+    parser.add_argument("--top", type=count_arg, help="at most this many suspects per attribute in audit_relabel.csv")
     parser.add_argument("--truth-mislabels", type=Path,
                         help="relabel-format CSV of the true mislabels: report precision and recall of the "
                              "suspects and of the top k")
     return parser.parse_args(argv)
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

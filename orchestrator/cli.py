@@ -5,14 +5,15 @@ Kept light (no torch, no Ray, no pandas at import): `--help` must answer at once
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Callable
 
 from tasks.errors import UserError
 
-__all__ = ["UserError", "add_cluster_args", "add_results_args", "add_set_arg", "add_spec_args", "make_parser", "run_main",
-           "spec_from_args"]
+__all__ = ["UserError", "add_cluster_args", "add_results_args", "add_set_arg", "add_spec_args", "count_arg",
+           "fraction_arg", "make_parser", "run_main", "spec_from_args"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -64,6 +65,27 @@ def add_results_args(parser: argparse.ArgumentParser, repeatable: bool = False) 
     else:
         parser.add_argument("--results", type=Path, help="results/<experiment> (default: the most recent)")
     add_set_arg(parser)
+
+
+# Option types raise ArgumentTypeError with the rule in words: for any other error argparse
+# prints the function's own name ("invalid _count value: 'abc'").
+
+def count_arg(text: str) -> int:
+    """A whole number of at least 1, in ASCII digits."""
+    if not re.fullmatch(r"\s*[0-9]+\s*", text) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def fraction_arg(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (exclusive), got {text!r}")
+    return value
 
 
 def spec_from_args(args: argparse.Namespace):

@@ -14,12 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.cli import add_results_args, make_parser, run_main
+from orchestrator.cli import add_results_args, count_arg, make_parser, run_main
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
     from orchestrator.analysis.experiment import find_experiment, load_experiment
     from orchestrator.analysis.explain_run import explain, local_runner
+    from tasks.lock import experiment_lock
 
     exp_dir = find_experiment(args.results)
     print(f"experiment: {exp_dir}", flush=True)
@@ -29,12 +30,18 @@ def run(args: argparse.Namespace) -> None:
         from orchestrator.cluster.explain_tasks import ray_runner
 
         runner = ray_runner(args.address)
-    summary = explain(spec, exp_dir, args.per_class, args.sample, args.boxes, runner)
-    if summary.focus is not None and len(summary.focus):
-        print("face focus (share of CAM mass in the face box; box_share: what an even CAM scores):\n"
-              + summary.focus.to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
-    if (exp_dir / "blend" / "weights.json").is_file():
-        _refresh_report(exp_dir, spec, args.overrides)
+    # Held like a run's: a run beside it would replace the weights and OOF rows being explained,
+    # and two explains would write explain/ and the report at once.
+    with experiment_lock(exp_dir, otherwise="then run explain again"):
+        summary = explain(spec, exp_dir, args.per_class, args.sample, args.boxes, runner)
+        if summary.focus is not None and len(summary.focus):
+            print("face focus (share of CAM mass in the face box; box_share: what an even CAM scores):\n"
+                  + summary.focus.to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
+        if (exp_dir / "blend" / "weights.json").is_file():
+            _refresh_report(exp_dir, spec, args.overrides)
+    for line in summary.lost_lines(spec.folds.n_splits):  # partial sheets are written, but say so and fail
+        print(f"incomplete: {line}", file=sys.stderr, flush=True)
+    return 1 if summary.lost else 0
 
 
 def _refresh_report(exp_dir: Path, spec, overrides: list[str]) -> None:
@@ -55,8 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "results/<name>/explain/face_focus.csv (model,fold,images,face_focus,box_share) and face_focus.png",
         "results/<name>/report.html (section 'Where the models look'), when the experiment is blended"])
     add_results_args(parser)
-    parser.add_argument("--per-class", type=_count, default=2, help="most confident mistakes shown per given class")
-    parser.add_argument("--sample", type=_count, default=32,
+    parser.add_argument("--per-class", type=count_arg, default=2, help="most confident mistakes shown per given class")
+    parser.add_argument("--sample", type=count_arg, default=32,
                         help="random OOF photos per fold model: face focus is measured over them")
     parser.add_argument("--boxes", type=Path, help="face boxes CSV image,x0,y0,x1,y1 in original photo pixels "
                                                    "(the data.face.boxes format); default: faces.parquet")
@@ -67,13 +74,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.address and not args.ray:
         parser.error("--address only applies with --ray")
     return args
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"best: trial {best.trial}, val macro F1 {best.val_macro_f1:.4f} with "
                   + ", ".join(f"{p}={v}" for p, v in best.values.items())
                   + f"\nrun it as a full K-fold:\n  python -m orchestrator.run {best.spec_path}", file=sys.stderr)
+        elif len(outcome.trials):
+            print("no best.yaml: no trial has finished, nor been stopped early by the scheduler (interrupted "
+                  "trials resume, failed ones have no score)", file=sys.stderr)
         if outcome.interrupted:
             print("interrupted: run the same command again to resume the search", file=sys.stderr)
             return 130

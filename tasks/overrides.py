@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 
-import yaml
+from tasks.user_files import InputError, yaml_value
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -11,7 +11,11 @@ def parse_override(text: str) -> tuple[list[str], object]:
     if not sep or not key.strip():
         raise ValueError(f"{text!r} is not of the form a.b.c=value")
     # YAML parsing gives `5` an int, `true` a bool and `[1, 2]` a list, like the file would.
-    return key.strip().split("."), yaml.safe_load(value) if value.strip() else ""
+    try:
+        parsed = yaml_value(value) if value.strip() else ""
+    except InputError as err:  # a ValueError: the spec's loader names the spec file before it
+        raise InputError(f"{text}: {err}") from None
+    return key.strip().split("."), parsed
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

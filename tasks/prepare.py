@@ -22,6 +22,7 @@ from tasks.dataset import DataError, Problem, describe, fingerprint, index_eval,
 from tasks.duplicates import find_duplicates, settle_duplicates
 from tasks.face_outputs import write_faces
 from tasks.folds import load_folds, make_folds, save_folds
+from tasks.pseudo_rows import check_source_rows
 from tasks.relabel import apply_relabel
 from tasks.spec import Experiment, stable_hash
 
@@ -45,8 +46,10 @@ class Dataset:
     linked: tuple[tuple[str, ...], ...] = ()  # people sharing photos (on_duplicate=keep/drop): one fold each
 
 
-def load_dataset(spec: Experiment, verbose: bool = True) -> Dataset:
-    """Index and cache the data; DataError lists every problem unless told to skip them."""
+def load_dataset(spec: Experiment, verbose: bool = True, write_cache: bool = True) -> Dataset:
+    """Index and cache the data; DataError lists every problem unless told to skip them.
+    Without `write_cache` (a dry run) the same dataset, its hashes and problems, with nothing
+    written: an image cache not built yet is only read through (its caches have no array)."""
     root, data = spec.data.root, spec.data
     train, evals = index_train(root), index_eval(root)
     images = train.images
@@ -58,7 +61,7 @@ def load_dataset(spec: Experiment, verbose: bool = True) -> Dataset:
             print(summary.text(data.relabel), file=sys.stderr)
     crop = face_crop(spec, root, [images, evals.images])
     caches = [ensure_cache(root, list(f["image_key"]), list(f["path"]), data.cache_size, data.cache_dir,
-                           data.decode_workers, label=label, crop=crop)
+                           data.decode_workers, label=label, crop=crop, write=write_cache)
               for f, label in ((images, "train"), (evals.images, "eval"))]
     problems = [*train.problems, *evals.problems, *caches[0].problems, *caches[1].problems]
     dups = find_duplicates(images, caches[0])
@@ -104,7 +107,8 @@ def prepare(spec: Experiment, verbose: bool = True, force: bool = False) -> Data
     """Load the data, write folds and the manifest under results/<name>/.
 
     Refuses (ReplaceError) to replace the folds of an experiment whose finished jobs were made
-    with other data or folds, unless `force`: those results would no longer blend.
+    with other data or folds, unless `force`: those results would no longer blend; and (PseudoError)
+    a round 2 whose pseudo.source has other folds or eval photos. Both before writing anything.
     """
     started = time.monotonic()
     dataset = load_dataset(spec, verbose)
@@ -112,6 +116,8 @@ def prepare(spec: Experiment, verbose: bool = True, force: bool = False) -> Data
     if not force:
         check_replace(spec, dataset)
     folds = make_folds(dataset.train, spec.folds.n_splits, spec.folds.seed, dataset.linked)
+    if spec.pseudo is not None:  # a round 2 whose round 1 held out other people is refused before any write
+        check_source_rows(spec, folds, dataset.eval["image_key"].to_numpy())
     save_folds(out / "folds.parquet", folds, folds_meta(spec, dataset))
     write_text(out / "spec.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     write_text(out / "manifest.json", json.dumps(manifest(spec, dataset), indent=2))

@@ -1,25 +1,26 @@
-"""Reading an experiment: YAML, `--set` overrides, validation, and a check that the data is there."""
+"""Reading an experiment: YAML, `--set` overrides, validation, and checks that its data is there and its
+results folder can be made."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from tasks.lock import check_results_folder
 from tasks.overrides import apply_overrides
 from tasks.spec import Experiment, SpecError, error_lines
+from tasks.user_files import InputError, read_yaml
 
 
 def load_spec(path: str | Path, overrides: list[str] = (), check_data: bool = True) -> Experiment:
     """Load, override, validate. Raises SpecError with one line per problem."""
-    import yaml
-
     path = Path(path)
+    if not path.exists():
+        raise SpecError(f"{path}: no such experiment file")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such experiment file") from None
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from None
+        raw = read_yaml(path, "the experiment file", "give the path of an experiment YAML, e.g. experiments/demo.yaml")
+    except InputError as err:
+        raise SpecError(str(err)) from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     try:
@@ -31,8 +32,9 @@ def load_spec(path: str | Path, overrides: list[str] = (), check_data: bool = Tr
         spec = Experiment.model_validate(raw)
     except ValidationError as err:
         raise SpecError(format_errors(path, err)) from None
-    if check_data:
+    if check_data:  # a spec to run: its data must be there and its results folder possible
         check_data_root(path, spec)
+        check_results_folder(spec.out_dir)
     return spec
 
 

@@ -241,3 +241,15 @@ def test_a_truth_age_in_other_script_digits_is_a_clear_error(audited, tmp_path, 
     assert audit.main(["--results", str(exp), "--truth-mislabels", str(other)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "arabic.csv:2: '\u0666\u0661' is not a valid age" in err, err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--cut", "abc", "argument --cut: must be a number between 0 and 1 (exclusive), got 'abc'"),
+    ("--error-rate", "1.5", "argument --error-rate: must be a number between 0 and 1 (exclusive), got '1.5'"),
+    ("--top", "x", "argument --top: must be a whole number of at least 1, got 'x'"),
+])
+def test_a_bad_option_value_is_said_in_the_options_words(capsys, option, value, message):
+    with pytest.raises(SystemExit) as info:
+        audit.parse_args([option, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and "_fraction" not in err and "int value" not in err, err

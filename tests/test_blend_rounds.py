@@ -264,6 +264,23 @@ def test_out_holds_the_pooled_blend_and_its_report(rounds, tmp_path):
     assert code == 2 and "the results folder of another experiment" in err and not (other / "blend").exists()
 
 
+@pytest.mark.parametrize("where", ["out", "under_out", "blend"])
+def test_an_out_that_cannot_be_a_folder_is_refused_before_fitting(rounds, tmp_path, where):
+    _, one, two, _, _ = rounds
+    blocker = tmp_path / "rounds.txt"
+    blocker.write_text("my notes")
+    out = {"out": blocker, "under_out": blocker / "sub", "blend": tmp_path / "pooled"}[where]
+    if where == "blend":
+        out.mkdir()
+        (out / "blend").write_text("")
+    code, stdout, err = run_cli(blend.main, "--results", two, "--results", one, "--out", out)
+    assert code == 2 and err.count("error: ") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: {out / 'blend'}: the blend's output folder ")
+    assert ("is a file, not a folder" if where == "blend" else f"cannot be made: {blocker} is a file") in err
+    assert "blending" not in stdout.replace("blending 2 experiments", "")  # refused before anything was fitted
+    assert blocker.read_text() == "my notes"
+
+
 @pytest.mark.parametrize("out", [None, "round1"])
 def test_the_pseudo_source_of_a_blended_round_keeps_its_own_blend(rounds, out):
     """round2 learned its labels from round1's blend/: a pooled blend must not replace it."""

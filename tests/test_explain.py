@@ -12,6 +12,7 @@ from orchestrator import blend, explain
 from orchestrator.analysis import explain_run
 from orchestrator.analysis.cam import NoCamLayer, box_share, face_focus, find_cam_layer
 from orchestrator.analysis.explain import pick_photos
+from orchestrator.analysis.report_explain import explain_section
 from orchestrator.cluster.gather import gather
 from orchestrator.cluster.plan import plan_jobs
 from tasks.job import train_job
@@ -157,3 +158,102 @@ def test_the_ray_task_body_computes_the_local_cams(experiment):
     np.testing.assert_array_equal(remote.images, local.images)
     np.testing.assert_allclose(remote.cams, local.cams, atol=1e-5)
     assert remote.cams.max() > 0
+
+
+@pytest.mark.parametrize("option, value", [("--sample", "abc"), ("--per-class", "0"), ("--sample", "2.5")])
+def test_a_bad_count_is_said_in_the_options_words(capsys, option, value):
+    with pytest.raises(SystemExit) as info:
+        explain.parse_args([option, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "_count" not in err, err
+    assert f"argument {option}: must be a whole number of at least 1, got '{value}'" in err
+
+
+# --- a fake experiment: two "finished" fold jobs with untrained weights, no training ---------
+
+@pytest.fixture
+def untrained(make_spec):
+    """A prepared experiment whose two fold jobs hold random weights and random OOF logits: all
+    explain reads, made in a second. Returns the results folder."""
+    from tasks.job_io import JobResult, write_result
+    from tasks.logits import LogitsMeta, logits_table, write_logits
+    from tasks.model import build_model
+    from tasks.prepare import read_folds
+
+    spec = make_spec(name="untrained")
+    dataset = prepare(spec, verbose=False)
+    rows = dataset.train.merge(read_folds(spec, dataset)[["image_key", "fold"]], on="image_key")
+    model = spec.models[0]
+    net = build_model(model.model_copy(update={"pretrained": False, "pretrained_path": None}), spec.train_for(model))
+    rng = np.random.default_rng(0)
+    for fold in (0, 1):
+        out = spec.out_dir / "jobs" / f"{model.name}-fold{fold}-0000000{fold}"
+        out.mkdir(parents=True)
+        torch.save(net.state_dict(), out / "best.pt")
+        held = rows[rows["fold"] == fold]
+        frame = pd.DataFrame({"experiment": spec.name, "model": model.name, "fold": fold, "split": "oof",
+                              "image_key": held["image_key"], "person": held["person"], "target": held["label"]})
+        write_logits(out / "oof.parquet", logits_table(frame, rng.standard_normal((len(frame), 18)),
+                                                       LogitsMeta(rows_hash=rows_hash(spec, dataset))))
+        write_result(out, JobResult(spec.name, model.name, model.backbone, fold, 0, 1, 1, False, {"macro_f1": 0.1},
+                                    1.0, 1, len(frame), 1, "cpu", 1.0, "", "", "", ""))
+    return spec.out_dir
+
+
+def explain_cli(exp: Path, *more: str) -> list[str]:
+    return ["--results", str(exp), "--sample", "3", "--per-class", "1", *more]
+
+
+def test_explain_deletes_only_files_it_wrote_itself(untrained, synth_root, tmp_path):
+    exp = untrained
+    (exp / "explain").mkdir()
+    mine = {"mynotes.csv": "person,note\n", "sample_of_mine.png": "not a sheet"}
+    for name, text in mine.items():
+        (exp / "explain" / name).write_text(text)
+    boxes = str(synth_root / "truth/face_boxes.csv")
+    assert explain.main(explain_cli(exp, "--boxes", boxes)) == 0
+    assert (exp / "explain" / "face_focus.csv").is_file()
+    assert explain.main(explain_cli(exp)) == 0  # no boxes: its own face_focus files are stale now
+    assert not (exp / "explain" / "face_focus.csv").exists() and not (exp / "explain" / "face_focus.png").exists()
+    assert (exp / "explain" / "sample_test_convnext.png").is_file()
+    assert {n: (exp / "explain" / n).read_text() for n in mine} == mine  # the user's files: untouched
+    section = explain_section(exp)
+    assert "test_convnext: A random sample" in section and "of_mine" not in section  # the report shows its own
+    # explain/ a link to a folder of other files: they are not explain's to delete
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("face_focus.csv", "mistakes_x.png", "notes.csv"):
+        (elsewhere / name).write_text("theirs")
+    shutil.rmtree(exp / "explain")
+    (exp / "explain").symlink_to(elsewhere)
+    assert explain.main(explain_cli(exp)) == 0
+    assert all((elsewhere / n).read_text() == "theirs" for n in ("face_focus.csv", "mistakes_x.png", "notes.csv"))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing"])
+def test_a_fold_whose_weights_do_not_load_is_named_and_the_other_folds_kept(untrained, capsys, damage):
+    exp = untrained
+    [job] = (exp / "jobs").glob("*-fold1-*")
+    if damage == "garbage":
+        (job / "best.pt").write_bytes(b"not a checkpoint")
+    else:
+        (job / "best.pt").unlink()
+    assert explain.main(explain_cli(exp)) == 1
+    out, err = capsys.readouterr()
+    reason = "does not load into test_convnext" if damage == "garbage" else "missing best.pt"
+    assert "fold 1: " in err and reason in err, err
+    assert "test_convnext lost 1 of 2 folds" in err and "sheets show fold 0 only" in err, err
+    sample = pd.read_parquet(job.parent.glob("*-fold0-*").__next__() / "oof.parquet")  # fold 0's photos
+    assert (exp / "explain" / "sample_test_convnext.png").is_file() and len(sample)
+    assert "wrote 0 files" not in out
+
+
+def test_explain_takes_the_experiments_lock(untrained, capsys):
+    from tasks.lock import experiment_lock
+
+    with experiment_lock(untrained, "a run"):
+        assert explain.main(explain_cli(untrained)) == 2
+    err = capsys.readouterr().err
+    assert "(a run, since " in err and "is working on this experiment. Wait for it to finish" in err
+    assert "then run explain again" in err and "--set name" not in err and "Traceback" not in err
+    assert not (untrained / "explain").exists()

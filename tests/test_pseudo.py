@@ -301,3 +301,41 @@ def test_run_without_its_round_one_stops_before_writing_anything(synth_root, tmp
     assert code == 2
     assert f"pseudo.source: {tmp_path / 'r1'} is not an experiment's results folder" in capsys.readouterr().err
     assert not (tmp_path / "r2").exists()
+
+
+def test_a_round_two_refused_for_its_folds_writes_nothing(synth_root, tmp_path, capsys):
+    """Round 1's folds are checked before prepare writes spec.yaml, manifest.json or folds.parquet,
+    and the refused run leaves no results/<name>/ (nor its lock) behind."""
+    from orchestrator import prepare, run
+    from tests.specs import shrunk_cli
+
+    fake_round1(synth_root, tmp_path, "threshold: 0.2")
+    args = shrunk_cli(synth_root, tmp_path, f"pseudo={{source: {tmp_path / 'r1'}}}", "folds.seed=99", name="r2")
+    for main in (run.main, prepare.main):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.count("error: ") == 1 and "folds differ from this experiment's" in err, err
+        assert not (tmp_path / "r2").exists()
+
+
+def test_another_eval_set_of_the_same_size_names_the_first_difference(round1):
+    tmp, exp, people, answers = round1
+    ids = eval_ids(len(answers)).copy()
+    ids[[3, 7]] = ["f" * 40 + ".jpg", "e" * 40 + ".jpg"]
+    with pytest.raises(PseudoError) as info:
+        build_pseudo(round2(tmp, exp), people[["image_key", "person", "fold"]], ids, False, log=lambda s: None)
+    assert (f"its eval set differs from this experiment's: 2 of this experiment's {len(ids)} ImageIDs are not in "
+            f"round 1's {len(ids)}, the first {'f' * 40}.jpg (row 4 of eval/info.csv)") in str(info.value)
+
+
+@pytest.mark.parametrize("damage, problem", [('{"weights": ', "is not valid JSON (line 1, column 13: Expecting value)"),
+                                             ("[]", "is not a blend record (no method and metric)"),
+                                             ("", "is not valid JSON")], ids=["truncated", "a_list", "empty"])
+def test_a_damaged_round1_blend_record_is_one_clear_error(round1, damage, problem):
+    tmp, exp, people, answers = round1
+    write_blend_choice(exp, "soft_greedy")
+    (exp / "blend" / "weights.json").write_text(damage)
+    with pytest.raises(PseudoError) as info:
+        build(round2(tmp, exp), people, len(answers))
+    assert str(info.value).startswith(f"{exp / 'blend' / 'weights.json'}: round 1's blend record {problem}")
+    assert f"blend round 1 again (python -m orchestrator.blend --results {exp}) or remove its blend/" in str(info.value)

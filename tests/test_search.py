@@ -148,6 +148,100 @@ def test_stopped_trials_only_still_give_a_best(tmp_path):
     assert "stopped early" in text.splitlines()[0] and yaml.safe_load(text)["name"] == "search_demo-best"
 
 
+def test_an_interrupted_trial_never_gives_the_best(tmp_path):
+    """Ctrl-C before any trial finished: the unfinished trials resume later, so none is "the best"."""
+    spec = search_spec(tmp_path).resolved()
+    trials = fake_trials(spec)
+    trials["status"] = ["interrupted", "interrupted", "interrupted", "error"]
+    assert best_row(trials) is None
+    assert write_search_outputs(spec, trials, tmp_path / "out") is None
+    assert not (tmp_path / "out" / "best.yaml").exists() and (tmp_path / "out" / "trials.csv").exists()
+    trials["status"] = ["interrupted", "stopped early", "interrupted", "not started"]
+    assert best_row(trials)["trial"] == "t2"  # t3 scored higher, but it is to resume
+
+
+class Planted:
+    """A pickle that creates a file when it is loaded: what a foreign tuner.pkl could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_search_state_that_someone_else_could_have_written_is_never_unpickled(tmp_path):
+    import pickle
+
+    from orchestrator.cluster.tune_trust import UntrustedState, check_trusted
+
+    state = tmp_path / "search-1234"
+    (state / "trial_a").mkdir(parents=True)
+    for path in (state / "tuner.pkl", state / "trial_a" / "params.pkl"):
+        path.write_bytes(pickle.dumps(Planted(tmp_path / "PWNED")))
+    check_trusted(str(state))  # yours, writable by you alone: resumed
+    check_trusted(f"file://{state}")
+    check_trusted(str(tmp_path / "nothing_yet"))  # a first run: nothing to restore
+    check_trusted("s3://bucket/runs/search-1234")  # a bucket: its own access control
+    for path, change, problem in [
+            (state / "tuner.pkl", lambda p: os.chmod(p, 0o646), "tuner.pkl is writable by every user (mode 0646)"),
+            (state / "tuner.pkl", lambda p: os.chown(p, 65534, -1), "tuner.pkl is owned by "),
+            (state / "trial_a" / "params.pkl", lambda p: os.chown(p, 65534, -1), "trial_a/params.pkl is owned by "),
+            (state, lambda p: os.chmod(p, 0o757), f"{state} is writable by every user (mode 0757)")]:
+        saved = path.stat()
+        change(path)
+        with pytest.raises(UntrustedState) as info:
+            check_trusted(str(state))
+        assert problem in str(info.value) and "chmod -R go-w" in str(info.value) and "\n" not in str(info.value)
+        os.chown(path, saved.st_uid, saved.st_gid)
+        os.chmod(path, saved.st_mode)
+    check_trusted(str(state))
+    assert not (tmp_path / "PWNED").exists()
+
+
+class TuneStarted(Exception):
+    """Raised where the search would hand its trainable to Tune (to start or restore)."""
+
+
+def test_a_search_refuses_to_resume_from_a_foreign_folder_in_one_line(synth_root, tmp_path, monkeypatch, capsys):
+    """The search checks its state before Tune restores it. Ray is stood in for, and the
+    trainable raises TuneStarted: the check must come before it."""
+    import contextlib
+    import pickle
+
+    from orchestrator import search
+    from orchestrator.cluster import search as cluster_search
+    from orchestrator.cluster import tune_trust
+
+    def tune_started():
+        raise TuneStarted
+
+    monkeypatch.setattr(cluster_search, "ray_session", lambda spec, address: contextlib.nullcontext())
+    monkeypatch.setattr(cluster_search, "check_resources", lambda resources: 8)
+    monkeypatch.setattr(cluster_search, "quiet_tune", lambda: None)
+    monkeypatch.setattr(cluster_search, "trainable", tune_started)
+    monkeypatch.delenv("TUNE_DISABLE_SIGINT_HANDLER", raising=False)  # restored after the test
+    asked = []
+    real = tune_trust.check_trusted
+    with monkeypatch.context() as spying:
+        spying.setattr(tune_trust, "check_trusted", lambda path: asked.append(path) or real(path))
+        args = [str(SEARCH_DEMO), "--set", f"data.root={synth_root}", "--set", f"results_dir={tmp_path}",
+                "--storage", str(tmp_path / "store")]
+        with pytest.raises(TuneStarted):
+            search.main(args)  # a first run: nothing to trust yet, Tune would start
+    [path] = asked
+    assert Path(path).parent == tmp_path / "store"
+    Path(path).mkdir()
+    (Path(path) / "tuner.pkl").write_bytes(pickle.dumps(Planted(tmp_path / "PWNED")))
+    os.chown(Path(path) / "tuner.pkl", 65534, -1)  # someone else's: as in a results folder copied from them
+    capsys.readouterr()
+    assert search.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and "Traceback" not in err, err
+    assert f"error: {path}: will not resume this search: {path}/tuner.pkl is owned by " in err
+    assert not (tmp_path / "PWNED").exists()
+
+
 def search_cli(root: Path, results: Path, name: str, *extra: str) -> list[str]:
     """A grid of a good and a hopeless learning rate, one trial at a time (one slot of two
     CPUs): the order is fixed, so ASHA's rung at epoch 2 must stop the second."""

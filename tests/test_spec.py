@@ -92,6 +92,36 @@ def test_yaml_problems_are_spec_errors(tmp_path):
     assert "no such experiment file" in error_of(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize("value, fragment", [
+    ("[1", "--set: name=[1: the value '[1' is not valid YAML (line 1, column 3)"),
+    ("!!python/object/apply:os.system ['touch PWNED']",
+     "carries the YAML tag !!python/object/apply:os.system, which is never read"),
+], ids=["unclosed", "python_tag"])
+def test_a_set_value_that_is_not_plain_yaml_is_one_line_and_runs_nothing(spec_file, tmp_path, monkeypatch, capsys,
+                                                                          value, fragment):
+    from orchestrator import run
+
+    monkeypatch.chdir(tmp_path)
+    assert fragment in error_of(spec_file, f"name={value}")
+    assert run.main([str(spec_file), "--set", f"name={value}", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_spec_path_that_is_no_text_file_is_one_line(tmp_path, capsys):
+    from orchestrator import run
+
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"name: \xff\xfe\n")
+    for path, fragment in ((tmp_path, "the experiment file is a folder, not a file; give the path of an "
+                                      "experiment YAML"), (binary, "the experiment file is not UTF-8 text")):
+        assert fragment in error_of(path)
+        assert run.main([str(path), "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {path}: ") and fragment in err and err.count("\n") == 1, err
+
+
 def test_hashes_follow_content_not_name(spec_file):
     a = load_spec(spec_file)
     b = load_spec(spec_file, ["name=other"])

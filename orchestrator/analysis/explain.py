@@ -7,6 +7,7 @@ confident mistakes; the photos of the audit's top suspects; and per fold a rando
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from tasks.logits import read_logits
 from tasks.spec import Experiment
 
 SUSPECT_PEOPLE = 4  # suspects drawn per model: each is a row of up to seven photos
+NEEDS = ("result.json", "oof.parquet", "best.pt")  # what a fold model needs to be explained
+JOB_NAME = re.compile(r"(?P<model>.+)-fold(?P<fold>[0-9]+)-[0-9a-f]{8}")  # plan.py's job ids
 
 
 class ExplainError(UserError):
@@ -47,7 +50,7 @@ def finished_jobs(exp_dir: Path, spec: Experiment) -> list[FoldJob]:
     newest: dict[tuple[str, int], tuple[float, FoldJob]] = {}
     names = {m.name for m in spec.models}
     for folder in sorted((exp_dir / "jobs").glob("*/")):
-        if unfinished_reason(folder, needs=("result.json", "oof.parquet", "best.pt")):
+        if unfinished_reason(folder, needs=NEEDS):
             continue
         result = JobResult.read(folder)
         if result.model not in names:
@@ -61,6 +64,26 @@ def finished_jobs(exp_dir: Path, spec: Experiment) -> list[FoldJob]:
                            f"in spec.yaml ({', '.join(sorted(names))}); run the experiment first")
     order = [m.name for m in spec.models]
     return [j for _, j in sorted(newest.values(), key=lambda t: (order.index(t[1].model), t[1].fold))]
+
+
+def lost_folds(exp_dir: Path, spec: Experiment, jobs: list[FoldJob]) -> dict[tuple[str, int], str]:
+    """Each (model, fold) of the spec without a job that explain can use, and why: what the
+    newest job folder of that model and fold lacks, or that none has run."""
+    have = {(j.model, j.fold) for j in jobs}
+    folders: dict[tuple[str, int], list[Path]] = {}
+    for folder in (exp_dir / "jobs").glob("*/"):
+        name = JOB_NAME.fullmatch(folder.name)
+        if name:
+            folders.setdefault((name["model"], int(name["fold"])), []).append(folder)
+    lost = {}
+    for model in spec.models:
+        for fold in range(spec.folds.n_splits):
+            if (model.name, fold) in have:
+                continue
+            tried = sorted(folders.get((model.name, fold), []), key=lambda f: f.stat().st_mtime)
+            lost[(model.name, fold)] = (f"{unfinished_reason(tried[-1], needs=NEEDS)} in {tried[-1]}" if tried
+                                        else "no job of it has run")
+    return lost
 
 
 def oof_rows(jobs: list[FoldJob], known_keys: set[str]) -> pd.DataFrame:

@@ -7,7 +7,7 @@ CLI's `--ray` passes one that runs them as Ray tasks on the slot resource instea
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.analysis.cam import NoCamLayer, box_share, face_focus, find_cam_layer
-from orchestrator.analysis.explain import (FoldJob, JobCams, explain_job, finished_jobs, oof_rows, pick_photos,
-                                           suspect_people)
+from orchestrator.analysis.explain import (FoldJob, JobCams, explain_job, finished_jobs, lost_folds, oof_rows,
+                                           pick_photos, suspect_people)
 from orchestrator.analysis.explain_boxes import FaceBoxes, load_face_boxes
 from orchestrator.analysis.explain_figures import contact_sheet, focus_figure
+from orchestrator.analysis.explain_files import ExplainFolder
 from tasks.atomic import atomic_path
 from tasks.errors import UserError
 from tasks.spec import Experiment
@@ -37,6 +38,19 @@ class ExplainSummary:
     skipped: dict[str, str]  # model -> why it was not explained
     focus: pd.DataFrame | None  # face_focus.csv's rows; None when no face boxes were known
     files: tuple[Path, ...]
+    lost: dict[tuple[str, int], str] = field(default_factory=dict)  # (model, fold) left out -> why
+
+    def lost_lines(self, n_splits: int) -> list[str]:
+        """Per model that lost folds: which, why, and what its sheets show instead."""
+        lines = []
+        for model in dict.fromkeys(m for m, _ in self.lost):
+            folds = {f: why for (m, f), why in self.lost.items() if m == model}
+            kept = [str(f) for f in range(n_splits) if f not in folds]
+            shown = (f"its sheets show fold{'s' if len(kept) > 1 else ''} {', '.join(kept)} only" if kept
+                     else "nothing of it is shown")
+            why = "; ".join(f"fold {f}: {reason}" for f, reason in folds.items())
+            lines.append(f"{model} lost {len(folds)} of {n_splits} folds ({why}): {shown}")
+        return lines
 
 
 def local_runner(spec: Experiment, work: Work, dataset) -> Iterator[tuple[FoldJob, JobCams | Exception]]:
@@ -74,6 +88,7 @@ def explain(spec: Experiment, exp_dir: Path, per_class: int = 2, sample: int = 3
 
     stream = stream or sys.stdout
     jobs = finished_jobs(exp_dir, spec)
+    folder = ExplainFolder.open(exp_dir)  # before any work: an explain/ that cannot be a folder stops it
     dataset = load_dataset(spec, verbose=False)
     boxes = load_face_boxes(exp_dir, dataset, spec.data.root, boxes_file)
     print(f"face boxes: {boxes.source}" if boxes else
@@ -84,6 +99,9 @@ def explain(spec: Experiment, exp_dir: Path, per_class: int = 2, sample: int = 3
         print(f"note: {', '.join(moved)} have an eval pipeline; face focus assumes it moves no pixels (a crop or "
               "flip there would misplace the face boxes)", file=stream, flush=True)
     layers, skipped = cam_layers(spec, dict.fromkeys(j.model for j in jobs), stream)
+    lost = {key: why for key, why in lost_folds(exp_dir, spec, jobs).items() if key[0] not in skipped}
+    for (model, fold), why in lost.items():
+        print(f"{model} fold {fold}: left out: {why}", file=stream, flush=True)
     rows = oof_rows([j for j in jobs if j.model in layers], set(dataset.train["image_key"]))
     suspects = suspect_people(exp_dir)
     picks = {m: pick_photos(rows[rows["model"] == m].reset_index(drop=True), per_class, sample, suspects, spec.seed)
@@ -91,22 +109,22 @@ def explain(spec: Experiment, exp_dir: Path, per_class: int = 2, sample: int = 3
     work = [(j, picks[j.model][picks[j.model]["fold"] == j.fold]) for j in jobs if j.model in layers]
     done = {m: {} for m in layers}
     for n, (job, out) in enumerate(runner(spec, work, dataset), start=1):
-        if isinstance(out, Exception):
-            skipped.setdefault(job.model, f"fold {job.fold}: {type(out).__name__}: {out}")
+        if isinstance(out, Exception):  # this fold is left out; the model's other folds are kept
+            lost[(job.model, job.fold)] = f"{type(out).__name__}: {out}"
             print(f"  [{n}/{len(work)}] {job.model} fold {job.fold}: FAILED {out}", file=stream, flush=True)
             continue
         done[job.model][job.fold] = out
         print(f"  [{n}/{len(work)}] {job.model} fold {job.fold}: {len(out.cams)} CAMs", file=stream, flush=True)
-    return _write(exp_dir, spec, picks, done, boxes, layers, skipped, stream)
+    summary = _write(folder, picks, done, boxes, layers, skipped, stream)
+    return replace(summary, lost=dict(sorted(lost.items())))
 
 
-def _write(exp_dir: Path, spec: Experiment, picks: dict[str, pd.DataFrame], done: dict, boxes: FaceBoxes | None,
+def _write(folder: ExplainFolder, picks: dict[str, pd.DataFrame], done: dict, boxes: FaceBoxes | None,
            layers: dict, skipped: dict, stream) -> ExplainSummary:
-    out = exp_dir / "explain"
-    out.mkdir(exist_ok=True)
+    out = folder.path
     files, focus_rows = [], []
     for model, table in picks.items():
-        if model in skipped or not done[model]:
+        if not done[model]:
             continue
         tiles, images, cams = _assemble(table, done[model])
         fractions = boxes.fractions(tiles["image_key"]) if boxes else np.full((len(tiles), 4), np.nan)
@@ -121,9 +139,7 @@ def _write(exp_dir: Path, spec: Experiment, picks: dict[str, pd.DataFrame], done
         with atomic_path(out / "face_focus.csv") as tmp:
             focus.to_csv(tmp, index=False, float_format="%.4f")
         files += [out / "face_focus.csv", focus_figure(out / "face_focus.png", focus)]
-    for old in set(out.glob("*.png")) | set(out.glob("*.csv")):
-        if old not in files:  # an earlier run's sheet of a model no longer explained would mislead
-            old.unlink()
+    folder.commit(files)  # deletes only what an earlier explain wrote and this one did not
     print(f"wrote {len(files)} files to {out}/", file=stream, flush=True)
     return ExplainSummary(out, layers, skipped, focus, tuple(files))
 

@@ -20,6 +20,7 @@ from orchestrator.analysis.experiment import BlendError, find_experiment, load_e
 from orchestrator.analysis.results import (BlendInputs, EvalLogits, Exclusion, OofLogits, load_blend_inputs,
                                            load_oof)
 from tasks.spec import Experiment
+from tasks.user_files import check_folder
 
 SEPARATOR = "/"
 
@@ -179,6 +180,8 @@ def output_folder(out: Path | None, sources: tuple[Source, ...]) -> Path:
             raise BlendError(f"{folder} is the pseudo.source of {s.exp_dir}: its blend/ made that round's pseudo "
                              f"labels and must stay as it is, so the blend of both cannot replace it; write it "
                              f"elsewhere with --out DIR (e.g. --out {folder.parent / 'rounds'})")
+    # before anything is fitted: a blend that cannot be written would only be lost at the end
+    check_folder(folder / "blend", "the blend's output folder", "move that file away, or give another --out DIR")
     return folder
 
 

@@ -8,7 +8,6 @@ probabilities), the same for every fold, whose OOF scores are therefore optimist
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,9 @@ from orchestrator.analysis.results import BlendInputs, load_blend_inputs
 from tasks.labels import NUM_CLASSES
 from tasks.logits import read_logits
 from tasks.pseudo import PseudoError, PseudoSet, pseudo_hash, pseudo_path
+from tasks.pseudo_rows import check_round1_rows
 from tasks.spec import Experiment
+from tasks.user_files import InputError, read_json
 
 EQUAL = Recipe("soft_equal", "soft", "equal")
 
@@ -84,24 +85,10 @@ def check_source(spec: Experiment) -> Path:
 def check_same_rows(spec: Experiment, folds: pd.DataFrame, eval_ids: np.ndarray, src_spec: Experiment,
                     inputs: BlendInputs) -> None:
     """Per-fold labels mean fold k is the same people in both rounds; and both rounds label the
-    same eval photos."""
-    where = f"pseudo.source {spec.pseudo.source}"
-    if set(inputs.test.image_ids) != set(eval_ids):
-        raise PseudoError(f"{where}: its eval set ({len(inputs.test.image_ids)} ImageIDs) is not this "
-                          f"experiment's ({len(eval_ids)}): round 1 must be run on the same data")
-    if not spec.pseudo.per_fold:
-        return
-    if src_spec.folds.n_splits != spec.folds.n_splits:
-        raise PseudoError(f"{where}: {src_spec.folds.n_splits} folds, this experiment has {spec.folds.n_splits}; "
-                          "per-fold labels need the same folds (set folds like round 1's)")
-    mine = folds.set_index("image_key")["fold"]
-    theirs = pd.Series(inputs.oof.fold, index=inputs.oof.image_key)
-    common = mine.index.intersection(theirs.index)
-    moved = (mine[common] != theirs[common]).sum()
-    if moved or len(common) != len(mine):
-        raise PseudoError(f"{where}: folds differ from this experiment's ({moved} of {len(mine)} photos in another "
-                          f"fold, {len(mine) - len(common)} not in round 1): per-fold labels would come from models "
-                          "that saw the fold's people; use round 1's data, folds and fold seed")
+    same eval photos (checked on the logits read, as prepare checked round 1's files)."""
+    check_round1_rows(spec, src_spec.folds.n_splits, folds.set_index("image_key")["fold"],
+                      pd.Series(inputs.oof.fold, index=inputs.oof.image_key), list(eval_ids),
+                      list(inputs.test.image_ids))
 
 
 def chosen_recipe(source: Path, src_spec: Experiment, inputs: BlendInputs) -> tuple[Recipe, bool]:
@@ -109,7 +96,14 @@ def chosen_recipe(source: Path, src_spec: Experiment, inputs: BlendInputs) -> tu
     path = source / "blend" / "weights.json"
     if not path.is_file():
         return EQUAL, False
-    record = json.loads(path.read_text())
+    fix = (f"blend round 1 again (python -m orchestrator.blend --results {source}) or remove its blend/ folder "
+           "to label by the equal soft vote")
+    try:
+        record = read_json(path, "round 1's blend record", fix)
+    except InputError as err:
+        raise PseudoError(str(err)) from None
+    if not isinstance(record, dict) or not {"method", "metric"} <= set(record):
+        raise PseudoError(f"{path}: round 1's blend record is not a blend record (no method and metric); {fix}")
     if sorted(record.get("weights", {})) != sorted(inputs.oof.models) or record.get("rows_hash") != inputs.oof.rows_hash:
         raise PseudoError(f"{path}: blended other models or rows than {source} now holds "
                           f"({sorted(record.get('weights', {}))} vs {sorted(inputs.oof.models)}); blend round 1 "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.analysis.explain_files import has_record, listed
 from orchestrator.analysis.report_html import esc, frame_table
 
 SHEETS = (("mistakes", "Most confident mistakes"), ("suspects", "The audit's top suspects"),
@@ -21,7 +22,11 @@ def _img(path: Path, alt: str) -> str:
 
 def explain_section(exp_dir: Path) -> str:
     folder = exp_dir / "explain"
-    sheets = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return ""
+    # what explain listed as written (a user's own files there are not sheets); before the list, every PNG
+    ours = set(listed(folder)) if has_record(folder) else {p.name for p in folder.iterdir()}
+    sheets = sorted(folder / n for n in ours if n.endswith(".png"))
     if not sheets:
         return ""
     why = ("Grad-CAM of each fold model on its own held-out photos, for the class it predicted: red is where the "
@@ -31,12 +36,13 @@ def explain_section(exp_dir: Path) -> str:
            "near or below it: background, clothes or the frame carry its decision.")
     parts = []
     focus_path = folder / "face_focus.csv"
-    if focus_path.is_file():
+    if focus_path.name in ours and focus_path.is_file():
         focus = pd.read_csv(focus_path)
         mean = focus.groupby("model", sort=False)[["images", "face_focus", "box_share"]].agg(
             {"images": "sum", "face_focus": "mean", "box_share": "mean"})
         parts.append(f'<div class="focus">{_img(folder / "face_focus.png", "face focus per model and fold")}'
-                     if (folder / "face_focus.png").is_file() else '<div class="focus">')
+                     if folder / "face_focus.png" in sheets and (folder / "face_focus.png").is_file()
+                     else '<div class="focus">')
         mean = mean.assign(images=mean["images"].astype(int).astype(str))  # a count, not a 4-decimal float
         names = {"images": "images", "face_focus": "face focus (fold mean)", "box_share": "box share"}
         parts.append(frame_table(mean.rename(columns=names).rename_axis("model"))
@@ -48,7 +54,7 @@ def explain_section(exp_dir: Path) -> str:
     for model in models:
         for stem, what in SHEETS:
             path = folder / f"{stem}_{model}.png"
-            if path.is_file():
+            if path in sheets and path.is_file():
                 parts.append(f"<h3>{esc(model)}: {esc(what)}</h3>{_img(path, f'{stem} {model}')}")
     style = "<style>.focus{display:flex;gap:24px;align-items:flex-start}</style>"
     return (f'<section id="explain"><h2>Where the models look</h2><p class="why">{why}</p>\n{style}'

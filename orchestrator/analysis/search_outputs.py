@@ -29,16 +29,17 @@ class BestTrial:
 
 
 def best_row(trials: pd.DataFrame) -> pd.Series | None:
-    """The finished trial with the best validation macro F1; without one, the best of the
-    stopped ones (a search stopped before any trial finished)."""
-    scored = trials[trials["val_macro_f1"].notna() & (trials["status"] != "error")]
+    """The finished trial with the best validation macro F1; without one, the best of those the
+    scheduler stopped early. Never an interrupted trial: it resumes on the next run, and its
+    score so far is of epochs it has not finished (None when no trial ended)."""
+    scored = trials[trials["val_macro_f1"].notna()]
     finished = scored[scored["status"] == "done"]
-    pool = finished if len(finished) else scored
+    pool = finished if len(finished) else scored[scored["status"] == "stopped early"]
     return None if pool.empty else pool.loc[pool["val_macro_f1"].idxmax()]
 
 
 def write_search_outputs(spec: Experiment, trials: pd.DataFrame, out_dir: Path) -> BestTrial | None:
-    """trials.csv, best.yaml and search.png; the best trial (None if no trial scored)."""
+    """trials.csv, best.yaml and search.png; the best trial (None, and no best.yaml, if no trial ended)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "trials.csv") as tmp:
         trials.to_csv(tmp, index=False)
