@@ -115,12 +115,15 @@ def test_ctrl_c_stops_the_jobs_and_says_what_did_not_finish(synth_root, tmp_path
     """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) mid-run: the driver
     stops its jobs, counts them, and exits 130, never 0, so `run && blend` stops too."""
     command = [sys.executable, "-m", "orchestrator.run", "experiments/demo.yaml"]
-    for a in spec_args(synth_root, tmp_path, "ctrlc", epochs=4, folds=2):
+    for a in spec_args(synth_root, tmp_path, "ctrlc", epochs=40, folds=2):  # neither finishes before Ctrl-C
         command += ["--set", a]
     driver = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
+    logs = tmp_path / "ctrlc" / "logs"
     try:
-        wait_for(lambda: epoch_logged(tmp_path / "ctrlc" / "logs"), 300, "a first epoch")
+        # Both slots' runs start on their own; a job no slot took yet would count as not started.
+        wait_for(lambda: sum("epoch 1/" in p.read_text() for p in logs.glob("*.log")) == 2, 300,
+                 "a first epoch of both jobs")
         os.killpg(driver.pid, signal.SIGINT)
         _, err = driver.communicate(timeout=90)
     finally:
@@ -129,7 +132,7 @@ def test_ctrl_c_stops_the_jobs_and_says_what_did_not_finish(synth_root, tmp_path
             driver.wait()
     assert driver.returncode == 130, err[-3000:]
     assert "interrupted: 2 jobs not finished, run again to resume" in err
-    assert "0 done, 0 cached, 0 failed, 2 interrupted, 0 not started" in err
+    assert "0 done, 0 cached, 0 failed, 2 interrupted, 0 not started" in err, err[-1500:]
     assert not list((tmp_path / "ctrlc" / "jobs").glob("*/result.json"))
     wait_for(lambda: not group_alive(driver.pid), 30, "the local Ray it started to exit")
 

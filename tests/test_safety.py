@@ -277,8 +277,6 @@ def test_a_dry_runs_dataset_writes_no_cache_and_has_the_real_hashes(data_copy, t
     assert again.data_hash == built.data_hash and _tree(cache) == before
 
 
-@pytest.mark.xfail(strict=True, reason="needs orchestrator/cluster/experiment.py's dry run to call "
-                                       "load_dataset(spec, write_cache=False) (being rewritten in parallel)")
 def test_run_dry_run_writes_no_cache_entries(synth_root, tmp_path, capsys):
     cache = tmp_path / "cache"
     assert run_main(cli_args(synth_root, tmp_path, f"data.cache_dir={cache}") + ["--dry-run"]) == 0

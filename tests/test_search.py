@@ -217,7 +217,8 @@ def test_a_search_refuses_to_resume_from_a_foreign_folder_in_one_line(synth_root
         raise TuneStarted
 
     monkeypatch.setattr(cluster_search, "ray_session", lambda spec, address: contextlib.nullcontext())
-    monkeypatch.setattr(cluster_search, "check_resources", lambda resources: 8)
+    monkeypatch.setattr(cluster_search, "search_slots",
+                        lambda spec, storage, address, table: contextlib.nullcontext(8))
     monkeypatch.setattr(cluster_search, "quiet_tune", lambda: None)
     monkeypatch.setattr(cluster_search, "trainable", tune_started)
     monkeypatch.delenv("TUNE_DISABLE_SIGINT_HANDLER", raising=False)  # restored after the test

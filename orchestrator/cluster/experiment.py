@@ -46,7 +46,7 @@ def run_experiment(spec: Experiment, address: str | None = None, storage: str | 
     stream = stream or sys.stderr
     spec = spec.resolved()
     if dry_run:
-        dataset = load_dataset(spec)
+        dataset = load_dataset(spec, write_cache=False)  # a dry run writes nothing, not even cache entries
         plans = plan_jobs(spec, rows_hash(spec, dataset), pseudo_sets(spec, dataset, stream, write=False))
         print(format_plan(plans, per_job_resources(spec)), file=stream)
         return RunSummary((), tuple(p.job_id for p in plans if p.cached), (), (), (), Gathered(0, 0, (), ()), 0.0)

@@ -28,7 +28,7 @@ from orchestrator.cluster.progress import Board, ProgressTable
 from orchestrator.cluster.session import ResourceError, check_resources, ray_session
 from orchestrator.cluster.slots import SlotPool
 from orchestrator.cluster.trial import SEARCH_QUEUE, search_trial
-from orchestrator.cluster.tune_trust import check_trusted
+from orchestrator.cluster import tune_trust
 from tasks.errors import UserError
 from tasks.lock import experiment_lock
 from tasks.prepare import prepare
@@ -109,7 +109,7 @@ def _search(spec: Experiment, storage: str, address: str | None, stream) -> Sear
     # Ctrl-C is Tune's own here (unlike a K-fold's, see launch.py): it saves the running trials
     # as unfinished, so the next run resumes them; a stopper would end them as finished.
     os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-    check_trusted(path)  # Tuner.restore unpickles Tune's state: it must be the user's own
+    tune_trust.check_trusted(path)  # Tuner.restore unpickles Tune's state: it must be the user's own
     with ray_session(spec, address), search_slots(spec, storage, address, table) as slots:
         board.slots = slots
         if tune.Tuner.can_restore(path):
