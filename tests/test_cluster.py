@@ -18,6 +18,7 @@ from tasks.job_io import Job, JobResult
 from tasks.logits import read_logits
 from tasks.prepare import prepare
 from tasks.spec_load import load_spec
+from tests.procs import LOOPBACK_HEX, descendants, listening_addresses
 from tests.specs import shrunk_overrides
 
 pytestmark = pytest.mark.slow
@@ -155,21 +156,27 @@ def logged_worker_pid(log_dir: Path) -> int:
     raise AssertionError(f"no epoch with a pid in {log_dir}")
 
 
-def test_data_parallel_job_survives_a_killed_worker(synth_root, tmp_path):
-    """Two DDP workers per job on an embedded Ray; one is killed after the first epoch: the
-    pair restarts from the last epoch's checkpoint and every job finishes."""
+def test_data_parallel_job_survives_a_killed_worker_and_listens_on_loopback_only(synth_root, tmp_path):
+    """Two DDP workers per job on an embedded Ray. After the first epoch every process of the
+    run (GCS, raylet, workers, both ranks with their torch store and gloo sockets) is looked at:
+    none listens beyond loopback. Then one rank is killed: the pair restarts from the last
+    epoch's checkpoint and every job finishes."""
     spec = load_spec(REPO / "experiments/demo.yaml", spec_args(synth_root, tmp_path, "ddp", epochs=3, folds=2)
                      + ["resources.slot=fake_gpu", "resources.workers_per_job=2"])
     killed: list[int] = []
+    seen: dict[int, set[str]] = {}
+    titles: dict[int, bytes] = {}
 
-    def kill_a_worker():
+    def look_then_kill_a_worker():
         wait_for(lambda: epoch_logged(tmp_path / "ddp" / "logs"), 300, "a first epoch")
+        seen.update(listening_addresses(descendants(os.getpid())))
+        titles.update({pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in seen})
         pid = logged_worker_pid(tmp_path / "ddp" / "logs")
         assert b"RayTrainWorker" in Path(f"/proc/{pid}/cmdline").read_bytes()
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 
-    killer = threading.Thread(target=kill_a_worker, daemon=True)
+    killer = threading.Thread(target=look_then_kill_a_worker, daemon=True)
     killer.start()
     summary = run_experiment(spec)
     assert len(killed) == 1  # a worker was killed mid-run (the results say both jobs ran on 2)
@@ -183,3 +190,7 @@ def test_data_parallel_job_survives_a_killed_worker(synth_root, tmp_path):
     oof, _, _ = read_logits(spec.out_dir / "oof.parquet")
     dataset = prepare(spec, verbose=False)
     assert oof["image_key"].is_unique and set(oof["image_key"]) == set(dataset.train["image_key"])
+    workers = [pid for pid, title in titles.items() if b"RayTrainWorker" in title]
+    assert len(workers) == 2 and len(seen) >= 4  # GCS, raylet, ... and both ranks were looked at
+    wide = {pid: addrs - LOOPBACK_HEX for pid, addrs in seen.items() if addrs - LOOPBACK_HEX}
+    assert not wide, f"listening beyond loopback: {wide}"

@@ -250,7 +250,9 @@ def search_cli(root: Path, results: Path, name: str, *extra: str) -> list[str]:
     for item in [f"data.root={root}", f"results_dir={results}", f"name={name}", "train.epochs=3",
                  "search.searcher=grid", "search.num_samples=null", "search.grace_epochs=2",
                  "search.reduction_factor=2", "search.space={train.optimizer.lr: {choice: [3.0e-3, 1.0e-7]}}",
-                 "train.scheduler.name=none", "resources.cpus_per_worker=2", *extra]:
+                 "train.scheduler.name=none", "resources.cpus_per_worker=2",
+                 # small batches: epochs of a few seconds on a warm slot, time for a Ctrl-C in one
+                 "train.batch_size=2", *extra]:
         args += ["--set", item]
     return args
 
