@@ -38,8 +38,13 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
+def jobs_past_an_epoch(log_dir: Path) -> int:
+    """How many jobs the driver logged a first epoch of."""
+    return sum("epoch 1/" in p.read_text() for p in log_dir.glob("*.log"))
+
+
 def epoch_logged(log_dir: Path) -> bool:
-    return any("epoch 1/" in p.read_text() for p in log_dir.glob("*.log"))
+    return jobs_past_an_epoch(log_dir) >= 1
 
 
 def test_node_lost_mid_run_every_job_still_finishes(synth_root, tmp_path):
@@ -120,11 +125,9 @@ def test_ctrl_c_stops_the_jobs_and_says_what_did_not_finish(synth_root, tmp_path
         command += ["--set", a]
     driver = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
-    logs = tmp_path / "ctrlc" / "logs"
     try:
         # Both slots' runs start on their own; a job no slot took yet would count as not started.
-        wait_for(lambda: sum("epoch 1/" in p.read_text() for p in logs.glob("*.log")) == 2, 300,
-                 "a first epoch of both jobs")
+        wait_for(lambda: jobs_past_an_epoch(tmp_path / "ctrlc" / "logs") == 2, 300, "a first epoch of both jobs")
         os.killpg(driver.pid, signal.SIGINT)
         _, err = driver.communicate(timeout=90)
     finally:
