@@ -10,15 +10,17 @@ anything is timed). Every job trains on one CPU thread, as it would on its slot.
 (1) sequential, in this process (how competition teams ran their folds): T_seq is the sum of
     the job times, and ideal = T_seq / slots;
 (2) bare Ray tasks, @ray.remote(num_cpus=1, resources={slot: 1}), all submitted at once;
-(3) the shipped path: `orchestrator.cluster.launch.launch`, i.e. one long-lived Train run per
-    slot (`slots.slot_trainer` -> TorchTrainer -> `slot_worker.slot_worker`) taking job after
-    job from the driver's queue, each job's epochs checkpointed to its own folder in Train
-    storage, the collector copying every job's outputs into results/ and the progress
-    display, exactly as `python -m orchestrator.run` runs them;
-(3b) the same with `--vary` changes made through the environment (default: none; e.g.
+(3) the shipped path: `orchestrator.cluster.launch.launch`, i.e. one long-lived worker per slot
+    (a plain actor, `slot_worker.SlotProcess`) taking job after job from the driver's queue,
+    each job's epochs checkpointed to its own folder in storage, the collector copying every
+    job's outputs into results/ and the progress display, exactly as `python -m
+    orchestrator.run` runs them;
+(3t) the same with each slot a long-lived Train run (`slots.slot_trainer` -> TorchTrainer ->
+    `slot_worker.slot_worker`), as data-parallel slots run and as every slot ran before;
+(3b) (3t) with `--vary` changes made through the environment (default: none; e.g.
     `preemption_watcher`: RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=1, Ray's default).
 
-Both Ray variants are timed from before their Ray session starts (the embedded Ray's start
+All Ray variants are timed from before their Ray session starts (the embedded Ray's start
 is paid by both, as a user pays it). Per-job overhead = (makespan - ideal) / (jobs / slots). A thread samples /proc every 0.2 s for
 the CPU seconds of every process of this run's Ray (by process title), so the CPU the overhead
 takes from the work shows too: on a 2-core box with 2 slots, every CPU-second of overhead is
@@ -193,16 +195,19 @@ def bare_tasks(spec, plans, out: Path, meter: "RayCpu") -> tuple[float, dict]:
         return time.time() - started, meter.by_kind(before, meter.snapshot())
 
 
-def shipped(spec, plans, storage: Path, meter: "RayCpu", env: dict[str, str]) -> tuple[float, dict]:
+def shipped(spec, plans, storage: Path, meter: "RayCpu", env: dict[str, str], runner: str) -> tuple[float, dict]:
+    from orchestrator.cluster import slots
     from orchestrator.cluster.launch import launch
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # ray_session passes TRAIN_ENV overrides on to the controllers
+    slots.ONE_WORKER_RUNNER = runner
     try:
         before, started = meter.snapshot(), time.time()
         launched = launch(spec, plans, str(storage), None, open(os.devnull, "w"))
         took = time.time() - started
     finally:
+        slots.ONE_WORKER_RUNNER = "actor"
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     if set(launched.jobs("done")) != {p.job_id for p in plans}:
@@ -265,13 +270,14 @@ def main(argv: list[str] | None = None) -> int:
         with RayCpu() as meter:
             makespan[f"(2) bare Ray tasks, {slots} slots"], cpu["(2)"] = bare_tasks(spec, plans, tmp / "bare", meter)
             print(f"(2) bare tasks: {makespan[f'(2) bare Ray tasks, {slots} slots']:.1f} s", flush=True)
-            variants = {"(3) shipped path": {}}
+            variants = {"(3) shipped path (actor slots)": ({}, "actor"),
+                        "(3t) slots as Train runs (before)": ({}, "train")}
             if vary:
-                variants[f"(3b) shipped path with {' + '.join(vary)}"] = dict(VARY_ENV[v] for v in vary)
-            for i, (name, env) in enumerate(variants.items()):
+                variants[f"(3b) Train slots with {' + '.join(vary)}"] = (dict(VARY_ENV[v] for v in vary), "train")
+            for i, (name, (env, runner)) in enumerate(variants.items()):
                 run = spec.model_copy(update={"results_dir": tmp / f"shipped{i}"})
                 run_plans = plan_jobs(run, rows_hash(run, prepare(run, verbose=False)))  # same jobs, own folder
-                makespan[name], cpu[name.split()[0]] = shipped(run, run_plans, tmp / f"storage{i}", meter, env)
+                makespan[name], cpu[name.split()[0]] = shipped(run, run_plans, tmp / f"storage{i}", meter, env, runner)
                 print(f"{name}: {makespan[name]:.1f} s", flush=True)
         print_tables(len(plans), slots, t_seq, makespan, cpu, work_cpu)
     finally:

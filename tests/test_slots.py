@@ -40,7 +40,7 @@ def test_a_slot_trains_job_after_job_and_a_killed_worker_resumes_its_job(synth_r
     def kill_a_worker():
         wait_for(lambda: epoch_logged(log_dir), 300, "a first epoch")
         pid = logged_worker_pid(log_dir)
-        assert b"RayTrainWorker" in Path(f"/proc/{pid}/cmdline").read_bytes()  # a process of this run
+        assert b"SlotProcess" in Path(f"/proc/{pid}/cmdline").read_bytes()  # a slot process of this run
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 

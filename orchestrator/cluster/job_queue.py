@@ -1,7 +1,7 @@
 """The driver's queue of jobs for the slots: who trains what, how often it was tried, and the
 events the jobs send back. A plain class, run as one Ray actor on the head node.
 
-A slot (one long-lived Train run, orchestrator.cluster.slots) asks `take` for work, trains
+A slot (one long-lived worker process, orchestrator.cluster.slots) asks `take` for work, trains
 the job it gets, and asks again. Every rank of a slot gets the same job: the slot's current
 assignment is handed out until the slot asks for the one after it. A slot whose worker
 group Train restarted (a process killed, a node lost) asks with `after=None` and gets its
@@ -84,15 +84,15 @@ class JobQueue:
         return {job: self.closed.get(job) or ("running" if job in held else "queued") for job in self.configs}
 
     def register_controller(self, slot: str, controller) -> None:
-        """The slot's current Train run, by its controller's handle (to end it, SlotPool.shutdown)."""
+        """What ends the slot's process: its actor, or its Train run's controller (SlotPool.shutdown)."""
         self.controller_of[slot] = controller
 
     def controllers(self, slots: list[str]) -> list:
         return [self.controller_of[s] for s in slots if s in self.controller_of]
 
     def release(self, slot: str, error: str) -> None:
-        """The slot's Train run ended abnormally: its open job goes back to the queue."""
-        self._drop(slot, f"its slot's Train run failed: {error}")
+        """The slot's process ended abnormally: its open job goes back to the queue."""
+        self._drop(slot, f"its slot's worker process failed: {error}")
 
     # -- the slots -------------------------------------------------------------------------
 

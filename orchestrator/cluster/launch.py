@@ -57,7 +57,7 @@ def _follow(pool: SlotPool, collector: Collector, table: ProgressTable, interrup
             for job, state in states.items():  # no slot can run them: say so rather than wait
                 if state == "queued":
                     collector.handle({"job_id": job, "kind": "failed",
-                                      "error": f"no slot could start its Train run: {pool.last_error}"})
+                                      "error": f"no slot could start its worker process: {pool.last_error}"})
             return {job: "failed" if s == "queued" else s for job, s in states.items()}
         time.sleep(POLL_S)
 

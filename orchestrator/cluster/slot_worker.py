@@ -1,4 +1,4 @@
-"""The Train worker of a slot: job after job from the driver's queue, in one process.
+"""A slot's worker process: job after job from the driver's queue, in one process.
 
 The process imports torch, timm and `tasks` once and indexes the data once; each job then
 costs its own work. Each job trains in a fresh node-local folder restored from its own last
@@ -39,12 +39,23 @@ class JobStopped(Exception):
 
 
 def slot_worker(config: dict) -> None:
-    """Train's train_loop_per_worker: take, train, repeat; return when the queue says done or
-    the process should be replaced (config["max_jobs"] jobs run, or past config["max_rss_gb"])."""
+    """Train's train_loop_per_worker for a data-parallel slot: every rank serves the slot."""
     import ray.train
 
     context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    serve_slot(config, context.get_world_rank(), context.get_world_size())
+
+
+class SlotProcess:
+    """A one-worker slot as a plain Ray actor: one process, started once, serving the slot."""
+
+    def serve(self, config: dict) -> None:
+        serve_slot(config, rank=0, world=1)
+
+
+def serve_slot(config: dict, rank: int, world: int) -> None:
+    """Take, train, repeat; return when the queue says done or the process should be replaced
+    (config["max_jobs"] jobs run, or past config["max_rss_gb"])."""
     queue, slot = config["queue"], config["slot"]
     heart = Heartbeat(queue, slot) if rank == 0 else None
     group = _agree(uuid.uuid4().hex, world)  # this start of the slot's workers, the same on every rank

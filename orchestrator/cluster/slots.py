@@ -1,16 +1,17 @@
-"""Slots: one long-lived Train run per slot, taking job after job from the driver's queue.
+"""Slots: one long-lived worker process per slot, taking job after job from the driver's queue.
 
 Ray Train starts a run's controller, placement group and worker processes in ~20-28 s; a
-run per job paid that for every job. A slot pays it once: its worker trains jobs until the
-queue is empty (orchestrator.cluster.slot_worker). What Train still gives each job:
-- its worker group restarted when a worker process or its node dies (FailureConfig), the
-  job then resumed from its own last epoch (the queue hands the open job back, or, when the
-  slot stays silent, to another slot);
-- DDP: a slot of `workers_per_job` workers with its process group;
-- the slot resource and `accelerator_type` that pin the workers to GPUs.
+run per job paid that for every job. A slot pays its start once: its worker trains jobs until
+the queue is empty (orchestrator.cluster.slot_worker). A one-worker slot is a plain Ray
+actor; a data-parallel slot (`workers_per_job` > 1) is a long-lived Train run, for its
+process group and worker-group restarts. Either way:
+- a worker process or its node that dies ends the slot with an error; the pool releases its
+  job (the queue hands it to the next slot to ask, or, when a slot stays silent, reclaims it)
+  and the job resumes from its own last epoch in storage;
+- the slot resource and `accelerator_type` pin the workers to GPUs.
 
-The driver owns each slot's controller (a thread of it waits on the run), so the runs'
-processes end with the driver's Ray session: on Ctrl-C, or if the driver is killed.
+The driver owns each slot's actor or Train controller (a thread of it waits on it), so the
+slots' processes end with the driver's Ray session: on Ctrl-C, or if the driver is killed.
 """
 from __future__ import annotations
 
@@ -30,9 +31,40 @@ HEAD = {"node:__internal_head__": 0.001}
 
 def run_slot(queue, slot: str, run_name: str, res: ResourcesSpec, storage: str, limits: dict, restarts: int,
              local: bool) -> None:
-    """One slot's Train run, until the queue has nothing more for it (a thread of the driver)."""
-    slot_trainer(res, {"queue": queue, "slot": slot, **limits}, run_name, storage, restarts, local,
-                 callbacks=[_registrar(queue, slot)]).fit()
+    """One slot, until the queue has nothing more for it (a thread of the driver): a plain
+    actor for one worker per job, a Train run for data-parallel jobs."""
+    config = {"queue": queue, "slot": slot, **limits}
+    if res.workers_per_job == 1 and ONE_WORKER_RUNNER == "actor":
+        serve_on_actor(queue, slot, res, config)
+    else:
+        slot_trainer(res, config, run_name, storage, restarts, local, callbacks=[_registrar(queue, slot)]).fit()
+
+
+# How a one-worker slot runs. A Train run starts a controller, a synchronisation actor and a
+# placement group before its worker (about 5 CPU-s more per slot, and the worker's start
+# waits on the controller's); a plain actor is the one process the slot needs. Train's
+# worker-group restart is replaced by the queue: a dead actor ends `serve` with an error, the
+# pool releases the slot's job and starts the slot again (benchmarks/bench_orchestrator.py
+# measures both; "train" here runs one-worker slots as Train runs).
+ONE_WORKER_RUNNER = "actor"
+
+
+def serve_on_actor(queue, slot: str, res: ResourcesSpec, config: dict) -> None:
+    """The slot's actor serves until the queue is done or the process should be replaced, then
+    goes (its memory, and on a GPU its CUDA context, with it)."""
+    import ray
+
+    from orchestrator.cluster.slot_worker import SlotProcess
+
+    extra = {k: v for k, v in worker_resources(res).items() if k != "CPU"}
+    actor = ray.remote(SlotProcess).options(
+        num_cpus=res.cpus_per_worker, num_gpus=1 if res.slot == "GPU" else 0, resources=extra,
+        max_restarts=0, max_task_retries=0).remote()
+    ray.get(queue.register_controller.remote(slot, actor))  # so that shutdown can stop it
+    try:
+        ray.get(actor.serve.remote(config))
+    finally:
+        ray.kill(actor, no_restart=True)
 
 
 def slot_trainer(res: ResourcesSpec, config: dict, run_name: str, storage: str, restarts: int, local: bool,
@@ -160,7 +192,7 @@ class SlotPool:
                     self.failures[run.slot] = self.failures.get(run.slot, 0) + 1
                     self.last_error = run.error[0]
                     ray.get(self.queue.release.remote(run.slot, run.error[0]))
-                    self.log(f"slot {run.slot}: its Train run failed ({run.error[0][:200]})")
+                    self.log(f"slot {run.slot}: its worker process ended with an error ({run.error[0][:200]})")
                     _sweep()
             queued = sum(1 for s in self.states().values() if s == "queued")
             for i in range(self.slots):
