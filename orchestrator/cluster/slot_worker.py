@@ -49,6 +49,9 @@ def slot_worker(config: dict) -> None:
 class SlotProcess:
     """A one-worker slot as a plain Ray actor: one process, started once, serving the slot."""
 
+    def __init__(self) -> None:
+        import tasks.job  # noqa: F401  torch, timm and albumentations, while the driver's queue starts
+
     def serve(self, config: dict) -> None:
         serve_slot(config, rank=0, world=1)
 

@@ -165,9 +165,11 @@ class SlotPool:
     def submit(self, configs: list[dict], last: bool = False) -> None:
         import ray
 
-        ray.get(self.queue.submit.remote(configs))
-        if last:
-            ray.get(self.queue.finish_submitting.remote())
+        calls = [self.queue.submit.remote(configs)] + ([self.queue.finish_submitting.remote()] if last else [])
+        with self.lock:
+            # The first slots start while the queue's own process is still starting, not after.
+            self._fill(len(configs) if not self.runs and not self.failures else 0)
+        ray.get(calls)
         self.maintain()
 
     def drain(self, channel: str = "run") -> list[dict]:
@@ -194,15 +196,18 @@ class SlotPool:
                     ray.get(self.queue.release.remote(run.slot, run.error[0]))
                     self.log(f"slot {run.slot}: its worker process ended with an error ({run.error[0][:200]})")
                     _sweep()
-            queued = sum(1 for s in self.states().values() if s == "queued")
-            for i in range(self.slots):
-                slot = f"slot{i}"
-                if queued <= 0:
-                    break
-                if slot in self.runs or self.failures.get(slot, 0) > RUN_RESTARTS:
-                    continue
-                self._launch(slot)
-                queued -= 1
+            self._fill(sum(1 for s in self.states().values() if s == "queued"))
+
+    def _fill(self, queued: int) -> None:
+        """Start slots, one per queued job, up to `slots` running."""
+        for i in range(self.slots):
+            slot = f"slot{i}"
+            if queued <= 0:
+                break
+            if slot in self.runs or self.failures.get(slot, 0) > RUN_RESTARTS:
+                continue
+            self._launch(slot)
+            queued -= 1
 
     def _launch(self, slot: str) -> None:
         self.generation += 1
