@@ -3,9 +3,11 @@ events the jobs send back. A plain class, run as one Ray actor on the head node.
 
 A slot (one long-lived worker process, orchestrator.cluster.slots) asks `take` for work, trains
 the job it gets, and asks again. Every rank of a slot gets the same job: the slot's current
-assignment is handed out until the slot asks for the one after it. A slot whose worker
-group Train restarted (a process killed, a node lost) asks with `after=None` and gets its
-open job back, to resume from its last epoch; each such restart counts as an attempt. A slot
+assignment is handed out until the slot asks for the one after it. A data-parallel slot
+whose worker group Train restarted (a process killed, a node lost) asks with `after=None` and
+gets its open job back, to resume from its last epoch; a one-worker slot whose actor died is
+released by the pool (`release`), its job queued for the next slot to ask. Each such end
+counts as an attempt. A slot
 silent for `lost_after` seconds (its node gone, its restart waiting for a free slot) loses
 its job to the queue, so that another slot can take it.
 """
