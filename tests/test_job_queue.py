@@ -28,6 +28,18 @@ def test_jobs_go_out_in_order_and_every_rank_of_a_slot_gets_the_same():
     assert [e["kind"] for e in q.drain("run")] == ["final"] and q.drain("run") == []
 
 
+def test_one_poll_gives_the_states_and_the_event_that_closed_a_job():
+    q = JobQueue(max_failures=0)
+    q.submit(jobs("a", "b") + jobs("t", channel="trial"))
+    taken(q.take("s0", None, "g1"))
+    q.event("a", "epoch", {"epoch": 1})
+    q.event("a", "final", {"checkpoint_path": "x"})
+    polled = q.poll("run")
+    assert polled["states"] == {"a": "done", "b": "queued", "t": "queued"}
+    assert [e["kind"] for e in polled["events"]] == ["epoch", "final"]
+    assert q.poll("run")["events"] == [] and q.drain("trial") == []
+
+
 def test_a_restarted_slot_resumes_its_job_until_its_attempts_run_out():
     q = JobQueue(max_failures=1)
     q.submit(jobs("a", "b"))

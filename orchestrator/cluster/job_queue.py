@@ -41,7 +41,7 @@ class JobQueue:
         self.cancelled: set[str] = set()
         self.no_more = False  # every job is submitted: idle slots may end
         self.stopping = False  # Ctrl-C: hand out nothing more
-        self.controller_of: dict[str, object] = {}
+        self.controller_of: dict[str, list] = {}
 
     # -- the driver (and a search's trials) --------------------------------------------------
 
@@ -59,6 +59,12 @@ class JobQueue:
         """The events sent on `channel` since the last call, in the order they arrived."""
         self._reclaim_silent()
         return self.events.pop(channel, [])
+
+    def poll(self, channel: str) -> dict:
+        """The driver's one call per tick: every job's state, then `channel`'s new events (a job
+        closed in these states has its last event among these events)."""
+        self._reclaim_silent()
+        return {"states": self.states(), "events": self.events.pop(channel, [])}
 
     def cancel(self, channel: str) -> int:
         """Drop `channel`'s queued jobs; its running ones stop at their next epoch's end."""
@@ -85,9 +91,11 @@ class JobQueue:
         held = {s.current for s in self.slots.values() if s.current}
         return {job: self.closed.get(job) or ("running" if job in held else "queued") for job in self.configs}
 
-    def register_controller(self, slot: str, controller) -> None:
-        """What ends the slot's process: its actor, or its Train run's controller (SlotPool.shutdown)."""
-        self.controller_of[slot] = controller
+    def register_controller(self, slot: str, boxed: list) -> None:
+        """What ends the slot's process (SlotPool.shutdown): [a reference to its actor's handle,
+        or its Train run's controller's]. Boxed, so that this process never unpickles a handle:
+        that would import the actor's class, with torch (3-4 CPU-s here, for nothing)."""
+        self.controller_of[slot] = boxed
 
     def controllers(self, slots: list[str]) -> list:
         return [self.controller_of[s] for s in slots if s in self.controller_of]

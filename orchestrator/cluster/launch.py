@@ -47,8 +47,9 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
 def _follow(pool: SlotPool, collector: Collector, table: ProgressTable, interrupt: threading.Event) -> dict[str, str]:
     """Events to the collector and the display until every job ended (or Ctrl-C); their states."""
     while True:
-        states = pool.states()  # before draining: a job closed here has its last event drained below
-        for event in pool.drain():
+        polled = pool.poll()
+        states = polled.states
+        for event in polled.events:
             collector.handle(event)
             table.handle(event)
         if interrupt.is_set() or all(s in ("done", "failed", "cancelled") for s in states.values()):

@@ -60,7 +60,7 @@ def serve_on_actor(queue, slot: str, res: ResourcesSpec, config: dict) -> None:
     actor = ray.remote(SlotProcess).options(
         num_cpus=res.cpus_per_worker, num_gpus=1 if res.slot == "GPU" else 0, resources=extra,
         max_restarts=0, max_task_retries=0).remote()
-    ray.get(queue.register_controller.remote(slot, actor))  # so that shutdown can stop it
+    ray.get(queue.register_controller.remote(slot, [ray.put(actor)]))  # so that shutdown can stop it
     try:
         ray.get(actor.serve.remote(config))
     finally:
@@ -103,7 +103,7 @@ def _registrar(queue, slot: str):
         def after_controller_start(self, train_run_context) -> None:
             import ray
 
-            queue.register_controller.remote(slot, ray.get_runtime_context().current_actor)
+            queue.register_controller.remote(slot, [ray.put(ray.get_runtime_context().current_actor)])
 
     return RegisterController()
 
@@ -123,6 +123,12 @@ def _slot_trainer_class():
             return [c for c in super()._create_default_callbacks() if type(c).__name__ not in UNUSED_CALLBACKS]
 
     return SlotTrainer
+
+
+@dataclass(frozen=True)
+class Polled:
+    states: dict[str, str]  # job -> done, failed, cancelled, running or queued
+    events: list[dict]
 
 
 @dataclass
@@ -172,18 +178,21 @@ class SlotPool:
         ray.get(calls)
         self.maintain()
 
-    def drain(self, channel: str = "run") -> list[dict]:
+    def poll(self, channel: str = "run") -> Polled:
+        """Every job's state and `channel`'s new events, in one call to the queue; slots are
+        replaced or started as those states need."""
         import ray
 
-        self.maintain()
-        return ray.get(self.queue.drain.remote(channel))
+        got = ray.get(self.queue.poll.remote(channel))
+        self.maintain(got["states"])
+        return Polled(got["states"], got["events"])
 
     def states(self) -> dict[str, str]:
         import ray
 
         return ray.get(self.queue.states.remote())
 
-    def maintain(self) -> None:
+    def maintain(self, states: dict[str, str] | None = None) -> None:
         """Note ended slot runs; start runs while queued jobs lack a slot."""
         import ray
 
@@ -196,7 +205,10 @@ class SlotPool:
                     ray.get(self.queue.release.remote(run.slot, run.error[0]))
                     self.log(f"slot {run.slot}: its worker process ended with an error ({run.error[0][:200]})")
                     _sweep()
-            self._fill(sum(1 for s in self.states().values() if s == "queued"))
+                    states = None  # the released job is queued again
+            if len(self.runs) < self.slots:
+                states = states if states is not None else self.states()
+                self._fill(sum(1 for s in states.values() if s == "queued"))
 
     def _fill(self, queued: int) -> None:
         """Start slots, one per queued job, up to `slots` running."""
@@ -240,7 +252,8 @@ class SlotPool:
             run.thread.join(max(0.0, deadline - time.monotonic()))
         left = [r for r in self.runs.values() if r.thread.is_alive()]
         if left:
-            for controller in ray.get(self.queue.controllers.remote([r.slot for r in left])):
+            boxed = ray.get(self.queue.controllers.remote([r.slot for r in left]))
+            for controller in ray.get([box[0] for box in boxed]):
                 ray.kill(controller, no_restart=True)
             for run in left:
                 run.thread.join(30)
