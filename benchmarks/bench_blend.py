@@ -2,7 +2,7 @@
 
 Competition scale: 35 models x 18,900 OOF rows x 18 classes. The straightforward loop
 scores each candidate of each round with `sklearn.metrics.f1_score`; the vectorised one
-(orchestrator.analysis.ensemble.select_greedy) scores a whole round from one bincount and skips
+(orchestrator.analysis.ensembles.methods.select_greedy) scores a whole round from one bincount and skips
 rows whose decision no single added model can change. Both must pick the same weights.
 
     python -m benchmarks.bench_blend                 # 25 and 100 rounds, with the loop
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import f1_score
 
-from orchestrator.analysis import ensemble as ens
+from orchestrator.analysis.ensembles import methods as ens
 from tasks.labels import NUM_CLASSES
 
 
@@ -38,7 +38,7 @@ class Timing:
 
 def make_bench_data(n_models: int, n_rows: int, seed: int = 0) -> BenchData:
     """Models of varied skill whose errors correlate through a shared noise term."""
-    from tests.fake_logits import make_targets, model_logits
+    from tests.helpers.fake_logits import make_targets, model_logits
 
     rng = np.random.default_rng(seed)
     target = make_targets(n_rows, seed)
@@ -81,7 +81,7 @@ def time_rounds(data: BenchData, rounds: int, with_loop: bool) -> Timing:
 def time_full_blend(data: BenchData, n_splits: int = 5) -> float:
     """Every planned method fitted in the nested folds and on all rows (default BlendSpec)."""
     from orchestrator.blend import fit_all, plan_recipes, predict_nested
-    from tasks.spec import BlendSpec
+    from tasks.spec.experiment import BlendSpec
 
     spec = BlendSpec()
     fold = np.random.default_rng(1).permutation(len(data.target)) % n_splits

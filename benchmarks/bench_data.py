@@ -22,11 +22,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from tasks.augment_spec import DEFAULT_TRAIN, build_pipeline
-from tasks.batches import CachedImages
-from tasks.cache import decode, ensure_cache
-from tasks.dataset import index_train
-from tasks.synth import parse_size, write_synth
+from tasks.spec.augment import DEFAULT_TRAIN, build_pipeline
+from tasks.data.batches import CachedImages
+from tasks.data.cache import decode, ensure_cache
+from tasks.data.dataset import index_train
+from tasks.synth.write import parse_size, write_synth
 
 
 class DecodingImages(Dataset):

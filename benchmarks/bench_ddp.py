@@ -3,7 +3,7 @@
     python -m benchmarks.bench_ddp [--backbone resnet18] [--size 96x128] [--epochs 2] [--rounds 3]
 
 On CPU a "worker" is a process with its own core (torch pinned to 1 thread), standing in for
-a worker with its own GPU. Every variant runs tasks.train_loop.train_epoch over the job's
+a worker with its own GPU. Every variant runs tasks.train.loop.train_epoch over the job's
 real loader (decode-once cache, augmentation, EpochSampler shares) from the same weights,
 `train.batch_size` per worker as in a job:
 
@@ -32,18 +32,18 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tasks.batches import CachedImages, make_loader
-from tasks.cache import ensure_cache
-from tasks.dataset import index_train
-from tasks.distributed import current_ranks, sum_over_ranks, wrap_model
+from tasks.data.batches import CachedImages, make_loader
+from tasks.data.cache import ensure_cache
+from tasks.data.dataset import index_train
+from tasks.train.distributed import current_ranks, sum_over_ranks, wrap_model
 from tasks.job import make_scheduler
-from tasks.losses import class_weights
-from tasks.model import build_model
-from tasks.spec import ModelSpec, TrainSpec
-from tasks.synth import parse_size, write_synth
-from tasks.device import select_device
-from tasks.predict import ModelContext
-from tasks.train_loop import Fitting, train_epoch
+from tasks.train.losses import class_weights
+from tasks.train.model import build_model
+from tasks.spec.experiment import ModelSpec, TrainSpec
+from tasks.synth.write import parse_size, write_synth
+from tasks.train.device import select_device
+from tasks.train.inference import ModelContext
+from tasks.train.loop import Fitting, train_epoch
 
 
 def _free_port() -> int:

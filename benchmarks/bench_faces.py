@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.cache import ensure_cache
-from tasks.dataset import index_eval, index_train
-from tasks.face_boxes import read_boxes
-from tasks.face_spec import FaceSpec
-from tasks.faces import face_crop
-from tasks.synth import write_synth
+from tasks.data.cache import ensure_cache
+from tasks.data.dataset import index_eval, index_train
+from tasks.faces.boxes import read_boxes
+from tasks.spec.face import FaceSpec
+from tasks.faces.crop import face_crop
+from tasks.synth.write import write_synth
 
 VARIANTS = ("no crop", "crop from boxes file", "crop + Haar detector")
 HOPPER_FACE = (150, 100, 380, 330)  # the face in matplotlib's grace_hopper.jpg (512x600)
@@ -39,7 +39,7 @@ def real_photo_table() -> None:
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from tasks.face_detect import HaarDetector
+    from tasks.faces.detect import HaarDetector
 
     photo = Image.open(Path(matplotlib.__file__).parent / "mpl-data/sample_data/grace_hopper.jpg").convert("RGB")
     detector, rng = HaarDetector(2), np.random.default_rng(0)

@@ -3,7 +3,7 @@
     python -m benchmarks.bench_job [--backbone resnet18] [--size 128x96] [--batches 20] [--rounds 3]
 
 (bare) batches pre-made in memory, already normalised: model forward, loss, backward, step.
-(job)  tasks.train_loop.train_epoch over a real loader from the decode-once cache with the
+(job)  tasks.train.loop.train_epoch over a real loader from the decode-once cache with the
        job's augmentation, sampler, mixing, soft-target losses, lr schedule and metrics.
 Both start from the same weights, run interleaved `--rounds` times in one process; the
 table gives images/s and the ratio job/bare (target >= 0.9: data, logging and metrics
@@ -21,17 +21,17 @@ from pathlib import Path
 
 import torch
 
-from tasks.batches import CachedImages, make_loader, to_device
-from tasks.cache import ensure_cache
-from tasks.dataset import index_train
+from tasks.data.batches import CachedImages, make_loader, to_device
+from tasks.data.cache import ensure_cache
+from tasks.data.dataset import index_train
 from tasks.job import make_scheduler
-from tasks.losses import class_weights
-from tasks.model import build_model
-from tasks.spec import ModelSpec, TrainSpec
-from tasks.synth import parse_size, write_synth
-from tasks.device import select_device
-from tasks.predict import ModelContext
-from tasks.train_loop import Fitting, train_epoch
+from tasks.train.losses import class_weights
+from tasks.train.model import build_model
+from tasks.spec.experiment import ModelSpec, TrainSpec
+from tasks.synth.write import parse_size, write_synth
+from tasks.train.device import select_device
+from tasks.train.inference import ModelContext
+from tasks.train.loop import Fitting, train_epoch
 
 
 def bare_loop(model, optimizer, batches) -> float:

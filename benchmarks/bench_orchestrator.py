@@ -152,9 +152,9 @@ class RayCpu:
 
 def make_experiment(tmp: Path, persons: int, folds: int, epochs: int):
     """The shrunk demo spec on fresh synthetic data, prepared (cache built, folds written)."""
-    from tasks.prepare import prepare
-    from tasks.spec_load import load_spec
-    from tasks.synth import write_synth
+    from tasks.data.preparation import prepare
+    from tasks.spec.load import load_spec
+    from tasks.synth.write import write_synth
 
     write_synth(tmp / "data", persons=persons, seed=0, size=(48, 64), workers=1)
     spec = load_spec("experiments/demo.yaml", [
@@ -171,7 +171,7 @@ def one_job(spec_json: dict, model: str, fold: int, out_dir: str) -> float:
 
     from tasks.job import train_job
     from tasks.job_io import Job
-    from tasks.spec import Experiment
+    from tasks.spec.experiment import Experiment
 
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -196,7 +196,7 @@ def bare_tasks(spec, plans, out: Path, meter: "RayCpu") -> tuple[float, dict]:
 
 
 def shipped(spec, plans, storage: Path, meter: "RayCpu", env: dict[str, str], runner: str) -> tuple[float, dict]:
-    from orchestrator.cluster import slots
+    from orchestrator.cluster.slots import pool as slots
     from orchestrator.cluster.launch import launch
 
     saved = {k: os.environ.get(k) for k in env}
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(vary) - set(VARY_ENV):
         parser.error(f"unknown --vary {sorted(unknown)}; choose from {', '.join(VARY_ENV)}")
     from orchestrator.cluster.plan import plan_jobs
-    from tasks.prepare import prepare, rows_hash
+    from tasks.data.preparation import prepare, rows_hash
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-orch-"))
     os.environ["MASKFOLD_CACHE"] = str(tmp / "cache")  # a cache of the run's own, passed on to workers

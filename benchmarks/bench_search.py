@@ -6,7 +6,7 @@ The same search is run twice, side by side in one process: experiments/search_de
 the random searcher (a fixed seed, so both runs train exactly the same sampled trials) and
 `--trials` trials of up to `--epochs` epochs on a synthetic dataset written for the run,
 (1) with ASHA (search_demo's grace and reduction factor) and (2) with FIFO (every trial runs
-to its end). Both go through the shipped path (`orchestrator.cluster.search.run_search`: Tune,
+to its end). Both go through the shipped path (`orchestrator.cluster.tuning.run_search`: Tune,
 the trial trainable, one TorchTrainer per job).
 
 Reported per run: trial-epochs trained, of the trials x epochs a FIFO run trains; the best
@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 def run_variant(root: Path, results: Path, scheduler: str, trials: int, epochs: int) -> dict:
     import io
 
-    from orchestrator.cluster.search import run_search
-    from tasks.spec_load import load_spec
+    from orchestrator.cluster.tuning import run_search
+    from tasks.spec.load import load_spec
 
     spec = load_spec(REPO / "experiments" / "search_demo.yaml",
                      [f"data.root={root}", f"results_dir={results}", f"name=bench_{scheduler}",
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--persons", type=int, default=60)
     args = parser.parse_args(argv)
-    from tasks.synth import write_synth
+    from tasks.synth.write import write_synth
 
     work = Path(tempfile.mkdtemp(prefix="bench_search-"))
     try:

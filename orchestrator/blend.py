@@ -29,12 +29,12 @@ from orchestrator.cli import add_results_args, make_parser, run_main
 
 
 def run(args: argparse.Namespace) -> None:
-    from orchestrator.analysis.blend_outputs import (leaderboard, model_table, optimistic_warning, print_board,
+    from orchestrator.analysis.ensembles.outputs import (leaderboard, model_table, optimistic_warning, print_board,
                                                      print_models, summary_lines, write_blend)
-    from orchestrator.analysis.blending import fit_blend
-    from orchestrator.analysis.experiment import read_eval_ids, read_truth
-    from orchestrator.analysis.pooled import load_pool, sources_record
-    from orchestrator.analysis.report import write_report
+    from orchestrator.analysis.ensembles.fitting import fit_blend
+    from orchestrator.analysis.results_folder import read_eval_ids, read_truth
+    from orchestrator.analysis.ensembles.pooled import load_pool, sources_record
+    from orchestrator.analysis.reporting.page import write_report
     from orchestrator.analysis.tracking_logs import log_blend
     from tasks.metrics import score
 
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
 def experiments(args: argparse.Namespace) -> tuple[tuple, Path]:
     """The experiments to blend (each with its own spec and the same --set) and the folder whose
     blend/ and report.html the outputs go to."""
-    from orchestrator.analysis.pooled import load_sources, output_folder
+    from orchestrator.analysis.ensembles.pooled import load_sources, output_folder
 
     overrides = list(args.overrides) + ([f"blend.metric={args.metric}"] if args.metric else [])
     sources = load_sources(args.results, overrides)

@@ -89,7 +89,7 @@ def fraction_arg(text: str) -> float:
 
 
 def spec_from_args(args: argparse.Namespace):
-    from tasks.spec_load import load_spec
+    from tasks.spec.load import load_spec
 
     return load_spec(args.spec, args.overrides)
 

@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 
 from orchestrator.cli import add_set_arg, make_parser, run_main
-from tasks.spec_load import load_spec
+from tasks.spec.load import load_spec
 
 DEMO_SPEC = Path("experiments/demo.yaml")
 
 
 def make_data(root: Path, persons: int, seed: int) -> None:
-    from tasks.synth import write_synth
+    from tasks.synth.write import write_synth
 
     if (root / "train").exists():
         print(f"using the synthetic data in {root}", file=sys.stderr)
@@ -30,7 +30,7 @@ def make_data(root: Path, persons: int, seed: int) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     from orchestrator import audit, blend, report
-    from orchestrator.cluster.experiment import run_experiment
+    from orchestrator.cluster.experiment_run import run_experiment
 
     spec = load_spec(DEMO_SPEC, args.overrides, check_data=False)
     make_data(spec.data.root, args.persons, args.seed)

@@ -18,8 +18,8 @@ from orchestrator.cli import add_results_args, count_arg, make_parser, run_main
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.analysis.experiment import find_experiment, load_experiment
-    from orchestrator.analysis.explain_run import explain, local_runner
+    from orchestrator.analysis.results_folder import find_experiment, load_experiment
+    from orchestrator.analysis.saliency.pipeline import explain, local_runner
     from tasks.lock import experiment_lock
 
     exp_dir = find_experiment(args.results)
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     spec = load_experiment(exp_dir, args.overrides)
     runner = local_runner
     if args.ray:
-        from orchestrator.cluster.explain_tasks import ray_runner
+        from orchestrator.cluster.cam_tasks import ray_runner
 
         runner = ray_runner(args.address)
     # Held like a run's: a run beside it would replace the weights and OOF rows being explained,
@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _refresh_report(exp_dir: Path, spec, overrides: list[str]) -> None:
     """The report gains its "Where the models look" section; the blend's files are only read."""
-    from orchestrator.analysis.pooled import blended_oof
-    from orchestrator.analysis.report import write_report
+    from orchestrator.analysis.ensembles.pooled import blended_oof
+    from orchestrator.analysis.reporting.page import write_report
 
     oof, _ = blended_oof(exp_dir, overrides)  # the models the blend weighs, of every experiment it pooled
     print(f"wrote {write_report(exp_dir, oof, spec.data.root)}", flush=True)

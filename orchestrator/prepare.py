@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from tasks.lock import experiment_lock
-        from tasks.prepare import prepare
+        from tasks.data.preparation import prepare
 
         spec = spec_from_args(args)
         with experiment_lock(spec.out_dir):

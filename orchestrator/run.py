@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        from orchestrator.cluster.experiment import run_experiment
+        from orchestrator.cluster.experiment_run import run_experiment
 
         summary = run_experiment(spec_from_args(args), args.address, args.storage, args.dry_run, force=args.force)
         if summary.unfinished:

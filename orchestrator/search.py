@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from orchestrator.analysis.search_outputs import SCORE_NOTE, format_trials, write_search_outputs
         from orchestrator.analysis.tracking_logs import log_search
-        from orchestrator.cluster.search import run_search, search_dir
+        from orchestrator.cluster.tuning import run_search, search_dir
 
         spec = spec_from_args(args).resolved()
         outcome = run_search(spec, args.address, args.storage, args.dry_run)

@@ -16,21 +16,21 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tasks.batches import CachedImages, Samples, make_loader, sample_weights
-from tasks.device import select_device
-from tasks.distributed import Ranks, current_ranks, sum_over_ranks, sync_buffers, wrap_model
+from tasks.data.batches import CachedImages, Samples, make_loader, sample_weights
+from tasks.train.device import select_device
+from tasks.train.distributed import Ranks, current_ranks, sum_over_ranks, sync_buffers, wrap_model
 from tasks.job_io import (EpochBoard, EpochReport, Job, JobResult, TrainState, job_paths, load_checkpoint,
                           save_checkpoint, save_weights, write_job_logits, write_metrics, write_result)
 from tasks.labels import TRUE_AGE_BORDERS, age_band, class_of
-from tasks.losses import class_weights
+from tasks.train.losses import class_weights
 from tasks.metrics import score
-from tasks.model import build_model
-from tasks.predict import ModelContext, model_context, predict_rows
-from tasks.prepare import Dataset, load_dataset, read_folds, rows_hash
-from tasks.pseudo import pseudo_path, pseudo_samples, read_pseudo
-from tasks.spec import Experiment, TrainSpec, stable_hash
+from tasks.train.model import build_model
+from tasks.train.inference import ModelContext, model_context, predict_rows
+from tasks.data.preparation import Dataset, load_dataset, read_folds, rows_hash
+from tasks.pseudo.fold_sets import pseudo_path, pseudo_samples, read_pseudo
+from tasks.spec.experiment import Experiment, TrainSpec, stable_hash
 from tasks.tracking import Tracker, epoch_metrics, final_metrics, job_tracking
-from tasks.train_loop import EpochStats, Fitting, eval_loss, train_epoch
+from tasks.train.loop import EpochStats, Fitting, eval_loss, train_epoch
 
 
 def job_seed(spec: Experiment, job: Job) -> int:
@@ -81,7 +81,7 @@ def make_scheduler(optimizer, train: TrainSpec, updates: int):
 def train_job(spec: Experiment, job: Job, on_epoch: Callable[[EpochReport], None] | None = None,
               dataset: Dataset | None = None, log=print) -> JobResult:
     """Train one (fold, model) job. Under a process group of several ranks (see
-    tasks.distributed) every rank must call this; rank 0 alone writes files and tracks."""
+    tasks.train.distributed) every rank must call this; rank 0 alone writes files and tracks."""
     started = time.monotonic()
     ranks = current_ranks()
     with job_tracking(spec, job, job_seed(spec, job), ranks.leader, log) as tracker:
@@ -211,7 +211,7 @@ def _fit_loader(samples: Samples, train: TrainSpec, seed: int, ranks: Ranks):
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m tasks.job SPEC MODEL FOLD OUT_DIR`: run one job by hand, no Ray."""
-    from tasks.spec_load import load_spec
+    from tasks.spec.load import load_spec
 
     args = argv if argv is not None else sys.argv[1:]
     if len(args) != 4:

@@ -22,7 +22,7 @@ from tasks.logits import LogitsMeta, logits_table, write_logits
 from tasks.metrics import Scores
 
 if TYPE_CHECKING:
-    from tasks.pseudo import PseudoSet
+    from tasks.pseudo.fold_sets import PseudoSet
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ One row per (model, fold model, image): `split` is "oof" for a fold's validation
 images (target set) or "test" for eval images (target null). Logits are always 18
 float32 values, whatever the head, so any two models can be blended.
 
-The file metadata carries the rows hash (tasks.prepare.rows_hash): logits of different
+The file metadata carries the rows hash (tasks.data.preparation.rows_hash): logits of different
 models are comparable only when they carry the same one.
 """
 from __future__ import annotations

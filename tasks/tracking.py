@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tasks.tracking_spec import MlflowSpec, TrackingSpec, WandbSpec
+from tasks.spec.tracking import MlflowSpec, TrackingSpec, WandbSpec
 
 # Tag holding the run's stable key: a resumed job finds its MLflow run by it.
 KEY_TAG = "maskfold.run_key"
@@ -173,7 +173,7 @@ class _Wandb:
 
 
 def _wandb_id(key: str) -> str:
-    from tasks.spec import stable_hash  # W&B ids allow no '/': a hash of the key
+    from tasks.spec.experiment import stable_hash  # W&B ids allow no '/': a hash of the key
 
     return stable_hash(key)
 

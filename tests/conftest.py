@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.synth import write_synth
-from tests.specs import shrunk_spec
+from tasks.synth.write import write_synth
+from tests.helpers.specs import shrunk_spec
 
 # No hub downloads in tests, ever: pretrained weights must come from local files.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 
 from orchestrator import audit
-from orchestrator.analysis import audit as auditing
-from orchestrator.analysis.ensemble import softmax
+from orchestrator.analysis.mislabels import contradictions as auditing
+from orchestrator.analysis.ensembles.methods import softmax
 from orchestrator.analysis.results import OofLogits, load_oof
-from orchestrator.analysis.suspects import Hypotheses, assess
+from orchestrator.analysis.mislabels.suspects import Hypotheses, assess
 from tasks.labels import NUM_CLASSES, mask_of_stem
-from tasks.relabel import apply_relabel
-from tests.fake_logits import (fake_models, inject_mislabels, make_people, make_targets, model_logits,
+from tasks.data.relabel import apply_relabel
+from tests.helpers.fake_logits import (fake_models, inject_mislabels, make_people, make_targets, model_logits,
                                write_experiment)
 
 N_SPLITS = 4
@@ -40,7 +40,7 @@ def audited(tmp_path_factory):
 
 
 def _images(people: pd.DataFrame) -> pd.DataFrame:
-    """The training index as tasks.dataset builds it, for tasks.relabel to apply a file to."""
+    """The training index as tasks.data.dataset builds it, for tasks.data.relabel to apply a file to."""
     stem = people.image_key.str.rpartition("/")[2]
     return pd.DataFrame({"image_key": people.image_key, "person": people.person,
                          "id": people.person.str.partition("_")[0], "stem": stem,

@@ -18,13 +18,14 @@ import pytest
 from sklearn.metrics import f1_score
 
 from orchestrator import blend
-from orchestrator.analysis import blend_outputs, blending
+from orchestrator.analysis.ensembles import outputs as blend_outputs
+from orchestrator.analysis.ensembles import fitting as blending
 from orchestrator.analysis.results import BlendInputs, OofLogits, EvalLogits
-from orchestrator.analysis.uncertainty import Interval, PersonBootstrap, person_bootstrap
+from orchestrator.analysis.ensembles.uncertainty import Interval, PersonBootstrap, person_bootstrap
 from tasks.labels import NUM_CLASSES
 from tasks.logits import LOGITS_SCHEMA, LogitsMeta, logits_table, read_logits, write_logits
-from tasks.spec import BlendSpec
-from tests.fake_logits import fake_models, make_people, make_targets, write_experiment
+from tasks.spec.experiment import BlendSpec
+from tests.helpers.fake_logits import fake_models, make_people, make_targets, write_experiment
 
 N_SPLITS = 4
 MODELS = {"good": {}, "age_eye": {"strength": (2.0, 1.5, 2.0)}, "gender_eye": {"strength": (2.5, 3.5, 0.8)},

@@ -14,13 +14,13 @@ import pytest
 from sklearn.metrics import f1_score
 
 from orchestrator import blend, report
-from orchestrator.analysis.blending import fit_blend
-from orchestrator.analysis.experiment import load_experiment
+from orchestrator.analysis.ensembles.fitting import fit_blend
+from orchestrator.analysis.results_folder import load_experiment
 from orchestrator.analysis.results import BlendInputs, EvalLogits, OofLogits, load_blend_inputs
 from orchestrator.cluster.gather import saved_oof_optimistic, write_leaderboard
 from tasks.job_io import JobResult
-from tasks.spec import BlendSpec
-from tests.fake_logits import fake_models, make_people, make_targets, write_experiment, write_folds
+from tasks.spec.experiment import BlendSpec
+from tests.helpers.fake_logits import fake_models, make_people, make_targets, write_experiment, write_folds
 
 N_SPLITS = 3
 # Six methods, not seventeen: pooling is what is tested here, not the methods (test_blend.py).
@@ -80,7 +80,7 @@ def rounds(tmp_path_factory):
 def no_report(monkeypatch):
     """The blend without its report (matplotlib takes seconds here): for tests of the blend's files."""
     written = []
-    monkeypatch.setattr("orchestrator.analysis.report.write_report", lambda exp_dir, *_: written.append(exp_dir))
+    monkeypatch.setattr("orchestrator.analysis.reporting.page.write_report", lambda exp_dir, *_: written.append(exp_dir))
     return written
 
 

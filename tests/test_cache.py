@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from tasks.cache import decode, ensure_cache
-from tasks.dataset import index_train
-from tasks.prepare import prepare
+from tasks.data.cache import decode, ensure_cache
+from tasks.data.dataset import index_train
+from tasks.data.preparation import prepare
 
-from tests.specs import shrunk_spec
+from tests.helpers.specs import shrunk_spec
 
 
 def train_files(root: Path, n: int = 40):
@@ -49,7 +49,7 @@ def test_two_processes_build_once(synth_root, tmp_path):
     script = textwrap.dedent(f"""
         import json, sys
         from pathlib import Path
-        from tasks.cache import ensure_cache
+        from tasks.data.cache import ensure_cache
         keys, paths = json.loads(sys.argv[1])
         cache = ensure_cache(Path({str(synth_root)!r}), keys, paths, (64, 48), Path({str(tmp_path)!r}), workers=1)
         print(cache.open()[:, ::7, ::7].sum())

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.cluster.experiment import run_experiment
+from orchestrator.cluster.experiment_run import run_experiment
 from tasks.job import train_job
 from tasks.job_io import Job, JobResult
 from tasks.logits import read_logits
-from tasks.prepare import prepare
-from tasks.spec_load import load_spec
-from tests.procs import LOOPBACK_HEX, descendants, listening_addresses
-from tests.specs import shrunk_overrides
+from tasks.data.preparation import prepare
+from tasks.spec.load import load_spec
+from tests.helpers.procs import LOOPBACK_HEX, descendants, listening_addresses
+from tests.helpers.specs import shrunk_overrides
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent

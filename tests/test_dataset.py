@@ -5,12 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.dataset import PROFILE, DataError, index_eval, index_train
+from tasks.data.dataset import PROFILE, DataError, index_eval, index_train
 from tasks.labels import MASK_STEMS, age_band, class_of, mask_of_stem
-from tasks.prepare import load_dataset
-from tasks.relabel import apply_relabel
+from tasks.data.preparation import load_dataset
+from tasks.data.relabel import apply_relabel
 
-from tests.specs import shrunk_spec
+from tests.helpers.specs import shrunk_spec
 
 
 def spec_for(root: Path, tmp_path: Path, *overrides: str):

@@ -11,16 +11,16 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tasks.device import select_device
-from tasks.distributed import EpochSampler, Ranks
+from tasks.train.device import select_device
+from tasks.train.distributed import EpochSampler, Ranks
 from tasks.job import train_job
 from tasks.job_io import Job, JobResult
 from tasks.logits import read_logits
-from tasks.model import build_model
-from tasks.predict import eval_loader, normalisation, predict
-from tasks.prepare import prepare
+from tasks.train.model import build_model
+from tasks.train.inference import eval_loader, normalisation, predict
+from tasks.data.preparation import prepare
 
-from tests.specs import shrunk_spec
+from tests.helpers.specs import shrunk_spec
 
 
 @pytest.mark.parametrize("weighted", [False, True])

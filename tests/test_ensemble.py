@@ -9,9 +9,9 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.metrics import log_loss as sk_log_loss
 
 from benchmarks.bench_blend import select_greedy_loop
-from orchestrator.analysis import ensemble as ens
+from orchestrator.analysis.ensembles import methods as ens
 from tasks.labels import NUM_CLASSES, class_of
-from tests.fake_logits import make_targets, model_logits
+from tests.helpers.fake_logits import make_targets, model_logits
 
 
 def test_macro_f1_and_accuracy_from_bincounts_match_sklearn():

@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from orchestrator import blend, explain
-from orchestrator.analysis import explain_run
-from orchestrator.analysis.cam import NoCamLayer, box_share, face_focus, find_cam_layer
-from orchestrator.analysis.explain import pick_photos
-from orchestrator.analysis.report_explain import explain_section
+from orchestrator.analysis.saliency import pipeline as explain_run
+from orchestrator.analysis.saliency.cam import NoCamLayer, box_share, face_focus, find_cam_layer
+from orchestrator.analysis.saliency.selection import pick_photos
+from orchestrator.analysis.reporting.focus import explain_section
 from orchestrator.cluster.gather import gather
 from orchestrator.cluster.plan import plan_jobs
 from tasks.job import train_job
 from tasks.job_io import Job
-from tasks.prepare import prepare, rows_hash
-from tests.specs import shrunk_spec
+from tasks.data.preparation import prepare, rows_hash
+from tests.helpers.specs import shrunk_spec
 
 
 def test_face_focus_is_high_for_a_box_around_the_cam_and_low_elsewhere():
@@ -143,10 +143,10 @@ def test_without_a_finished_job_it_says_what_to_run(make_spec, capsys):
 def test_the_ray_task_body_computes_the_local_cams(experiment):
     """`--ray`'s task (run here without Ray: its plumbing mirrors blend --reinfer's) loads the data
     and the weights on its own and returns what the local runner computes."""
-    from orchestrator.analysis.experiment import load_experiment
-    from orchestrator.analysis.explain import explain_job, finished_jobs
-    from orchestrator.cluster.explain_tasks import explain_task
-    from tasks.prepare import load_dataset
+    from orchestrator.analysis.results_folder import load_experiment
+    from orchestrator.analysis.saliency.selection import explain_job, finished_jobs
+    from orchestrator.cluster.cam_tasks import explain_task
+    from tasks.data.preparation import load_dataset
 
     exp = experiment[0]
     spec = load_experiment(exp)
@@ -177,8 +177,8 @@ def untrained(make_spec):
     explain reads, made in a second. Returns the results folder."""
     from tasks.job_io import JobResult, write_result
     from tasks.logits import LogitsMeta, logits_table, write_logits
-    from tasks.model import build_model
-    from tasks.prepare import read_folds
+    from tasks.train.model import build_model
+    from tasks.data.preparation import read_folds
 
     spec = make_spec(name="untrained")
     dataset = prepare(spec, verbose=False)

@@ -10,18 +10,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from orchestrator.analysis.report_faces import faces_section
+from orchestrator.analysis.reporting.crops import faces_section
 from orchestrator.cluster.plan import job_hash
-from tasks import face_detect
-from tasks.dataset import DataError
-from tasks.face_boxes import read_boxes
-from tasks.face_detect import DetectorMissing, HaarDetector
-from tasks.face_spec import FaceSpec
-from tasks.faces import FaceRecord, cut, fallback_box, fit_aspect, grow, place
-from tasks.prepare import load_dataset, prepare, rows_hash
-from tasks.spec import Experiment
-from tasks.synth_draw import face_boxes, make_look, make_shots, render_person
-from tasks.synth_faces import Framing
+from tasks.faces import detect as face_detect
+from tasks.data.dataset import DataError
+from tasks.faces.boxes import read_boxes
+from tasks.faces.detect import DetectorMissing, HaarDetector
+from tasks.spec.face import FaceSpec
+from tasks.faces.crop import FaceRecord, cut, fallback_box, fit_aspect, grow, place
+from tasks.data.preparation import load_dataset, prepare, rows_hash
+from tasks.spec.experiment import Experiment
+from tasks.synth.draw import face_boxes, make_look, make_shots, render_person
+from tasks.synth.face_boxes import Framing
 
 # A real face photo that an installed, pinned package ships (matplotlib's sample data).
 HOPPER = Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg"
@@ -139,7 +139,7 @@ def test_boxes_file_reports_every_bad_row_with_its_line(synth_root, tmp_path):
 @pytest.fixture(scope="module")
 def cropped(synth_root, tmp_path_factory):
     """The session's synthetic data prepared with the synth's own face boxes, some left out."""
-    from tests.specs import shrunk_spec
+    from tests.helpers.specs import shrunk_spec
 
     out = tmp_path_factory.mktemp("faces")
     truth = pd.read_csv(synth_root / "truth" / "face_boxes.csv")
@@ -216,7 +216,7 @@ def test_no_face_section_keeps_every_hash_and_job_id():
 
 
 def test_face_spec_errors_name_the_field(make_spec):
-    from tasks.spec import SpecError
+    from tasks.spec.experiment import SpecError
 
     with pytest.raises(SpecError, match=r"data\.face\.fallback"):
         make_spec("data.face={fallback: edge}")

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.dataset import DataError
-from tasks.folds import load_folds, make_folds, save_folds
+from tasks.data.dataset import DataError
+from tasks.data.folds import load_folds, make_folds, save_folds
 from tasks.labels import MASK_STEMS, age_band
 
 # People per (gender, age band) in the real training set (competition facts).

@@ -8,14 +8,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tasks.folds import save_folds
+from tasks.data.folds import save_folds
 from tasks.job import train_job
 from tasks.job_io import Job, JobResult
 from tasks.logits import LOGITS_SCHEMA, read_logits
 from tasks.metrics import score
-from tasks.prepare import folds_meta, prepare
+from tasks.data.preparation import folds_meta, prepare
 
-from tests.specs import shrunk_spec
+from tests.helpers.specs import shrunk_spec
 
 EPOCHS = 10
 pytestmark = pytest.mark.slow

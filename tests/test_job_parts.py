@@ -5,17 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.augment_spec import MixSpec
-from tasks.batches import mix_batch, sample_weights
-from tasks.device import DeviceError, check_cuda_arch, select_device
+from tasks.spec.augment import MixSpec
+from tasks.data.batches import mix_batch, sample_weights
+from tasks.train.device import DeviceError, check_cuda_arch, select_device
 from tasks.job import make_scheduler, split_fold, train_job
 from tasks.job_io import Job
 from tasks.logits import read_logits
-from tasks.losses import Targets, class_weights, head_targets, total_loss
-from tasks.model import PretrainedError, build_model, logits18
-from tasks.prepare import prepare
-from tasks.spec import LossTerm, ModelSpec, TrainSpec
-from tests.specs import shrunk_spec
+from tasks.train.losses import Targets, class_weights, head_targets, total_loss
+from tasks.train.model import PretrainedError, build_model, logits18
+from tasks.data.preparation import prepare
+from tasks.spec.experiment import LossTerm, ModelSpec, TrainSpec
+from tests.helpers.specs import shrunk_spec
 
 
 def small_spec(root: Path, results: Path, *overrides: str):
@@ -53,7 +53,7 @@ def test_every_loss_trains_every_head(name, head):
 def test_cross_entropy_terms_equal_their_definitions_on_mixed_targets(name):
     """The torch cross-entropy these terms use equals the textbook soft-target formula, each row
     counted by its loss weight (pseudo rows weigh `pseudo.weight`)."""
-    from tasks.losses import term_loss
+    from tasks.train.losses import term_loss
 
     torch.manual_seed(0)
     logits = torch.randn(16, 18) * 3
@@ -72,7 +72,7 @@ def test_cross_entropy_terms_equal_their_definitions_on_mixed_targets(name):
 
 
 def test_perfect_predictions_score_zero_soft_f1():
-    from tasks.losses import soft_f1
+    from tasks.train.losses import soft_f1
 
     target, ones = torch.eye(18), torch.ones(18)
     assert soft_f1(target * 50, target, ones) < 1e-3

@@ -1,8 +1,8 @@
 """The slots' queue as a plain object: who trains what, attempts, lost slots, cancelling."""
 import time
 
-from orchestrator.cluster.job_queue import JobQueue
-from orchestrator.cluster.job_store import JobStore
+from orchestrator.cluster.slots.queue import JobQueue
+from orchestrator.cluster.slots.store import JobStore
 
 
 def jobs(*ids: str, channel: str = "run") -> list[dict]:

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from orchestrator.cluster.plan import JobPlan
 from orchestrator.cluster.progress import F1_NOTE, Board, JobStatus, ProgressTable
-from tasks.spec import TrainSpec
+from tasks.spec.experiment import TrainSpec
 
 
 def plans(n: int, model: str = "m", estimate: float | None = None) -> dict[str, JobPlan]:

@@ -1,7 +1,7 @@
 """Pseudo labels for a second round: per fold they come only from models that never saw the
 fold; thresholds, caps, soft labels and identity; bad sources are clear errors.
 
-Round 1 here is a fake results folder (tests/fake_logits.py): known logits, no training.
+Round 1 here is a fake results folder (tests/helpers/fake_logits.py): known logits, no training.
 """
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.analysis.pseudo_labels import build_pseudo, load_round1
+from orchestrator.analysis.pseudo_labels.labelling import build_pseudo, load_round1
 from orchestrator.cluster.plan import plan_jobs
 from tasks.labels import NUM_CLASSES
 from tasks.logits import LogitsMeta, logits_table, read_logits, write_logits
-from tasks.pseudo import PseudoError, pseudo_path, read_pseudo
-from tasks.spec import Experiment
-from tests.fake_logits import eval_ids, fake_models, make_people, make_targets, spec_dict, write_experiment, write_folds
+from tasks.pseudo.fold_sets import PseudoError, pseudo_path, read_pseudo
+from tasks.spec.experiment import Experiment
+from tests.helpers.fake_logits import eval_ids, fake_models, make_people, make_targets, spec_dict, write_experiment, write_folds
 
 K = 3
 MODELS = {"good": {}, "age_eye": {"strength": (2.0, 1.5, 2.0)}, "weak": {"strength": (1.0, 1.0, 0.5)}}
@@ -201,8 +201,8 @@ def test_a_job_learns_its_folds_pseudo_labels_and_never_validates_on_them(make_s
     so a job that did not learn the pseudo labels predicts it on far fewer than half.)"""
     from tasks.job import fit_samples, split_fold, train_job
     from tasks.job_io import Job
-    from tasks.prepare import prepare
-    from tasks.pseudo import PseudoSet
+    from tasks.data.preparation import prepare
+    from tasks.pseudo.fold_sets import PseudoSet
 
     plain = make_spec("train.epochs=2", "train.mix.prob=0", name="plain")
     dataset = prepare(plain, verbose=False)
@@ -237,9 +237,9 @@ def fake_round1(synth_root, results, pseudo: str):
     """Round 1 as a results folder for the real synthetic rows (its own prepare: the same folds),
     with random logits, not training: fold 1's models are sure of every eval photo, fold 0's are
     not. Returns round 2's spec, taking its pseudo labels from it with `pseudo` settings."""
-    from tasks.prepare import prepare, read_folds, rows_hash
-    from tests.fake_logits import eval_frame, oof_frame
-    from tests.specs import shrunk_spec
+    from tasks.data.preparation import prepare, read_folds, rows_hash
+    from tests.helpers.fake_logits import eval_frame, oof_frame
+    from tests.helpers.specs import shrunk_spec
 
     r1 = shrunk_spec(synth_root, results, name="r1").resolved()
     dataset = prepare(r1, verbose=False)
@@ -259,7 +259,7 @@ def fake_round1(synth_root, results, pseudo: str):
 
 @pytest.mark.slow
 def test_round_two_on_ray_trains_each_fold_on_its_own_set(synth_root, tmp_path):
-    from orchestrator.cluster.experiment import run_experiment
+    from orchestrator.cluster.experiment_run import run_experiment
     from tasks.job_io import JobResult
 
     spec = fake_round1(synth_root, tmp_path / "results", "threshold: 0.2")
@@ -281,7 +281,7 @@ def test_round_two_on_ray_trains_each_fold_on_its_own_set(synth_root, tmp_path):
 
 @pytest.mark.parametrize("per_fold", [True, False])
 def test_the_report_says_where_the_labels_came_from_and_whether_oof_is_honest(round1, per_fold):
-    from orchestrator.analysis.report_pseudo import pseudo_section
+    from orchestrator.analysis.reporting.second_round import pseudo_section
 
     tmp, exp, people, answers = round1
     spec = round2(tmp, exp, threshold=0.35, per_fold=per_fold)
@@ -295,7 +295,7 @@ def test_the_report_says_where_the_labels_came_from_and_whether_oof_is_honest(ro
 
 def test_run_without_its_round_one_stops_before_writing_anything(synth_root, tmp_path, capsys):
     from orchestrator import run
-    from tests.specs import shrunk_cli
+    from tests.helpers.specs import shrunk_cli
 
     code = run.main(shrunk_cli(synth_root, tmp_path, f"pseudo={{source: {tmp_path / 'r1'}}}", name="r2"))
     assert code == 2
@@ -307,7 +307,7 @@ def test_a_round_two_refused_for_its_folds_writes_nothing(synth_root, tmp_path, 
     """Round 1's folds are checked before prepare writes spec.yaml, manifest.json or folds.parquet,
     and the refused run leaves no results/<name>/ (nor its lock) behind."""
     from orchestrator import prepare, run
-    from tests.specs import shrunk_cli
+    from tests.helpers.specs import shrunk_cli
 
     fake_round1(synth_root, tmp_path, "threshold: 0.2")
     args = shrunk_cli(synth_root, tmp_path, f"pseudo={{source: {tmp_path / 'r1'}}}", "folds.seed=99", name="r2")

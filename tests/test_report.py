@@ -18,14 +18,14 @@ from PIL import Image
 from sklearn.metrics import f1_score
 
 from orchestrator import audit, blend, report
-from orchestrator.analysis import report as reporting
-from orchestrator.analysis.blending import plan_recipes
-from orchestrator.analysis.report_html import explain_method
-from orchestrator.analysis.report_inputs import pick_suspects
+from orchestrator.analysis.reporting import page as reporting
+from orchestrator.analysis.ensembles.fitting import plan_recipes
+from orchestrator.analysis.reporting.html import explain_method
+from orchestrator.analysis.reporting.inputs import pick_suspects
 from orchestrator.analysis.results import OofLogits
 from tasks.labels import MASK_STEMS
-from tasks.spec import BlendSpec
-from tests.fake_logits import (fake_models, inject_mislabels, make_people, make_targets, model_logits,
+from tasks.spec.experiment import BlendSpec
+from tests.helpers.fake_logits import (fake_models, inject_mislabels, make_people, make_targets, model_logits,
                                write_experiment)
 
 N_SPLITS = 3

@@ -8,12 +8,12 @@ import pytest
 
 from orchestrator.cluster.plan import plan_jobs
 from orchestrator.cluster.session import ResourceError, check_resources, ray_session
-from orchestrator.cluster.experiment import run_experiment
+from orchestrator.cluster.experiment_run import run_experiment
 from orchestrator.run import main
 from tasks.logits import read_logits
-from tasks.prepare import prepare, rows_hash
+from tasks.data.preparation import prepare, rows_hash
 
-from tests.specs import shrunk_spec
+from tests.helpers.specs import shrunk_spec
 
 pytestmark = pytest.mark.slow
 

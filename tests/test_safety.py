@@ -12,17 +12,17 @@ from orchestrator import prepare as prepare_cli
 from orchestrator.cluster.gather import gather
 from orchestrator.cluster.plan import plan_jobs
 from orchestrator.cluster.storage import StorageError, check_storage
-from orchestrator.cluster.slots import START_RETRIES, slot_trainer
+from orchestrator.cluster.slots.pool import START_RETRIES, slot_trainer
 from orchestrator.run import main as run_main
 from tasks.atomic import write_text
 from tasks.errors import UserError
 from tasks.job import train_job
 from tasks.job_io import Job, unfinished_reason
 from tasks.lock import ExperimentBusy, experiment_lock
-from tasks.prepare import ReplaceError, prepare, rows_hash
-from tasks.spec import SpecError
-from tasks.spec_load import load_spec
-from tests.specs import shrunk_cli, shrunk_overrides
+from tasks.data.preparation import ReplaceError, prepare, rows_hash
+from tasks.spec.experiment import SpecError
+from tasks.spec.load import load_spec
+from tests.helpers.specs import shrunk_cli, shrunk_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -211,7 +211,7 @@ def test_every_launched_job_ends_in_exactly_one_state():
 def test_the_same_job_of_two_experiments_never_shares_a_scratch_folder(tmp_path):
     """Two runs of one spec into two results folders plan the same job ids; their workers'
     node-local folders (deleted and refilled at every start) must still differ."""
-    from orchestrator.cluster.slot_worker import scratch_name
+    from orchestrator.cluster.slots.worker import scratch_name
 
     a = {"job_id": "test_convnext-fold0-28b74dad", "storage": str(tmp_path / "a" / "demo" / "ray")}
     b = {**a, "storage": str(tmp_path / "b" / "demo" / "ray")}
@@ -260,7 +260,7 @@ def _tree(folder: Path) -> dict[str, float]:
 def test_a_dry_runs_dataset_writes_no_cache_and_has_the_real_hashes(data_copy, tmp_path):
     """The same rows, data hash and problems as a build (the job ids a dry run prints), whether
     the cache is there or not, and nothing written in either case."""
-    from tasks.prepare import load_dataset
+    from tasks.data.preparation import load_dataset
 
     next((data_copy / "train/images").glob("*/mask2.*")).write_bytes(b"\xff\xd8 not a photo")
     cache = tmp_path / "cache"

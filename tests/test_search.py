@@ -18,9 +18,9 @@ from orchestrator import run
 from orchestrator.analysis.search_outputs import best_row, best_yaml, write_search_outputs
 from orchestrator.cluster.plan import job_hash
 from orchestrator.cluster.trial import TrialScore
-from tasks.search_spec import sampled_spec
-from tasks.spec import SpecError
-from tasks.spec_load import load_spec
+from tasks.spec.search_space import sampled_spec
+from tasks.spec.experiment import SpecError
+from tasks.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 SEARCH_DEMO = REPO / "experiments" / "search_demo.yaml"
@@ -210,7 +210,7 @@ def test_a_search_refuses_to_resume_from_a_foreign_folder_in_one_line(synth_root
     import pickle
 
     from orchestrator import search
-    from orchestrator.cluster import search as cluster_search
+    from orchestrator.cluster import tuning as cluster_search
     from orchestrator.cluster import tune_trust
 
     def tune_started():
@@ -266,7 +266,7 @@ def one_thread_env() -> dict[str, str]:
 
 def saved_as_ended(tune_dir: Path) -> set[str]:
     """Trials that Tune's latest saved experiment state records as ended."""
-    from orchestrator.cluster.search import saved_statuses
+    from orchestrator.cluster.tuning import saved_statuses
 
     found = list(tune_dir.glob("search-*"))
     try:
@@ -336,7 +336,7 @@ def test_the_searchers_sample_inside_the_space_and_make_valid_specs(tmp_path, se
     its range, and the base spec with it validates."""
     from ray.tune.search.variant_generator import generate_variants
 
-    from orchestrator.cluster.search import param_space, tune_config
+    from orchestrator.cluster.tuning import param_space, tune_config
 
     spec = search_spec(tmp_path, f"search.searcher={searcher}")
     space = param_space(spec, str(tmp_path / "ray"))

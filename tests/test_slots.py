@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cluster.experiment import run_experiment
-from orchestrator.cluster.slot_worker import should_retire
+from orchestrator.cluster.experiment_run import run_experiment
+from orchestrator.cluster.slots.worker import should_retire
 from tasks.job_io import JobResult
-from tasks.spec_load import load_spec
+from tasks.spec.load import load_spec
 from tests.test_cluster import REPO, epoch_logged, logged_worker_pid, spec_args, wait_for
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.spec import Experiment, SpecError
-from tasks.spec_load import load_spec
+from tasks.spec.experiment import Experiment, SpecError
+from tasks.spec.load import load_spec
 
 
 def make_data_root(root: Path) -> Path:

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image, UnidentifiedImageError
 
-from tasks import synth
+from tasks.synth import write as synth
 from tasks.labels import GENDER_NAMES, MASK_STEMS, age_band, class_of, mask_of_stem
-from tasks.synth import SynthError, SynthSummary, main, parse_size, write_synth
+from tasks.synth.write import SynthError, SynthSummary, main, parse_size, write_synth
 
 FOLDER = re.compile(r"^(\d{6}(?:-1)?)_(male|female)_Asian_(\d{2})$")
 REPO = Path(__file__).resolve().parents[1]

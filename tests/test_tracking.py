@@ -15,13 +15,13 @@ from orchestrator import blend
 from orchestrator.analysis.tracking_logs import log_leaderboard
 from orchestrator.cluster.plan import plan_jobs
 from tasks.job_io import Job, JobResult
-from tasks.prepare import prepare
-from tasks.spec import SpecError
+from tasks.data.preparation import prepare
+from tasks.spec.experiment import SpecError
 from tasks.tracking import EPOCH_METRICS, RunInfo, Tracker, open_tracker
-from tasks.tracking_spec import TrackingSpec
-from tests.fake_logits import fake_models, make_people, make_targets, write_experiment
-from tests.specs import shrunk_spec
-from tests.wandb_records import offline_runs
+from tasks.spec.tracking import TrackingSpec
+from tests.helpers.fake_logits import fake_models, make_people, make_targets, write_experiment
+from tests.helpers.specs import shrunk_spec
+from tests.helpers.wandb_records import offline_runs
 
 REPO = Path(__file__).resolve().parent.parent
 EPOCHS = 3
@@ -97,7 +97,7 @@ def test_resolving_fills_the_defaults_with_absolute_paths(make_spec, tmp_path, m
 
 def test_without_a_tracking_section_nothing_is_imported():
     code = ("import sys\nfrom pathlib import Path\nfrom tasks.tracking import RunInfo, open_tracker\n"
-            "from tasks.tracking_spec import TrackingSpec\n"
+            "from tasks.spec.tracking import TrackingSpec\n"
             "t = open_tracker(TrackingSpec(), RunInfo('r', 'job', {}, Path('.')))\n"
             "t.metrics({'a': 1.0}, 1); t.close()\n"
             "assert not t.active and not {'wandb', 'mlflow'} & {m.split('.')[0] for m in sys.modules}")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from orchestrator.analysis.uncertainty import PersonBootstrap, paired_person_bootstrap, person_bootstrap
+from orchestrator.analysis.ensembles.uncertainty import PersonBootstrap, paired_person_bootstrap, person_bootstrap
 from tasks.labels import NUM_CLASSES
 
 

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from orchestrator.analysis.experiment import BlendError, read_eval_ids
-from tasks.folds import load_folds
+from orchestrator.analysis.results_folder import BlendError, read_eval_ids
+from tasks.data.folds import load_folds
 from tasks.labels import MASK_STEMS, NUM_CLASSES
 from tasks.logits import LogitsError, read_logits
-from tasks.spec import Experiment
+from tasks.spec.experiment import Experiment
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.spec import Experiment
+from tasks.spec.experiment import Experiment
 from tasks.tracking import RunInfo, tracking_run
 
 SCORES = ("macro_f1", "accuracy", "mask_f1", "gender_f1", "age_f1")

@@ -2,7 +2,7 @@
 results/<name>/jobs/<job>/ the moment it ends (so a killed driver loses nothing that had
 finished), its events in results/<name>/logs/<job>.log, and its outcome on the board.
 
-Fed by the driver's loop with the events the slots send (orchestrator.cluster.job_queue).
+Fed by the driver's loop with the events the slots send (orchestrator.cluster.slots.queue).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from orchestrator.cluster.plan import JobPlan
 from tasks.atomic import atomic_path
 from tasks.job_io import JobResult, unfinished_reason
 from tasks.logits import LogitsError, LogitsMeta, logits_table, read_logits, write_logits
-from tasks.spec_load import load_spec
+from tasks.spec.load import load_spec
 
 # Short lines: the figure of two folds is about 660 px wide.
 OPTIMISTIC_NOTE = "\nOOF optimistic: pseudo labels from models\nthat saw every fold (pseudo.per_fold: false)"

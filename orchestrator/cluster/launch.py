@@ -1,5 +1,5 @@
 """The K-fold fan-out: every job to the slots' queue, longest first, as many at once as there
-are slots (orchestrator.cluster.slots); Ctrl-C stops the jobs and keeps what finished."""
+are slots (orchestrator.cluster.slots.pool); Ctrl-C stops the jobs and keeps what finished."""
 from __future__ import annotations
 
 import contextlib
@@ -13,9 +13,9 @@ from orchestrator.cluster.collect import Collector
 from orchestrator.cluster.plan import JobPlan, Launched
 from orchestrator.cluster.progress import Board, JobStatus, ProgressTable
 from orchestrator.cluster.session import check_resources, ray_session
-from orchestrator.cluster.slots import SlotPool
-from orchestrator.cluster.worker import job_config
-from tasks.spec import Experiment
+from orchestrator.cluster.slots.pool import SlotPool
+from orchestrator.cluster.slots.config import job_config
+from tasks.spec.experiment import Experiment
 
 POLL_S = 0.25
 

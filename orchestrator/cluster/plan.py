@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.job_io import JobResult, unfinished_reason
-from tasks.spec import Experiment, ModelSpec, TrainSpec, stable_hash
+from tasks.spec.experiment import Experiment, ModelSpec, TrainSpec, stable_hash
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def relative_cost(model: ModelSpec, train: TrainSpec) -> float:
 
 def plan_jobs(spec: Experiment, rows_hash: str, pseudo: dict[int, str] | None = None) -> list[JobPlan]:
     """All jobs, longest first (big backbones before small ones shortens the makespan).
-    `pseudo`: each fold's pseudo-set hash (orchestrator.analysis.pseudo_labels) when the spec has one."""
+    `pseudo`: each fold's pseudo-set hash (orchestrator.analysis.pseudo_labels.labelling) when the spec has one."""
     if (spec.pseudo is None) != (pseudo is None):
         raise ValueError("plan_jobs: pseudo hashes are needed exactly when the spec has `pseudo:`")
     history = seconds_by_backbone(spec.out_dir / "jobs")

@@ -2,7 +2,7 @@
 
 For when a job's test logits are missing or flip TTA should change: one Ray task per
 finished job, pinned to a slot like a training worker, computes the eval logits from the
-job's best.pt (tasks.infer) and returns them; the driver rewrites the job's test.parquet and
+job's best.pt (tasks.train.fold_models) and returns them; the driver rewrites the job's test.parquet and
 gathers results/<name>/test.parquet again. Tasks get the small spec and paths: they read the
 eval images on their own node, and the weights from results/ when their node sees it, else
 from the job's final checkpoint in Train storage (recorded in job.json), so results/ need
@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.cluster.gather import Gathered, gather
-from orchestrator.analysis.pseudo_outputs import saved_hashes
+from orchestrator.analysis.pseudo_labels.outputs import saved_hashes
 from orchestrator.cluster.plan import JobPlan, plan_jobs
-from orchestrator.cluster.worker import worker_resources
+from orchestrator.cluster.slots.config import worker_resources
 from tasks.errors import UserError
 from tasks.job_io import Job, unfinished_reason, write_test_logits
 from tasks.lock import experiment_lock
-from tasks.prepare import load_dataset, rows_hash
-from tasks.spec import Experiment, ResourcesSpec
+from tasks.data.preparation import load_dataset, rows_hash
+from tasks.spec.experiment import Experiment, ResourcesSpec
 
 
 class ReinferError(UserError):
@@ -74,8 +74,8 @@ def reinfer_task(spec_dict: dict, job_id: str, model: str, fold: int, out_dir: s
     """The Ray task body: runs on the node holding the slot and returns the logits."""
     import ray
 
-    from tasks.infer import infer_test
-    from tasks.device import select_device
+    from tasks.train.fold_models import infer_test
+    from tasks.train.device import select_device
 
     started = time.monotonic()
     spec = Experiment.model_validate(spec_dict)
@@ -94,7 +94,7 @@ def job_weights(local: Path, checkpoint: dict | None):
         yield local
         return
     from orchestrator.cluster.storage import open_checkpoint
-    from tasks.infer import InferError
+    from tasks.train.fold_models import InferError
 
     with tempfile.TemporaryDirectory() as tmp:
         try:

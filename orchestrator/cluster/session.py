@@ -7,9 +7,9 @@ import logging
 import os
 from pathlib import Path
 
-from orchestrator.cluster.worker import worker_resources
+from orchestrator.cluster.slots.config import worker_resources
 from tasks.errors import UserError
-from tasks.spec import Experiment, ResourcesSpec
+from tasks.spec.experiment import Experiment, ResourcesSpec
 
 REPO = Path(__file__).resolve().parents[2]
 # Kept small: jobs pass paths and a small spec, never data, through the object store.

@@ -1,5 +1,5 @@
 """One search trial on Ray: its jobs (every model on every search fold) queued for the same
-slots as a K-fold's jobs (orchestrator.cluster.slots), and its score to Tune once per epoch.
+slots as a K-fold's jobs (orchestrator.cluster.slots.pool), and its score to Tune once per epoch.
 
 The search keeps a slot per job of its concurrent trials, so a trial's jobs train side by
 side, each in a slot process that has already paid Ray Train's start-up. The trial reports epoch t
@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from orchestrator.cluster.worker import job_config
-from tasks.search_spec import sampled_spec
-from tasks.spec import Experiment
+from orchestrator.cluster.slots.config import job_config
+from tasks.spec.search_space import sampled_spec
+from tasks.spec.experiment import Experiment
 
 SEARCH_QUEUE = "maskfold-search-queue"  # the search's JobQueue actor, by name (a trial finds it)
 

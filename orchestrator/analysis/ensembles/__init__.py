@@ -1,0 +1,20 @@
+"""The blend: ensemble methods on probabilities (`methods`), fitting them on OOF
+logits with a nested estimate (`fitting`), person-bootstrap intervals
+(`uncertainty`), several experiments as one pool (`pooled`), and its files (`outputs`).
+"""
+from tasks.exports import lazy_exports
+
+ENTRY_POINTS = {
+    'fit_blend': 'fitting',
+    'plan_recipes': 'fitting',
+    'fit_all': 'fitting',
+    'predict_nested': 'fitting',
+    'FittedBlend': 'fitting',
+    'BlendResult': 'fitting',
+    'write_blend': 'outputs',
+    'load_pool': 'pooled',
+    'person_bootstrap': 'uncertainty',
+    'blend_probs': 'methods',
+}
+__all__ = sorted(ENTRY_POINTS)
+__getattr__ = lazy_exports(__name__, ENTRY_POINTS)

@@ -1,0 +1,222 @@
+"""The blend methods, fitted and scored on OOF logits: the submission the evidence supports.
+
+Every method is fitted inside the person folds (on K-1 folds' OOF rows, scored on the
+held-out fold) as well as on all rows; the method is chosen by the nested score, since
+weights fitted and scored on the same rows flatter.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+from sklearn.metrics import log_loss as sk_log_loss
+
+from orchestrator.analysis.ensembles import methods as ens
+from orchestrator.analysis.results import BlendInputs
+from orchestrator.analysis.ensembles.uncertainty import Interval, PersonBootstrap
+from tasks.labels import NUM_CLASSES
+from tasks.metrics import Scores, score
+from tasks.spec.experiment import BlendSpec
+
+Weighting = Literal["single", "equal", "greedy", "greedy_log_loss", "greedy_refined"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    vote: Literal["soft", "hard"]
+    weighting: Weighting
+    temperature: bool = False
+    offsets: bool = False
+    decode: ens.Decode = "joint"
+
+
+@dataclass(frozen=True)
+class FittedBlend:
+    recipe: Recipe
+    weights: np.ndarray  # (M,) on the simplex
+    temperatures: np.ndarray  # (M,)
+    offsets: tuple[np.ndarray, ...]  # per decision group (see ensemble.decode_scores)
+    bonus: np.ndarray  # (M,) hard-vote tie-break: larger for the better model
+
+
+@dataclass(frozen=True)
+class Prediction:
+    labels: np.ndarray
+    probs: np.ndarray | None  # (N, C) for a soft vote
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    labels: np.ndarray
+    scores: Scores  # macro F1, accuracy and per-attribute F1
+    log_loss: float  # NaN for a hard vote
+    macro_f1_interval: Interval  # person bootstrap of these fixed labels
+
+    def value(self, metric: ens.Metric) -> float:
+        return self.log_loss if metric == "log_loss" else getattr(self.scores, metric)
+
+    def record(self) -> dict:
+        return {**self.scores.as_dict(), "macro_f1_interval": self.macro_f1_interval.record(),
+                "log_loss": None if np.isnan(self.log_loss) else self.log_loss}
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    fitted: FittedBlend  # on all OOF rows
+    in_sample: Evaluation
+    nested: Evaluation  # fitted on the other folds' rows, pooled over held-out folds
+    test_labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The chosen method against a simpler one: nested macro F1 difference, paired by person."""
+    method: str  # the simpler method
+    difference: Interval  # chosen minus simpler
+
+    @property
+    def clearly_better(self) -> bool:
+        return self.difference.low > 0
+
+
+@dataclass(frozen=True)
+class BlendResult:
+    metric: ens.Metric
+    methods: tuple[MethodResult, ...]  # best nested score first; methods[0] is chosen
+    versus_simpler: Comparison
+
+
+def plan_recipes(spec: BlendSpec) -> tuple[Recipe, ...]:
+    """The methods to compare; offsets, decoding and hard votes only matter for decisions."""
+    decision = spec.metric != "log_loss"
+    recipes = [Recipe("single", "soft", "single")]
+    if decision:
+        recipes += [Recipe("hard_equal", "hard", "equal"), Recipe("hard_weighted", "hard", "greedy")]
+    final = ("greedy_refined" if spec.refine else "greedy", spec.temperature)
+    stacks = [("equal", False), ("greedy", False)]
+    stacks += [("greedy_log_loss", False)] if decision else []
+    stacks += [("greedy_refined", False)] if spec.refine else []
+    stacks += [final] if spec.temperature else []
+    decodes = {"joint": ["joint"], "per_attribute": ["per_attribute"], "both": ["joint", "per_attribute"]}
+    for weighting, temperature in stacks:
+        for decode in decodes[spec.decode] if decision else ["joint"]:
+            tuned = decision and spec.class_offsets and (weighting, temperature) in (("equal", False), final)
+            for offsets in (False, True) if tuned else (False,):
+                name = (f"soft_{weighting}" + ("_temp" if temperature else "")
+                        + ("+attr" if decode == "per_attribute" else "") + ("+offsets" if offsets else ""))
+                recipes.append(Recipe(name, "soft", weighting, temperature, offsets, decode))
+    return tuple(recipes)
+
+
+def fit_recipe(recipe: Recipe, logits: np.ndarray, y: np.ndarray, spec: BlendSpec, cache: dict) -> FittedBlend:
+    """Fit one method; `cache` shares temperatures and weights between methods on the same rows."""
+    def once(key, make: Callable):
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
+    t = recipe.temperature
+    temps = once(("temps",), lambda: ens.fit_temperatures(logits, y)) if t else np.ones(len(logits))
+    probs = once(("probs", t), lambda: ens.model_probs(logits, temps))
+    gains = once(("gains", t), lambda: np.array([ens.score_probs(y, p, spec.metric) for p in probs]))
+    bonus = ens.rank_bonus(gains)
+
+    def weights_of(weighting: Weighting) -> np.ndarray:
+        if weighting == "single":
+            return np.eye(len(logits))[int(np.argmax(gains))]
+        if weighting == "equal":
+            return np.full(len(logits), 1 / len(logits))
+        if recipe.vote == "hard":
+            # Adding one model to a lone voter never changes its votes (ties go to the better
+            # model), so the greedy search starts from the best three, as teams voted.
+            top3 = tuple(np.argsort(-gains, kind="stable")[:3].tolist())
+            return ens.select_greedy(ens.one_hot_votes(logits), y, spec.rounds, spec.metric, bonus, top3).weights
+        if weighting == "greedy_refined":
+            return ens.refine_weights(probs, y, once(("w", "soft", "greedy", t), lambda: weights_of("greedy")),
+                                      spec.metric)
+        metric = "log_loss" if weighting == "greedy_log_loss" else spec.metric
+        return ens.select_greedy(probs, y, spec.rounds, metric).weights
+
+    weights = once(("w", recipe.vote, recipe.weighting, t), lambda: weights_of(recipe.weighting))
+    offsets = ens.no_offsets(recipe.decode)
+    if recipe.offsets:
+        offsets = ens.fit_offsets(ens.blend_probs(probs, weights), y, recipe.decode, spec.metric)
+    return FittedBlend(recipe, weights, temps, offsets, bonus)
+
+
+def predict(fitted: FittedBlend, logits: np.ndarray) -> Prediction:
+    if fitted.recipe.vote == "hard":
+        used = fitted.weights > 0
+        votes = ens.one_hot_votes(logits[used])
+        # float64 so that weights summing to the same count tie exactly
+        total = np.tensordot(fitted.weights[used].astype(np.float64), votes, axes=1)
+        return Prediction(ens.decide_hard(total, ens.vote_support(votes, fitted.bonus[used])), None)
+    probs = ens.blend_probs(ens.model_probs(logits, fitted.temperatures), fitted.weights)
+    return Prediction(ens.decide(probs, fitted.recipe.decode, fitted.offsets), probs)
+
+
+def fit_all(recipes, logits, y, spec: BlendSpec) -> dict[str, FittedBlend]:
+    cache: dict = {}
+    return {r.name: fit_recipe(r, logits, y, spec, cache) for r in recipes}
+
+
+def predict_nested(recipes, logits, y, fold, spec: BlendSpec) -> dict[str, Prediction]:
+    """Each method fitted on K-1 folds' OOF rows and applied to the held-out fold, pooled."""
+    labels = {r.name: np.zeros(len(y), np.int64) for r in recipes}
+    probs = {r.name: np.zeros((len(y), NUM_CLASSES), np.float32) for r in recipes}
+    folds = np.unique(fold)
+    for i, k in enumerate(folds):
+        start, held = time.perf_counter(), fold == k
+        # np.compress keeps (M, N, C) C-contiguous; logits[:, mask] would not, and every
+        # later pass over rows would crawl.
+        fitted = fit_all(recipes, np.compress(~held, logits, axis=1), y[~held], spec)
+        for name, f in fitted.items():
+            out = predict(f, np.compress(held, logits, axis=1))
+            labels[name][held] = out.labels
+            if out.probs is not None:
+                probs[name][held] = out.probs
+        print(f"  nested fold {i + 1}/{len(folds)}: {len(recipes)} methods fitted on {(~held).sum()} rows, "
+              f"scored on {held.sum()} ({time.perf_counter() - start:.1f}s)", flush=True)
+    return {r.name: Prediction(labels[r.name], probs[r.name] if r.vote == "soft" else None) for r in recipes}
+
+
+def evaluate(boot: PersonBootstrap, pred: Prediction) -> Evaluation:
+    y = boot.target
+    loss = float("nan") if pred.probs is None else float(sk_log_loss(y, pred.probs, labels=range(NUM_CLASSES)))
+    return Evaluation(pred.labels, score(y, pred.labels), loss, boot.interval(pred.labels))
+
+
+# The baseline a chosen method must beat to be worth its fitting: the equal soft vote, or
+# for the equal vote itself the best single model.
+SIMPLER = ("soft_equal", "soft_equal+attr")
+
+
+def versus_simpler(boot: PersonBootstrap, ranked: list[MethodResult]) -> Comparison:
+    by_name = {r.fitted.recipe.name: r for r in ranked}
+    chosen = ranked[0]
+    simpler = "single" if chosen.fitted.recipe.name in SIMPLER else next(n for n in SIMPLER if n in by_name)
+    return Comparison(simpler, boot.difference(chosen.nested.labels, by_name[simpler].nested.labels))
+
+
+def fit_blend(inputs: BlendInputs, spec: BlendSpec) -> BlendResult:
+    """Fit, nest and rank every planned method; the first of the result is the chosen one."""
+    oof, recipes = inputs.oof, plan_recipes(spec)
+    print(f"blending {len(oof.models)} models x {len(oof.target)} OOF rows: {len(recipes)} methods, "
+          f"metric {spec.metric}", flush=True)
+    nested = predict_nested(recipes, oof.logits, oof.target, oof.fold, spec)
+    start = time.perf_counter()
+    fitted = fit_all(recipes, oof.logits, oof.target, spec)
+    print(f"  all rows: {len(recipes)} methods fitted ({time.perf_counter() - start:.1f}s)", flush=True)
+    start, boot = time.perf_counter(), PersonBootstrap.draw(oof.target, oof.person)
+    results = [MethodResult(f, evaluate(boot, predict(f, oof.logits)), evaluate(boot, nested[name]),
+                            predict(f, inputs.test.logits).labels) for name, f in fitted.items()]
+    # Stable sort: among equal scores the simpler method (planned earlier) is chosen.
+    ranked = sorted(results, key=lambda r: (-ens.gain(spec.metric, r.nested.value(spec.metric)),
+                                            -r.nested.scores.accuracy))
+    comparison = versus_simpler(boot, ranked)
+    print(f"  scored with {boot.draws.shape[0]} person resamples of {boot.draws.shape[1]} people "
+          f"({time.perf_counter() - start:.1f}s)", flush=True)
+    return BlendResult(spec.metric, tuple(ranked), comparison)

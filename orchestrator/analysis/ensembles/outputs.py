@@ -1,0 +1,157 @@
+"""What a fitted blend writes and prints: blend/ files, the leaderboard, the summary lines.
+
+Every macro F1 goes out with its person-bootstrap interval (orchestrator.analysis.ensembles.uncertainty):
+with a handful of old-age people per class, macro F1 moves by 0.02+ by chance, so a point
+value alone would claim more than the OOF rows can tell.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.analysis.ensembles.fitting import BlendResult, Comparison
+from orchestrator.analysis.ensembles.pooled import PooledModel
+from orchestrator.analysis.results import BlendInputs, OofLogits
+from orchestrator.analysis.ensembles.uncertainty import DESCRIPTION, LEVEL, RESAMPLES, SEED, Interval, PersonBootstrap
+from tasks.atomic import atomic_dir
+from tasks.metrics import score
+
+BOOTSTRAP = {"unit": "person", "resamples": RESAMPLES, "seed": SEED, "level": LEVEL, "interval": "percentile"}
+
+
+def _with_interval(prefix: str, interval: Interval) -> dict:
+    return {f"{prefix}_macro_f1": interval.estimate, f"{prefix}_macro_f1_low": interval.low,
+            f"{prefix}_macro_f1_high": interval.high}
+
+
+def leaderboard(result: BlendResult, truth: np.ndarray | None = None) -> pd.DataFrame:
+    rows = []
+    for i, r in enumerate(result.methods):
+        ins, nest = r.in_sample.scores, r.nested.scores
+        row = {"method": r.fitted.recipe.name, **_with_interval("in_sample", r.in_sample.macro_f1_interval),
+               **_with_interval("nested", r.nested.macro_f1_interval),
+               "in_sample_accuracy": ins.accuracy, "nested_accuracy": nest.accuracy,
+               "nested_mask_f1": nest.mask_f1, "nested_gender_f1": nest.gender_f1, "nested_age_f1": nest.age_f1,
+               "in_sample_log_loss": r.in_sample.log_loss, "nested_log_loss": r.nested.log_loss, "chosen": i == 0}
+        if truth is not None:
+            row["truth_macro_f1"] = score(truth, r.test_labels).macro_f1
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def comparison_record(c: Comparison) -> dict:
+    return {"method": c.method, "difference": round(c.difference.estimate, 5), "interval": c.difference.record(),
+            "clearly_better": c.clearly_better}
+
+
+def model_table(models: Sequence[PooledModel], result: BlendResult, oof: OofLogits) -> pd.DataFrame:
+    """blend/models.csv: per model its experiment, its OOF macro F1 alone (person-bootstrap
+    interval), its weight and temperature in the chosen blend, and whether its OOF is optimistic."""
+    boot, fitted = PersonBootstrap.draw(oof.target, oof.person), result.methods[0].fitted
+    rows = [{"name": m.name, "experiment": m.experiment, "model": m.model,
+             **_with_interval("oof", boot.interval(oof.logits[i].argmax(-1))),
+             "weight": round(float(fitted.weights[i]), 6), "temperature": round(float(fitted.temperatures[i]), 4),
+             "oof_optimistic": m.oof_optimistic} for i, m in enumerate(models)]
+    return pd.DataFrame(rows)
+
+
+def print_models(table: pd.DataFrame) -> None:
+    shown = pd.DataFrame({"experiment": table.experiment, "model": table.model,
+                          "OOF macro F1": [Interval(*v).text() for v in table[["oof_macro_f1", "oof_macro_f1_low",
+                                                                                "oof_macro_f1_high"]].to_numpy()],
+                          "weight": table.weight, "OOF optimistic": np.where(table.oof_optimistic, "yes", "")})
+    print(f"models (OOF macro F1 alone [{LEVEL:.0%} interval], weight in the chosen blend):", flush=True)
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
+
+
+def optimistic_warning(table: pd.DataFrame, result: BlendResult) -> str | None:
+    """Said when the chosen blend leans on models whose OOF rows were seen by their labellers."""
+    weighted = table[table.oof_optimistic & (table.weight > 0)]
+    if not len(weighted):
+        return None
+    chosen = result.methods[0]
+    return (f"the chosen blend {chosen.fitted.recipe.name} gives weight to {len(weighted)} OOF-optimistic "
+            f"model(s) ({', '.join(f'{r.name} {r.weight:.3f}' for r in weighted.itertuples())}) of "
+            f"{', '.join(sorted(set(weighted.experiment)))}: trained on pseudo labels from models that saw every "
+            "fold (pseudo.per_fold: false), so their OOF scores, these weights and the nested estimate "
+            f"{chosen.nested.scores.macro_f1:.4f} are optimistic. For an honest estimate blend a per_fold: true "
+            "round instead, or leave that experiment out.")
+
+
+def _models_record(models: pd.DataFrame | None, result: BlendResult) -> dict:
+    if models is None:
+        return {}
+    weighted = models[models.oof_optimistic & (models.weight > 0)]
+    return {"models": {r.name: {"experiment": r.experiment, "model": r.model, "oof_macro_f1": round(r.oof_macro_f1, 5),
+                                "oof_optimistic": bool(r.oof_optimistic)} for r in models.itertuples()},
+            "oof_optimistic_weighted": weighted.name.tolist(), "warning": optimistic_warning(models, result)}
+
+
+def weights_record(result: BlendResult, inputs: BlendInputs, experiment: str, run: dict | None = None,
+                   table: pd.DataFrame | None = None) -> dict:
+    """weights.json; `run` adds what only the command knows (when, how long, the true score,
+    the experiments blended); `table` (model_table) each model's experiment and OOF flag."""
+    chosen = result.methods[0]
+    f, models = chosen.fitted, inputs.oof.models
+    groups = ("classes",) if f.recipe.decode == "joint" else ("mask", "gender", "age")
+    return {"experiment": experiment, "rows_hash": inputs.oof.rows_hash, "metric": result.metric,
+            "method": f.recipe.name, "vote": f.recipe.vote, "decode": f.recipe.decode,
+            "weights": dict(zip(models, f.weights.round(6).tolist())),
+            "temperatures": dict(zip(models, f.temperatures.round(4).tolist())),
+            "offsets": {g: b.round(3).tolist() for g, b in zip(groups, f.offsets)},
+            "in_sample": chosen.in_sample.record(), "nested": chosen.nested.record(),
+            "versus_simpler": comparison_record(result.versus_simpler), "bootstrap": BOOTSTRAP,
+            "excluded": [{"model": e.model, "reason": e.reason} for e in inputs.excluded],
+            **_models_record(table, result), **(run or {})}
+
+
+def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: pd.DataFrame,
+                run: dict | None = None, models: pd.DataFrame | None = None) -> Path:
+    """All outputs into a staging folder, then swapped in whole: a failed run leaves the old ones."""
+    target = exp_dir / "blend"
+    with atomic_dir(target) as tmp:
+        chosen, oof = result.methods[0], inputs.oof
+        record = weights_record(result, inputs, exp_dir.name, run, models)
+        (tmp / "weights.json").write_text(json.dumps(record, indent=2))
+        board.to_csv(tmp / "leaderboard.csv", index=False)
+        if models is not None:
+            models.to_csv(tmp / "models.csv", index=False)
+        pd.DataFrame({"ImageID": inputs.test.image_ids, "ans": chosen.test_labels}).to_csv(
+            tmp / "submission.csv", index=False)
+        pd.DataFrame({"image_key": oof.image_key, "person": oof.person, "fold": oof.fold, "target": oof.target,
+                      "in_sample": chosen.in_sample.labels, "nested": chosen.nested.labels}).to_parquet(
+            tmp / "oof_predictions.parquet", index=False)
+    return target
+
+
+def print_board(board: pd.DataFrame) -> None:
+    """The leaderboard with each macro F1 as 'point [low, high]'."""
+    shown = pd.DataFrame({"method": board.method})
+    for prefix, title in (("in_sample", "in-sample macro F1"), ("nested", "nested macro F1")):
+        shown[title] = [Interval(*v).text() for v in board[[f"{prefix}_macro_f1", f"{prefix}_macro_f1_low",
+                                                              f"{prefix}_macro_f1_high"]].to_numpy()]
+    for column in ("in_sample_accuracy", "nested_accuracy", "truth_macro_f1"):
+        if column in board.columns:
+            shown[column] = board[column]
+    shown["chosen"] = np.where(board.chosen, "<-", "")
+    print(f"macro F1 [{LEVEL:.0%} interval over {RESAMPLES} resamples of people, predictions fixed]:", flush=True)
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
+
+
+def summary_lines(result: BlendResult) -> list[str]:
+    """The chosen method's honest score, and whether it beats a simpler one by more than chance."""
+    chosen, c = result.methods[0], result.versus_simpler
+    name = chosen.fitted.recipe.name
+    lines = [f"chosen: {name} (nested macro F1 {chosen.nested.macro_f1_interval.text()}, "
+             f"in-sample {chosen.in_sample.macro_f1_interval.text()})"]
+    if c.clearly_better:
+        lines.append(f"chosen {name} is better than {c.method} by {c.difference.text(signed=True)} "
+                     f"in nested macro F1 ({DESCRIPTION})")
+    else:
+        lines.append(f"chosen {name} is not clearly better than {c.method}: nested macro F1 "
+                     f"{c.difference.text(signed=True)} ({DESCRIPTION})")
+    return lines

@@ -1,0 +1,134 @@
+"""The report's first screen: what was chosen, how good it honestly is, and where it came from."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from orchestrator.analysis.reporting.html import esc, explain_method, interval, num
+from orchestrator.analysis.reporting.sources import OPTIMISTIC_BADGE
+from orchestrator.analysis.results import OofLogits
+
+# (label, path relative to results/<exp>/): the files a reader goes to next
+LINKS = (("submission", "blend/submission.csv"), ("audit", "audit.csv"), ("logs", "logs/"),
+         ("run leaderboard", "leaderboard.csv"), ("blend leaderboard", "blend/leaderboard.csv"),
+         ("weights", "blend/weights.json"))
+
+
+def chosen_row(board: pd.DataFrame, method: str) -> pd.Series:
+    rows = board[board.method == method]
+    return rows.iloc[0] if len(rows) else pd.Series(dtype=object)
+
+
+def scored(row: pd.Series, column: str) -> str:
+    """`<b>0.4310</b> [0.4010, 0.4620]`: the interval only where the leaderboard has one."""
+    bounds = interval(row.get(f"{column}_low"), row.get(f"{column}_high"))
+    return f"<b>{num(row.get(column))}</b>" + (f" {bounds}" if bounds else "")
+
+
+def truth_line(w: dict, row: pd.Series) -> tuple[str, str]:
+    """The submission's real score, if blend --truth was given (weights.json, else the leaderboard)."""
+    truth = w.get("truth") or {}
+    real = truth.get("macro_f1", row.get("truth_macro_f1"))
+    if real is None or pd.isna(real):
+        return "not known", "give the answers to <code>python -m orchestrator.blend --truth FILE</code> to see it"
+    accuracy = f", accuracy {truth['accuracy']:.4f}" if truth.get("accuracy") is not None else ""
+    gap = real - w["nested"]["macro_f1"]
+    source = esc(truth.get("file", "blend --truth's answers"))
+    return (f"<b>{real:.4f}</b> macro F1{accuracy} ({gap:+.4f} against the nested estimate)",
+            f"the submission scored against {source}")
+
+
+def versus_line(w: dict) -> tuple[str, str] | None:
+    versus = w.get("versus_simpler")
+    if not versus:
+        return None
+    low, high = (list(versus.get("interval") or []) + [None, None])[:2]
+    diff = f"difference {versus.get('difference', float('nan')):+.4f} {interval(low, high)}".rstrip()
+    if versus.get("clearly_better"):
+        return f'<span class="good">clearly better than {esc(versus.get("method"))}</span>: {diff}', \
+            "the interval of the nested difference excludes 0"
+    return (f'<span class="warn">not clearly better than {esc(versus.get("method"))}</span>: {diff}',
+            "the interval of the nested difference includes 0: the simpler method is as good a bet")
+
+
+def single_line(folds: pd.DataFrame, board: pd.DataFrame, optimistic: set[str] = frozenset()) -> tuple[str, str]:
+    pooled = folds["OOF pooled"]
+    best = pooled.idxmax()
+    single = chosen_row(board, "single")
+    extra = f"; as the method <code>single</code>, nested {num(single.get('nested_macro_f1'))}" if len(single) else ""
+    badge = OPTIMISTIC_BADGE if best in optimistic else ""
+    return (f"<b>{esc(best)}</b>{badge}: OOF macro F1 {pooled[best]:.4f}{extra}",
+            "the best model alone, for scale: a blend should beat it")
+
+
+def when(text) -> str:
+    """An ISO time (the manifest's or the blend's) as UTC minutes; as given if unparsable."""
+    if not text:
+        return "unknown"
+    try:
+        moment = datetime.fromisoformat(str(text))
+    except ValueError:
+        return esc(text)
+    moment = moment.astimezone(timezone.utc) if moment.tzinfo else moment
+    return moment.strftime("%Y-%m-%d %H:%M") + (" UTC" if moment.tzinfo else "")
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 7200 else f"{seconds / 60:.1f} min" if seconds >= 120 \
+        else f"{seconds:.1f} s"
+
+
+def run_rows(manifest: dict, w: dict, jobs) -> list[tuple[str, str, str]]:
+    """When, from which code, and how long: dates, git revision, summed job time and blend time."""
+    git = str(manifest.get("git") or "unknown")
+    short = git[:12] + ("-dirty" if git.endswith("-dirty") else "")
+    seconds = pd.to_numeric(jobs.results.seconds, errors="coerce").dropna()
+    train = (f"{duration(seconds.sum())} in {len(seconds)} jobs (longest {duration(seconds.max())})"
+             if len(seconds) else "no job results found")
+    blend = f"; blend {duration(w['seconds'])}" if w.get("seconds") is not None else ""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return [("dates", f"run {when(manifest.get('created'))} · blend {when(w.get('created'))} · report {now}",
+             "run: when the experiment was prepared (manifest.json)"),
+            ("git revision", f'<code title="{esc(git)}">{esc(short)}</code>', "of the code that prepared the run"),
+            ("time", train + blend, "jobs' own seconds summed, so several at once take less wall time")]
+
+
+def links_line(exp_dir: Path) -> str:
+    links = [f'<a href="{esc(href)}">{esc(href)}</a>' if (exp_dir / href).exists()
+             else f'<span title="not written yet">{esc(href)} (absent)</span>' for _, href in LINKS]
+    return " · ".join(links)
+
+
+def summary_section(exp_dir: Path, oof: OofLogits, blend, folds: pd.DataFrame, manifest: dict, jobs,
+                    sources: list[tuple[str, str, str]] = (), optimistic: set[str] = frozenset()) -> str:
+    """`sources`: rows on the experiments pooled and OOF-optimistic weights (report_sources)."""
+    w, board = blend.weights, blend.leaderboard
+    method = w["method"]
+    row = chosen_row(board, method)
+    nested, ins = w["nested"], w["in_sample"]
+    rows = [("nested estimate", f"{scored(row, 'nested_macro_f1') if len(row) else num(nested['macro_f1'])} "
+             f"macro F1, accuracy {nested['accuracy']:.4f}",
+             f"each image predicted by the method fitted without its fold; the best of {len(board)} methods, "
+             "so still slightly optimistic"),
+            ("in-sample", f"{scored(row, 'in_sample_macro_f1') if len(row) else num(ins['macro_f1'])} macro F1",
+             "fitted and scored on the same rows: flatters, for comparison only"),
+            ("true score", *truth_line(w, row))]
+    versus = versus_line(w)
+    rows += [("versus simpler", *versus)] if versus else []
+    pooled = len(w.get("experiments") or [])
+    rows += [*sources, ("best single model", *single_line(folds, board, optimistic)),
+             ("data", f"{len(oof.models)} models{f' of {pooled} experiments' if pooled > 1 else ''}, "
+                      f"{len(oof.target)} OOF images of {len(set(oof.person))} people, "
+                      f"{len(set(oof.fold.tolist()))} folds; chosen by nested {esc(w.get('metric', 'macro_f1'))}",
+              f"rows hash {esc(w.get('rows_hash', '?'))}"),
+             *run_rows(manifest, w, jobs),
+             ("files", links_line(exp_dir), "")]
+    excluded = w.get("excluded") or []
+    if excluded:
+        rows.append(("excluded", "; ".join(f"{esc(e['model'])}: {esc(e['reason'])}" for e in excluded),
+                     "models the blend could not use"))
+    cells = "".join(f'<tr><th>{esc(k)}</th><td>{v}</td><td class="note">{n}</td></tr>' for k, v, n in rows)
+    return (f'<section id="summary"><div class="headline">Chosen: <span id="chosen-method">{esc(method)}</span>'
+            f'</div><p class="recipe">{esc(explain_method(method))}</p><table>{cells}</table></section>')

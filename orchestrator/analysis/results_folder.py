@@ -1,0 +1,99 @@
+"""An experiment's results folder as the analysis side reads it: which one, its saved spec
+(with the few `--set` overrides that cannot change the rows), its eval order and true answers.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tasks.data.dataset import read_table
+from tasks.errors import UserError
+from tasks.labels import NUM_CLASSES
+from tasks.spec.overrides import parse_override
+from tasks.spec.experiment import Experiment, SpecError
+from tasks.spec.load import load_spec
+
+
+class BlendError(UserError):
+    """A problem with the inputs that the user can fix; printed as one message, no traceback."""
+
+
+def find_experiment(results: Path | None, root: Path = Path("results")) -> Path:
+    """`results` if given, else the experiment under `root` whose logits were written last."""
+    if results is not None:
+        if not (results / "spec.yaml").is_file():
+            raise BlendError(f"{results}: not an experiment's results folder (no spec.yaml in it); "
+                             f"pass --results results/<experiment>")
+        return results
+    found = [d for d in root.glob("*") if (d / "spec.yaml").is_file() and (d / "oof.parquet").is_file()]
+    if not found:
+        raise BlendError(f"no experiment with gathered logits (spec.yaml and oof.parquet) under "
+                         f"{root.resolve()}; run an experiment first or pass --results DIR")
+    return max(found, key=lambda d: os.path.getmtime(d / "oof.parquet"))
+
+
+# Where the data and its cache are now: neither changes the rows the logits belong to.
+RESULTS_DATA_FIELDS = ("data.root", "data.cache_dir", "data.decode_workers")
+
+
+def load_experiment(exp_dir: Path, overrides: Sequence[str] = ()) -> Experiment:
+    """The resolved spec saved with the results, with `--set` overrides (SpecError if invalid).
+
+    The logits were made with the saved spec, so only how to blend, where the data and its
+    cache now are, where the blend is tracked and what `--reinfer` runs on may change: another
+    fold count would only make the results look broken.
+    """
+    path = exp_dir / "spec.yaml"
+    for text in overrides:
+        try:
+            parts, _ = parse_override(text)
+        except ValueError:
+            continue  # load_spec names the malformed override
+        if parts[0] not in ("blend", "resources", "tracking") and ".".join(parts[:2]) not in RESULTS_DATA_FIELDS:
+            raise SpecError(f"{path}: --set {'.'.join(parts)}: blend, audit and report read the experiment as it "
+                            "was run; only blend.*, resources.*, tracking.* and data.root, data.cache_dir, "
+                            f"data.decode_workers can be overridden (run a new experiment to change {parts[0]})")
+    return load_spec(path, list(overrides), check_data=False)
+
+
+def read_eval_ids(data_root: Path) -> np.ndarray:
+    path = data_root / "eval" / "info.csv"
+    if not path.is_file():
+        raise BlendError(f"{path}: not found; the submission needs eval/info.csv's row order "
+                         f"(fix data.root with --set data.root=/path/to/data)")
+    info = read_table(path, "eval image list (info.csv)")  # DataError naming a ragged line
+    if "ImageID" not in info.columns or info.empty:
+        raise BlendError(f"{path}: expected a non-empty ImageID column, got columns {list(info.columns)}")
+    dup = info.ImageID[info.ImageID.duplicated()]
+    if len(dup):
+        raise BlendError(f"{path}: {len(dup)} duplicate ImageIDs, e.g. {dup.iloc[0]}")
+    return info.ImageID.to_numpy(dtype=object)
+
+
+def read_truth(path: Path, image_ids: np.ndarray) -> np.ndarray:
+    """Answers in `image_ids` order from an ImageID,ans CSV: classes 0..17, one per image."""
+    truth = read_table(path, "truth file")
+    if not {"ImageID", "ans"} <= set(truth.columns):
+        raise BlendError(f"{path}: expected columns ImageID,ans, got {list(truth.columns)}")
+    ans = truth.ans.str.strip()
+    number = ans.str.fullmatch(r"[0-9]{1,3}")  # ASCII digits only, like every other number read
+    bad = ~number | (ans.where(number, "0").astype(int) >= NUM_CLASSES)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise BlendError(f"{path}: {bad.sum()} answers are not a class 0..{NUM_CLASSES - 1}, e.g. line {i + 2}: "
+                         f"{truth.ImageID[i]},{truth.ans[i]}")
+    truth = truth.assign(ans=ans.astype(np.int64))
+    answers_per_id = truth.groupby("ImageID", sort=False).ans.nunique()
+    if (answers_per_id > 1).any():
+        image = answers_per_id.index[answers_per_id > 1][0]
+        rows = truth.index[truth.ImageID == image]
+        raise BlendError(f"{path}: {(answers_per_id > 1).sum()} ImageIDs have different answers, e.g. {image} on "
+                         f"lines {', '.join(str(r + 2) for r in rows)}: {', '.join(map(str, truth.ans[rows]))}")
+    answers = truth.drop_duplicates("ImageID").set_index("ImageID").ans.reindex(image_ids)
+    if answers.isna().any():
+        raise BlendError(f"{path}: no answer for {answers.isna().sum()} eval images, e.g. "
+                         f"{answers.index[answers.isna()][0]}")
+    return answers.to_numpy(np.int64)

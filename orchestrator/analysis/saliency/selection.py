@@ -1,0 +1,156 @@
+"""Which photos to explain, with which fold model, and the CAMs of one fold model on them.
+
+Every photo is explained by the fold model that held it out (its own OOF photo), for the
+class that model's saved OOF logits predict. Per model: per true class the `per_class` most
+confident mistakes; the photos of the audit's top suspects; and per fold a random sample
+(seeded by the spec's seed) over which face focus is measured. Nothing here writes files.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.analysis.saliency.cam import find_cam_layer, grad_cams
+from tasks.errors import UserError
+from tasks.job_io import JobResult, unfinished_reason
+from tasks.logits import read_logits
+from tasks.spec.experiment import Experiment
+
+SUSPECT_PEOPLE = 4  # suspects drawn per model: each is a row of up to seven photos
+NEEDS = ("result.json", "oof.parquet", "best.pt")  # what a fold model needs to be explained
+JOB_NAME = re.compile(r"(?P<model>.+)-fold(?P<fold>[0-9]+)-[0-9a-f]{8}")  # plan.py's job ids
+
+
+class ExplainError(UserError):
+    """Nothing to explain, or an input (boxes file, results) the user must fix."""
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    model: str
+    fold: int
+    out_dir: Path
+
+
+@dataclass(frozen=True)
+class JobCams:
+    """One fold model's CAMs on its picked photos, in the picks' order."""
+
+    layer: str
+    images: np.ndarray  # (N, H, W, 3) uint8: what the model saw (cached image, eval pipeline, input size)
+    cams: np.ndarray  # (N, H, W) float32 in [0, 1]
+
+
+def finished_jobs(exp_dir: Path, spec: Experiment) -> list[FoldJob]:
+    """The newest finished job per (model, fold) of the spec's models: those with weights and OOF logits."""
+    newest: dict[tuple[str, int], tuple[float, FoldJob]] = {}
+    names = {m.name for m in spec.models}
+    for folder in sorted((exp_dir / "jobs").glob("*/")):
+        if unfinished_reason(folder, needs=NEEDS):
+            continue
+        result = JobResult.read(folder)
+        if result.model not in names:
+            continue  # a model since removed from the spec
+        stamp = (folder / "result.json").stat().st_mtime
+        key = (result.model, result.fold)
+        if key not in newest or stamp > newest[key][0]:
+            newest[key] = (stamp, FoldJob(result.model, result.fold, folder))
+    if not newest:
+        raise ExplainError(f"{exp_dir}/jobs: no finished job (result.json, oof.parquet and best.pt) of the models "
+                           f"in spec.yaml ({', '.join(sorted(names))}); run the experiment first")
+    order = [m.name for m in spec.models]
+    return [j for _, j in sorted(newest.values(), key=lambda t: (order.index(t[1].model), t[1].fold))]
+
+
+def lost_folds(exp_dir: Path, spec: Experiment, jobs: list[FoldJob]) -> dict[tuple[str, int], str]:
+    """Each (model, fold) of the spec without a job that explain can use, and why: what the
+    newest job folder of that model and fold lacks, or that none has run."""
+    have = {(j.model, j.fold) for j in jobs}
+    folders: dict[tuple[str, int], list[Path]] = {}
+    for folder in (exp_dir / "jobs").glob("*/"):
+        name = JOB_NAME.fullmatch(folder.name)
+        if name:
+            folders.setdefault((name["model"], int(name["fold"])), []).append(folder)
+    lost = {}
+    for model in spec.models:
+        for fold in range(spec.folds.n_splits):
+            if (model.name, fold) in have:
+                continue
+            tried = sorted(folders.get((model.name, fold), []), key=lambda f: f.stat().st_mtime)
+            lost[(model.name, fold)] = (f"{unfinished_reason(tried[-1], needs=NEEDS)} in {tried[-1]}" if tried
+                                        else "no job of it has run")
+    return lost
+
+
+def oof_rows(jobs: list[FoldJob], known_keys: set[str]) -> pd.DataFrame:
+    """Every job's OOF photos: model, fold, image_key, person, target, pred, confidence (of pred)."""
+    frames = []
+    for job in jobs:
+        frame, logits, _ = read_logits(job.out_dir / "oof.parquet")
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        pred = probs.argmax(1)
+        frames.append(pd.DataFrame({"model": job.model, "fold": job.fold, "image_key": frame["image_key"],
+                                    "person": frame["person"].astype(str), "target": frame["target"].astype(int),
+                                    "pred": pred, "confidence": probs[np.arange(len(pred)), pred]}))
+    columns = ["model", "fold", "image_key", "person", "target", "pred", "confidence"]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return rows[rows["image_key"].isin(known_keys)].reset_index(drop=True)
+
+
+def pick_photos(rows: pd.DataFrame, per_class: int, sample: int, suspects: list[str], seed: int) -> pd.DataFrame:
+    """`rows` (one model's OOF photos) picked and tagged with kind = mistake | suspect | sample.
+
+    A photo may be picked for several kinds; it then appears once per kind.
+    """
+    wrong = rows[rows["pred"] != rows["target"]].sort_values(["target", "confidence"], ascending=[True, False])
+    mistakes = wrong.groupby("target", sort=True).head(per_class).assign(kind="mistake")
+    order = {p: i for i, p in enumerate(suspects)}
+    chosen = rows[rows["person"].isin(order)]
+    chosen = chosen.assign(_o=chosen["person"].map(order)).sort_values(["_o", "image_key"]).drop(columns="_o")
+    samples = []
+    for fold, group in rows.groupby("fold", sort=True):
+        rng = np.random.default_rng([seed, int(fold)])
+        take = rng.choice(len(group), size=min(sample, len(group)), replace=False)
+        samples.append(group.iloc[np.sort(take)])
+    sampled = pd.concat(samples).assign(kind="sample") if samples else rows[:0].assign(kind="sample")
+    return pd.concat([mistakes, chosen.assign(kind="suspect"), sampled], ignore_index=True)
+
+
+def suspect_people(exp_dir: Path, count: int = SUSPECT_PEOPLE) -> list[str]:
+    """The audit's top suspects (audit.csv, best first); [] without an audit."""
+    from orchestrator.analysis.reporting.inputs import pick_suspects
+
+    path = exp_dir / "audit.csv"
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path, dtype={"person": str, "given": str, "suggested": str})
+    if not {"person", "attribute", "rank"} <= set(table.columns):
+        return []
+    if "p_wrong" in table.columns and "suspect" in table.columns:
+        table = table.sort_values("p_wrong", ascending=False, kind="stable")
+    return list(dict.fromkeys(pick_suspects(table, count)["person"].astype(str)))[:count]
+
+
+def explain_job(spec: Experiment, job: FoldJob, picks: pd.DataFrame, dataset, weights: Path | None = None) -> JobCams:
+    """Grad-CAMs of one fold model on its picked OOF photos. NoCamLayer if the backbone has no
+    target layer; InferError if the weights do not load."""
+    import torch
+
+    from tasks.data.batches import CachedImages, Samples, to_device
+    from tasks.train.fold_models import load_fold_model
+
+    fm = load_fold_model(spec, job.model, job.fold, weights or job.out_dir / "best.pt")
+    layer = find_cam_layer(fm.net.body, fm.train.input_size, spec.model(job.model).backbone)
+    n = len(picks)
+    data = CachedImages(Samples.of(dataset.train_cache, picks["image_key"], np.zeros(n, np.int64), np.zeros(n)),
+                        fm.train.augment.eval, fm.train.input_size)
+    images = torch.stack([data[i][0] for i in range(n)]) if n else torch.zeros(0, *fm.train.input_size, 3,
+                                                                                 dtype=torch.uint8)
+    x = to_device(images, *fm.norm, fm.device.device, channels_last=False)
+    cams = grad_cams(fm.net.float(), layer, x, picks["pred"].to_numpy())
+    return JobCams(layer.name, images.numpy(), cams)

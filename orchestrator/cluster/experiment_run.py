@@ -1,0 +1,133 @@
+"""One experiment end to end on Ray: prepare, plan, run what is not finished, gather.
+
+Every planned job ends the run in exactly one state (done, cached, failed, interrupted, not
+started), and the summary says which; the gathered tables land in results/<name>/.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+
+from orchestrator.analysis.tracking_logs import log_leaderboard
+from orchestrator.cluster.gather import Gathered, gather
+from orchestrator.cluster.plan import JobPlan, Launched, format_plan, plan_jobs
+from orchestrator.cluster.slots.config import worker_resources
+from tasks.job_io import JobResult, unfinished_reason
+from tasks.lock import experiment_lock
+from tasks.data.folds import make_folds
+from tasks.data.preparation import Dataset, load_dataset, prepare, read_folds, rows_hash
+from tasks.spec.experiment import Experiment
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Every planned job in exactly one state, and what was gathered."""
+
+    done: tuple[str, ...]  # ran to the end in this run and collected
+    cached: tuple[str, ...]  # finished in an earlier run
+    failed: tuple[str, ...]
+    interrupted: tuple[str, ...]  # started, stopped by Ctrl-C: resumes from its last epoch
+    not_started: tuple[str, ...]  # queued when the run stopped
+    gathered: Gathered
+    wall_seconds: float
+
+    @property
+    def unfinished(self) -> tuple[str, ...]:
+        return self.interrupted + self.not_started
+
+
+def run_experiment(spec: Experiment, address: str | None = None, storage: str | None = None,
+                   dry_run: bool = False, stream=None, force: bool = False) -> RunSummary:
+    """Plan, run what is not finished, gather. A dry run plans and writes nothing."""
+    stream = stream or sys.stderr
+    spec = spec.resolved()
+    if dry_run:
+        dataset = load_dataset(spec, write_cache=False)  # a dry run writes nothing, not even cache entries
+        plans = plan_jobs(spec, rows_hash(spec, dataset), pseudo_sets(spec, dataset, stream, write=False))
+        print(format_plan(plans, per_job_resources(spec)), file=stream)
+        return RunSummary((), tuple(p.job_id for p in plans if p.cached), (), (), (), Gathered(0, 0, (), ()), 0.0)
+    if spec.pseudo is not None:  # a missing round 1 stops before anything is written
+        from orchestrator.analysis.pseudo_labels.labelling import check_source
+
+        check_source(spec)
+    with experiment_lock(spec.out_dir):
+        return _run_locked(spec, address, storage, stream, force)
+
+
+def _run_locked(spec: Experiment, address: str | None, storage: str | None, stream, force: bool) -> RunSummary:
+    started = time.monotonic()
+    dataset = prepare(spec, force=force)
+    plans = plan_jobs(spec, rows_hash(spec, dataset), pseudo_sets(spec, dataset, stream))
+    print(format_plan(plans, per_job_resources(spec)), file=stream)
+    todo = [p for p in plans if not p.cached]
+    launched = Launched({}, False)
+    if todo:
+        from orchestrator.cluster.storage import check_storage
+        from orchestrator.cluster.launch import launch
+
+        storage = storage or os.environ.get("MASKFOLD_STORAGE") or str(spec.out_dir / "ray")
+        check_storage(storage)
+        launched = launch(spec, todo, storage, address, stream)
+    gathered = gather(spec.out_dir, plans, dataset.train["image_key"], dataset.eval["image_key"])
+    log_leaderboard(spec, spec.out_dir)
+    summary = RunSummary(launched.jobs("done"), tuple(p.job_id for p in plans if p.cached), launched.jobs("failed"),
+                         launched.jobs("interrupted"), launched.jobs("not started"), gathered,
+                         time.monotonic() - started)
+    print(format_summary(spec, plans, summary), file=stream)
+    return summary
+
+
+def pseudo_sets(spec: Experiment, dataset: Dataset, stream, write: bool = True) -> dict[int, str] | None:
+    """Build each fold's pseudo labels (spec.pseudo) and return their hashes; None without.
+    Without `write` (a dry run) nothing is written and the folds are computed, not read."""
+    if spec.pseudo is None:
+        return None
+    from orchestrator.analysis.pseudo_labels.labelling import build_pseudo
+
+    if write:
+        folds = read_folds(spec, dataset)
+    else:
+        folds = make_folds(dataset.train, spec.folds.n_splits, spec.folds.seed, dataset.linked)
+    build = build_pseudo(spec, folds, dataset.eval["image_key"].to_numpy(), write,
+                         log=lambda line: print(line, file=stream, flush=True))
+    return build.hashes
+
+
+def per_job_resources(spec: Experiment) -> str:
+    bundle = worker_resources(spec.resources) | ({"GPU": 1} if spec.resources.slot == "GPU" else {})
+    workers = spec.resources.workers_per_job
+    return (f"{workers}x " if workers > 1 else "") + " ".join(f"{k}={v:g}" for k, v in bundle.items())
+
+
+def format_summary(spec: Experiment, plans: list[JobPlan], summary: RunSummary) -> str:
+    done = [JobResult.read(p.out_dir) for p in plans if not unfinished_reason(p.out_dir)]
+    lines = [f"\n{spec.name}: {len(summary.done)} done, {len(summary.cached)} cached, {len(summary.failed)} failed, "
+             f"{len(summary.interrupted)} interrupted, {len(summary.not_started)} not started; "
+             f"wall time {summary.wall_seconds / 60:.1f} min"]
+    if done:
+        table = pd.DataFrame([{"model": r.model, "f1": r.val["macro_f1"], "hours": r.seconds * r.workers / 3600}
+                              for r in done])
+        per = table.groupby("model").agg(folds=("f1", "size"), macro_f1=("f1", "mean"), sd_over_folds=("f1", "std"),
+                                         slot_hours=("hours", "sum"))
+        unit = "GPU-hours" if spec.resources.slot == "GPU" else f"{spec.resources.slot}-hours"
+        names = {"macro_f1": "val macro F1 (mean)", "sd_over_folds": "sd over folds", "slot_hours": unit}
+        lines.append(per.rename(columns=names).to_string(float_format=lambda v: f"{v:.4f}"))
+        if spec.oof_optimistic:
+            lines.append("OOF optimistic: these models learned pseudo labels from the full round-1 blend "
+                         "(pseudo.per_fold: false), whose models saw every fold's people; their validation "
+                         "scores above, and any blend fitted on them, are flattered")
+    g = summary.gathered
+    if g.models:
+        lines.append(f"gathered {g.oof_rows} OOF rows and {g.test_rows} test rows of {len(g.models)} models "
+                     f"-> {spec.out_dir}/oof.parquet, test.parquet, leaderboard.csv")
+    if g.incomplete:
+        lines.append(f"left out of the tables (a fold did not finish): {', '.join(g.incomplete)}")
+    for job_id in summary.failed:
+        lines.append(f"FAILED {job_id}: see {spec.out_dir / 'logs' / (job_id + '.log')}; a re-run retries it")
+    if summary.unfinished:
+        lines.append(f"interrupted: {len(summary.unfinished)} jobs not finished, run again to resume")
+    return "\n".join(lines)

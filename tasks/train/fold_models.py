@@ -1,0 +1,62 @@
+"""Test inference from a finished job's saved weights, without training: the eval images
+through the job's own eval pipeline, optionally with flip TTA. No Ray here; the
+orchestrator (`orchestrator/reinfer.py`) fans it out over the cluster's slots and writes
+the logits (`tasks.job_io.write_test_logits`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tasks.train.device import Device, select_device
+from tasks.errors import UserError
+from tasks.train.model import Net, build_model
+from tasks.train.inference import eval_loader, normalisation, predict
+from tasks.data.preparation import Dataset, load_dataset
+from tasks.spec.experiment import Experiment, TrainSpec
+
+
+class InferError(UserError, RuntimeError):
+    """A fold model's saved weights are missing or do not fit the model the spec builds."""
+
+
+@dataclass(frozen=True)
+class FoldModel:
+    """A fold's best weights in the job's architecture, placed on this machine's device."""
+
+    net: Net
+    device: Device
+    norm: tuple[torch.Tensor, torch.Tensor]  # the backbone's mean and std, NCHW
+    train: TrainSpec  # the model's resolved train section (input size, eval pipeline, TTA)
+
+
+def load_fold_model(spec: Experiment, model_name: str, fold: int, weights_path: Path) -> FoldModel:
+    """The model as the job built it, with `best.pt` loaded (no pretrained download: the
+    weights come from the file)."""
+    weights_path = Path(weights_path)
+    model_spec = spec.model(model_name)
+    train = spec.train_for(model_spec)
+    if not weights_path.is_file():
+        raise InferError(f"{model_name} fold {fold}: no saved weights at {weights_path}, nor in the job's Train "
+                         "checkpoint (job.json). Is the job finished, and is its Train storage still there?")
+    net = build_model(model_spec.model_copy(update={"pretrained": False, "pretrained_path": None}), train)
+    try:
+        net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    except Exception as err:  # unpickling and shape/key mismatches raise several types
+        raise InferError(f"{model_name} fold {fold}: {weights_path} does not load into {model_spec.backbone} "
+                         f"with head {train.head!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                         "were the weights saved by another spec?") from None
+    device = select_device(train)
+    device.place(net)
+    return FoldModel(net, device, normalisation(net, device), train)
+
+
+def infer_test(spec: Experiment, model_name: str, fold: int, weights_path: Path, tta: bool,
+               dataset: Dataset | None = None) -> np.ndarray:
+    """(eval images, 18) float32 logits in info.csv order, as the job's own test inference."""
+    dataset = dataset or load_dataset(spec, verbose=False)
+    fm = load_fold_model(spec, model_name, fold, weights_path)
+    return predict(fm.net, eval_loader(dataset.eval_cache, dataset.eval, fm.train), fm.device, fm.norm, tta)

@@ -1,0 +1,1 @@
+"""What the tests share: shrunk specs, fake logits, process helpers, W&B records."""
