@@ -22,10 +22,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from tasks.spec.augment import DEFAULT_TRAIN, build_pipeline
 from tasks.data.batches import CachedImages
 from tasks.data.cache import decode, ensure_cache
 from tasks.data.dataset import index_train
+from tasks.spec.augment import DEFAULT_TRAIN, build_pipeline
 from tasks.synth.write import parse_size, write_synth
 
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     base = statistics.median(rates["(a) decode every epoch"])
     print(f"\n{len(images)} images of {args.size[0]}x{args.size[1]} -> {size[1]}x{size[0]}, "
           f"{args.rounds} rounds, {args.workers} loader workers, torch threads {torch.get_num_threads()}")
-    print(f"| source | images/s (median) | min..max | vs (a) |\n|---|---:|---:|---:|")
+    print("| source | images/s (median) | min..max | vs (a) |\n|---|---:|---:|---:|")
     for name, values in rates.items():
         median = statistics.median(values)
         print(f"| {name} | {median:.0f} | {min(values):.0f}..{max(values):.0f} | {median / base:.1f}x |")

@@ -35,15 +35,15 @@ import torch.multiprocessing as mp
 from tasks.data.batches import CachedImages, make_loader
 from tasks.data.cache import ensure_cache
 from tasks.data.dataset import index_train
-from tasks.train.distributed import current_ranks, sum_over_ranks, wrap_model
 from tasks.job import make_scheduler
-from tasks.train.losses import class_weights
-from tasks.train.model import build_model
 from tasks.spec.experiment import ModelSpec, TrainSpec
 from tasks.synth.write import parse_size, write_synth
 from tasks.train.device import select_device
+from tasks.train.distributed import current_ranks, sum_over_ranks, wrap_model
 from tasks.train.inference import ModelContext
 from tasks.train.loop import Fitting, train_epoch
+from tasks.train.losses import class_weights
+from tasks.train.model import build_model
 
 
 def _free_port() -> int:

@@ -25,8 +25,8 @@ import pandas as pd
 from tasks.data.cache import ensure_cache
 from tasks.data.dataset import index_eval, index_train
 from tasks.faces.boxes import read_boxes
-from tasks.spec.face import FaceSpec
 from tasks.faces.crop import face_crop
+from tasks.spec.face import FaceSpec
 from tasks.synth.write import write_synth
 
 VARIANTS = ("no crop", "crop from boxes file", "crop + Haar detector")

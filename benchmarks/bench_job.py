@@ -25,13 +25,13 @@ from tasks.data.batches import CachedImages, make_loader, to_device
 from tasks.data.cache import ensure_cache
 from tasks.data.dataset import index_train
 from tasks.job import make_scheduler
-from tasks.train.losses import class_weights
-from tasks.train.model import build_model
 from tasks.spec.experiment import ModelSpec, TrainSpec
 from tasks.synth.write import parse_size, write_synth
 from tasks.train.device import select_device
 from tasks.train.inference import ModelContext
 from tasks.train.loop import Fitting, train_epoch
+from tasks.train.losses import class_weights
+from tasks.train.model import build_model
 
 
 def bare_loop(model, optimizer, batches) -> float:

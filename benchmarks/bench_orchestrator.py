@@ -21,10 +21,11 @@ anything is timed). Every job trains on one CPU thread, as it would on its slot.
     `preemption_watcher`: RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=1, Ray's default).
 
 All Ray variants are timed from before their Ray session starts (the embedded Ray's start
-is paid by both, as a user pays it). Per-job overhead = (makespan - ideal) / (jobs / slots). A thread samples /proc every 0.2 s for
-the CPU seconds of every process of this run's Ray (by process title), so the CPU the overhead
-takes from the work shows too: on a 2-core box with 2 slots, every CPU-second of overhead is
-a second taken from a job or added to the makespan.
+is paid by both, as a user pays it). Per-job overhead = (makespan - ideal) / (jobs / slots).
+A thread samples /proc every 0.2 s for the CPU seconds of every process of this run's Ray
+(by process title), so the CPU the overhead takes from the work shows too: on a 2-core box
+with 2 slots, every CPU-second of overhead is a second taken from a job or added to the
+makespan.
 
 Targets (issue 19): per-job overhead of (3) <= 2 s, and makespan(3) <= 1.2 x makespan(2).
 """
@@ -68,7 +69,7 @@ class RayCpu:
         self.lock, self.stop = threading.Lock(), threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "RayCpu":
+    def __enter__(self) -> RayCpu:
         self.thread.start()
         return self
 
@@ -183,7 +184,7 @@ def sequential(spec, plans, out: Path) -> float:
     return sum(one_job(spec.model_dump(mode="json"), p.model, p.fold, str(out / p.job_id)) for p in plans)
 
 
-def bare_tasks(spec, plans, out: Path, meter: "RayCpu") -> tuple[float, dict]:
+def bare_tasks(spec, plans, out: Path, meter: RayCpu) -> tuple[float, dict]:
     import ray
 
     from orchestrator.cluster.session import ray_session
@@ -195,9 +196,9 @@ def bare_tasks(spec, plans, out: Path, meter: "RayCpu") -> tuple[float, dict]:
         return time.time() - started, meter.by_kind(before, meter.snapshot())
 
 
-def shipped(spec, plans, storage: Path, meter: "RayCpu", env: dict[str, str], runner: str) -> tuple[float, dict]:
-    from orchestrator.cluster.slots import pool as slots
+def shipped(spec, plans, storage: Path, meter: RayCpu, env: dict[str, str], runner: str) -> tuple[float, dict]:
     from orchestrator.cluster.launch import launch
+    from orchestrator.cluster.slots import pool as slots
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # ray_session passes TRAIN_ENV overrides on to the controllers

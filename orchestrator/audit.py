@@ -18,12 +18,21 @@ from orchestrator.cli import add_results_args, count_arg, fraction_arg, make_par
 
 
 def run(args: argparse.Namespace) -> None:
-    from orchestrator.analysis.mislabels.contradictions import (AGGREGATES, ATTRIBUTES, audit_table, hypotheses, image_probs,
-                                             precision_recall, precision_recall_at_cut, rank, read_true_mislabels,
-                                             relabel_table)
-    from orchestrator.analysis.results_folder import BlendError, find_experiment, load_experiment
-    from orchestrator.analysis.results import load_oof
+    from orchestrator.analysis.mislabels.contradictions import (
+        AGGREGATES,
+        ATTRIBUTES,
+        audit_table,
+        hypotheses,
+        image_probs,
+        precision_recall,
+        precision_recall_at_cut,
+        rank,
+        read_true_mislabels,
+        relabel_table,
+    )
     from orchestrator.analysis.mislabels.suspects import assess
+    from orchestrator.analysis.results import load_oof
+    from orchestrator.analysis.results_folder import BlendError, find_experiment, load_experiment
     from tasks.atomic import atomic_path
 
     exp_dir = find_experiment(args.results)

@@ -22,23 +22,30 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from orchestrator.cli import add_results_args, make_parser, run_main
 
 
 def run(args: argparse.Namespace) -> None:
-    from orchestrator.analysis.ensembles.outputs import (leaderboard, model_table, optimistic_warning, print_board,
-                                                     print_models, summary_lines, write_blend)
     from orchestrator.analysis.ensembles.fitting import fit_blend
-    from orchestrator.analysis.results_folder import read_eval_ids, read_truth
+    from orchestrator.analysis.ensembles.outputs import (
+        leaderboard,
+        model_table,
+        optimistic_warning,
+        print_board,
+        print_models,
+        summary_lines,
+        write_blend,
+    )
     from orchestrator.analysis.ensembles.pooled import load_pool, sources_record
     from orchestrator.analysis.reporting.page import write_report
+    from orchestrator.analysis.results_folder import read_eval_ids, read_truth
     from orchestrator.analysis.tracking_logs import log_blend
     from tasks.metrics import score
 
-    started, created = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started, created = time.perf_counter(), datetime.now(UTC).isoformat(timespec="seconds")
     sources, out_dir = experiments(args)
     spec = sources[0].spec  # how to blend, and the data: the first experiment's
     # First: a bad truth file should not cost a re-inference and a whole fit. Same row order

@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        from tasks.lock import experiment_lock
         from tasks.data.preparation import prepare
+        from tasks.lock import experiment_lock
 
         spec = spec_from_args(args)
         with experiment_lock(spec.out_dir):

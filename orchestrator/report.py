@@ -13,9 +13,9 @@ from orchestrator.cli import add_results_args, make_parser, run_main
 
 
 def run(args: argparse.Namespace) -> None:
-    from orchestrator.analysis.results_folder import find_experiment
     from orchestrator.analysis.ensembles.pooled import blended_oof, is_blend_folder
     from orchestrator.analysis.reporting.page import write_report
+    from orchestrator.analysis.results_folder import find_experiment
 
     # A `blend --out` folder has no experiment of its own: its weights.json names the blended ones.
     exp_dir = args.results if is_blend_folder(args.results) else find_experiment(args.results)

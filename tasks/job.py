@@ -9,28 +9,40 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from tasks.data.batches import CachedImages, Samples, make_loader, sample_weights
-from tasks.train.device import select_device
-from tasks.train.distributed import Ranks, current_ranks, sum_over_ranks, sync_buffers, wrap_model
-from tasks.job_io import (EpochBoard, EpochReport, Job, JobResult, TrainState, job_paths, load_checkpoint,
-                          save_checkpoint, save_weights, write_job_logits, write_metrics, write_result)
-from tasks.labels import TRUE_AGE_BORDERS, age_band, class_of
-from tasks.train.losses import class_weights
-from tasks.metrics import score
-from tasks.train.model import build_model
-from tasks.train.inference import ModelContext, model_context, predict_rows
 from tasks.data.preparation import Dataset, load_dataset, read_folds, rows_hash
+from tasks.job_io import (
+    EpochBoard,
+    EpochReport,
+    Job,
+    JobResult,
+    TrainState,
+    job_paths,
+    load_checkpoint,
+    save_checkpoint,
+    save_weights,
+    write_job_logits,
+    write_metrics,
+    write_result,
+)
+from tasks.labels import TRUE_AGE_BORDERS, age_band, class_of
+from tasks.metrics import score
 from tasks.pseudo.fold_sets import pseudo_path, pseudo_samples, read_pseudo
 from tasks.spec.experiment import Experiment, TrainSpec, stable_hash
 from tasks.tracking import Tracker, epoch_metrics, final_metrics, job_tracking
+from tasks.train.device import select_device
+from tasks.train.distributed import Ranks, current_ranks, sum_over_ranks, sync_buffers, wrap_model
+from tasks.train.inference import ModelContext, model_context, predict_rows
 from tasks.train.loop import EpochStats, Fitting, eval_loss, train_epoch
+from tasks.train.losses import class_weights
+from tasks.train.model import build_model
 
 
 def job_seed(spec: Experiment, job: Job) -> int:

@@ -34,7 +34,7 @@ class Job:
     job_id: str | None = None  # <model>-fold<k>-<hash>; None: the folder's name
     # The fold's pseudo-labelled eval photos when the spec has `pseudo:` (a remote worker gets
     # them from the driver); None: read results/<name>/pseudo/fold<k>.parquet.
-    pseudo: "PseudoSet | None" = field(default=None, repr=False)
+    pseudo: PseudoSet | None = field(default=None, repr=False)
 
     @property
     def key(self) -> str:
@@ -95,7 +95,7 @@ class JobResult:
     pseudo_images: int = 0  # pseudo-labelled eval photos among train_images' draws
 
     @classmethod
-    def read(cls, out_dir: Path) -> "JobResult":
+    def read(cls, out_dir: Path) -> JobResult:
         """Load a job's result; its file paths point into `out_dir`, wherever the job ran."""
         fields = json.loads((Path(out_dir) / "result.json").read_text())
         return cls(**(fields | job_paths(Path(out_dir))))
@@ -110,7 +110,7 @@ class TrainState:
     best_weights: dict = field(default_factory=dict, repr=False)
     history: tuple[dict, ...] = ()
 
-    def after_epoch(self, epoch: int, f1: float, model: torch.nn.Module) -> "TrainState":
+    def after_epoch(self, epoch: int, f1: float, model: torch.nn.Module) -> TrainState:
         if f1 > self.best_f1:
             best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             return replace(self, epoch=epoch, best_f1=f1, best_epoch=epoch, stale=0, best_weights=best)

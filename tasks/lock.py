@@ -12,8 +12,8 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from tasks.errors import UserError
 from tasks.user_files import check_folder, user_input

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from tasks.spec.tracking import MlflowSpec, TrackingSpec, WandbSpec
 
@@ -66,7 +66,7 @@ class Tracker:
 
     def _each(self, what: str, call: Callable) -> None:
         for backend in list(self._backends):
-            if not guarded(backend, what, lambda: call(backend), self._warn):
+            if not guarded(backend, what, lambda b=backend: call(b), self._warn):
                 self._backends.remove(backend)
 
 
@@ -107,7 +107,7 @@ def open_tracker(spec: TrackingSpec, run: RunInfo, warn: Callable[[str], None] =
     opened: list = []
     for backend, section in ((_Wandb, spec.wandb), (_Mlflow, spec.mlflow)):
         if section is not None:
-            guarded(backend, "start a run", lambda: opened.append(backend(section, run)), warn)
+            guarded(backend, "start a run", lambda b=backend, s=section: opened.append(b(s, run)), warn)
     return Tracker(opened, warn)
 
 

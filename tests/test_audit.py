@@ -12,14 +12,20 @@ import pandas as pd
 import pytest
 
 from orchestrator import audit
-from orchestrator.analysis.mislabels import contradictions as auditing
 from orchestrator.analysis.ensembles.methods import softmax
-from orchestrator.analysis.results import OofLogits, load_oof
+from orchestrator.analysis.mislabels import contradictions as auditing
 from orchestrator.analysis.mislabels.suspects import Hypotheses, assess
-from tasks.labels import NUM_CLASSES, mask_of_stem
+from orchestrator.analysis.results import OofLogits, load_oof
 from tasks.data.relabel import apply_relabel
-from tests.helpers.fake_logits import (fake_models, inject_mislabels, make_people, make_targets, model_logits,
-                               write_experiment)
+from tasks.labels import NUM_CLASSES, mask_of_stem
+from tests.helpers.fake_logits import (
+    fake_models,
+    inject_mislabels,
+    make_people,
+    make_targets,
+    model_logits,
+    write_experiment,
+)
 
 N_SPLITS = 4
 MODELS = {"a": {}, "b": {"strength": (3.0, 2.8, 1.6)}, "c": {"strength": (2.5, 2.0, 1.8)}}
@@ -105,7 +111,7 @@ def test_swap_suggestion_is_the_two_row_relabel_pair(audited, audit_run):
     table = pd.read_csv(exp / "audit_relabel.csv", dtype=str)
     swaps = table[table.attribute == "mask"]
     assert len(swaps) == 2 * N_SWAP
-    for person, rows in swaps.groupby("person"):
+    for _, rows in swaps.groupby("person"):
         assert dict(zip(rows.field, rows.value)) == {"incorrect_mask": "not_worn", "normal": "incorrect"}
     ages = table[table.attribute == "age"]
     assert ages.value.str.fullmatch(r"\d+").all()

@@ -18,10 +18,10 @@ import pytest
 from sklearn.metrics import f1_score
 
 from orchestrator import blend
-from orchestrator.analysis.ensembles import outputs as blend_outputs
 from orchestrator.analysis.ensembles import fitting as blending
-from orchestrator.analysis.results import BlendInputs, OofLogits, EvalLogits
+from orchestrator.analysis.ensembles import outputs as blend_outputs
 from orchestrator.analysis.ensembles.uncertainty import Interval, PersonBootstrap, person_bootstrap
+from orchestrator.analysis.results import BlendInputs, EvalLogits, OofLogits
 from tasks.labels import NUM_CLASSES
 from tasks.logits import LOGITS_SCHEMA, LogitsMeta, logits_table, read_logits, write_logits
 from tasks.spec.experiment import BlendSpec

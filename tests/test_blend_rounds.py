@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import re
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -15,8 +14,8 @@ from sklearn.metrics import f1_score
 
 from orchestrator import blend, report
 from orchestrator.analysis.ensembles.fitting import fit_blend
-from orchestrator.analysis.results_folder import load_experiment
 from orchestrator.analysis.results import BlendInputs, EvalLogits, OofLogits, load_blend_inputs
+from orchestrator.analysis.results_folder import load_experiment
 from orchestrator.cluster.gather import saved_oof_optimistic, write_leaderboard
 from tasks.job_io import JobResult
 from tasks.spec.experiment import BlendSpec

@@ -1,8 +1,8 @@
 """The decode-once cache: right pixels, reused across runs, one build when two jobs race."""
+import json
 import subprocess
 import sys
 import textwrap
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,6 @@ import yaml
 from tasks.data.cache import decode, ensure_cache
 from tasks.data.dataset import index_train
 from tasks.data.preparation import prepare
-
 from tests.helpers.specs import shrunk_spec
 
 

@@ -13,16 +13,15 @@ import pytest
 import torch
 
 from orchestrator.cluster.experiment_run import run_experiment
+from tasks.data.preparation import prepare
 from tasks.job import train_job
 from tasks.job_io import Job, JobResult
 from tasks.logits import read_logits
-from tasks.data.preparation import prepare
 from tasks.spec.load import load_spec
 from tests.helpers.procs import LOOPBACK_HEX, descendants, listening_addresses
-from tests.helpers.specs import shrunk_overrides
+from tests.helpers.specs import REPO, shrunk_overrides
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
 
 
 def spec_args(root: Path, results: Path, name: str, epochs: int, folds: int) -> list[str]:

@@ -6,10 +6,9 @@ import pandas as pd
 import pytest
 
 from tasks.data.dataset import PROFILE, DataError, index_eval, index_train
-from tasks.labels import MASK_STEMS, age_band, class_of, mask_of_stem
 from tasks.data.preparation import load_dataset
 from tasks.data.relabel import apply_relabel
-
+from tasks.labels import MASK_STEMS, age_band, class_of, mask_of_stem
 from tests.helpers.specs import shrunk_spec
 
 

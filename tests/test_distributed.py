@@ -11,15 +11,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tasks.train.device import select_device
-from tasks.train.distributed import EpochSampler, Ranks
+from tasks.data.preparation import prepare
 from tasks.job import train_job
 from tasks.job_io import Job, JobResult
 from tasks.logits import read_logits
-from tasks.train.model import build_model
+from tasks.train.device import select_device
+from tasks.train.distributed import EpochSampler, Ranks
 from tasks.train.inference import eval_loader, normalisation, predict
-from tasks.data.preparation import prepare
-
+from tasks.train.model import build_model
 from tests.helpers.specs import shrunk_spec
 
 

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from orchestrator import blend, explain
+from orchestrator.analysis.reporting.focus import explain_section
 from orchestrator.analysis.saliency import pipeline as explain_run
 from orchestrator.analysis.saliency.cam import NoCamLayer, box_share, face_focus, find_cam_layer
 from orchestrator.analysis.saliency.selection import pick_photos
-from orchestrator.analysis.reporting.focus import explain_section
 from orchestrator.cluster.gather import gather
 from orchestrator.cluster.plan import plan_jobs
+from tasks.data.preparation import prepare, rows_hash
 from tasks.job import train_job
 from tasks.job_io import Job
-from tasks.data.preparation import prepare, rows_hash
 from tests.helpers.specs import shrunk_spec
 
 
@@ -175,10 +175,10 @@ def test_a_bad_count_is_said_in_the_options_words(capsys, option, value):
 def untrained(make_spec):
     """A prepared experiment whose two fold jobs hold random weights and random OOF logits: all
     explain reads, made in a second. Returns the results folder."""
+    from tasks.data.preparation import read_folds
     from tasks.job_io import JobResult, write_result
     from tasks.logits import LogitsMeta, logits_table, write_logits
     from tasks.train.model import build_model
-    from tasks.data.preparation import read_folds
 
     spec = make_spec(name="untrained")
     dataset = prepare(spec, verbose=False)

@@ -15,10 +15,9 @@ import pytest
 from orchestrator import audit, blend, report
 from orchestrator import prepare as prepare_cli
 from tasks.data.dataset import DataError, index_eval, index_train
-from tasks.logits import logits_table, read_logits, write_logits
 from tasks.data.preparation import load_dataset
 from tasks.data.relabel import apply_relabel, read_relabel_table
-
+from tasks.logits import logits_table, read_logits, write_logits
 from tests.helpers.fake_logits import fake_models, make_people, make_targets, write_experiment, write_folds
 from tests.helpers.specs import shrunk_spec
 

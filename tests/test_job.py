@@ -9,12 +9,11 @@ import pytest
 import torch
 
 from tasks.data.folds import save_folds
+from tasks.data.preparation import folds_meta, prepare
 from tasks.job import train_job
 from tasks.job_io import Job, JobResult
 from tasks.logits import LOGITS_SCHEMA, read_logits
 from tasks.metrics import score
-from tasks.data.preparation import folds_meta, prepare
-
 from tests.helpers.specs import shrunk_spec
 
 EPOCHS = 10

@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.spec.augment import MixSpec
 from tasks.data.batches import mix_batch, sample_weights
-from tasks.train.device import DeviceError, check_cuda_arch, select_device
+from tasks.data.preparation import prepare
 from tasks.job import make_scheduler, split_fold, train_job
 from tasks.job_io import Job
 from tasks.logits import read_logits
+from tasks.spec.augment import MixSpec
+from tasks.spec.experiment import LossTerm, ModelSpec, TrainSpec
+from tasks.train.device import DeviceError, check_cuda_arch, select_device
 from tasks.train.losses import Targets, class_weights, head_targets, total_loss
 from tasks.train.model import PretrainedError, build_model, logits18
-from tasks.data.preparation import prepare
-from tasks.spec.experiment import LossTerm, ModelSpec, TrainSpec
 from tests.helpers.specs import shrunk_spec
 
 
@@ -100,8 +100,8 @@ def test_head_targets_marginalise_and_weights_favour_rare():
 def test_vertical_strip_mix():
     x = torch.stack([torch.full((3, 8, 10), float(i)) for i in range(4)])
     labels, ages = torch.tensor([0, 5, 9, 17]), torch.tensor([20.0, 30, 40, 60])
-    mixed, targets = mix_batch(x.clone(), Targets.of_labels(labels, ages), MixSpec(name="vstrip", prob=1.0, strip_ratio=(0.5, 0.5)),
-                               torch.Generator().manual_seed(0))
+    strip = MixSpec(name="vstrip", prob=1.0, strip_ratio=(0.5, 0.5))
+    mixed, targets = mix_batch(x.clone(), Targets.of_labels(labels, ages), strip, torch.Generator().manual_seed(0))
     assert (mixed[0, :, :, :5] == 0).all() and (mixed[0, :, :, 5:] == 3).all()
     assert torch.allclose(targets.soft.sum(1), torch.ones(4))
     assert targets.soft[0, 0] == 0.5 and targets.soft[0, 17] == 0.5 and targets.age[0] == 40

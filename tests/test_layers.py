@@ -5,11 +5,10 @@ import json
 import pkgutil
 import subprocess
 import sys
-from pathlib import Path
 
 from tests.helpers.fake_logits import fake_models, make_people, make_targets, write_experiment
+from tests.helpers.specs import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 LOADED = ("import json, sys; print(json.dumps(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.') "
           "or m == 'orchestrator' or m.startswith('orchestrator.'))))")
 

@@ -17,7 +17,15 @@ from tasks.labels import NUM_CLASSES
 from tasks.logits import LogitsMeta, logits_table, read_logits, write_logits
 from tasks.pseudo.fold_sets import PseudoError, pseudo_path, read_pseudo
 from tasks.spec.experiment import Experiment
-from tests.helpers.fake_logits import eval_ids, fake_models, make_people, make_targets, spec_dict, write_experiment, write_folds
+from tests.helpers.fake_logits import (
+    eval_ids,
+    fake_models,
+    make_people,
+    make_targets,
+    spec_dict,
+    write_experiment,
+    write_folds,
+)
 
 K = 3
 MODELS = {"good": {}, "age_eye": {"strength": (2.0, 1.5, 2.0)}, "weak": {"strength": (1.0, 1.0, 0.5)}}
@@ -199,9 +207,9 @@ def test_a_job_learns_its_folds_pseudo_labels_and_never_validates_on_them(make_s
     on most eval photos; its OOF rows stay the fold's training people, and its log and result
     count the pseudo rows. (Class 10 is an incorrectly worn mask: 1 eval photo in 7 shows one,
     so a job that did not learn the pseudo labels predicts it on far fewer than half.)"""
+    from tasks.data.preparation import prepare
     from tasks.job import fit_samples, split_fold, train_job
     from tasks.job_io import Job
-    from tasks.data.preparation import prepare
     from tasks.pseudo.fold_sets import PseudoSet
 
     plain = make_spec("train.epochs=2", "train.mix.prob=0", name="plain")

@@ -6,17 +6,16 @@ import pytest
 import torch
 
 from orchestrator import blend
-from orchestrator.cluster.gather import check_test
 from orchestrator.analysis.results_folder import load_experiment
-from orchestrator.cluster.session import ray_session
-from orchestrator.cluster.reinfer import ReinferError, reinfer
 from orchestrator.cluster.experiment_run import run_experiment
-from tasks.train import fold_models as infer
+from orchestrator.cluster.gather import check_test
+from orchestrator.cluster.reinfer import ReinferError, reinfer
+from orchestrator.cluster.session import ray_session
+from tasks.data.preparation import load_dataset
 from tasks.job_io import JobResult
 from tasks.logits import read_logits
+from tasks.train import fold_models as infer
 from tasks.train.inference import eval_loader, predict
-from tasks.data.preparation import load_dataset
-
 from tests.helpers.specs import shrunk_spec
 
 pytestmark = pytest.mark.slow

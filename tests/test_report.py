@@ -18,15 +18,21 @@ from PIL import Image
 from sklearn.metrics import f1_score
 
 from orchestrator import audit, blend, report
-from orchestrator.analysis.reporting import page as reporting
 from orchestrator.analysis.ensembles.fitting import plan_recipes
+from orchestrator.analysis.reporting import page as reporting
 from orchestrator.analysis.reporting.html import explain_method
 from orchestrator.analysis.reporting.inputs import pick_suspects
 from orchestrator.analysis.results import OofLogits
 from tasks.labels import MASK_STEMS
 from tasks.spec.experiment import BlendSpec
-from tests.helpers.fake_logits import (fake_models, inject_mislabels, make_people, make_targets, model_logits,
-                               write_experiment)
+from tests.helpers.fake_logits import (
+    fake_models,
+    inject_mislabels,
+    make_people,
+    make_targets,
+    model_logits,
+    write_experiment,
+)
 
 N_SPLITS = 3
 MODELS = {"wide": {}, "narrow": {"strength": (2.0, 1.5, 2.0)}, "blind": {"strength": (0.0, 0.0, 0.0)}}

@@ -6,13 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from orchestrator.cluster.experiment_run import run_experiment
 from orchestrator.cluster.plan import plan_jobs
 from orchestrator.cluster.session import ResourceError, check_resources, ray_session
-from orchestrator.cluster.experiment_run import run_experiment
 from orchestrator.run import main
-from tasks.logits import read_logits
 from tasks.data.preparation import prepare, rows_hash
-
+from tasks.logits import read_logits
 from tests.helpers.specs import shrunk_spec
 
 pytestmark = pytest.mark.slow

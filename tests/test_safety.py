@@ -11,20 +11,18 @@ import pytest
 from orchestrator import prepare as prepare_cli
 from orchestrator.cluster.gather import gather
 from orchestrator.cluster.plan import plan_jobs
-from orchestrator.cluster.storage import StorageError, check_storage
 from orchestrator.cluster.slots.pool import START_RETRIES, slot_trainer
+from orchestrator.cluster.storage import StorageError, check_storage
 from orchestrator.run import main as run_main
 from tasks.atomic import write_text
+from tasks.data.preparation import ReplaceError, prepare, rows_hash
 from tasks.errors import UserError
 from tasks.job import train_job
 from tasks.job_io import Job, unfinished_reason
 from tasks.lock import ExperimentBusy, experiment_lock
-from tasks.data.preparation import ReplaceError, prepare, rows_hash
 from tasks.spec.experiment import SpecError
 from tasks.spec.load import load_spec
-from tests.helpers.specs import shrunk_cli, shrunk_overrides
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers.specs import REPO, shrunk_cli, shrunk_overrides
 
 
 def overrides(root: Path, results: Path, *more: str) -> list[str]:

@@ -18,11 +18,11 @@ from orchestrator import run
 from orchestrator.analysis.search_outputs import best_row, best_yaml, write_search_outputs
 from orchestrator.cluster.plan import job_hash
 from orchestrator.cluster.trial import TrialScore
-from tasks.spec.search_space import sampled_spec
 from tasks.spec.experiment import SpecError
 from tasks.spec.load import load_spec
+from tasks.spec.search_space import sampled_spec
+from tests.helpers.specs import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SEARCH_DEMO = REPO / "experiments" / "search_demo.yaml"
 
 
@@ -210,8 +210,8 @@ def test_a_search_refuses_to_resume_from_a_foreign_folder_in_one_line(synth_root
     import pickle
 
     from orchestrator import search
-    from orchestrator.cluster import tuning as cluster_search
     from orchestrator.cluster import tune_trust
+    from orchestrator.cluster import tuning as cluster_search
 
     def tune_started():
         raise TuneStarted

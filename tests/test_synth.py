@@ -1,6 +1,7 @@
 """tasks.synth: layout and quirks of the real archive, determinism, labels, learnability."""
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -12,12 +13,12 @@ import pandas as pd
 import pytest
 from PIL import Image, UnidentifiedImageError
 
-from tasks.synth import write as synth
 from tasks.labels import GENDER_NAMES, MASK_STEMS, age_band, class_of, mask_of_stem
+from tasks.synth import write as synth
 from tasks.synth.write import SynthError, SynthSummary, main, parse_size, write_synth
+from tests.helpers.specs import REPO
 
 FOLDER = re.compile(r"^(\d{6}(?:-1)?)_(male|female)_Asian_(\d{2})$")
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +259,7 @@ def test_person_leak_inflates_a_nearest_neighbour(ds):
 def test_parse_size():
     assert parse_size("384x512") == (384, 512)
     for bad in ("48", "48x", "x64", "48*64", "-4x8", "4x8x2"):
-        with pytest.raises(Exception):
+        with pytest.raises(argparse.ArgumentTypeError, match="48x64"):
             parse_size(bad)
 
 

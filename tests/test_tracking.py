@@ -14,16 +14,15 @@ import pytest
 from orchestrator import blend
 from orchestrator.analysis.tracking_logs import log_leaderboard
 from orchestrator.cluster.plan import plan_jobs
-from tasks.job_io import Job, JobResult
 from tasks.data.preparation import prepare
+from tasks.job_io import Job, JobResult
 from tasks.spec.experiment import SpecError
-from tasks.tracking import EPOCH_METRICS, RunInfo, Tracker, open_tracker
 from tasks.spec.tracking import TrackingSpec
+from tasks.tracking import EPOCH_METRICS, RunInfo, Tracker, open_tracker
 from tests.helpers.fake_logits import fake_models, make_people, make_targets, write_experiment
-from tests.helpers.specs import shrunk_spec
+from tests.helpers.specs import REPO, shrunk_spec
 from tests.helpers.wandb_records import offline_runs
 
-REPO = Path(__file__).resolve().parent.parent
 EPOCHS = 3
 FINAL = ("final_macro_f1", "final_accuracy", "final_mask_f1", "final_gender_f1", "final_age_f1", "best_epoch",
          "epochs_run", "job_seconds")

@@ -1,7 +1,6 @@
 """Person-level bootstrap intervals: right values, honest widths, exact pairing."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score

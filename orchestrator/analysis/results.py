@@ -9,9 +9,9 @@ list of every training image: a gap all models share shows nowhere else.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

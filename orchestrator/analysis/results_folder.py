@@ -4,17 +4,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from tasks.data.dataset import read_table
 from tasks.errors import UserError
 from tasks.labels import NUM_CLASSES
-from tasks.spec.overrides import parse_override
 from tasks.spec.experiment import Experiment, SpecError
 from tasks.spec.load import load_spec
+from tasks.spec.overrides import parse_override
 
 
 class BlendError(UserError):

@@ -43,8 +43,8 @@ def ray_runner(address: str | None):
     def run(spec: Experiment, work, _dataset):
         import ray
 
-        from orchestrator.cluster.session import ResourceError, check_resources, ray_session
         from orchestrator.analysis.saliency.selection import ExplainError
+        from orchestrator.cluster.session import ResourceError, check_resources, ray_session
 
         with contextlib.nullcontext() if ray.is_initialized() else ray_session(spec, address):
             try:

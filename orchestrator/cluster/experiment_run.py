@@ -16,10 +16,10 @@ from orchestrator.analysis.tracking_logs import log_leaderboard
 from orchestrator.cluster.gather import Gathered, gather
 from orchestrator.cluster.plan import JobPlan, Launched, format_plan, plan_jobs
 from orchestrator.cluster.slots.config import worker_resources
-from tasks.job_io import JobResult, unfinished_reason
-from tasks.lock import experiment_lock
 from tasks.data.folds import make_folds
 from tasks.data.preparation import Dataset, load_dataset, prepare, read_folds, rows_hash
+from tasks.job_io import JobResult, unfinished_reason
+from tasks.lock import experiment_lock
 from tasks.spec.experiment import Experiment
 
 
@@ -66,8 +66,8 @@ def _run_locked(spec: Experiment, address: str | None, storage: str | None, stre
     todo = [p for p in plans if not p.cached]
     launched = Launched({}, False)
     if todo:
-        from orchestrator.cluster.storage import check_storage
         from orchestrator.cluster.launch import launch
+        from orchestrator.cluster.storage import check_storage
 
         storage = storage or os.environ.get("MASKFOLD_STORAGE") or str(spec.out_dir / "ray")
         check_storage(storage)

@@ -54,7 +54,7 @@ def _concat(paths: list[Path]) -> tuple[pd.DataFrame, np.ndarray, LogitsMeta]:
     if len(hashes) > 1:
         raise LogitsError(f"job outputs come from different data or folds (spec hashes {sorted(hashes)})")
     frame = pd.concat([f for f, _, _ in parts], ignore_index=True)
-    return frame, np.concatenate([l for _, l, _ in parts]), parts[0][2]
+    return frame, np.concatenate([logits for _, logits, _ in parts]), parts[0][2]
 
 
 def check_oof(oof: pd.DataFrame, train_keys: pd.Series, models: list[str]) -> None:

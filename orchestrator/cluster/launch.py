@@ -13,8 +13,8 @@ from orchestrator.cluster.collect import Collector
 from orchestrator.cluster.plan import JobPlan, Launched
 from orchestrator.cluster.progress import Board, JobStatus, ProgressTable
 from orchestrator.cluster.session import check_resources, ray_session
-from orchestrator.cluster.slots.pool import SlotPool
 from orchestrator.cluster.slots.config import job_config
+from orchestrator.cluster.slots.pool import SlotPool
 from tasks.spec.experiment import Experiment
 
 POLL_S = 0.25

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.cluster.gather import Gathered, gather
 from orchestrator.analysis.pseudo_labels.outputs import saved_hashes
+from orchestrator.cluster.gather import Gathered, gather
 from orchestrator.cluster.plan import JobPlan, plan_jobs
 from orchestrator.cluster.slots.config import worker_resources
+from tasks.data.preparation import load_dataset, rows_hash
 from tasks.errors import UserError
 from tasks.job_io import Job, unfinished_reason, write_test_logits
 from tasks.lock import experiment_lock
-from tasks.data.preparation import load_dataset, rows_hash
 from tasks.spec.experiment import Experiment, ResourcesSpec
 
 
@@ -74,8 +74,8 @@ def reinfer_task(spec_dict: dict, job_id: str, model: str, fold: int, out_dir: s
     """The Ray task body: runs on the node holding the slot and returns the logits."""
     import ray
 
-    from tasks.train.fold_models import infer_test
     from tasks.train.device import select_device
+    from tasks.train.fold_models import infer_test
 
     started = time.monotonic()
     spec = Experiment.model_validate(spec_dict)

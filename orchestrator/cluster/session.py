@@ -83,10 +83,12 @@ def _fits(node: dict, bundle: dict[str, float]) -> int:
     return int(min(node.get(k, 0) / v for k, v in bundle.items()))
 
 
-def autoscaler_node_types(path: Path = Path.home() / "ray_bootstrap_config.yaml") -> list[tuple[dict, int]]:
-    """(resources, max count) of each node type the autoscaler may launch, if this is a head."""
+def autoscaler_node_types(path: Path | None = None) -> list[tuple[dict, int]]:
+    """(resources, max count) of each node type the autoscaler may launch, if this is a head
+    (`ray up` leaves its config in the head's home)."""
     import yaml
 
+    path = path or Path.home() / "ray_bootstrap_config.yaml"
     if not path.exists():
         return []
     types = (yaml.safe_load(path.read_text()) or {}).get("available_node_types", {})

@@ -71,7 +71,7 @@ def untrusted(path: Path) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def private_group(gid: int) -> bool:
     """A group whose only possible member is you: no other listed member, and no other account's
     primary group (Debian's ssh accepts group-writable keys on the same terms)."""

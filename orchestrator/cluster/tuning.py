@@ -20,20 +20,20 @@ import pandas as pd
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from orchestrator.cluster import tune_trust
 from orchestrator.cluster.experiment_run import pseudo_sets
 from orchestrator.cluster.launch import quiet_tune
-from orchestrator.cluster.slots.placement import PlacementSweeper, release_orphaned_groups
 from orchestrator.cluster.plan import JobPlan
 from orchestrator.cluster.progress import Board, ProgressTable
 from orchestrator.cluster.session import ResourceError, check_resources, ray_session
+from orchestrator.cluster.slots.placement import PlacementSweeper, release_orphaned_groups
 from orchestrator.cluster.slots.pool import SlotPool
 from orchestrator.cluster.trial import SEARCH_QUEUE, search_trial
-from orchestrator.cluster import tune_trust
+from tasks.data.preparation import prepare
 from tasks.errors import UserError
 from tasks.lock import experiment_lock
-from tasks.data.preparation import prepare
-from tasks.spec.search_space import Distribution
 from tasks.spec.experiment import Experiment, stable_hash
+from tasks.spec.search_space import Distribution
 
 
 class SearchError(UserError):

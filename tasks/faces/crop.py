@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from tasks.faces.detect import detector_version, make_detector
-from tasks.spec.face import FaceSpec
 from tasks.spec.experiment import stable_hash
+from tasks.spec.face import FaceSpec
 
 Box = tuple[float, float, float, float]
 BLANK = (128, 128, 128)  # mid-grey: zero after the usual normalisation, no edge for the model

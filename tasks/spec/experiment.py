@@ -8,19 +8,25 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
-                      field_validator, model_validator)
-from typing_extensions import Annotated
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from tasks.spec.augment import AugmentSpec, MixSpec
 from tasks.errors import UserError
+from tasks.spec.augment import AugmentSpec, MixSpec
 from tasks.spec.face import FaceSpec
 from tasks.spec.pseudo import PseudoSpec, oof_optimistic
 from tasks.spec.search_space import SearchSpec, check_search
 from tasks.spec.tracking import TrackingSpec
-
 
 # Names become folder names (results/<name>/, jobs/<model>-fold<k>-<hash>/, scratch folders
 # that are deleted recursively): one pattern, no separators, no leading dot.
@@ -150,7 +156,7 @@ class ModelSpec(Strict):
         return v
 
     @model_validator(mode="after")
-    def _default_name(self) -> "ModelSpec":
+    def _default_name(self) -> ModelSpec:
         if not self.name:
             object.__setattr__(self, "name", self.backbone)
         return self
@@ -197,7 +203,7 @@ class Experiment(Strict):
     results_dir: Path = Path("results")
 
     @model_validator(mode="after")
-    def _models_resolve(self) -> "Experiment":
+    def _models_resolve(self) -> Experiment:
         names = [m.name for m in self.models]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -229,7 +235,7 @@ class Experiment(Strict):
     def out_dir(self) -> Path:
         return self.results_dir / self.name
 
-    def resolved(self) -> "Experiment":
+    def resolved(self) -> Experiment:
         """Every path absolute, as the driver sees it, so workers in other folders (or nodes)
         find the same files."""
         data = self.data.model_copy(update={

@@ -7,8 +7,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from tasks.lock import check_results_folder
-from tasks.spec.overrides import apply_overrides
 from tasks.spec.experiment import Experiment, SpecError, error_lines
+from tasks.spec.overrides import apply_overrides
 from tasks.user_files import InputError, read_yaml
 
 

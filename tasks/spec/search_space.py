@@ -30,7 +30,7 @@ class Distribution(BaseModel):
     choice: list[Any] | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "Distribution":
+    def _exactly_one(self) -> Distribution:
         given = [k for k in KINDS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(KINDS)}; got {given or 'none'}")
@@ -75,7 +75,7 @@ class SearchSpec(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _grid_needs_choices(self) -> "SearchSpec":
+    def _grid_needs_choices(self) -> SearchSpec:
         if self.searcher == "grid":
             continuous = [path for path, d in self.space.items() if d.kind != "choice"]
             if continuous:

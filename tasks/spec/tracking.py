@@ -51,7 +51,7 @@ class TrackingSpec(_Strict):
     def enabled(self) -> bool:
         return self.wandb is not None or self.mlflow is not None
 
-    def resolved(self, experiment: str, out_dir: Path) -> "TrackingSpec":
+    def resolved(self, experiment: str, out_dir: Path) -> TrackingSpec:
         """Defaults filled in and file stores made absolute (`out_dir` = results/<name>), so a
         worker in another folder logs to the same place."""
         wandb = self.wandb and self.wandb.model_copy(update={"group": self.wandb.group or experiment})

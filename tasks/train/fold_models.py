@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.train.device import Device, select_device
-from tasks.errors import UserError
-from tasks.train.model import Net, build_model
-from tasks.train.inference import eval_loader, normalisation, predict
 from tasks.data.preparation import Dataset, load_dataset
+from tasks.errors import UserError
 from tasks.spec.experiment import Experiment, TrainSpec
+from tasks.train.device import Device, select_device
+from tasks.train.inference import eval_loader, normalisation, predict
+from tasks.train.model import Net, build_model
 
 
 class InferError(UserError, RuntimeError):

@@ -13,11 +13,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from tasks.data.batches import CachedImages, Samples, make_loader, to_device
+from tasks.labels import NUM_CLASSES
+from tasks.spec.experiment import TrainSpec
 from tasks.train.device import Device
 from tasks.train.distributed import Ranks, gather_rows
-from tasks.labels import NUM_CLASSES
 from tasks.train.model import logits18
-from tasks.spec.experiment import TrainSpec
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from tasks.data.batches import mix_batch, to_device
+from tasks.train.inference import ModelContext
 from tasks.train.losses import Targets, total_loss
 from tasks.train.model import logits18
-from tasks.train.inference import ModelContext
 
 
 @dataclass(frozen=True)

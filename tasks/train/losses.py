@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from tasks.labels import NUM_CLASSES
-from tasks.train.model import HEAD_SIZES
 from tasks.spec.experiment import LossTerm, TrainSpec
+from tasks.train.model import HEAD_SIZES
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Targets:
     weight: torch.Tensor | None = None  # (N,); None: every row 1
 
     @classmethod
-    def of_labels(cls, labels: torch.Tensor, ages: torch.Tensor) -> "Targets":
+    def of_labels(cls, labels: torch.Tensor, ages: torch.Tensor) -> Targets:
         return cls(F.one_hot(labels.long(), NUM_CLASSES).float(), ages.float())
 
     def weights(self) -> torch.Tensor:

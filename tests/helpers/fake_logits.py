@@ -94,7 +94,7 @@ def write_data_root(tmp_path: Path, ids: np.ndarray, answers: np.ndarray) -> Pat
     return root
 
 
-def write_experiment(tmp_path: Path, people: pd.DataFrame, models: "FakeModels", answers: np.ndarray,
+def write_experiment(tmp_path: Path, people: pd.DataFrame, models: FakeModels, answers: np.ndarray,
                      n_splits: int, name: str = "exp", pseudo: dict | None = None, **blend) -> Path:
     """results/<name>/ with spec.yaml, oof.parquet and test.parquet; people's targets are the OOF rows'.
     `pseudo`: the spec's pseudo: section (a round 2), e.g. {"source": ..., "per_fold": False}."""

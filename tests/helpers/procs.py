@@ -39,4 +39,5 @@ def listening_addresses(pids: set[int]) -> dict[int, set[str]]:
     return out
 
 
-LOOPBACK_HEX = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}  # 127.0.0.1, ::1, ::ffff:127.0.0.1
+# 127.0.0.1, ::1, ::ffff:127.0.0.1 as /proc/net/tcp{,6} spell them
+LOOPBACK_HEX = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}

@@ -11,7 +11,8 @@ from pathlib import Path
 from tasks.spec.experiment import Experiment
 from tasks.spec.load import load_spec
 
-DEMO = Path(__file__).resolve().parents[2] / "experiments" / "demo.yaml"
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "experiments" / "demo.yaml"
 SHRUNK = ("folds.n_splits=2", "train.epochs=1", "train.tta_flip=false", "models=[{backbone: test_convnext}]",
           "resources.cpus_per_worker=1")
 

@@ -7,15 +7,16 @@ weights fitted and scored on the same rows flatter.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 from sklearn.metrics import log_loss as sk_log_loss
 
 from orchestrator.analysis.ensembles import methods as ens
-from orchestrator.analysis.results import BlendInputs
 from orchestrator.analysis.ensembles.uncertainty import Interval, PersonBootstrap
+from orchestrator.analysis.results import BlendInputs
 from tasks.labels import NUM_CLASSES
 from tasks.metrics import Scores, score
 from tasks.spec.experiment import BlendSpec

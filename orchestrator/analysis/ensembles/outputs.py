@@ -7,16 +7,16 @@ value alone would claim more than the OOF rows can tell.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from orchestrator.analysis.ensembles.fitting import BlendResult, Comparison
 from orchestrator.analysis.ensembles.pooled import PooledModel
-from orchestrator.analysis.results import BlendInputs, OofLogits
 from orchestrator.analysis.ensembles.uncertainty import DESCRIPTION, LEVEL, RESAMPLES, SEED, Interval, PersonBootstrap
+from orchestrator.analysis.results import BlendInputs, OofLogits
 from tasks.atomic import atomic_dir
 from tasks.metrics import score
 

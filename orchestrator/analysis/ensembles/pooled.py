@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from orchestrator.analysis.results import BlendInputs, EvalLogits, Exclusion, OofLogits, load_blend_inputs, load_oof
 from orchestrator.analysis.results_folder import BlendError, find_experiment, load_experiment
-from orchestrator.analysis.results import (BlendInputs, EvalLogits, Exclusion, OofLogits, load_blend_inputs,
-                                           load_oof)
 from tasks.spec.experiment import Experiment
 from tasks.user_files import check_folder
 

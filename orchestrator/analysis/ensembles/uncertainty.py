@@ -53,7 +53,7 @@ class PersonBootstrap:
 
     @classmethod
     def draw(cls, target: np.ndarray, person: np.ndarray, n: int = RESAMPLES, seed: int = SEED,
-             level: float = LEVEL) -> "PersonBootstrap":
+             level: float = LEVEL) -> PersonBootstrap:
         target = np.asarray(target, np.int64)
         _, codes = np.unique(np.asarray(person), return_inverse=True)
         people = int(codes.max()) + 1 if len(codes) else 0

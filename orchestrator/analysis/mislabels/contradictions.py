@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.analysis.ensembles.methods import PROB_FLOOR, blend_probs, model_probs
-from orchestrator.analysis.results_folder import BlendError
-from orchestrator.analysis.results import OofLogits
 from orchestrator.analysis.mislabels.suspects import Assessment, Hypotheses
+from orchestrator.analysis.results import OofLogits
+from orchestrator.analysis.results_folder import BlendError
 from tasks.data.relabel import parse_age, read_relabel_table
 from tasks.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, TRUE_AGE_BORDERS, age_band, split_class
 

@@ -16,9 +16,9 @@ import pandas as pd
 
 from orchestrator.analysis.ensembles import methods as ens
 from orchestrator.analysis.ensembles.fitting import FittedBlend, Recipe, fit_recipe, plan_recipes, predict
-from orchestrator.analysis.results_folder import BlendError, load_experiment
 from orchestrator.analysis.pseudo_labels.outputs import plot_pseudo, write_sets
 from orchestrator.analysis.results import BlendInputs, load_blend_inputs
+from orchestrator.analysis.results_folder import BlendError, load_experiment
 from tasks.labels import NUM_CLASSES
 from tasks.logits import read_logits
 from tasks.pseudo.fold_sets import PseudoError, PseudoSet, pseudo_hash, pseudo_path

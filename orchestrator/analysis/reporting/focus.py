@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.analysis.saliency.files import has_record, listed
 from orchestrator.analysis.reporting.html import esc, frame_table
+from orchestrator.analysis.saliency.files import has_record, listed
 
 SHEETS = (("mistakes", "Most confident mistakes"), ("suspects", "The audit's top suspects"),
           ("sample", "A random sample (face focus is measured on it)"))
@@ -46,7 +46,7 @@ def explain_section(exp_dir: Path) -> str:
         mean = mean.assign(images=mean["images"].astype(int).astype(str))  # a count, not a 4-decimal float
         names = {"images": "images", "face_focus": "face focus (fold mean)", "box_share": "box share"}
         parts.append(frame_table(mean.rename(columns=names).rename_axis("model"))
-                     + f'<p><a href="explain/face_focus.csv">face_focus.csv</a> has each fold.</p></div>')
+                     + '<p><a href="explain/face_focus.csv">face_focus.csv</a> has each fold.</p></div>')
     else:
         parts.append("<p>No face focus: the experiment has no faces.parquet (run without data.face); run "
                      "<code>python -m orchestrator.explain --boxes FILE</code> with a boxes file.</p>")

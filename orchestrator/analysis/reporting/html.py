@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 

@@ -9,27 +9,42 @@ honest ones.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
+from orchestrator.analysis.ensembles.uncertainty import Interval
 from orchestrator.analysis.reporting import figures
-from orchestrator.analysis.results_folder import BlendError
-from orchestrator.analysis.reporting.focus import explain_section
 from orchestrator.analysis.reporting.crops import faces_section
-from orchestrator.analysis.reporting.second_round import pseudo_section
-from orchestrator.analysis.reporting.html import (STYLE, esc, frame_table, glossary, methods_table, num, simple_head,
-                                               table)
+from orchestrator.analysis.reporting.focus import explain_section
+from orchestrator.analysis.reporting.html import (
+    STYLE,
+    esc,
+    frame_table,
+    glossary,
+    methods_table,
+    num,
+    simple_head,
+    table,
+)
 from orchestrator.analysis.reporting.inputs import AuditView, read_audit, read_manifest
-from orchestrator.analysis.reporting.sources import (model_label, optimistic_models, optimistic_note, pooled_jobs,
-                                                  report_sources, run_boards, source_rows)
+from orchestrator.analysis.reporting.second_round import pseudo_section
+from orchestrator.analysis.reporting.sources import (
+    model_label,
+    optimistic_models,
+    optimistic_note,
+    pooled_jobs,
+    report_sources,
+    run_boards,
+    source_rows,
+)
 from orchestrator.analysis.reporting.summary import summary_section
 from orchestrator.analysis.results import OofLogits
-from orchestrator.analysis.ensembles.uncertainty import Interval
+from orchestrator.analysis.results_folder import BlendError
 from tasks.atomic import write_text
 from tasks.labels import NUM_CLASSES
 from tasks.metrics import score

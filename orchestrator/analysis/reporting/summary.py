@@ -1,7 +1,7 @@
 """The report's first screen: what was chosen, how good it honestly is, and where it came from."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -71,7 +71,7 @@ def when(text) -> str:
         moment = datetime.fromisoformat(str(text))
     except ValueError:
         return esc(text)
-    moment = moment.astimezone(timezone.utc) if moment.tzinfo else moment
+    moment = moment.astimezone(UTC) if moment.tzinfo else moment
     return moment.strftime("%Y-%m-%d %H:%M") + (" UTC" if moment.tzinfo else "")
 
 
@@ -88,7 +88,7 @@ def run_rows(manifest: dict, w: dict, jobs) -> list[tuple[str, str, str]]:
     train = (f"{duration(seconds.sum())} in {len(seconds)} jobs (longest {duration(seconds.max())})"
              if len(seconds) else "no job results found")
     blend = f"; blend {duration(w['seconds'])}" if w.get("seconds") is not None else ""
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [("dates", f"run {when(manifest.get('created'))} · blend {when(w.get('created'))} · report {now}",
              "run: when the experiment was prepared (manifest.json)"),
             ("git revision", f'<code title="{esc(git)}">{esc(short)}</code>', "of the code that prepared the run"),

@@ -25,7 +25,7 @@ class ExplainFolder:
     previous: tuple[str, ...]  # what the last explain of this experiment wrote here
 
     @classmethod
-    def open(cls, exp_dir: Path) -> "ExplainFolder":
+    def open(cls, exp_dir: Path) -> ExplainFolder:
         path = exp_dir / "explain"
         check_folder(path, "the explain folder", "move that file away; explain writes its sheets there")
         path.mkdir(exist_ok=True)

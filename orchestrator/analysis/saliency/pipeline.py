@@ -7,19 +7,27 @@ CLI's `--ray` passes one that runs them as Ray tasks on the slot resource instea
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
-from orchestrator.analysis.saliency.cam import NoCamLayer, box_share, face_focus, find_cam_layer
-from orchestrator.analysis.saliency.selection import (FoldJob, JobCams, explain_job, finished_jobs, lost_folds, oof_rows,
-                                           pick_photos, suspect_people)
 from orchestrator.analysis.saliency.boxes import FaceBoxes, load_face_boxes
+from orchestrator.analysis.saliency.cam import NoCamLayer, box_share, face_focus, find_cam_layer
 from orchestrator.analysis.saliency.figures import contact_sheet, focus_figure
 from orchestrator.analysis.saliency.files import ExplainFolder
+from orchestrator.analysis.saliency.selection import (
+    FoldJob,
+    JobCams,
+    explain_job,
+    finished_jobs,
+    lost_folds,
+    oof_rows,
+    pick_photos,
+    suspect_people,
+)
 from tasks.atomic import atomic_path
 from tasks.errors import UserError
 from tasks.spec.experiment import Experiment

@@ -20,8 +20,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from orchestrator.cluster.slots.queue import JobQueue
 from orchestrator.cluster.slots.config import worker_resources
+from orchestrator.cluster.slots.queue import JobQueue
 from tasks.spec.experiment import ResourcesSpec
 
 START_RETRIES = 3  # attempts to start a slot's worker group (each waits for a free slot, see TRAIN_ENV)
@@ -160,7 +160,7 @@ class SlotPool:
         self.queue = None
         self.lock = threading.Lock()  # a search's keeper thread and its driver both call maintain
 
-    def start(self, name: str | None = None) -> "SlotPool":
+    def start(self, name: str | None = None) -> SlotPool:
         import ray
 
         # One thread: calls run in the order they arrive, so a job's events keep their order.
