@@ -80,7 +80,7 @@ def time_rounds(data: BenchData, rounds: int, with_loop: bool) -> Timing:
 
 def time_full_blend(data: BenchData, n_splits: int = 5) -> float:
     """Every planned method fitted in the nested folds and on all rows (default BlendSpec)."""
-    from orchestrator.blend import fit_all, plan_recipes, predict_nested
+    from orchestrator.analysis.ensembles import fit_all, plan_recipes, predict_nested
     from tasks.spec.experiment import BlendSpec
 
     spec = BlendSpec()

@@ -226,7 +226,7 @@ def test_audit_probabilities_follow_a_soft_blend_and_ignore_a_hard_one(audited, 
     path = tmp_path / "weights.json"
     path.write_text(json.dumps(record))
     assert np.allclose(auditing.image_probs(oof, path), softmax(oof.logits[1] / 2.0), atol=1e-6)
-    path.write_text(json.dumps({**record, "vote": "hard"}))
+    path.write_text(json.dumps({**record, "method": "hard_weighted", "vote": "hard"}))
     assert np.allclose(auditing.image_probs(oof, path), softmax(oof.logits).mean(0), atol=1e-6)
 
 

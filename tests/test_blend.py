@@ -327,3 +327,28 @@ def test_summary_says_when_the_choice_is_not_clearly_better_and_whom_it_is_compa
     assert versus.method == "single"
     assert versus.difference.estimate == pytest.approx(
         equal_first[0].nested.scores.macro_f1 - single.nested.scores.macro_f1)
+
+
+def test_a_fitted_method_saved_and_loaded_predicts_what_it_did():
+    """weights.json is what audit, pseudo labels and the report apply: reading it back gives
+    the same method, weights and decisions (offsets as saved, to 3 decimals)."""
+    inputs = _inputs(150, {"a": {}, "b": {"strength": (2.0, 1.5, 0.8)}, "c": {"noise": 1.5}}, seed=4)
+    oof = inputs.oof
+    spec = BlendSpec(rounds=20, decode="both")
+    fitted = blending.fit_all(blending.plan_recipes(spec), oof.logits, oof.target, spec)
+    for name in ("hard_weighted", "soft_greedy_refined_temp+attr", "soft_greedy_refined_temp+offsets"):
+        record = json.loads(json.dumps(fitted[name].to_record(oof.models)))
+        back = blending.FittedBlend.from_record(record, oof.models)
+        assert back.recipe == fitted[name].recipe and back.recipe.name == name
+        assert np.allclose(back.weights, fitted[name].weights, atol=1e-6)
+        assert all(np.allclose(b, np.round(f, 3)) for b, f in zip(back.offsets, fitted[name].offsets))
+        same = blending.predict(back, oof.logits).labels == blending.predict(fitted[name], oof.logits).labels
+        assert same.mean() > (0.99 if "offsets" in name else 0.999999), name
+    # Loaded for models in another order, one of them unweighted and absent: weights follow the names.
+    record = {**fitted["soft_greedy"].to_record(oof.models), "weights": {"a": 0.25, "b": 0.0, "c": 0.75}}
+    back = blending.FittedBlend.from_record(record, ("c", "a"))
+    assert back.weights.tolist() == [0.75, 0.25] and back.temperatures.tolist() == [1.0, 1.0]
+    with pytest.raises(blending.BlendRecordError, match="not one this version plans"):
+        blending.FittedBlend.from_record({**record, "method": "stacked_lightgbm"}, oof.models)
+    with pytest.raises(blending.BlendRecordError, match="weighs models these results do not hold: c"):
+        blending.FittedBlend.from_record(record, ("a", "b"))

@@ -18,9 +18,8 @@ from PIL import Image
 from sklearn.metrics import f1_score
 
 from orchestrator import audit, blend, report
-from orchestrator.analysis.ensembles.fitting import plan_recipes
+from orchestrator.analysis.ensembles.recipes import describe_method, plan_recipes
 from orchestrator.analysis.reporting import page as reporting
-from orchestrator.analysis.reporting.html import explain_method
 from orchestrator.analysis.reporting.inputs import pick_suspects
 from orchestrator.analysis.results import OofLogits
 from tasks.labels import MASK_STEMS
@@ -147,12 +146,12 @@ def test_every_planned_method_name_has_an_explanation():
     names = [r.name for r in plan_recipes(spec)]
     assert {"single", "hard_equal", "soft_greedy_log_loss+attr", "soft_greedy_refined_temp+attr+offsets"} <= set(names)
     for name in names:
-        text = explain_method(name)
-        assert "does not know" not in text and "+" not in text, name
+        text = describe_method(name)
+        assert "does not plan" not in text and "+" not in text, name
         assert ("temperature" in text) == ("_temp" in name)
         assert ("per-attribute" in text) == ("+attr" in name)
         assert ("offsets" in text) == ("+offsets" in name)
-    assert "does not know" in explain_method("stacked_lightgbm")
+    assert "does not plan" in describe_method("stacked_lightgbm")
 
 
 def test_per_class_rows_carry_class_names_and_support(reported):

@@ -1,12 +1,16 @@
 """The blend: ensemble methods on probabilities (`methods`), fitting them on OOF
 logits with a nested estimate (`fitting`), person-bootstrap intervals
 (`uncertainty`), several experiments as one pool (`pooled`), and its files (`outputs`).
+A method's name, its description and the methods a spec plans live in `recipes`; a fitted
+method saves and loads itself (`FittedBlend.to_record` / `from_record`).
 """
 from tasks.exports import lazy_exports
 
 ENTRY_POINTS = {
     'fit_blend': 'fitting',
-    'plan_recipes': 'fitting',
+    'plan_recipes': 'recipes',
+    'recipe_named': 'recipes',
+    'describe_method': 'recipes',
     'fit_all': 'fitting',
     'predict_nested': 'fitting',
     'FittedBlend': 'fitting',

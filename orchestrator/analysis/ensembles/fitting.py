@@ -9,29 +9,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from sklearn.metrics import log_loss as sk_log_loss
 
 from orchestrator.analysis.ensembles import methods as ens
+from orchestrator.analysis.ensembles.recipes import Recipe, Weighting, plan_recipes, recipe_by_name
 from orchestrator.analysis.ensembles.uncertainty import Interval, PersonBootstrap
 from orchestrator.analysis.results import BlendInputs
 from tasks.labels import NUM_CLASSES
 from tasks.metrics import Scores, score
 from tasks.spec.experiment import BlendSpec
-
-Weighting = Literal["single", "equal", "greedy", "greedy_log_loss", "greedy_refined"]
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    vote: Literal["soft", "hard"]
-    weighting: Weighting
-    temperature: bool = False
-    offsets: bool = False
-    decode: ens.Decode = "joint"
 
 
 @dataclass(frozen=True)
@@ -41,6 +29,43 @@ class FittedBlend:
     temperatures: np.ndarray  # (M,)
     offsets: tuple[np.ndarray, ...]  # per decision group (see ensemble.decode_scores)
     bonus: np.ndarray  # (M,) hard-vote tie-break: larger for the better model
+
+    def to_record(self, models: tuple[str, ...]) -> dict:
+        """The fitted method as weights.json keeps it, per model by name."""
+        groups = ("classes",) if self.recipe.decode == "joint" else ("mask", "gender", "age")
+        return {"method": self.recipe.name, "vote": self.recipe.vote, "decode": self.recipe.decode,
+                "weights": dict(zip(models, self.weights.round(6).tolist())),
+                "temperatures": dict(zip(models, self.temperatures.round(4).tolist())),
+                "offsets": {g: b.round(3).tolist() for g, b in zip(groups, self.offsets)},
+                "bonus": dict(zip(models, self.bonus.round(6).tolist()))}
+
+    @classmethod
+    def from_record(cls, record: dict, models: tuple[str, ...]) -> FittedBlend:
+        """The method `to_record` saved, for `models` in this order. A model the record lacks
+        gets weight 0; a record weighing a model not in `models`, or naming a method this
+        version does not plan, raises BlendRecordError."""
+        if not isinstance(record, dict) or not isinstance(record.get("weights"), dict):
+            raise BlendRecordError("not a blend record (no weights)")
+        recipe = recipe_by_name(str(record.get("method")))
+        if recipe is None:
+            raise BlendRecordError(f"method {record.get('method')!r} is not one this version plans")
+        unknown = sorted(m for m, w in record["weights"].items() if w > 0 and m not in models)
+        if unknown:
+            raise BlendRecordError(f"weighs models these results do not hold: {', '.join(unknown)}")
+
+        def per_model(key: str, default: float) -> np.ndarray:
+            return np.array([float(record.get(key, {}).get(m, default)) for m in models])
+
+        groups = ("classes",) if recipe.decode == "joint" else ("mask", "gender", "age")
+        saved = record.get("offsets") or {}
+        offsets = tuple(np.asarray(saved[g], np.float64) if g in saved else zero
+                        for g, zero in zip(groups, ens.no_offsets(recipe.decode)))
+        return cls(recipe, per_model("weights", 0.0), per_model("temperatures", 1.0), offsets,
+                   per_model("bonus", 0.0))
+
+
+class BlendRecordError(ValueError):
+    """A blend record (weights.json) that cannot be applied to these results."""
 
 
 @dataclass(frozen=True)
@@ -88,28 +113,6 @@ class BlendResult:
     metric: ens.Metric
     methods: tuple[MethodResult, ...]  # best nested score first; methods[0] is chosen
     versus_simpler: Comparison
-
-
-def plan_recipes(spec: BlendSpec) -> tuple[Recipe, ...]:
-    """The methods to compare; offsets, decoding and hard votes only matter for decisions."""
-    decision = spec.metric != "log_loss"
-    recipes = [Recipe("single", "soft", "single")]
-    if decision:
-        recipes += [Recipe("hard_equal", "hard", "equal"), Recipe("hard_weighted", "hard", "greedy")]
-    final = ("greedy_refined" if spec.refine else "greedy", spec.temperature)
-    stacks = [("equal", False), ("greedy", False)]
-    stacks += [("greedy_log_loss", False)] if decision else []
-    stacks += [("greedy_refined", False)] if spec.refine else []
-    stacks += [final] if spec.temperature else []
-    decodes = {"joint": ["joint"], "per_attribute": ["per_attribute"], "both": ["joint", "per_attribute"]}
-    for weighting, temperature in stacks:
-        for decode in decodes[spec.decode] if decision else ["joint"]:
-            tuned = decision and spec.class_offsets and (weighting, temperature) in (("equal", False), final)
-            for offsets in (False, True) if tuned else (False,):
-                name = (f"soft_{weighting}" + ("_temp" if temperature else "")
-                        + ("+attr" if decode == "per_attribute" else "") + ("+offsets" if offsets else ""))
-                recipes.append(Recipe(name, "soft", weighting, temperature, offsets, decode))
-    return tuple(recipes)
 
 
 def fit_recipe(recipe: Recipe, logits: np.ndarray, y: np.ndarray, spec: BlendSpec, cache: dict) -> FittedBlend:

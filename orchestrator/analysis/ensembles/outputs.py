@@ -96,13 +96,8 @@ def weights_record(result: BlendResult, inputs: BlendInputs, experiment: str, ru
     """weights.json; `run` adds what only the command knows (when, how long, the true score,
     the experiments blended); `table` (model_table) each model's experiment and OOF flag."""
     chosen = result.methods[0]
-    f, models = chosen.fitted, inputs.oof.models
-    groups = ("classes",) if f.recipe.decode == "joint" else ("mask", "gender", "age")
     return {"experiment": experiment, "rows_hash": inputs.oof.rows_hash, "metric": result.metric,
-            "method": f.recipe.name, "vote": f.recipe.vote, "decode": f.recipe.decode,
-            "weights": dict(zip(models, f.weights.round(6).tolist())),
-            "temperatures": dict(zip(models, f.temperatures.round(4).tolist())),
-            "offsets": {g: b.round(3).tolist() for g, b in zip(groups, f.offsets)},
+            **chosen.fitted.to_record(inputs.oof.models),
             "in_sample": chosen.in_sample.record(), "nested": chosen.nested.record(),
             "versus_simpler": comparison_record(result.versus_simpler), "bootstrap": BOOTSTRAP,
             "excluded": [{"model": e.model, "reason": e.reason} for e in inputs.excluded],

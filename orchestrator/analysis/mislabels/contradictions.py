@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from orchestrator.analysis.ensembles.fitting import BlendRecordError, FittedBlend
 from orchestrator.analysis.ensembles.methods import PROB_FLOOR, blend_probs, model_probs
 from orchestrator.analysis.mislabels.suspects import Assessment, Hypotheses
 from orchestrator.analysis.results import OofLogits
@@ -45,11 +46,13 @@ def image_probs(oof: OofLogits, weights_json: Path) -> np.ndarray:
     """(N, 18) OOF probabilities: the blend's soft weights if it chose a soft vote, else equal."""
     weights, temps = np.full(len(oof.models), 1 / len(oof.models)), np.ones(len(oof.models))
     record = json.loads(weights_json.read_text()) if weights_json.is_file() else {}
-    used = {m for m, w in record.get("weights", {}).items() if w > 0}
-    if record.get("vote") == "soft" and used <= set(oof.models):
-        weights = np.array([record["weights"].get(m, 0.0) for m in oof.models])
-        temps = np.array([record["temperatures"].get(m, 1.0) for m in oof.models])
-        print(f"audit: OOF probabilities blended with {weights_json}'s weights ({record['method']})", flush=True)
+    try:
+        fitted = FittedBlend.from_record(record, oof.models)
+    except BlendRecordError:
+        fitted = None
+    if fitted is not None and fitted.recipe.vote == "soft":
+        weights, temps = fitted.weights, fitted.temperatures
+        print(f"audit: OOF probabilities blended with {weights_json}'s weights ({fitted.recipe.name})", flush=True)
     else:
         # A blend of several experiments (blend --results A --results B) weighs models this one lacks.
         pooled = len(record.get("experiments") or []) > 1

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.analysis.ensembles import methods as ens
-from orchestrator.analysis.ensembles.fitting import FittedBlend, Recipe, fit_recipe, plan_recipes, predict
+from orchestrator.analysis.ensembles.fitting import FittedBlend, fit_recipe, predict
+from orchestrator.analysis.ensembles.recipes import EQUAL, Recipe, recipe_named
 from orchestrator.analysis.pseudo_labels.outputs import plot_pseudo, write_sets
 from orchestrator.analysis.results import BlendInputs, load_blend_inputs
 from orchestrator.analysis.results_folder import BlendError, load_experiment
@@ -25,8 +26,6 @@ from tasks.pseudo.fold_sets import PseudoError, PseudoSet, pseudo_hash, pseudo_p
 from tasks.pseudo.rows import check_round1_rows
 from tasks.spec.experiment import Experiment
 from tasks.user_files import InputError, read_json
-
-EQUAL = Recipe("soft_equal", "soft", "equal")
 
 
 @dataclass(frozen=True)
@@ -108,11 +107,10 @@ def chosen_recipe(source: Path, src_spec: Experiment, inputs: BlendInputs) -> tu
         raise PseudoError(f"{path}: blended other models or rows than {source} now holds "
                           f"({sorted(record.get('weights', {}))} vs {sorted(inputs.oof.models)}); blend round 1 "
                           f"again (python -m orchestrator.blend --results {source}) or remove its blend/ folder")
-    blend = src_spec.blend.model_copy(update={"metric": record["metric"]})
-    recipes = {r.name: r for r in plan_recipes(blend)}
-    if record["method"] not in recipes:
+    recipe = recipe_named(record["method"], src_spec.blend.model_copy(update={"metric": record["metric"]}))
+    if recipe is None:
         raise PseudoError(f"{path}: method {record['method']!r} is not one this version plans; blend round 1 again")
-    return recipes[record["method"]], True
+    return recipe, True
 
 
 def per_fold_test(path: Path, models: tuple[str, ...], n_splits: int, eval_ids: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""HTML pieces of the report: the style, tables, numbers with intervals, and what each blend
-method's name means.
+"""HTML pieces of the report: the style, tables, numbers with intervals, and a glossary of
+blend method names (described by ensembles.recipes).
 
 Tables are written by hand rather than by DataFrame.to_html: the chosen row needs its own
 class, headers need two levels, and cells may hold an interval on a second line.
@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
+
+from orchestrator.analysis.ensembles.recipes import describe_method
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;max-width:1340px;
@@ -41,23 +43,6 @@ td.photos{text-align:left;white-space:nowrap}.photos img{height:100px;margin-rig
 .photos img.pair{border:2px solid #d9480f}
 """
 
-BASES = {
-    "single": "the one model with the best OOF score, alone",
-    "hard_equal": "majority vote of every model's predicted class, ties to the better model",
-    "hard_weighted": "vote of predicted classes, vote weights by greedy selection started from the best three",
-    "soft_equal": "plain average of every model's class probabilities",
-    "soft_greedy": "weighted average of class probabilities, weights by greedy forward selection "
-                   "(Caruana) on the blend metric",
-    "soft_greedy_log_loss": "weighted average of class probabilities, weights by greedy selection on log loss",
-    "soft_greedy_refined": "soft_greedy's weights refined by a Nelder-Mead search on the blend metric",
-}
-FLAGS = {
-    "temp": "each model's logits first divided by a temperature fitted to its log loss",
-    "attr": "mask, gender and age band each decided on its own (per-attribute decoding)",
-    "offsets": "per-class offsets added to the log-scores before deciding, fitted for the metric",
-}
-
-
 def esc(value) -> str:
     return html.escape(str(value))
 
@@ -81,18 +66,8 @@ def with_interval(row: pd.Series, column: str) -> str:
     return num(row.get(column)) + (f'<br><small class="ci">{bounds}</small>' if bounds else "")
 
 
-def explain_method(name: str) -> str:
-    """One line saying what a blending.plan_recipes name does."""
-    base, *flags = name.split("+")
-    if base.endswith("_temp"):
-        base, flags = base[: -len("_temp")], ["temp", *flags]
-    parts = [BASES.get(base, "(a method this report does not know)")]
-    parts += [FLAGS.get(f, f"+{f}") for f in flags]
-    return "; ".join(parts)
-
-
 def glossary(names: Iterable[str]) -> str:
-    items = "".join(f"<li><code>{esc(n)}</code>: {esc(explain_method(n))}</li>" for n in names)
+    items = "".join(f"<li><code>{esc(n)}</code>: {esc(describe_method(n))}</li>" for n in names)
     return f'<ul class="glossary">{items}</ul>'
 
 
@@ -154,7 +129,7 @@ def methods_table(board: pd.DataFrame, chosen: str) -> str:
     rows, classes = [], []
     for _, row in board.iterrows():
         is_chosen = row["method"] == chosen
-        name = (f'<span title="{esc(explain_method(row["method"]))}">{esc(row["method"])}</span>'
+        name = (f'<span title="{esc(describe_method(row["method"]))}">{esc(row["method"])}</span>'
                 + ('<span class="badge">chosen</span>' if is_chosen else ""))
         rows.append([name] + [with_interval(row, column) for column, _, _ in shown])
         classes.append("chosen" if is_chosen else "")

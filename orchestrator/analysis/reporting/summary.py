@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.analysis.reporting.html import esc, explain_method, interval, num
+from orchestrator.analysis.ensembles.recipes import describe_method
+from orchestrator.analysis.reporting.html import esc, interval, num
 from orchestrator.analysis.reporting.sources import OPTIMISTIC_BADGE
 from orchestrator.analysis.results import OofLogits
 
@@ -131,4 +132,4 @@ def summary_section(exp_dir: Path, oof: OofLogits, blend, folds: pd.DataFrame, m
                      "models the blend could not use"))
     cells = "".join(f'<tr><th>{esc(k)}</th><td>{v}</td><td class="note">{n}</td></tr>' for k, v, n in rows)
     return (f'<section id="summary"><div class="headline">Chosen: <span id="chosen-method">{esc(method)}</span>'
-            f'</div><p class="recipe">{esc(explain_method(method))}</p><table>{cells}</table></section>')
+            f'</div><p class="recipe">{esc(describe_method(method))}</p><table>{cells}</table></section>')

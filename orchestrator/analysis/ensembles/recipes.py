@@ -1,0 +1,96 @@
+"""The blend methods by name: what each is (a Recipe), its name, what it does in words, and
+the methods a blend spec plans. The one place a method's name is built, described or looked up."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from orchestrator.analysis.ensembles import methods as ens
+from tasks.spec.experiment import BlendSpec
+
+Weighting = Literal["single", "equal", "greedy", "greedy_log_loss", "greedy_refined"]
+
+WEIGHTINGS = {
+    ("soft", "single"): "the one model with the best OOF score, alone",
+    ("hard", "equal"): "majority vote of every model's predicted class, ties to the better model",
+    ("hard", "greedy"): "vote of predicted classes, vote weights by greedy selection started from the best three",
+    ("soft", "equal"): "plain average of every model's class probabilities",
+    ("soft", "greedy"): "weighted average of class probabilities, weights by greedy forward selection "
+                        "(Caruana) on the blend metric",
+    ("soft", "greedy_log_loss"): "weighted average of class probabilities, weights by greedy selection on log loss",
+    ("soft", "greedy_refined"): "soft_greedy's weights refined by a Nelder-Mead search on the blend metric",
+}
+FLAGS = {
+    "temp": "each model's logits first divided by a temperature fitted to its log loss",
+    "attr": "mask, gender and age band each decided on its own (per-attribute decoding)",
+    "offsets": "per-class offsets added to the log-scores before deciding, fitted for the metric",
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    vote: Literal["soft", "hard"]
+    weighting: Weighting
+    temperature: bool = False
+    offsets: bool = False
+    decode: ens.Decode = "joint"
+
+    @property
+    def name(self) -> str:
+        """e.g. single, hard_weighted, soft_greedy_refined_temp+attr+offsets."""
+        if self.weighting == "single":
+            return "single"
+        if self.vote == "hard":
+            return "hard_equal" if self.weighting == "equal" else "hard_weighted"
+        return (f"soft_{self.weighting}" + ("_temp" if self.temperature else "")
+                + ("+attr" if self.decode == "per_attribute" else "") + ("+offsets" if self.offsets else ""))
+
+    def describe(self) -> str:
+        """What the method does, in one line."""
+        flags = [f for f, on in (("temp", self.temperature), ("attr", self.decode == "per_attribute"),
+                                 ("offsets", self.offsets)) if on]
+        return "; ".join([WEIGHTINGS[(self.vote, self.weighting)], *(FLAGS[f] for f in flags)])
+
+
+SINGLE = Recipe("soft", "single")
+EQUAL = Recipe("soft", "equal")
+
+
+def plan_recipes(spec: BlendSpec) -> tuple[Recipe, ...]:
+    """The methods to compare; offsets, decoding and hard votes only matter for decisions."""
+    decision = spec.metric != "log_loss"
+    recipes = [SINGLE]
+    if decision:
+        recipes += [Recipe("hard", "equal"), Recipe("hard", "greedy")]
+    final = ("greedy_refined" if spec.refine else "greedy", spec.temperature)
+    stacks = [("equal", False), ("greedy", False)]
+    stacks += [("greedy_log_loss", False)] if decision else []
+    stacks += [("greedy_refined", False)] if spec.refine else []
+    stacks += [final] if spec.temperature else []
+    decodes = {"joint": ["joint"], "per_attribute": ["per_attribute"], "both": ["joint", "per_attribute"]}
+    for weighting, temperature in stacks:
+        for decode in decodes[spec.decode] if decision else ["joint"]:
+            tuned = decision and spec.class_offsets and (weighting, temperature) in (("equal", False), final)
+            for offsets in (False, True) if tuned else (False,):
+                recipes.append(Recipe("soft", weighting, temperature, offsets, decode))
+    return tuple(recipes)
+
+
+def recipe_named(name: str, spec: BlendSpec) -> Recipe | None:
+    """The method `spec` plans under `name`, if it plans one."""
+    return {r.name: r for r in plan_recipes(spec)}.get(name)
+
+
+# Between them, every method a blend spec can plan: for a name read back from a file.
+_EVERY = tuple(BlendSpec(decode="both", refine=refine) for refine in (True, False))
+
+
+def recipe_by_name(name: str) -> Recipe | None:
+    """The method called `name` under any blend spec (a name read back from weights.json)."""
+    return next((r for r in (recipe_named(name, s) for s in _EVERY) if r), None)
+
+
+def describe_method(name: str) -> str:
+    """What the method `name` does, in one line (for the report and the console)."""
+    recipe = recipe_by_name(name)
+    return recipe.describe() if recipe else "(a method this version does not plan)"
