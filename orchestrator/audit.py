@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> None:
     )
     from orchestrator.analysis.mislabels.suspects import assess
     from orchestrator.analysis.results import load_oof
-    from orchestrator.analysis.results_folder import BlendError, find_experiment, load_experiment
+    from orchestrator.analysis.results_folder import ResultsError, find_experiment, load_experiment
     from tasks.atomic import atomic_path
 
     exp_dir = find_experiment(args.results)
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> None:
     oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, [m.name for m in spec.models],
                    exp_dir / "folds.parquet")
     if not oof.models:
-        raise BlendError(f"{exp_dir}/oof.parquet: no model has complete OOF logits to audit with")
+        raise ResultsError(f"{exp_dir}/oof.parquet: no model has complete OOF logits to audit with")
     h = hypotheses(oof, image_probs(oof, exp_dir / "blend" / "weights.json"))
     assessed = {a: assess(h[a], args.error_rate, args.cut) for a in ATTRIBUTES}
     relabel = relabel_table(assessed, args.top)

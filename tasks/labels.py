@@ -39,3 +39,8 @@ def split_class(label):
     """Inverse of class_of: (mask, gender, band) arrays."""
     label = np.asarray(label)
     return label // 6, (label // 3) % 2, label % 3
+
+
+# "wear/male/<30" for class 0 ... "not_worn/female/>=60" for class 17
+CLASS_NAMES = tuple(f"{MASK_NAMES[m]}/{GENDER_NAMES[g]}/{AGE_NAMES[a]}"
+                    for m, g, a in zip(*split_class(np.arange(NUM_CLASSES))))

@@ -19,8 +19,8 @@ from sklearn.metrics import f1_score
 
 from orchestrator import audit, blend, report
 from orchestrator.analysis.ensembles.recipes import describe_method, plan_recipes
+from orchestrator.analysis.mislabels.suspects import pick_suspects
 from orchestrator.analysis.reporting import page as reporting
-from orchestrator.analysis.reporting.inputs import pick_suspects
 from orchestrator.analysis.results import OofLogits
 from tasks.labels import MASK_STEMS
 from tasks.spec.experiment import BlendSpec

@@ -3,7 +3,7 @@
 A model whose OOF or test logits are incomplete (a failed job) is excluded with a
 printed reason; anything that makes rows incomparable (schema, class count, duplicate
 rows, two spec hashes, disagreeing labels, folds other than folds.parquet's) is a
-BlendError naming the file. OOF rows are checked against results/<exp>/folds.parquet, the
+ResultsError naming the file. OOF rows are checked against results/<exp>/folds.parquet, the
 list of every training image: a gap all models share shows nowhere else.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from orchestrator.analysis.results_folder import BlendError, read_eval_ids
+from orchestrator.analysis.results_folder import ResultsError, read_eval_ids
 from tasks.data.folds import load_folds
 from tasks.labels import MASK_STEMS, NUM_CLASSES
 from tasks.logits import LogitsError, read_logits
@@ -65,25 +65,25 @@ def _manifest_rows_hash(exp_dir: Path) -> str | None:
 
 
 def load_blend_inputs(exp_dir: Path, spec: Experiment) -> BlendInputs:
-    """OOF and test logits of every model complete in both, or a BlendError."""
+    """OOF and test logits of every model complete in both, or a ResultsError."""
     expected = [m.name for m in spec.models]
     n_splits = spec.folds.n_splits
     oof = load_oof(exp_dir / "oof.parquet", n_splits, expected, exp_dir / "folds.parquet")
     test = load_test(exp_dir / "test.parquet", n_splits, read_eval_ids(spec.data.root), expected)
     if oof.rows_hash != test.rows_hash:
-        raise BlendError(f"{exp_dir}/oof.parquet has rows_hash {oof.rows_hash} but test.parquet has "
+        raise ResultsError(f"{exp_dir}/oof.parquet has rows_hash {oof.rows_hash} but test.parquet has "
                          f"{test.rows_hash}: the logits come from different data, folds or seeds; "
                          f"re-run the experiment so both come from one spec")
     expected_hash = _manifest_rows_hash(exp_dir)
     if expected_hash and oof.rows_hash != expected_hash:
-        raise BlendError(f"{exp_dir}/oof.parquet was made for other data or folds (spec hash {oof.rows_hash}, "
+        raise ResultsError(f"{exp_dir}/oof.parquet was made for other data or folds (spec hash {oof.rows_hash}, "
                          f"manifest.json says {expected_hash}); re-run `python -m orchestrator.run` to "
                          "gather the current jobs")
     both = [m for m in oof.models if m in test.models]
     excluded = _merge_exclusions(oof.excluded + test.excluded)
     if not both:
         reasons = "; ".join(f"{e.model}: {e.reason}" for e in excluded) or "no models"
-        raise BlendError(f"{exp_dir}: no model has complete OOF and test logits ({reasons}); "
+        raise ResultsError(f"{exp_dir}: no model has complete OOF and test logits ({reasons}); "
                          f"re-run the failed jobs")
     pick_oof = [oof.models.index(m) for m in both]
     pick_test = [test.models.index(m) for m in both]
@@ -133,7 +133,7 @@ def _read_folds(path: Path) -> pd.DataFrame:
     try:
         folds, _ = load_folds(path)
     except (pa.ArrowException, OSError) as err:
-        raise BlendError(f"{path}: cannot be read ({err}); run `python -m orchestrator.prepare` again") from None
+        raise ResultsError(f"{path}: cannot be read ({err}); run `python -m orchestrator.prepare` again") from None
     return folds[["image_key", "person", "fold"]]
 
 
@@ -146,11 +146,11 @@ def _check_against_folds(frame: pd.DataFrame, path: Path, folds: pd.DataFrame, f
     moved = merged[merged.fold_saved.notna() & differs]
     again = "re-run `python -m orchestrator.run` to gather the logits of the current folds again"
     if len(stray):
-        raise BlendError(f"{path}: {len(stray)} images are not in {folds_path}, e.g. {stray.image_key.iloc[0]}: "
+        raise ResultsError(f"{path}: {len(stray)} images are not in {folds_path}, e.g. {stray.image_key.iloc[0]}: "
                          f"logits of other data; {again}")
     if len(moved):
         row = moved.iloc[0]
-        raise BlendError(f"{path}: {len(moved)} images have another fold or person than in {folds_path}, e.g. "
+        raise ResultsError(f"{path}: {len(moved)} images have another fold or person than in {folds_path}, e.g. "
                          f"{row.image_key}: fold {row.fold} (person {row.person}) in the OOF rows, fold "
                          f"{int(row.fold_saved)} (person {row.person_saved}) in folds.parquet; {again}")
 
@@ -179,7 +179,7 @@ def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequenc
     ids = pd.Index(eval_ids)
     where = ids.get_indexer(frame.image_key)
     if (where < 0).any():
-        raise BlendError(f"{path}: {(where < 0).sum()} rows have ImageIDs not in eval/info.csv, e.g. "
+        raise ResultsError(f"{path}: {(where < 0).sum()} rows have ImageIDs not in eval/info.csv, e.g. "
                          f"{frame.image_key[where < 0].iloc[0]}: logits of different eval data?")
     complete, excluded = {}, []
     for model, at in _by_model(frame, expected).items():
@@ -207,19 +207,19 @@ class LogitsFile:
 
 def _read(path: Path, split: str) -> LogitsFile:
     if not path.is_file():
-        raise BlendError(f"{path}: not found; run the experiment first or pick another with --results")
+        raise ResultsError(f"{path}: not found; run the experiment first or pick another with --results")
     try:
         frame, logits, meta = read_logits(path)
     except (LogitsError, pa.ArrowException, OSError) as err:
-        raise BlendError(f"{path}: cannot be read as maskfold logits: {str(err).removeprefix(f'{path}: ')}") from None
+        raise ResultsError(f"{path}: cannot be read as maskfold logits: {str(err).removeprefix(f'{path}: ')}") from None
     wrong = frame.split != split
     if wrong.any():
-        raise BlendError(f"{path}: {wrong.sum()} rows have split {frame.split[wrong].iloc[0]!r}, "
+        raise ResultsError(f"{path}: {wrong.sum()} rows have split {frame.split[wrong].iloc[0]!r}, "
                          f"expected only {split!r}")
     bad = ~np.isfinite(logits).all(axis=1)
     if bad.any():
         models = sorted(frame.model[bad].unique())
-        raise BlendError(f"{path}: {bad.sum()} rows have NaN or infinite logits (models {models}); "
+        raise ResultsError(f"{path}: {bad.sum()} rows have NaN or infinite logits (models {models}); "
                          f"re-run those jobs")
     return LogitsFile(frame, logits, meta.rows_hash)
 
@@ -228,39 +228,39 @@ def _check_unique(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
     dup = frame.duplicated(columns)
     if dup.any():
         first = frame.loc[dup, columns].iloc[0].to_dict()
-        raise BlendError(f"{path}: {dup.sum()} duplicate rows per ({', '.join(columns)}), e.g. {first}; "
+        raise ResultsError(f"{path}: {dup.sum()} duplicate rows per ({', '.join(columns)}), e.g. {first}; "
                          f"the gather step wrote some job twice")
 
 
 def _check_folds(frame: pd.DataFrame, path: Path, n_splits: int) -> None:
     bad = (frame.fold < 0) | (frame.fold >= n_splits)
     if bad.any():
-        raise BlendError(f"{path}: fold {frame.fold[bad].iloc[0]} outside 0..{n_splits - 1} "
+        raise ResultsError(f"{path}: fold {frame.fold[bad].iloc[0]} outside 0..{n_splits - 1} "
                          f"(folds.n_splits in spec.yaml is {n_splits})")
 
 
 def _check_oof_keys(frame: pd.DataFrame, path: Path, n_splits: int) -> None:
     for column in ("person", "target"):
         if frame[column].isna().any():
-            raise BlendError(f"{path}: {frame[column].isna().sum()} OOF rows have no {column}")
+            raise ResultsError(f"{path}: {frame[column].isna().sum()} OOF rows have no {column}")
     target = frame.target.astype(np.int64)
     if ((target < 0) | (target >= NUM_CLASSES)).any():
-        raise BlendError(f"{path}: targets outside 0..{NUM_CLASSES - 1}")
+        raise ResultsError(f"{path}: targets outside 0..{NUM_CLASSES - 1}")
     _check_unique(frame, ["model", "image_key"], path)
     _check_folds(frame, path, n_splits)
     labels = frame.drop_duplicates(["image_key", "target", "fold", "person"])
     if labels.image_key.duplicated().any():
         key = labels.image_key[labels.image_key.duplicated()].iloc[0]
-        raise BlendError(f"{path}: models disagree on the target, fold or person of {key} "
+        raise ResultsError(f"{path}: models disagree on the target, fold or person of {key} "
                          f"(and maybe more); their OOF rows come from different labels or folds")
     parts = labels.image_key.str.rpartition("/")  # one row per image from here: cheaper
     bad = (parts[0] != labels.person) | ~parts[2].isin(MASK_STEMS)
     if bad.any():
-        raise BlendError(f"{path}: image_key {labels.image_key[bad].iloc[0]!r} is not "
+        raise ResultsError(f"{path}: image_key {labels.image_key[bad].iloc[0]!r} is not "
                          f"'<person>/<one of {', '.join(MASK_STEMS)}>'")
     split_people = labels.groupby("person").fold.nunique()
     if (split_people > 1).any():
-        raise BlendError(f"{path}: person {split_people[split_people > 1].index[0]} is held out in "
+        raise ResultsError(f"{path}: person {split_people[split_people > 1].index[0]} is held out in "
                          f"several folds; folds must split by person or OOF scores flatter")
 
 

@@ -17,20 +17,21 @@ from tasks.spec.load import load_spec
 from tasks.spec.overrides import parse_override
 
 
-class BlendError(UserError):
-    """A problem with the inputs that the user can fix; printed as one message, no traceback."""
+class ResultsError(UserError):
+    """An experiment's results folder, or a file in it or beside it (eval/info.csv, a truth
+    file), that blend, audit, report or pseudo labelling cannot use, and what to do about it."""
 
 
 def find_experiment(results: Path | None, root: Path = Path("results")) -> Path:
     """`results` if given, else the experiment under `root` whose logits were written last."""
     if results is not None:
         if not (results / "spec.yaml").is_file():
-            raise BlendError(f"{results}: not an experiment's results folder (no spec.yaml in it); "
+            raise ResultsError(f"{results}: not an experiment's results folder (no spec.yaml in it); "
                              f"pass --results results/<experiment>")
         return results
     found = [d for d in root.glob("*") if (d / "spec.yaml").is_file() and (d / "oof.parquet").is_file()]
     if not found:
-        raise BlendError(f"no experiment with gathered logits (spec.yaml and oof.parquet) under "
+        raise ResultsError(f"no experiment with gathered logits (spec.yaml and oof.parquet) under "
                          f"{root.resolve()}; run an experiment first or pass --results DIR")
     return max(found, key=lambda d: os.path.getmtime(d / "oof.parquet"))
 
@@ -62,14 +63,14 @@ def load_experiment(exp_dir: Path, overrides: Sequence[str] = ()) -> Experiment:
 def read_eval_ids(data_root: Path) -> np.ndarray:
     path = data_root / "eval" / "info.csv"
     if not path.is_file():
-        raise BlendError(f"{path}: not found; the submission needs eval/info.csv's row order "
+        raise ResultsError(f"{path}: not found; the submission needs eval/info.csv's row order "
                          f"(fix data.root with --set data.root=/path/to/data)")
     info = read_table(path, "eval image list (info.csv)")  # DataError naming a ragged line
     if "ImageID" not in info.columns or info.empty:
-        raise BlendError(f"{path}: expected a non-empty ImageID column, got columns {list(info.columns)}")
+        raise ResultsError(f"{path}: expected a non-empty ImageID column, got columns {list(info.columns)}")
     dup = info.ImageID[info.ImageID.duplicated()]
     if len(dup):
-        raise BlendError(f"{path}: {len(dup)} duplicate ImageIDs, e.g. {dup.iloc[0]}")
+        raise ResultsError(f"{path}: {len(dup)} duplicate ImageIDs, e.g. {dup.iloc[0]}")
     return info.ImageID.to_numpy(dtype=object)
 
 
@@ -77,23 +78,23 @@ def read_truth(path: Path, image_ids: np.ndarray) -> np.ndarray:
     """Answers in `image_ids` order from an ImageID,ans CSV: classes 0..17, one per image."""
     truth = read_table(path, "truth file")
     if not {"ImageID", "ans"} <= set(truth.columns):
-        raise BlendError(f"{path}: expected columns ImageID,ans, got {list(truth.columns)}")
+        raise ResultsError(f"{path}: expected columns ImageID,ans, got {list(truth.columns)}")
     ans = truth.ans.str.strip()
     number = ans.str.fullmatch(r"[0-9]{1,3}")  # ASCII digits only, like every other number read
     bad = ~number | (ans.where(number, "0").astype(int) >= NUM_CLASSES)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise BlendError(f"{path}: {bad.sum()} answers are not a class 0..{NUM_CLASSES - 1}, e.g. line {i + 2}: "
+        raise ResultsError(f"{path}: {bad.sum()} answers are not a class 0..{NUM_CLASSES - 1}, e.g. line {i + 2}: "
                          f"{truth.ImageID[i]},{truth.ans[i]}")
     truth = truth.assign(ans=ans.astype(np.int64))
     answers_per_id = truth.groupby("ImageID", sort=False).ans.nunique()
     if (answers_per_id > 1).any():
         image = answers_per_id.index[answers_per_id > 1][0]
         rows = truth.index[truth.ImageID == image]
-        raise BlendError(f"{path}: {(answers_per_id > 1).sum()} ImageIDs have different answers, e.g. {image} on "
+        raise ResultsError(f"{path}: {(answers_per_id > 1).sum()} ImageIDs have different answers, e.g. {image} on "
                          f"lines {', '.join(str(r + 2) for r in rows)}: {', '.join(map(str, truth.ans[rows]))}")
     answers = truth.drop_duplicates("ImageID").set_index("ImageID").ans.reindex(image_ids)
     if answers.isna().any():
-        raise BlendError(f"{path}: no answer for {answers.isna().sum()} eval images, e.g. "
+        raise ResultsError(f"{path}: no answer for {answers.isna().sum()} eval images, e.g. "
                          f"{answers.index[answers.isna()][0]}")
     return answers.to_numpy(np.int64)

@@ -2,7 +2,7 @@
 
 Models of different experiments can be blended only if their OOF rows are the same rows held
 out the same way: the same images, people, folds and given labels, and test logits of the same
-eval images in the same order. Anything else is a BlendError naming both folders, before
+eval images in the same order. Anything else is a ResultsError naming both folders, before
 anything is fitted or written. Pooled models are named `<experiment>/<model>` (a model's name
 may repeat across rounds; neither name can hold a '/'); one experiment keeps its own names.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.analysis.results import BlendInputs, EvalLogits, Exclusion, OofLogits, load_blend_inputs, load_oof
-from orchestrator.analysis.results_folder import BlendError, find_experiment, load_experiment
+from orchestrator.analysis.results_folder import ResultsError, find_experiment, load_experiment
 from tasks.spec.experiment import Experiment
 from tasks.user_files import check_folder
 
@@ -58,7 +58,7 @@ def load_sources(results: Sequence[Path] | None, overrides: Sequence[str] = ()) 
         name = d.resolve().name
         if name in seen:
             same = d.resolve() == seen[name].resolve()
-            raise BlendError(f"{seen[name]} and {d}: " + (
+            raise ResultsError(f"{seen[name]} and {d}: " + (
                 "the same experiment given twice; give each --results once" if same else
                 "two experiments with the same folder name, so their models' pooled names "
                 "(<experiment>/<model>) would clash; copy one to a folder of another name"))
@@ -67,7 +67,7 @@ def load_sources(results: Sequence[Path] | None, overrides: Sequence[str] = ()) 
     first = sources[0]
     for other in sources[1:]:
         if other.spec.folds.n_splits != first.spec.folds.n_splits:
-            raise BlendError(_differ(first, other, "folds", f"folds.n_splits is {first.spec.folds.n_splits} in "
+            raise ResultsError(_differ(first, other, "folds", f"folds.n_splits is {first.spec.folds.n_splits} in "
                                      f"{first.exp_dir / 'spec.yaml'} and {other.spec.folds.n_splits} in "
                                      f"{other.exp_dir / 'spec.yaml'}", SAME_FOLDS))
     return sources
@@ -86,13 +86,13 @@ def check_same_rows(a: Source, x: OofLogits, b: Source, y: OofLogits) -> None:
     if not np.array_equal(x.image_key, y.image_key):
         only_a, only_b = np.setdiff1d(x.image_key, y.image_key), np.setdiff1d(y.image_key, x.image_key)
         example = f"e.g. {only_a[0]}" if len(only_a) else f"e.g. {only_b[0]}"
-        raise BlendError(_differ(a, b, "OOF rows", f"{len(only_a)} images only in {a.name}, {len(only_b)} only "
+        raise ResultsError(_differ(a, b, "OOF rows", f"{len(only_a)} images only in {a.name}, {len(only_b)} only "
                                  f"in {b.name} ({example})", "they were made from other training data (data.root, "
                                  "on_bad_image, on_duplicate, face); blend experiments of the same images"))
     moved = np.flatnonzero((x.fold != y.fold) | (x.person != y.person))
     if len(moved):
         i = moved[0]
-        raise BlendError(_differ(a, b, "folds", f"{len(moved)} OOF images are held out in another fold or as "
+        raise ResultsError(_differ(a, b, "folds", f"{len(moved)} OOF images are held out in another fold or as "
                                  f"another person (see each folds.parquet), e.g. {x.image_key[i]}: fold {x.fold[i]} "
                                  f"(person {x.person[i]}) in {a.name}, fold {y.fold[i]} (person {y.person[i]}) in "
                                  f"{b.name}", SAME_FOLDS))
@@ -100,7 +100,7 @@ def check_same_rows(a: Source, x: OofLogits, b: Source, y: OofLogits) -> None:
     if len(relabelled):
         i = relabelled[0]
         files = f"data.relabel {a.spec.data.relabel or 'none'} in {a.name}, {b.spec.data.relabel or 'none'} in {b.name}"
-        raise BlendError(_differ(a, b, "targets", f"{len(relabelled)} OOF images have another given label, e.g. "
+        raise ResultsError(_differ(a, b, "targets", f"{len(relabelled)} OOF images have another given label, e.g. "
                                  f"{x.image_key[i]}: class {x.target[i]} in {a.name}, class {y.target[i]} in "
                                  f"{b.name} ({files})", "models scored on other labels cannot be chosen between; "
                                  "blend experiments made with the same relabel file, or re-run one with the other's"))
@@ -114,7 +114,7 @@ def check_same_eval(a: Source, x: EvalLogits, b: Source, y: EvalLogits) -> None:
     at = next((i for i in range(n) if x.image_ids[i] != y.image_ids[i]), n)
     first = (f"first difference at row {at + 1}: {x.image_ids[at] if at < len(x.image_ids) else 'none'} in "
              f"{a.name}, {y.image_ids[at] if at < len(y.image_ids) else 'none'} in {b.name}")
-    raise BlendError(_differ(a, b, "eval set", f"{len(x.image_ids)} and {len(y.image_ids)} ImageIDs, {first} "
+    raise ResultsError(_differ(a, b, "eval set", f"{len(x.image_ids)} and {len(y.image_ids)} ImageIDs, {first} "
                              f"(eval/info.csv under data.root {a.spec.data.root} and {b.spec.data.root})",
                              "blend experiments whose test logits cover the same eval/info.csv (--set data.root=... "
                              "applies to every --results)"))
@@ -144,7 +144,7 @@ def pool_oof(sources: tuple[Source, ...], oofs: list[OofLogits]) -> tuple[OofLog
 
 
 def load_pool(sources: tuple[Source, ...]) -> Pool:
-    """Every source's complete models as one BlendInputs, or a BlendError before anything is fitted."""
+    """Every source's complete models as one BlendInputs, or a ResultsError before anything is fitted."""
     each = []
     for s in sources:
         if len(sources) > 1:
@@ -172,11 +172,11 @@ def output_folder(out: Path | None, sources: tuple[Source, ...]) -> Path:
     made its pseudo labels, and a re-run of that round builds them from it again."""
     folder = out or sources[0].exp_dir
     if out is not None and (out / "spec.yaml").is_file() and out.resolve() not in {s.exp_dir.resolve() for s in sources}:
-        raise BlendError(f"--out {out}: the results folder of another experiment, which is not blended here; "
+        raise ResultsError(f"--out {out}: the results folder of another experiment, which is not blended here; "
                          "its own blend/ and report would be replaced: pick a new folder")
     for s in sources:
         if s.spec.pseudo is not None and s.spec.pseudo.source.resolve() == folder.resolve():
-            raise BlendError(f"{folder} is the pseudo.source of {s.exp_dir}: its blend/ made that round's pseudo "
+            raise ResultsError(f"{folder} is the pseudo.source of {s.exp_dir}: its blend/ made that round's pseudo "
                              f"labels and must stay as it is, so the blend of both cannot replace it; write it "
                              f"elsewhere with --out DIR (e.g. --out {folder.parent / 'rounds'})")
     # before anything is fitted: a blend that cannot be written would only be lost at the end

@@ -21,8 +21,8 @@ from orchestrator.analysis.ensembles.fitting import BlendRecordError, FittedBlen
 from orchestrator.analysis.ensembles.methods import PROB_FLOOR, blend_probs, model_probs
 from orchestrator.analysis.mislabels.suspects import Assessment, Hypotheses
 from orchestrator.analysis.results import OofLogits
-from orchestrator.analysis.results_folder import BlendError
 from tasks.data.relabel import parse_age, read_relabel_table
+from tasks.errors import UserError
 from tasks.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, TRUE_AGE_BORDERS, age_band, split_class
 
 ATTRIBUTES = ("gender", "age", "mask")
@@ -31,6 +31,11 @@ SWAP_STEMS = ("incorrect_mask", "normal")
 # Mask-check hypotheses: the states the incorrect_mask and normal files show.
 SWAPS = ((1, 2), (2, 1))
 SWAP_NAMES = ("as named", "incorrect_mask and normal swapped")
+
+
+
+class AuditError(UserError):
+    """A truth-mislabels file the audit cannot score against."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,7 @@ def read_true_mislabels(path: Path, h: dict[str, Hypotheses]) -> dict[str, set[s
     """People per attribute whose labels a relabel file really changes (a band, not just an age)."""
     table = read_relabel_table(path)
     if len(table) and not table.person.isin(h["gender"].people).any():
-        raise BlendError(f"{path}: none of its people are in the OOF rows; persons must be folder names "
+        raise AuditError(f"{path}: none of its people are in the OOF rows; persons must be folder names "
                          f"like {h['gender'].people[0]}")
     given = {a: dict(zip(h[a].people, h[a].given)) for a in ("gender", "age")}
     truth: dict[str, set[str]] = {a: set() for a in ATTRIBUTES}
@@ -171,7 +176,7 @@ def read_true_mislabels(path: Path, h: dict[str, Hypotheses]) -> dict[str, set[s
             elif field not in ("gender", "age"):
                 truth["mask"].add(person)
         except ValueError:
-            raise BlendError(f"{path}:{line}: {value!r} is not a valid {field}") from None
+            raise AuditError(f"{path}:{line}: {value!r} is not a valid {field}") from None
     return truth
 
 

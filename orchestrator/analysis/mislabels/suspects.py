@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
@@ -144,3 +145,26 @@ def assess(h: Hypotheses, error_rate: float = ERROR_RATE, cut: float = CUT) -> A
     order = np.lexsort((score, -p_wrong))
     return Assessment(h.attribute, h.people[order], score[order], p_wrong[order], h.given[order],
                       others.argmax(1)[order], p_wrong[order] > cut, calibration)
+
+
+# The order people are listed in: gender and age mistakes first, the ones a reviewer checks fastest.
+AUDIT_ORDER = ("gender", "age", "mask")
+
+
+def pick_suspects(table: pd.DataFrame, per_attribute: int) -> pd.DataFrame:
+    """One row per person and attribute to show.
+
+    The newer audit.csv ranks everyone and marks suspects in a `suspect` column; the older
+    one lists only contradicted people (two rows for a mask swap), so its top few are shown.
+    """
+    if "suspect" in table.columns:
+        flags = table.suspect.astype(str).str.strip().str.lower().isin(("true", "1"))
+        chosen = table[flags].drop_duplicates(["person", "attribute"])
+    else:
+        chosen = table.drop_duplicates(["person", "attribute"]).sort_values("rank", kind="stable")
+        chosen = chosen.groupby("attribute", sort=False).head(per_attribute)
+    order = {a: i for i, a in enumerate(AUDIT_ORDER)}
+    # Numbers whatever the CSV's dtypes: with no suspect the columns come back as empty strings.
+    place = pd.to_numeric(chosen.attribute.map(order), errors="coerce").fillna(len(order))
+    key = place * 1e6 + pd.to_numeric(chosen["rank"], errors="coerce").fillna(0)
+    return chosen.assign(_key=key).sort_values("_key", kind="stable").drop(columns="_key")

@@ -19,7 +19,7 @@ from orchestrator.analysis.ensembles.fitting import FittedBlend, fit_recipe, pre
 from orchestrator.analysis.ensembles.recipes import EQUAL, Recipe, recipe_named
 from orchestrator.analysis.pseudo_labels.outputs import plot_pseudo, write_sets
 from orchestrator.analysis.results import BlendInputs, load_blend_inputs
-from orchestrator.analysis.results_folder import BlendError, load_experiment
+from orchestrator.analysis.results_folder import ResultsError, load_experiment
 from tasks.labels import NUM_CLASSES
 from tasks.logits import read_logits
 from tasks.pseudo.fold_sets import PseudoError, PseudoSet, pseudo_hash, pseudo_path
@@ -53,7 +53,7 @@ def load_round1(spec: Experiment, folds: pd.DataFrame, eval_ids: np.ndarray) -> 
     try:
         src_spec = load_experiment(source)
         inputs = load_blend_inputs(source, src_spec)
-    except BlendError as err:
+    except ResultsError as err:
         raise PseudoError(f"pseudo.source: {err}") from None
     check_same_rows(spec, folds, eval_ids, src_spec, inputs)
     if spec.pseudo.per_fold and src_spec.oof_optimistic:

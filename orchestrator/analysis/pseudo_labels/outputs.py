@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.atomic import atomic_path, write_text
-from tasks.labels import NUM_CLASSES
+from tasks.labels import CLASS_NAMES, NUM_CLASSES
 from tasks.pseudo.fold_sets import PseudoError, PseudoSet, pseudo_path, write_pseudo
 from tasks.spec.experiment import Experiment
 
@@ -34,7 +34,6 @@ def plot_pseudo(path: Path, confidence: dict[int, np.ndarray], sets: dict[int, P
     it). Right: the classes each fold's kept rows teach (a threshold can starve the rare ones)."""
     from matplotlib.figure import Figure
 
-    from orchestrator.analysis.reporting.figures import CLASS_NAMES
 
     fig = Figure(figsize=(13, 4.6))
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})

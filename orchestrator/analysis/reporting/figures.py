@@ -13,10 +13,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score
 
-from tasks.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, split_class
+from tasks.labels import AGE_NAMES, CLASS_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, split_class
 
-CLASS_NAMES = tuple(f"{MASK_NAMES[m]}/{GENDER_NAMES[g]}/{AGE_NAMES[a]}"
-                    for m, g, a in zip(*split_class(np.arange(NUM_CLASSES))))
 ATTRIBUTE_NAMES = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
 DPI = 100
 

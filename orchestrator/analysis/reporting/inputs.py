@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.analysis.mislabels.suspects import pick_suspects
 from tasks.labels import MASK_STEMS
 
-AUDIT_ORDER = ("gender", "age", "mask")
 THUMBNAIL = (96, 128)  # (width, height): the photos are 3:4 portraits
 
 
@@ -75,25 +75,6 @@ def read_jobs(exp_dir: Path) -> Jobs:
     columns = ["job", "model", "fold", "seconds", "best_epoch", "epochs_run"]
     return Jobs(pd.DataFrame(rows, columns=columns),
                 pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["model", "fold", "epoch"]))
-
-
-def pick_suspects(table: pd.DataFrame, per_attribute: int) -> pd.DataFrame:
-    """One row per person and attribute to show.
-
-    The newer audit.csv ranks everyone and marks suspects in a `suspect` column; the older
-    one lists only contradicted people (two rows for a mask swap), so its top few are shown.
-    """
-    if "suspect" in table.columns:
-        flags = table.suspect.astype(str).str.strip().str.lower().isin(("true", "1"))
-        chosen = table[flags].drop_duplicates(["person", "attribute"])
-    else:
-        chosen = table.drop_duplicates(["person", "attribute"]).sort_values("rank", kind="stable")
-        chosen = chosen.groupby("attribute", sort=False).head(per_attribute)
-    order = {a: i for i, a in enumerate(AUDIT_ORDER)}
-    # Numbers whatever the CSV's dtypes: with no suspect the columns come back as empty strings.
-    place = pd.to_numeric(chosen.attribute.map(order), errors="coerce").fillna(len(order))
-    key = place * 1e6 + pd.to_numeric(chosen["rank"], errors="coerce").fillna(0)
-    return chosen.assign(_key=key).sort_values("_key", kind="stable").drop(columns="_key")
 
 
 def thumbnail_uri(path: Path, size: tuple[int, int] = THUMBNAIL) -> str | None:

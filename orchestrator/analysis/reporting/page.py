@@ -44,7 +44,7 @@ from orchestrator.analysis.reporting.sources import (
 )
 from orchestrator.analysis.reporting.summary import summary_section
 from orchestrator.analysis.results import OofLogits
-from orchestrator.analysis.results_folder import BlendError
+from orchestrator.analysis.results_folder import ResultsError
 from tasks.atomic import write_text
 from tasks.labels import NUM_CLASSES
 from tasks.metrics import score
@@ -66,7 +66,7 @@ def read_blend_outputs(exp_dir: Path) -> BlendOutputs:
     needed = [folder / n for n in ("weights.json", "leaderboard.csv", "oof_predictions.parquet")]
     missing = [p.name for p in needed if not p.is_file()]
     if missing:
-        raise BlendError(f"{folder}: missing {', '.join(missing)}; run python -m orchestrator.blend first")
+        raise ResultsError(f"{folder}: missing {', '.join(missing)}; run python -m orchestrator.blend first")
     models = pd.read_csv(folder / "models.csv") if (folder / "models.csv").is_file() else None
     return BlendOutputs(json.loads(needed[0].read_text()), pd.read_csv(needed[1]), pd.read_parquet(needed[2]),
                         models)

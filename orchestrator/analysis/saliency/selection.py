@@ -123,7 +123,7 @@ def pick_photos(rows: pd.DataFrame, per_class: int, sample: int, suspects: list[
 
 def suspect_people(exp_dir: Path, count: int = SUSPECT_PEOPLE) -> list[str]:
     """The audit's top suspects (audit.csv, best first); [] without an audit."""
-    from orchestrator.analysis.reporting.inputs import pick_suspects
+    from orchestrator.analysis.mislabels.suspects import pick_suspects
 
     path = exp_dir / "audit.csv"
     if not path.is_file():
