@@ -1,5 +1,11 @@
 """A job's typed inputs and outputs and its files: checkpoint, weights, metrics, logits, result.
 
+A job's identity is a hash of what determines its result: its model's settings, the data,
+the folds, the fold and the seed. Its folder, results/<name>/jobs/<model>-fold<k>-<hash8>/,
+carries that hash, so changing one model's settings reruns only that model's jobs and never
+overwrites the results of the old settings. `planned_jobs` is the one place that names them:
+the driver, re-inference and explain all find a spec's jobs through it.
+
 Files in the job's folder (each written atomically):
   checkpoint.pt  last finished epoch (resume point)     best.pt      best weights (state_dict)
   metrics.csv    one row per epoch                       tb/          TensorBoard events (EpochBoard)
@@ -20,6 +26,7 @@ import torch
 from tasks.atomic import atomic_path, write_text
 from tasks.logits import LogitsMeta, logits_table, write_logits
 from tasks.metrics import Scores
+from tasks.spec.experiment import Experiment, ModelSpec, TrainSpec, stable_hash
 
 if TYPE_CHECKING:
     from tasks.pseudo.fold_sets import PseudoSet
@@ -237,3 +244,48 @@ def unfinished_reason(out_dir: Path, needs: tuple[str, ...] = REQUIRED_OUTPUTS) 
 
 def write_result(out_dir: Path, result: JobResult) -> None:
     write_text(out_dir / "result.json", json.dumps(asdict(result), indent=2))
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One (model, fold) job of a spec: its identity and where its outputs are."""
+
+    model: str
+    fold: int
+    job_hash: str
+    out_dir: Path  # results/<name>/jobs/<job_id>
+
+    @property
+    def job_id(self) -> str:
+        return self.out_dir.name
+
+
+def job_hash(spec: Experiment, model: ModelSpec, train: TrainSpec, fold: int, rows_hash: str,
+             pseudo: str | None = None) -> str:
+    """What determines the job's result. The loader's worker count does not; the fold's pseudo
+    set (its hash, when the spec has `pseudo:`) does."""
+    weights = {"backbone": model.backbone, "pretrained": model.pretrained,
+               "pretrained_path": str(model.pretrained_path) if model.pretrained_path else None}
+    identity = {"rows": rows_hash, "model": weights, "train": train.model_dump(mode="json", exclude={"loader_workers"}),
+                "fold": fold, "seed": spec.seed}
+    if spec.resources.workers_per_job > 1:  # per-worker batches: the world size changes the result
+        identity["workers"] = spec.resources.workers_per_job
+    if pseudo is not None:  # only then: experiments without pseudo labels keep their job ids
+        identity["pseudo"] = pseudo
+    return stable_hash(identity)
+
+
+def planned_jobs(spec: Experiment, rows_hash: str, pseudo: dict[int, str] | None = None,
+                 jobs_dir: Path | None = None) -> list[PlannedJob]:
+    """Every job of `spec` on rows `rows_hash`, models in spec order, then folds. `pseudo`:
+    each fold's pseudo-set hash, needed exactly when the spec has `pseudo:`. `jobs_dir`: where
+    the job folders are if not results/<name>/jobs (a results folder moved since its run)."""
+    if (spec.pseudo is None) != (pseudo is None):
+        raise ValueError("planned_jobs: pseudo hashes are needed exactly when the spec has `pseudo:`")
+    jobs, jobs_dir = [], jobs_dir or spec.out_dir / "jobs"
+    for model in spec.models:
+        train = spec.train_for(model)
+        for fold in range(spec.folds.n_splits):
+            digest = job_hash(spec, model, train, fold, rows_hash, pseudo[fold] if pseudo else None)
+            jobs.append(PlannedJob(model.name, fold, digest, jobs_dir / f"{model.name}-fold{fold}-{digest[:8]}"))
+    return jobs

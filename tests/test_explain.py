@@ -143,14 +143,15 @@ def test_without_a_finished_job_it_says_what_to_run(make_spec, capsys):
 def test_the_ray_task_body_computes_the_local_cams(experiment):
     """`--ray`'s task (run here without Ray: its plumbing mirrors blend --reinfer's) loads the data
     and the weights on its own and returns what the local runner computes."""
+    from orchestrator.analysis.pseudo_labels.outputs import saved_hashes
     from orchestrator.analysis.results_folder import load_experiment
-    from orchestrator.analysis.saliency.selection import explain_job, finished_jobs
+    from orchestrator.analysis.saliency.selection import explain_job, explainable_jobs
     from orchestrator.cluster.cam_tasks import explain_task
     from tasks.data.preparation import load_dataset
 
     exp = experiment[0]
     spec = load_experiment(exp)
-    job = finished_jobs(exp, spec)[1]
+    job = explainable_jobs(spec, exp, rows_hash(spec, load_dataset(spec, verbose=False)), saved_hashes(spec)).jobs[1]
     picks = pd.DataFrame({"image_key": pd.read_parquet(job.out_dir / "oof.parquet")["image_key"][:5], "pred": 3})
     remote = explain_task(spec.model_dump(mode="json"), job.model, job.fold, str(job.out_dir), picks, None)
     local = explain_job(spec, job, picks, load_dataset(spec, verbose=False))
@@ -176,7 +177,7 @@ def untrained(make_spec):
     """A prepared experiment whose two fold jobs hold random weights and random OOF logits: all
     explain reads, made in a second. Returns the results folder."""
     from tasks.data.preparation import read_folds
-    from tasks.job_io import JobResult, write_result
+    from tasks.job_io import JobResult, planned_jobs, write_result
     from tasks.logits import LogitsMeta, logits_table, write_logits
     from tasks.train.model import build_model
 
@@ -186,8 +187,7 @@ def untrained(make_spec):
     model = spec.models[0]
     net = build_model(model.model_copy(update={"pretrained": False, "pretrained_path": None}), spec.train_for(model))
     rng = np.random.default_rng(0)
-    for fold in (0, 1):
-        out = spec.out_dir / "jobs" / f"{model.name}-fold{fold}-0000000{fold}"
+    for fold, out in enumerate(p.out_dir for p in planned_jobs(spec, rows_hash(spec, dataset))):
         out.mkdir(parents=True)
         torch.save(net.state_dict(), out / "best.pt")
         held = rows[rows["fold"] == fold]
@@ -257,3 +257,15 @@ def test_explain_takes_the_experiments_lock(untrained, capsys):
     assert "(a run, since " in err and "is working on this experiment. Wait for it to finish" in err
     assert "then run explain again" in err and "--set name" not in err and "Traceback" not in err
     assert not (untrained / "explain").exists()
+
+
+def test_a_job_of_settings_since_changed_is_not_explained(untrained, capsys):
+    """Explain finds jobs by the spec's planned ids, as run and blend do: fold 1's folder moved
+    to another id (a run with other settings) is left out and named, not taken as fold 1."""
+    exp = untrained
+    [job] = (exp / "jobs").glob("*-fold1-*")
+    job.rename(job.with_name("test_convnext-fold1-0badc0de"))
+    assert explain.main(explain_cli(exp)) == 1
+    err = capsys.readouterr().err
+    assert "fold 1: not run with these settings" in err and "0badc0de" not in err, err
+    assert "test_convnext lost 1 of 2 folds" in err

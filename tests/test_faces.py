@@ -11,13 +11,13 @@ import pytest
 from PIL import Image
 
 from orchestrator.analysis.reporting.crops import faces_section
-from orchestrator.cluster.plan import job_hash
 from tasks.data.dataset import DataError
 from tasks.data.preparation import load_dataset, prepare, rows_hash
 from tasks.faces import detect as face_detect
 from tasks.faces.boxes import read_boxes
 from tasks.faces.crop import FaceRecord, cut, fallback_box, fit_aspect, grow, place
 from tasks.faces.detect import DetectorMissing, HaarDetector
+from tasks.job_io import job_hash
 from tasks.spec.experiment import Experiment
 from tasks.spec.face import FaceSpec
 from tasks.synth.draw import face_boxes, make_look, make_shots, render_person

@@ -22,7 +22,10 @@ from orchestrator.analysis.ensembles.recipes import describe_method, plan_recipe
 from orchestrator.analysis.mislabels.suspects import pick_suspects
 from orchestrator.analysis.reporting import page as reporting
 from orchestrator.analysis.results import OofLogits
+from orchestrator.analysis.results_folder import load_experiment
+from tasks.job_io import planned_jobs
 from tasks.labels import MASK_STEMS
+from tasks.logits import read_logits
 from tasks.spec.experiment import BlendSpec
 from tests.helpers.fake_logits import (
     fake_models,
@@ -39,18 +42,20 @@ JOB_SECONDS = 12.5  # every fake job's result.json seconds
 
 
 def write_fake_jobs(exp, people) -> None:
-    """jobs/<model>-fold<k>-x/ with result.json and a 4-epoch metrics.csv, and logs/<job>.log."""
+    """Each planned job's folder with result.json and a 4-epoch metrics.csv, and logs/<job>.log;
+    plus a finished job of settings since changed, which the report must not count."""
     (exp / "logs").mkdir(exist_ok=True)
-    for model in MODELS:
-        for k in range(N_SPLITS):
-            job = exp / "jobs" / f"{model}-fold{k}-0000abcd"
-            job.mkdir(parents=True)
-            (job / "result.json").write_text(json.dumps({"model": model, "fold": k, "seconds": JOB_SECONDS,
-                                                         "best_epoch": 3, "epochs_run": 4}))
-            epochs = np.arange(1, 5)
-            pd.DataFrame({"epoch": epochs, "train_loss": 3 - 0.5 * epochs, "val_loss": 2.8 - 0.3 * epochs,
-                          "val_macro_f1": 0.1 * epochs + 0.01 * k}).to_csv(job / "metrics.csv", index=False)
-            (exp / "logs" / f"{job.name}.log").write_text("epoch 1/4 ...\n")
+    rows = read_logits(exp / "oof.parquet")[2].rows_hash  # the rows the fake logits say they are of
+    (exp / "manifest.json").write_text(json.dumps({"rows_hash": rows}))
+    planned = [(p.model, p.fold, p.out_dir) for p in planned_jobs(load_experiment(exp), rows, None, exp / "jobs")]
+    for model, k, job in planned + [("wide", 0, exp / "jobs" / "wide-fold0-0000abcd")]:
+        job.mkdir(parents=True)
+        (job / "result.json").write_text(json.dumps({"model": model, "fold": k, "seconds": JOB_SECONDS,
+                                                     "best_epoch": 3, "epochs_run": 4}))
+        epochs = np.arange(1, 5)
+        pd.DataFrame({"epoch": epochs, "train_loss": 3 - 0.5 * epochs, "val_loss": 2.8 - 0.3 * epochs,
+                      "val_macro_f1": 0.1 * epochs + 0.01 * k}).to_csv(job / "metrics.csv", index=False)
+        (exp / "logs" / f"{job.name}.log").write_text("epoch 1/4 ...\n")
 
 
 def write_photos(root, people) -> None:
@@ -170,9 +175,12 @@ def test_per_class_rows_carry_class_names_and_support(reported):
 
 def test_training_curves_per_model_with_log_links(reported):
     section = re.search(r'<section id="curves">(.*?)</section>', _page(reported), re.S).group(1)
+    logs = re.findall(r'href="logs/([^"]+)\.log"', section)
+    planned = {p.job_id for p in planned_jobs(load_experiment(reported), read_logits(reported / "oof.parquet")[2].rows_hash,
+                                              None, reported / "jobs")}
+    assert set(logs) == planned and "wide-fold0-0000abcd" not in logs  # the spec's jobs only, not stale ones
     for model in MODELS:
         assert f'alt="training curves of {model}"' in section
-        assert f'href="logs/{model}-fold2-0000abcd.log"' in section
 
 
 def test_audit_shows_top_suspects_with_their_photos(reported):

@@ -16,8 +16,8 @@ import yaml
 
 from orchestrator import run
 from orchestrator.analysis.search_outputs import best_row, best_yaml, write_search_outputs
-from orchestrator.cluster.plan import job_hash
 from orchestrator.cluster.trial import TrialScore
+from tasks.job_io import job_hash
 from tasks.spec.experiment import SpecError
 from tasks.spec.load import load_spec
 from tasks.spec.search_space import sampled_spec

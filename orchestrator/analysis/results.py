@@ -72,19 +72,19 @@ def load_blend_inputs(exp_dir: Path, spec: Experiment) -> BlendInputs:
     test = load_test(exp_dir / "test.parquet", n_splits, read_eval_ids(spec.data.root), expected)
     if oof.rows_hash != test.rows_hash:
         raise ResultsError(f"{exp_dir}/oof.parquet has rows_hash {oof.rows_hash} but test.parquet has "
-                         f"{test.rows_hash}: the logits come from different data, folds or seeds; "
-                         f"re-run the experiment so both come from one spec")
+                           f"{test.rows_hash}: the logits come from different data, folds or seeds; "
+                           f"re-run the experiment so both come from one spec")
     expected_hash = _manifest_rows_hash(exp_dir)
     if expected_hash and oof.rows_hash != expected_hash:
         raise ResultsError(f"{exp_dir}/oof.parquet was made for other data or folds (spec hash {oof.rows_hash}, "
-                         f"manifest.json says {expected_hash}); re-run `python -m orchestrator.run` to "
-                         "gather the current jobs")
+                           f"manifest.json says {expected_hash}); re-run `python -m orchestrator.run` to "
+                           "gather the current jobs")
     both = [m for m in oof.models if m in test.models]
     excluded = _merge_exclusions(oof.excluded + test.excluded)
     if not both:
         reasons = "; ".join(f"{e.model}: {e.reason}" for e in excluded) or "no models"
         raise ResultsError(f"{exp_dir}: no model has complete OOF and test logits ({reasons}); "
-                         f"re-run the failed jobs")
+                           f"re-run the failed jobs")
     pick_oof = [oof.models.index(m) for m in both]
     pick_test = [test.models.index(m) for m in both]
     oof = OofLogits(tuple(both), oof.logits[pick_oof], oof.image_key, oof.person, oof.fold,
@@ -147,12 +147,12 @@ def _check_against_folds(frame: pd.DataFrame, path: Path, folds: pd.DataFrame, f
     again = "re-run `python -m orchestrator.run` to gather the logits of the current folds again"
     if len(stray):
         raise ResultsError(f"{path}: {len(stray)} images are not in {folds_path}, e.g. {stray.image_key.iloc[0]}: "
-                         f"logits of other data; {again}")
+                           f"logits of other data; {again}")
     if len(moved):
         row = moved.iloc[0]
         raise ResultsError(f"{path}: {len(moved)} images have another fold or person than in {folds_path}, e.g. "
-                         f"{row.image_key}: fold {row.fold} (person {row.person}) in the OOF rows, fold "
-                         f"{int(row.fold_saved)} (person {row.person_saved}) in folds.parquet; {again}")
+                           f"{row.image_key}: fold {row.fold} (person {row.person}) in the OOF rows, fold "
+                           f"{int(row.fold_saved)} (person {row.person_saved}) in folds.parquet; {again}")
 
 
 def _model_gap(rows: pd.DataFrame, n_images: int, n_splits: int, folds: pd.DataFrame | None) -> str | None:
@@ -180,7 +180,7 @@ def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequenc
     where = ids.get_indexer(frame.image_key)
     if (where < 0).any():
         raise ResultsError(f"{path}: {(where < 0).sum()} rows have ImageIDs not in eval/info.csv, e.g. "
-                         f"{frame.image_key[where < 0].iloc[0]}: logits of different eval data?")
+                           f"{frame.image_key[where < 0].iloc[0]}: logits of different eval data?")
     complete, excluded = {}, []
     for model, at in _by_model(frame, expected).items():
         per_fold = np.bincount(frame.fold.iloc[at], minlength=n_splits)
@@ -215,12 +215,12 @@ def _read(path: Path, split: str) -> LogitsFile:
     wrong = frame.split != split
     if wrong.any():
         raise ResultsError(f"{path}: {wrong.sum()} rows have split {frame.split[wrong].iloc[0]!r}, "
-                         f"expected only {split!r}")
+                           f"expected only {split!r}")
     bad = ~np.isfinite(logits).all(axis=1)
     if bad.any():
         models = sorted(frame.model[bad].unique())
         raise ResultsError(f"{path}: {bad.sum()} rows have NaN or infinite logits (models {models}); "
-                         f"re-run those jobs")
+                           f"re-run those jobs")
     return LogitsFile(frame, logits, meta.rows_hash)
 
 
@@ -229,14 +229,14 @@ def _check_unique(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
     if dup.any():
         first = frame.loc[dup, columns].iloc[0].to_dict()
         raise ResultsError(f"{path}: {dup.sum()} duplicate rows per ({', '.join(columns)}), e.g. {first}; "
-                         f"the gather step wrote some job twice")
+                           f"the gather step wrote some job twice")
 
 
 def _check_folds(frame: pd.DataFrame, path: Path, n_splits: int) -> None:
     bad = (frame.fold < 0) | (frame.fold >= n_splits)
     if bad.any():
         raise ResultsError(f"{path}: fold {frame.fold[bad].iloc[0]} outside 0..{n_splits - 1} "
-                         f"(folds.n_splits in spec.yaml is {n_splits})")
+                           f"(folds.n_splits in spec.yaml is {n_splits})")
 
 
 def _check_oof_keys(frame: pd.DataFrame, path: Path, n_splits: int) -> None:
@@ -252,16 +252,16 @@ def _check_oof_keys(frame: pd.DataFrame, path: Path, n_splits: int) -> None:
     if labels.image_key.duplicated().any():
         key = labels.image_key[labels.image_key.duplicated()].iloc[0]
         raise ResultsError(f"{path}: models disagree on the target, fold or person of {key} "
-                         f"(and maybe more); their OOF rows come from different labels or folds")
+                           f"(and maybe more); their OOF rows come from different labels or folds")
     parts = labels.image_key.str.rpartition("/")  # one row per image from here: cheaper
     bad = (parts[0] != labels.person) | ~parts[2].isin(MASK_STEMS)
     if bad.any():
         raise ResultsError(f"{path}: image_key {labels.image_key[bad].iloc[0]!r} is not "
-                         f"'<person>/<one of {', '.join(MASK_STEMS)}>'")
+                           f"'<person>/<one of {', '.join(MASK_STEMS)}>'")
     split_people = labels.groupby("person").fold.nunique()
     if (split_people > 1).any():
         raise ResultsError(f"{path}: person {split_people[split_people > 1].index[0]} is held out in "
-                         f"several folds; folds must split by person or OOF scores flatter")
+                           f"several folds; folds must split by person or OOF scores flatter")
 
 
 def _by_model(frame: pd.DataFrame, expected: Sequence[str]) -> dict[str, np.ndarray]:

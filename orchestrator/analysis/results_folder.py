@@ -27,12 +27,12 @@ def find_experiment(results: Path | None, root: Path = Path("results")) -> Path:
     if results is not None:
         if not (results / "spec.yaml").is_file():
             raise ResultsError(f"{results}: not an experiment's results folder (no spec.yaml in it); "
-                             f"pass --results results/<experiment>")
+                               f"pass --results results/<experiment>")
         return results
     found = [d for d in root.glob("*") if (d / "spec.yaml").is_file() and (d / "oof.parquet").is_file()]
     if not found:
         raise ResultsError(f"no experiment with gathered logits (spec.yaml and oof.parquet) under "
-                         f"{root.resolve()}; run an experiment first or pass --results DIR")
+                           f"{root.resolve()}; run an experiment first or pass --results DIR")
     return max(found, key=lambda d: os.path.getmtime(d / "oof.parquet"))
 
 
@@ -64,7 +64,7 @@ def read_eval_ids(data_root: Path) -> np.ndarray:
     path = data_root / "eval" / "info.csv"
     if not path.is_file():
         raise ResultsError(f"{path}: not found; the submission needs eval/info.csv's row order "
-                         f"(fix data.root with --set data.root=/path/to/data)")
+                           f"(fix data.root with --set data.root=/path/to/data)")
     info = read_table(path, "eval image list (info.csv)")  # DataError naming a ragged line
     if "ImageID" not in info.columns or info.empty:
         raise ResultsError(f"{path}: expected a non-empty ImageID column, got columns {list(info.columns)}")
@@ -85,16 +85,34 @@ def read_truth(path: Path, image_ids: np.ndarray) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ResultsError(f"{path}: {bad.sum()} answers are not a class 0..{NUM_CLASSES - 1}, e.g. line {i + 2}: "
-                         f"{truth.ImageID[i]},{truth.ans[i]}")
+                           f"{truth.ImageID[i]},{truth.ans[i]}")
     truth = truth.assign(ans=ans.astype(np.int64))
     answers_per_id = truth.groupby("ImageID", sort=False).ans.nunique()
     if (answers_per_id > 1).any():
         image = answers_per_id.index[answers_per_id > 1][0]
         rows = truth.index[truth.ImageID == image]
         raise ResultsError(f"{path}: {(answers_per_id > 1).sum()} ImageIDs have different answers, e.g. {image} on "
-                         f"lines {', '.join(str(r + 2) for r in rows)}: {', '.join(map(str, truth.ans[rows]))}")
+                           f"lines {', '.join(str(r + 2) for r in rows)}: {', '.join(map(str, truth.ans[rows]))}")
     answers = truth.drop_duplicates("ImageID").set_index("ImageID").ans.reindex(image_ids)
     if answers.isna().any():
         raise ResultsError(f"{path}: no answer for {answers.isna().sum()} eval images, e.g. "
-                         f"{answers.index[answers.isna()][0]}")
+                           f"{answers.index[answers.isna()][0]}")
     return answers.to_numpy(np.int64)
+
+
+def finished_job_dirs(exp_dir: Path) -> list[Path]:
+    """The folders of the saved spec's planned jobs that hold a result.json, on the rows
+    manifest.json names (prepare writes it): jobs of settings since changed are not listed.
+    [] without a manifest or spec."""
+    import json
+
+    from orchestrator.analysis.pseudo_labels.outputs import saved_hashes
+    from tasks.job_io import planned_jobs
+
+    try:
+        rows = json.loads((exp_dir / "manifest.json").read_text())["rows_hash"]
+        spec = load_experiment(exp_dir)
+        plans = planned_jobs(spec, rows, saved_hashes(spec), exp_dir / "jobs")
+    except (OSError, ValueError, KeyError, TypeError, UserError):
+        return []
+    return [p.out_dir for p in plans if (p.out_dir / "result.json").is_file()]

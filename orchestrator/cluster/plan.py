@@ -1,9 +1,7 @@
 """The job matrix: every (model, fold) with its identity, state, resources and expected cost.
 
-A job's identity is a hash of what determines its result: its model's settings, the data,
-the folds, the fold and the seed. Its folder under results/<name>/jobs/ carries that hash,
-so changing one model's settings reruns only that model's jobs and never overwrites the
-results of the old settings.
+A job's identity (tasks.job_io.planned_jobs) is a hash of what determines its result; this
+adds what only the driver needs: whether it must run, its cost and its expected time.
 """
 from __future__ import annotations
 
@@ -11,8 +9,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.job_io import JobResult, unfinished_reason
-from tasks.spec.experiment import Experiment, ModelSpec, TrainSpec, stable_hash
+from tasks.job_io import JobResult, planned_jobs, unfinished_reason
+from tasks.spec.experiment import Experiment, ModelSpec, TrainSpec
 
 
 @dataclass(frozen=True)
@@ -46,21 +44,6 @@ class Launched:
         return tuple(job_id for job_id, s in self.states.items() if s == state)
 
 
-def job_hash(spec: Experiment, model: ModelSpec, train: TrainSpec, fold: int, rows_hash: str,
-             pseudo: str | None = None) -> str:
-    """What determines the job's result. The loader's worker count does not; the fold's pseudo
-    set (its hash, when the spec has `pseudo:`) does."""
-    weights = {"backbone": model.backbone, "pretrained": model.pretrained,
-               "pretrained_path": str(model.pretrained_path) if model.pretrained_path else None}
-    identity = {"rows": rows_hash, "model": weights, "train": train.model_dump(mode="json", exclude={"loader_workers"}),
-                "fold": fold, "seed": spec.seed}
-    if spec.resources.workers_per_job > 1:  # per-worker batches: the world size changes the result
-        identity["workers"] = spec.resources.workers_per_job
-    if pseudo is not None:  # only then: experiments without pseudo labels keep their job ids
-        identity["pseudo"] = pseudo
-    return stable_hash(identity)
-
-
 def relative_cost(model: ModelSpec, train: TrainSpec) -> float:
     """Parameters x pixels x epochs: a rough but order-preserving stand-in for FLOPs."""
     import timm
@@ -75,22 +58,18 @@ def relative_cost(model: ModelSpec, train: TrainSpec) -> float:
 def plan_jobs(spec: Experiment, rows_hash: str, pseudo: dict[int, str] | None = None) -> list[JobPlan]:
     """All jobs, longest first (big backbones before small ones shortens the makespan).
     `pseudo`: each fold's pseudo-set hash (orchestrator.analysis.pseudo_labels.labelling) when the spec has one."""
-    if (spec.pseudo is None) != (pseudo is None):
-        raise ValueError("plan_jobs: pseudo hashes are needed exactly when the spec has `pseudo:`")
     history = seconds_by_backbone(spec.out_dir / "jobs")
+    costs = {m.name: relative_cost(m, spec.train_for(m)) for m in spec.models}
     plans = []
-    for model in spec.models:
+    for job in planned_jobs(spec, rows_hash, pseudo):
+        model = spec.model(job.model)
         train = spec.train_for(model)
-        cost = relative_cost(model, train)
-        for fold in range(spec.folds.n_splits):
-            digest = job_hash(spec, model, train, fold, rows_hash, pseudo[fold] if pseudo else None)
-            job_id = f"{model.name}-fold{fold}-{digest[:8]}"
-            out_dir = spec.out_dir / "jobs" / job_id
-            damaged = unfinished_reason(out_dir) if out_dir.exists() else "not run"
-            estimate = history.get((model.backbone, tuple(train.input_size)))
-            plans.append(JobPlan(job_id, model.name, model.backbone, train, fold, digest, out_dir,
-                                 "to run" if damaged else "cached", cost, estimate * train.epochs if estimate else None,
-                                 "" if damaged in (None, "not run") else damaged))
+        damaged = unfinished_reason(job.out_dir) if job.out_dir.exists() else "not run"
+        estimate = history.get((model.backbone, tuple(train.input_size)))
+        plans.append(JobPlan(job.job_id, model.name, model.backbone, train, job.fold, job.job_hash, job.out_dir,
+                             "to run" if damaged else "cached", costs[model.name],
+                             estimate * train.epochs if estimate else None,
+                             "" if damaged in (None, "not run") else damaged))
     return sorted(plans, key=lambda p: (-p.cost, p.model, p.fold))
 
 

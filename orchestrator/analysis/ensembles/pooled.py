@@ -173,12 +173,12 @@ def output_folder(out: Path | None, sources: tuple[Source, ...]) -> Path:
     folder = out or sources[0].exp_dir
     if out is not None and (out / "spec.yaml").is_file() and out.resolve() not in {s.exp_dir.resolve() for s in sources}:
         raise ResultsError(f"--out {out}: the results folder of another experiment, which is not blended here; "
-                         "its own blend/ and report would be replaced: pick a new folder")
+                           "its own blend/ and report would be replaced: pick a new folder")
     for s in sources:
         if s.spec.pseudo is not None and s.spec.pseudo.source.resolve() == folder.resolve():
             raise ResultsError(f"{folder} is the pseudo.source of {s.exp_dir}: its blend/ made that round's pseudo "
-                             f"labels and must stay as it is, so the blend of both cannot replace it; write it "
-                             f"elsewhere with --out DIR (e.g. --out {folder.parent / 'rounds'})")
+                               f"labels and must stay as it is, so the blend of both cannot replace it; write it "
+                               f"elsewhere with --out DIR (e.g. --out {folder.parent / 'rounds'})")
     # before anything is fitted: a blend that cannot be written would only be lost at the end
     check_folder(folder / "blend", "the blend's output folder", "move that file away, or give another --out DIR")
     return folder

@@ -56,9 +56,11 @@ def read_manifest(exp_dir: Path) -> dict:
 
 
 def read_jobs(exp_dir: Path) -> Jobs:
-    """Finished jobs (those with a readable result.json) and their per-epoch metrics."""
+    """The spec's finished jobs (a readable result.json) and their per-epoch metrics."""
+    from orchestrator.analysis.results_folder import finished_job_dirs
+
     rows, curves = [], []
-    for folder in sorted((exp_dir / "jobs").glob("*/")):
+    for folder in finished_job_dirs(exp_dir):
         try:
             result = json.loads((folder / "result.json").read_text())
         except (OSError, ValueError):

@@ -22,8 +22,7 @@ from orchestrator.analysis.saliency.selection import (
     FoldJob,
     JobCams,
     explain_job,
-    finished_jobs,
-    lost_folds,
+    explainable_jobs,
     oof_rows,
     pick_photos,
     suspect_people,
@@ -92,12 +91,14 @@ def cam_layers(spec: Experiment, models: Iterable[str], stream) -> tuple[dict[st
 
 def explain(spec: Experiment, exp_dir: Path, per_class: int = 2, sample: int = 32, boxes_file: Path | None = None,
             runner: Runner = local_runner, stream=None) -> ExplainSummary:
-    from tasks.data.preparation import load_dataset
+    from orchestrator.analysis.pseudo_labels.outputs import saved_hashes
+    from tasks.data.preparation import load_dataset, rows_hash
 
     stream = stream or sys.stdout
-    jobs = finished_jobs(exp_dir, spec)
     folder = ExplainFolder.open(exp_dir)  # before any work: an explain/ that cannot be a folder stops it
     dataset = load_dataset(spec, verbose=False)
+    found = explainable_jobs(spec, exp_dir, rows_hash(spec, dataset), saved_hashes(spec))
+    jobs = found.jobs
     boxes = load_face_boxes(exp_dir, dataset, spec.data.root, boxes_file)
     print(f"face boxes: {boxes.source}" if boxes else
           "face focus skipped: no faces.parquet (the experiment ran without data.face) and no --boxes FILE "
@@ -107,7 +108,7 @@ def explain(spec: Experiment, exp_dir: Path, per_class: int = 2, sample: int = 3
         print(f"note: {', '.join(moved)} have an eval pipeline; face focus assumes it moves no pixels (a crop or "
               "flip there would misplace the face boxes)", file=stream, flush=True)
     layers, skipped = cam_layers(spec, dict.fromkeys(j.model for j in jobs), stream)
-    lost = {key: why for key, why in lost_folds(exp_dir, spec, jobs).items() if key[0] not in skipped}
+    lost = {key: why for key, why in found.lost.items() if key[0] not in skipped}
     for (model, fold), why in lost.items():
         print(f"{model} fold {fold}: left out: {why}", file=stream, flush=True)
     rows = oof_rows([j for j in jobs if j.model in layers], set(dataset.train["image_key"]))

@@ -7,7 +7,6 @@ confident mistakes; the photos of the audit's top suspects; and per fold a rando
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,13 +15,12 @@ import pandas as pd
 
 from orchestrator.analysis.saliency.cam import find_cam_layer, grad_cams
 from tasks.errors import UserError
-from tasks.job_io import JobResult, unfinished_reason
+from tasks.job_io import planned_jobs, unfinished_reason
 from tasks.logits import read_logits
 from tasks.spec.experiment import Experiment
 
 SUSPECT_PEOPLE = 4  # suspects drawn per model: each is a row of up to seven photos
 NEEDS = ("result.json", "oof.parquet", "best.pt")  # what a fold model needs to be explained
-JOB_NAME = re.compile(r"(?P<model>.+)-fold(?P<fold>[0-9]+)-[0-9a-f]{8}")  # plan.py's job ids
 
 
 class ExplainError(UserError):
@@ -45,45 +43,29 @@ class JobCams:
     cams: np.ndarray  # (N, H, W) float32 in [0, 1]
 
 
-def finished_jobs(exp_dir: Path, spec: Experiment) -> list[FoldJob]:
-    """The newest finished job per (model, fold) of the spec's models: those with weights and OOF logits."""
-    newest: dict[tuple[str, int], tuple[float, FoldJob]] = {}
-    names = {m.name for m in spec.models}
-    for folder in sorted((exp_dir / "jobs").glob("*/")):
-        if unfinished_reason(folder, needs=NEEDS):
-            continue
-        result = JobResult.read(folder)
-        if result.model not in names:
-            continue  # a model since removed from the spec
-        stamp = (folder / "result.json").stat().st_mtime
-        key = (result.model, result.fold)
-        if key not in newest or stamp > newest[key][0]:
-            newest[key] = (stamp, FoldJob(result.model, result.fold, folder))
-    if not newest:
-        raise ExplainError(f"{exp_dir}/jobs: no finished job (result.json, oof.parquet and best.pt) of the models "
-                           f"in spec.yaml ({', '.join(sorted(names))}); run the experiment first")
-    order = [m.name for m in spec.models]
-    return [j for _, j in sorted(newest.values(), key=lambda t: (order.index(t[1].model), t[1].fold))]
+@dataclass(frozen=True)
+class ExplainableJobs:
+    jobs: list[FoldJob]  # the spec's planned jobs with weights and OOF logits
+    lost: dict[tuple[str, int], str]  # the others, and why each cannot be explained
 
 
-def lost_folds(exp_dir: Path, spec: Experiment, jobs: list[FoldJob]) -> dict[tuple[str, int], str]:
-    """Each (model, fold) of the spec without a job that explain can use, and why: what the
-    newest job folder of that model and fold lacks, or that none has run."""
-    have = {(j.model, j.fold) for j in jobs}
-    folders: dict[tuple[str, int], list[Path]] = {}
-    for folder in (exp_dir / "jobs").glob("*/"):
-        name = JOB_NAME.fullmatch(folder.name)
-        if name:
-            folders.setdefault((name["model"], int(name["fold"])), []).append(folder)
-    lost = {}
-    for model in spec.models:
-        for fold in range(spec.folds.n_splits):
-            if (model.name, fold) in have:
-                continue
-            tried = sorted(folders.get((model.name, fold), []), key=lambda f: f.stat().st_mtime)
-            lost[(model.name, fold)] = (f"{unfinished_reason(tried[-1], needs=NEEDS)} in {tried[-1]}" if tried
-                                        else "no job of it has run")
-    return lost
+def explainable_jobs(spec: Experiment, exp_dir: Path, rows_hash: str, pseudo: dict[int, str] | None) -> ExplainableJobs:
+    """The spec's planned jobs (its models' settings on these rows), split into those explain
+    can use and the others with the reason; ExplainError if none can be used."""
+    jobs, lost = [], {}
+    for planned in planned_jobs(spec, rows_hash, pseudo, exp_dir / "jobs"):
+        why = unfinished_reason(planned.out_dir, needs=NEEDS) if planned.out_dir.exists() else None
+        if planned.out_dir.exists() and why is None:
+            jobs.append(FoldJob(planned.model, planned.fold, planned.out_dir))
+        else:
+            lost[(planned.model, planned.fold)] = (f"{why} in {planned.out_dir}" if why else
+                                                   f"not run with these settings (no {planned.out_dir})")
+    if not jobs:
+        names = ", ".join(m.name for m in spec.models)
+        raise ExplainError(f"{exp_dir}/jobs: no finished job (result.json, oof.parquet and best.pt) of the "
+                           f"models in spec.yaml ({names}) with its settings and data; run the experiment first "
+                           f"(python -m orchestrator.run {exp_dir / 'spec.yaml'})")
+    return ExplainableJobs(jobs, lost)
 
 
 def oof_rows(jobs: list[FoldJob], known_keys: set[str]) -> pd.DataFrame:
