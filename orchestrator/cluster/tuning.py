@@ -106,9 +106,8 @@ def _search(spec: Experiment, storage: str, address: str | None, stream) -> Sear
     table = ProgressTable(board)
     callbacks = [TrialOutcomes(board, table), TuneProgress(table), PlacementSweeper(), CSVLoggerCallback(),
                  JsonLoggerCallback()]
-    # Ctrl-C is Tune's own here (unlike a K-fold's, see launch.py): it saves the running trials
-    # as unfinished, so the next run resumes them; a stopper would end them as finished.
-    os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+    # Ctrl-C is Tune's own here: it saves the running trials as unfinished, so the next run
+    # resumes them; a stopper would end them as finished.
     tune_trust.check_trusted(path)  # Tuner.restore unpickles Tune's state: it must be the user's own
     with ray_session(spec, address), search_slots(spec, storage, address, table) as slots:
         board.slots = slots

@@ -6,13 +6,12 @@ face box drawn on it (green: detector, blue: file, red: fallback).
 """
 from __future__ import annotations
 
-import base64
 import io
 from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.analysis.reporting.html import esc
+from orchestrator.analysis.reporting.html import data_uri, esc, section
 
 COLOURS = {"detector": (40, 170, 60), "file": (40, 110, 220), "fallback": (220, 40, 40)}
 TILE = (96, 128)  # W, H of a tile in the page
@@ -43,7 +42,7 @@ def tile_uri(data_root: Path, row) -> str | None:
     crop.thumbnail(TILE)
     buffer = io.BytesIO()
     crop.save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return data_uri(buffer.getvalue(), "image/jpeg")
 
 
 def faces_section(exp_dir: Path, data_root: Path | None) -> str:
@@ -79,4 +78,4 @@ def _section(why: str, body: str) -> str:
     style = ("<style>.faces{display:flex;flex-wrap:wrap;gap:6px}.faces figure{margin:0;width:100px;"
              "font-size:10px;overflow-wrap:anywhere}.faces img{display:block;margin:auto}"
              ".faces figure.fallback figcaption{color:#c22}</style>")
-    return (f'<section id="faces"><h2>Face crops</h2><p class="why">{why}</p>\n{style}{body}</section>')
+    return section("faces", "Face crops", why, style + body)

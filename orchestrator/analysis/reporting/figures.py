@@ -5,14 +5,13 @@ Figure object needs no display and no global pyplot state.
 """
 from __future__ import annotations
 
-import base64
-import html
 import io
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score
 
+from orchestrator.analysis.reporting.html import img
 from tasks.labels import AGE_NAMES, CLASS_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, split_class
 
 ATTRIBUTE_NAMES = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
@@ -22,8 +21,7 @@ DPI = 100
 def png(fig, alt: str) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")  # tight: long tick labels never clipped
-    data = base64.b64encode(buffer.getvalue()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    return img(buffer.getvalue(), alt)
 
 
 def matrix_axes(fig, ax, counts: np.ndarray, shade: np.ndarray, labels, fmt: str, bar_label: str,

@@ -3,12 +3,11 @@ results/<name>/explain/ (written by `python -m orchestrator.explain`); '' when t
 """
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.analysis.reporting.html import esc, frame_table
+from orchestrator.analysis.reporting.html import esc, frame_table, img, section
 from orchestrator.analysis.saliency.files import has_record, listed
 
 SHEETS = (("mistakes", "Most confident mistakes"), ("suspects", "The audit's top suspects"),
@@ -16,8 +15,7 @@ SHEETS = (("mistakes", "Most confident mistakes"), ("suspects", "The audit's top
 
 
 def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+    return img(path.read_bytes(), alt)
 
 
 def explain_section(exp_dir: Path) -> str:
@@ -57,5 +55,4 @@ def explain_section(exp_dir: Path) -> str:
             if path in sheets and path.is_file():
                 parts.append(f"<h3>{esc(model)}: {esc(what)}</h3>{_img(path, f'{stem} {model}')}")
     style = "<style>.focus{display:flex;gap:24px;align-items:flex-start}</style>"
-    return (f'<section id="explain"><h2>Where the models look</h2><p class="why">{why}</p>\n{style}'
-            + "\n".join(parts) + "</section>")
+    return section("explain", "Where the models look", why, style + "\n".join(parts))

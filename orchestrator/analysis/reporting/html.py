@@ -6,6 +6,7 @@ class, headers need two levels, and cells may hold an interval on a second line.
 """
 from __future__ import annotations
 
+import base64
 import html
 import math
 from collections.abc import Iterable, Sequence
@@ -43,6 +44,15 @@ td.photos{text-align:left;white-space:nowrap}.photos img{height:100px;margin-rig
 .photos img.pair{border:2px solid #d9480f}
 """
 
+def data_uri(data: bytes, mime: str) -> str:
+    """Bytes as a data: URI, so the page carries its images and needs no other file."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def img(data: bytes, alt: str, mime: str = "image/png") -> str:
+    return f'<img alt="{esc(alt)}" src="{data_uri(data, mime)}">'
+
+
 def esc(value) -> str:
     return html.escape(str(value))
 
@@ -64,6 +74,12 @@ def with_interval(row: pd.Series, column: str) -> str:
     """`0.4310` plus, where blend/leaderboard.csv has <column>_low/_high, the interval below it."""
     bounds = interval(row.get(f"{column}_low"), row.get(f"{column}_high"))
     return num(row.get(column)) + (f'<br><small class="ci">{bounds}</small>' if bounds else "")
+
+
+def section(anchor: str, title: str, why: str, *body: str) -> str:
+    """A titled section; `why` is the one line a reader would otherwise ask for."""
+    note = f'<p class="why">{why}</p>' if why else ""
+    return f'<section id="{anchor}"><h2>{esc(title)}</h2>{note}\n' + "\n".join(body) + "</section>"
 
 
 def glossary(names: Iterable[str]) -> str:

@@ -6,7 +6,6 @@ version still gets a report, with the section saying what is missing.
 """
 from __future__ import annotations
 
-import base64
 import io
 import json
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.analysis.mislabels.suspects import pick_suspects
+from orchestrator.analysis.reporting.html import data_uri
 from tasks.labels import MASK_STEMS
 
 THUMBNAIL = (96, 128)  # (width, height): the photos are 3:4 portraits
@@ -90,7 +90,7 @@ def thumbnail_uri(path: Path, size: tuple[int, int] = THUMBNAIL) -> str | None:
             image.save(buffer, format="JPEG", quality=80)
     except (OSError, ValueError):
         return None  # an unreadable photo is left out; the data checks report it elsewhere
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return data_uri(buffer.getvalue(), "image/jpeg")
 
 
 def person_photos(data_root: Path, person: str) -> tuple[tuple[str, str], ...]:

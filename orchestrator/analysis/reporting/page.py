@@ -28,6 +28,7 @@ from orchestrator.analysis.reporting.html import (
     glossary,
     methods_table,
     num,
+    section,
     simple_head,
     table,
 )
@@ -110,12 +111,6 @@ def error_correlation(oof: OofLogits) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.corrcoef(errors) if len(errors) > 1 else np.ones((1, 1))
     return pd.DataFrame(np.atleast_2d(corr), index=list(oof.models), columns=list(oof.models))
-
-
-def section(anchor: str, title: str, why: str, *body: str) -> str:
-    """A titled section; `why` is the one line a reader would otherwise ask for."""
-    note = f'<p class="why">{why}</p>' if why else ""
-    return f'<section id="{anchor}"><h2>{esc(title)}</h2>{note}\n' + "\n".join(body) + "</section>"
 
 
 def per_class_table(target: np.ndarray, pred: np.ndarray, offsets: dict) -> str:

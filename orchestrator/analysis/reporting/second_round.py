@@ -3,13 +3,12 @@ from, how many each fold trained on, and whether its OOF scores can be trusted.
 '' when the experiment has no pseudo labels (no pseudo/summary.json)."""
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.analysis.reporting.html import esc, frame_table
+from orchestrator.analysis.reporting.html import esc, frame_table, img, section
 
 
 def pseudo_section(exp_dir: Path) -> str:
@@ -33,10 +32,8 @@ def pseudo_section(exp_dir: Path) -> str:
     folds = pd.DataFrame([{"fold": k, "pseudo-labelled photos": f["rows"], f"probability >= {s['threshold']:g}":
                            f["eligible"], "cap": f["cap"], "hash": f["hash"][:8]} for k, f in s["folds"].items()])
     plot = folder / "pseudo.png"
-    img = (f'<img alt="pseudo-label confidence and classes per fold" '
-           f'src="data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()}">' if plot.is_file() else "")
+    picture = img(plot.read_bytes(), "pseudo-label confidence and classes per fold") if plot.is_file() else ""
     why = (f"A second round: each fold's jobs trained on its training people plus eval photos labelled by round 1 "
            f"(of {s['eval_images']} eval photos, the ones round 1 was sure of). Pseudo rows never enter validation "
            "or OOF.")
-    return (f'<section id="pseudo"><h2>Pseudo labels</h2><p class="why">{esc(why)}</p>{how}{source}'
-            f"{frame_table(folds.set_index('fold'))}{img}</section>")
+    return section("pseudo", "Pseudo labels", esc(why), how + source + frame_table(folds.set_index("fold")) + picture)
