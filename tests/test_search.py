@@ -19,8 +19,7 @@ from orchestrator.analysis.search_outputs import best_row, best_yaml, write_sear
 from orchestrator.cluster.trial import TrialScore
 from tasks.job_io import job_hash
 from tasks.spec.experiment import SpecError
-from tasks.spec.load import load_spec
-from tasks.spec.search_space import sampled_spec
+from tasks.spec.load import load_spec, sampled_spec
 from tests.helpers.specs import REPO
 
 SEARCH_DEMO = REPO / "experiments" / "search_demo.yaml"

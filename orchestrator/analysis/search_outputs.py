@@ -13,7 +13,7 @@ import pandas as pd
 
 from tasks.atomic import atomic_path, write_text
 from tasks.spec.experiment import Experiment
-from tasks.spec.search_space import sampled_spec
+from tasks.spec.load import sampled_spec
 
 SCORE_NOTE = ("val_macro_f1: mean over the trial's jobs of the best epoch's validation macro F1 (no TTA); "
               "oof_macro_f1: the finished jobs' OOF macro F1 (flip TTA where set), the figure `run` reports")

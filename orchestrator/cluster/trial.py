@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from orchestrator.cluster.slots.config import job_config
 from tasks.spec.experiment import Experiment
-from tasks.spec.search_space import sampled_spec
+from tasks.spec.load import sampled_spec
 
 SEARCH_QUEUE = "maskfold-search-queue"  # the search's JobQueue actor, by name (a trial finds it)
 

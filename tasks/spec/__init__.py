@@ -11,7 +11,7 @@ ENTRY_POINTS = {
     'load_spec': 'load',
     'apply_overrides': 'overrides',
     'SearchSpec': 'search_space',
-    'sampled_spec': 'search_space',
+    'sampled_spec': 'load',
     'FaceSpec': 'face',
     'PseudoSpec': 'pseudo',
     'TrackingSpec': 'tracking',

@@ -24,6 +24,7 @@ from pydantic import (
 from tasks.errors import UserError
 from tasks.spec.augment import AugmentSpec, MixSpec
 from tasks.spec.face import FaceSpec
+from tasks.spec.overrides import deep_merge
 from tasks.spec.pseudo import PseudoSpec, oof_optimistic
 from tasks.spec.search_space import SearchSpec, check_search
 from tasks.spec.tracking import TrackingSpec
@@ -222,7 +223,7 @@ class Experiment(Strict):
 
     def train_for(self, model: ModelSpec) -> TrainSpec:
         """The experiment's train section with the model's own overrides on top."""
-        merged = _deep_merge(self.train.model_dump(mode="json"), model.train)
+        merged = deep_merge(self.train.model_dump(mode="json"), model.train)
         return TrainSpec.model_validate(merged)
 
     def model(self, name: str) -> ModelSpec:
@@ -286,16 +287,6 @@ class SpecError(UserError, ValueError):
 def stable_hash(obj: Any) -> str:
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def error_lines(err: ValidationError) -> list[str]:

@@ -2,13 +2,15 @@
 results folder can be made."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from tasks.lock import check_results_folder
 from tasks.spec.experiment import Experiment, SpecError, error_lines
-from tasks.spec.overrides import apply_overrides
+from tasks.spec.overrides import apply_overrides, set_value
 from tasks.user_files import InputError, read_yaml
 
 
@@ -54,3 +56,20 @@ def check_data_root(path: Path, spec: Experiment) -> None:
         f"{root}/eval/info.csv exist), or point elsewhere with --set data.root=/path/to/data.\n"
         f"  No data? Try the synthetic demo: python -m orchestrator.demo"
     )
+
+
+def sampled_spec(base: dict, values: dict[str, Any]):
+    """The experiment `base` (a spec as JSON) with `values` set at their dotted paths,
+    validated like a hand-written spec: an Experiment, or ValueError naming each field."""
+    raw = copy.deepcopy(base)
+    raw.pop("search", None)
+    for path, value in values.items():
+        parts = path.split(".")
+        model = raw["models"][int(parts[1])] if parts[0] == "models" and len(parts) > 1 else None
+        if parts[2:] == ["backbone"] and model.get("name") == model.get("backbone"):
+            model["name"] = ""  # named after its backbone: it takes the sampled one's name
+        set_value(raw, parts, value)
+    try:
+        return Experiment.model_validate(raw)
+    except ValidationError as err:
+        raise ValueError("sampled values do not make a valid spec: " + "; ".join(error_lines(err))) from None

@@ -59,3 +59,14 @@ def _index(node: list, part: str, where: list[str]) -> int:
     if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
         raise ValueError(f"{'.'.join(where)}: list index must be 0..{len(node) - 1}")
     return int(part)
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`base` with `over` on top, nested mappings merged key by key (a model's train overrides)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

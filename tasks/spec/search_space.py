@@ -6,12 +6,11 @@ spec, so a search can only ever produce experiments that `orchestrator.run` acce
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.spec.overrides import set_value
+from tasks.spec.overrides import deep_merge
 
 # Data and folds are prepared once for every trial: only what a job trains can be searched.
 SEARCHABLE = ("train.", "models.", "seed")
@@ -138,26 +137,5 @@ def _path_exists(node: Any, parts: list[str]) -> bool:
 def _with_model_trains(dump: dict) -> dict:
     """`dump` where each model's `train` (only its overrides) is the whole train section it
     gets, so that any train field is a path under models.<i>.train."""
-    from tasks.spec.experiment import _deep_merge
-
-    models = [{**m, "train": _deep_merge(dump["train"], m.get("train") or {})} for m in dump["models"]]
+    models = [{**m, "train": deep_merge(dump["train"], m.get("train") or {})} for m in dump["models"]]
     return {**dump, "models": models}
-
-
-def sampled_spec(base: dict, values: dict[str, Any]):
-    """The experiment `base` (a spec as JSON) with `values` set at their dotted paths,
-    validated like a hand-written spec: an Experiment, or ValueError naming each field."""
-    from tasks.spec.experiment import Experiment, error_lines
-
-    raw = copy.deepcopy(base)
-    raw.pop("search", None)
-    for path, value in values.items():
-        parts = path.split(".")
-        model = raw["models"][int(parts[1])] if parts[0] == "models" and len(parts) > 1 else None
-        if parts[2:] == ["backbone"] and model.get("name") == model.get("backbone"):
-            model["name"] = ""  # named after its backbone: it takes the sampled one's name
-        set_value(raw, parts, value)
-    try:
-        return Experiment.model_validate(raw)
-    except ValidationError as err:
-        raise ValueError("sampled values do not make a valid spec: " + "; ".join(error_lines(err))) from None
