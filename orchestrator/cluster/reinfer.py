@@ -3,17 +3,12 @@
 For when a job's test logits are missing or flip TTA should change: one Ray task per
 finished job, pinned to a slot like a training worker, computes the eval logits from the
 job's best.pt (tasks.train.fold_models) and returns them; the driver rewrites the job's test.parquet and
-gathers results/<name>/test.parquet again. Tasks get the small spec and paths: they read the
-eval images on their own node, and the weights from results/ when their node sees it, else
-from the job's final checkpoint in Train storage (recorded in job.json), so results/ need
-not be on a filesystem every node sees.
+gathers results/<name>/test.parquet again. The tasks and where they find the weights:
+orchestrator/cluster/fold_tasks.py, shared with `explain --ray`.
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.analysis.pseudo_labels.outputs import saved_hashes
+from orchestrator.cluster.fold_tasks import job_checkpoint, job_weights, run_fold_tasks
 from orchestrator.cluster.gather import Gathered, gather
 from orchestrator.cluster.plan import JobPlan, plan_jobs
-from orchestrator.cluster.slots.config import worker_resources
 from tasks.data.preparation import load_dataset, rows_hash
 from tasks.errors import UserError
 from tasks.job_io import Job, unfinished_reason, write_test_logits
 from tasks.lock import experiment_lock
-from tasks.spec.experiment import Experiment, ResourcesSpec
+from tasks.spec.experiment import Experiment
 
 
 class ReinferError(UserError):
@@ -56,13 +51,6 @@ class ReinferSummary:
     seconds: float
 
 
-def task_options(res: ResourcesSpec) -> dict:
-    """One task's resources: the slot (a GPU, or one unit of the custom resource) plus
-    cpus_per_worker CPUs, as a training worker holds."""
-    bundle = worker_resources(res)
-    return {"num_cpus": bundle.pop("CPU"), "num_gpus": 1 if res.slot == "GPU" else 0, "resources": bundle}
-
-
 @dataclass(frozen=True)
 class TaskOutput:
     summary: Reinferred
@@ -85,33 +73,6 @@ def reinfer_task(spec_dict: dict, job_id: str, model: str, fold: int, out_dir: s
     summary = Reinferred(job_id, model, fold, len(logits), tta, str(device), ray.util.get_node_ip_address(),
                          time.monotonic() - started)
     return TaskOutput(summary, logits)
-
-
-@contextlib.contextmanager
-def job_weights(local: Path, checkpoint: dict | None):
-    """`local` if this node sees it, else best.pt fetched from the job's Train checkpoint."""
-    if local.is_file() or not checkpoint:
-        yield local
-        return
-    from orchestrator.cluster.storage import open_checkpoint
-    from tasks.train.fold_models import InferError
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            open_checkpoint(checkpoint["checkpoint"], checkpoint["storage"]).to_directory(tmp)
-        except Exception as err:  # local and remote filesystems raise several types
-            raise InferError(
-                f"{local} is not on this node and the job's Train checkpoint {checkpoint['checkpoint']} could not "
-                f"be read ({type(err).__name__}: {str(err)[:200]}). On a cluster, run with shared Train storage "
-                "(--storage s3://... or MASKFOLD_STORAGE) or keep results/ on a filesystem every node sees.") from None
-        yield Path(tmp) / "best.pt"
-
-
-def checkpoint_of(plan: JobPlan) -> dict | None:
-    """Where the driver collected the job's outputs from (None for jobs run before it was kept)."""
-    path = plan.out_dir / "job.json"
-    meta = json.loads(path.read_text()) if path.exists() else {}
-    return {k: meta[k] for k in ("checkpoint", "storage")} if meta.get("checkpoint") else None
 
 
 def finished_jobs(plans: list[JobPlan], exp_dir: Path) -> list[JobPlan]:
@@ -163,38 +124,26 @@ def _run_tasks(spec: Experiment, done: list[JobPlan], tta_of: dict[str, bool], a
                stream, rows_hash: str, dataset) -> tuple[list[Reinferred], list[str]]:
     """One task per fold model; writes each job's test.parquet as its task finishes and prints
     it. Returns summaries and failures."""
-    import ray
-
-    from orchestrator.cluster.session import ResourceError, check_resources, ray_session
-
     results, failures = [], []
-    # A caller already connected (a script, a test) keeps its Ray; otherwise connect as `run` does.
-    with contextlib.nullcontext() if ray.is_initialized() else ray_session(spec, address):
-        try:
-            slots = check_resources(spec.resources)
-        except ResourceError as err:
-            raise ReinferError(str(err)) from None
-        remote = ray.remote(reinfer_task).options(**task_options(spec.resources), max_retries=1)
-        spec_dict = spec.model_dump(mode="json")
-        pending = {remote.remote(spec_dict, p.job_id, p.model, p.fold, str(p.out_dir), tta_of[p.job_id],
-                                 checkpoint_of(p)): p for p in done}
-        print(f"  {len(pending)} tasks, {slots} at a time", file=stream, flush=True)
-        while pending:
-            [ref], _ = ray.wait(list(pending), num_returns=1)
-            plan = pending.pop(ref)
-            try:
-                out = ray.get(ref)
-            except Exception as err:  # a task's own error arrives wrapped in RayTaskError
-                cause = getattr(err, "cause", None) or err
-                failures.append(f"  {plan.job_id}: {type(cause).__name__}: {str(cause).strip()[:500]}")
-                print(f"  [{len(results) + len(failures)}/{len(done)}] FAILED {plan.job_id}", file=stream, flush=True)
-                continue
-            write_test_logits(Job(plan.model, plan.fold, plan.out_dir), spec, dataset.eval, out.logits, rows_hash)
-            r = out.summary
-            results.append(r)
-            print(f"  [{len(results) + len(failures)}/{len(done)}] {r.job_id}: {r.images} images, "
-                  f"flip TTA {'on' if r.tta else 'off'}, {r.device} on {r.node}, {r.seconds:.1f}s",
-                  file=stream, flush=True)
+    by_id = {p.job_id: p for p in done}
+    calls = {p.job_id: (spec.model_dump(mode="json"), p.job_id, p.model, p.fold, str(p.out_dir), tta_of[p.job_id],
+                        job_checkpoint(p.out_dir)) for p in done}
+
+    def started(slots: int) -> None:
+        print(f"  {len(calls)} tasks, {slots} at a time", file=stream, flush=True)
+
+    for job_id, out in run_fold_tasks(spec, address, reinfer_task, calls, ReinferError, started):
+        plan = by_id[job_id]
+        if isinstance(out, BaseException):
+            failures.append(f"  {plan.job_id}: {type(out).__name__}: {str(out).strip()[:500]}")
+            print(f"  [{len(results) + len(failures)}/{len(done)}] FAILED {plan.job_id}", file=stream, flush=True)
+            continue
+        write_test_logits(Job(plan.model, plan.fold, plan.out_dir), spec, dataset.eval, out.logits, rows_hash)
+        r = out.summary
+        results.append(r)
+        print(f"  [{len(results) + len(failures)}/{len(done)}] {r.job_id}: {r.images} images, "
+              f"flip TTA {'on' if r.tta else 'off'}, {r.device} on {r.node}, {r.seconds:.1f}s",
+              file=stream, flush=True)
     return results, failures
 
 
