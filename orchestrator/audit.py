@@ -34,15 +34,16 @@ def run(args: argparse.Namespace) -> None:
     from orchestrator.analysis.results import load_oof
     from orchestrator.analysis.results_folder import ResultsError, find_experiment, load_experiment
     from tasks.atomic import atomic_path
+    from tasks.log import to_stdout
 
     exp_dir = find_experiment(args.results)
     print(f"experiment: {exp_dir}", flush=True)
     spec = load_experiment(exp_dir, args.overrides)
     oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, [m.name for m in spec.models],
-                   exp_dir / "folds.parquet")
+                   exp_dir / "folds.parquet", log=to_stdout)
     if not oof.models:
         raise ResultsError(f"{exp_dir}/oof.parquet: no model has complete OOF logits to audit with")
-    h = hypotheses(oof, image_probs(oof, exp_dir / "blend" / "weights.json"))
+    h = hypotheses(oof, image_probs(oof, exp_dir / "blend" / "weights.json", log=to_stdout))
     assessed = {a: assess(h[a], args.error_rate, args.cut) for a in ATTRIBUTES}
     relabel = relabel_table(assessed, args.top)
     for name, table in (("audit.csv", audit_table(assessed)), ("audit_relabel.csv", relabel)):

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> None:
     from orchestrator.analysis.reporting.page import write_report
     from orchestrator.analysis.results_folder import read_eval_ids, read_truth
     from orchestrator.analysis.tracking_logs import log_blend
+    from tasks.log import to_stdout
     from tasks.metrics import score
 
     started, created = time.perf_counter(), datetime.now(UTC).isoformat(timespec="seconds")
@@ -54,13 +55,13 @@ def run(args: argparse.Namespace) -> None:
     if args.reinfer:
         from orchestrator.cluster.reinfer import reinfer
 
-        reinfer(spec, sources[0].exp_dir, args.tta, args.address)
-    pool = load_pool(sources)
-    result = fit_blend(pool.inputs, spec.blend)
+        reinfer(spec, sources[0].exp_dir, args.tta, args.address, log=to_stdout)
+    pool = load_pool(sources, log=to_stdout)
+    result = fit_blend(pool.inputs, spec.blend, log=to_stdout)
     board = leaderboard(result, truth)
-    print_board(board)
+    print_board(board, log=to_stdout)
     models = model_table(pool.models, result, pool.inputs.oof)
-    print_models(models)
+    print_models(models, log=to_stdout)
     chosen = result.methods[0]
     nested = chosen.nested.scores
     real = score(truth, chosen.test_labels) if truth is not None else None

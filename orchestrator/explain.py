@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.analysis.results_folder import find_experiment, load_experiment
     from orchestrator.analysis.saliency.pipeline import explain, local_runner
     from tasks.lock import experiment_lock
+    from tasks.log import to_stdout
 
     exp_dir = find_experiment(args.results)
     print(f"experiment: {exp_dir}", flush=True)
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     # Held like a run's: a run beside it would replace the weights and OOF rows being explained,
     # and two explains would write explain/ and the report at once.
     with experiment_lock(exp_dir, otherwise="then run explain again"):
-        summary = explain(spec, exp_dir, args.per_class, args.sample, args.boxes, runner)
+        summary = explain(spec, exp_dir, args.per_class, args.sample, args.boxes, runner, log=to_stdout)
         if summary.focus is not None and len(summary.focus):
             print("face focus (share of CAM mass in the face box; box_share: what an even CAM scores):\n"
                   + summary.focus.to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)

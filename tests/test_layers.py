@@ -92,3 +92,16 @@ def test_help_imports_nothing_heavy():
                 f"assert not heavy, heavy\nassert 'examples:' in out.getvalue() and 'writes:' in out.getvalue(), out.getvalue()")
         done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, f"{command}: {done.stderr[-2000:]}"
+
+
+def test_the_analysis_side_logs_through_a_callable_and_never_prints():
+    """Library code says what it does through a `log` callable (tasks.log); the commands pick
+    the stream. A bare print() in the analysis side would pick it for them."""
+    import ast
+
+    offenders = []
+    for path in (REPO / "orchestrator" / "analysis").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, offenders

@@ -20,6 +20,7 @@ import pyarrow as pa
 from orchestrator.analysis.results_folder import ResultsError, read_eval_ids
 from tasks.data.folds import load_folds
 from tasks.labels import MASK_STEMS, NUM_CLASSES
+from tasks.log import Log, to_stdout
 from tasks.logits import LogitsError, read_logits
 from tasks.spec.experiment import Experiment
 
@@ -64,12 +65,12 @@ def _manifest_rows_hash(exp_dir: Path) -> str | None:
     return json.loads(path.read_text()).get("rows_hash") if path.exists() else None
 
 
-def load_blend_inputs(exp_dir: Path, spec: Experiment) -> BlendInputs:
+def load_blend_inputs(exp_dir: Path, spec: Experiment, log: Log = to_stdout) -> BlendInputs:
     """OOF and test logits of every model complete in both, or a ResultsError."""
     expected = [m.name for m in spec.models]
     n_splits = spec.folds.n_splits
-    oof = load_oof(exp_dir / "oof.parquet", n_splits, expected, exp_dir / "folds.parquet")
-    test = load_test(exp_dir / "test.parquet", n_splits, read_eval_ids(spec.data.root), expected)
+    oof = load_oof(exp_dir / "oof.parquet", n_splits, expected, exp_dir / "folds.parquet", log)
+    test = load_test(exp_dir / "test.parquet", n_splits, read_eval_ids(spec.data.root), expected, log)
     if oof.rows_hash != test.rows_hash:
         raise ResultsError(f"{exp_dir}/oof.parquet has rows_hash {oof.rows_hash} but test.parquet has "
                            f"{test.rows_hash}: the logits come from different data, folds or seeds; "
@@ -100,7 +101,8 @@ def _merge_exclusions(items: tuple[Exclusion, ...]) -> tuple[Exclusion, ...]:
     return tuple(Exclusion(m, "; ".join(r)) for m, r in merged.items())
 
 
-def load_oof(path: Path, n_splits: int, expected: Sequence[str], folds_path: Path | None = None) -> OofLogits:
+def load_oof(path: Path, n_splits: int, expected: Sequence[str], folds_path: Path | None = None,
+             log: Log = to_stdout) -> OofLogits:
     """Per-model OOF logits aligned on training images; incomplete models excluded.
 
     With `folds_path` (results/<exp>/folds.parquet, if it exists) every model must cover
@@ -121,7 +123,7 @@ def load_oof(path: Path, n_splits: int, expected: Sequence[str], folds_path: Pat
             excluded.append(Exclusion(model, reason))
         else:
             complete[model] = at
-    _print_exclusions(excluded)
+    _log_exclusions(excluded, log)
     stack = np.empty((len(complete), len(keys), NUM_CLASSES), np.float32)
     for m, at in enumerate(complete.values()):
         stack[m, keys.get_indexer(frame.image_key.iloc[at])] = file.logits[at]
@@ -170,7 +172,8 @@ def _model_gap(rows: pd.DataFrame, n_images: int, n_splits: int, folds: pd.DataF
             f"{'person' if people == 1 else 'people'}, e.g. {missing.image_key.iloc[0]})")
 
 
-def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequence[str]) -> EvalLogits:
+def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequence[str],
+              log: Log = to_stdout) -> EvalLogits:
     """Per-model test logits averaged over fold models, rows in eval order."""
     file = _read(path, "test")
     frame = file.frame
@@ -193,7 +196,7 @@ def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequenc
         per_model = np.empty((n_splits, len(ids), NUM_CLASSES), np.float32)
         per_model[frame.fold.to_numpy()[at], where[at]] = file.logits[at]
         complete[model] = per_model.mean(axis=0)
-    _print_exclusions(excluded)
+    _log_exclusions(excluded, log)
     stack = np.stack(list(complete.values())) if complete else np.empty((0, len(ids), NUM_CLASSES), np.float32)
     return EvalLogits(tuple(complete), stack, np.asarray(eval_ids, dtype=object), file.rows_hash, tuple(excluded))
 
@@ -280,6 +283,6 @@ def _oof_gap(rows: pd.DataFrame, n_images: int, n_splits: int) -> str | None:
     return f"OOF covers {len(rows)} of {n_images} training images ({where})"
 
 
-def _print_exclusions(excluded: list[Exclusion]) -> None:
+def _log_exclusions(excluded: list[Exclusion], log: Log) -> None:
     for item in excluded:
-        print(f"excluded model {item.model!r}: {item.reason}", flush=True)
+        log(f"excluded model {item.model!r}: {item.reason}")

@@ -8,7 +8,6 @@ orchestrator/cluster/fold_tasks.py, shared with `explain --ray`.
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from tasks.data.preparation import load_dataset, rows_hash
 from tasks.errors import UserError
 from tasks.job_io import Job, unfinished_reason, write_test_logits
 from tasks.lock import experiment_lock
+from tasks.log import Log, to_stdout
 from tasks.spec.experiment import Experiment
 
 
@@ -86,42 +86,42 @@ def finished_jobs(plans: list[JobPlan], exp_dir: Path) -> list[JobPlan]:
 
 
 def reinfer(spec: Experiment, exp_dir: Path, tta: bool | None = None, address: str | None = None,
-            stream=None) -> ReinferSummary:
+            log: Log = to_stdout) -> ReinferSummary:
     """Rewrite every finished job's test logits on Ray, then re-gather the experiment's tables.
 
     `tta` None keeps each model's train.tta_flip. Jobs that fail keep their old test.parquet
     and nothing is gathered; ReinferError names them.
     """
-    started, stream = time.monotonic(), stream or sys.stdout
+    started = time.monotonic()
     exp_dir = exp_dir.resolve()
     if spec.name != exp_dir.name:
         raise ReinferError(f"{exp_dir}: spec.yaml names the experiment {spec.name!r}; its jobs are only "
                            f"found in results/{spec.name}/ (do not --set name with --reinfer)")
     spec = spec.model_copy(update={"results_dir": exp_dir.parent}).resolved()
     with experiment_lock(spec.out_dir):  # a run on the same experiment would race for test.parquet
-        return _reinfer_locked(spec, exp_dir, tta, address, stream, started)
+        return _reinfer_locked(spec, exp_dir, tta, address, log, started)
 
 
-def _reinfer_locked(spec: Experiment, exp_dir: Path, tta: bool | None, address: str | None, stream,
+def _reinfer_locked(spec: Experiment, exp_dir: Path, tta: bool | None, address: str | None, log: Log,
                     started: float) -> ReinferSummary:
     dataset = load_dataset(spec, verbose=False)
     plans = plan_jobs(spec, rows_hash(spec, dataset), saved_hashes(spec))
     done = finished_jobs(plans, exp_dir)
     tta_of = {p.job_id: p.train.tta_flip if tta is None else tta for p in done}
-    print(f"re-inferring {len(done)} fold models over {len(dataset.eval)} eval images "
-          f"(flip TTA {_describe(set(tta_of.values()))})", file=stream, flush=True)
-    results, failures = _run_tasks(spec, done, tta_of, address, stream, rows_hash(spec, dataset), dataset)
+    log(f"re-inferring {len(done)} fold models over {len(dataset.eval)} eval images "
+        f"(flip TTA {_describe(set(tta_of.values()))})")
+    results, failures = _run_tasks(spec, done, tta_of, address, log, rows_hash(spec, dataset), dataset)
     if failures:
         raise ReinferError(f"{len(failures)} of {len(done)} fold models failed; their old test logits are kept "
                            "and the experiment's test.parquet was not gathered again:\n" + "\n".join(failures))
     gathered = gather(spec.out_dir, plans, dataset.train["image_key"], dataset.eval["image_key"])
-    print(f"gathered {gathered.test_rows} test rows of {len(gathered.models)} models -> "
-          f"{spec.out_dir / 'test.parquet'}", file=stream, flush=True)
+    log(f"gathered {gathered.test_rows} test rows of {len(gathered.models)} models -> "
+        f"{spec.out_dir / 'test.parquet'}")
     return ReinferSummary(tuple(results), gathered, time.monotonic() - started)
 
 
 def _run_tasks(spec: Experiment, done: list[JobPlan], tta_of: dict[str, bool], address: str | None,
-               stream, rows_hash: str, dataset) -> tuple[list[Reinferred], list[str]]:
+               log: Log, rows_hash: str, dataset) -> tuple[list[Reinferred], list[str]]:
     """One task per fold model; writes each job's test.parquet as its task finishes and prints
     it. Returns summaries and failures."""
     results, failures = [], []
@@ -130,20 +130,19 @@ def _run_tasks(spec: Experiment, done: list[JobPlan], tta_of: dict[str, bool], a
                         job_checkpoint(p.out_dir)) for p in done}
 
     def started(slots: int) -> None:
-        print(f"  {len(calls)} tasks, {slots} at a time", file=stream, flush=True)
+        log(f"  {len(calls)} tasks, {slots} at a time")
 
     for job_id, out in run_fold_tasks(spec, address, reinfer_task, calls, ReinferError, started):
         plan = by_id[job_id]
         if isinstance(out, BaseException):
             failures.append(f"  {plan.job_id}: {type(out).__name__}: {str(out).strip()[:500]}")
-            print(f"  [{len(results) + len(failures)}/{len(done)}] FAILED {plan.job_id}", file=stream, flush=True)
+            log(f"  [{len(results) + len(failures)}/{len(done)}] FAILED {plan.job_id}")
             continue
         write_test_logits(Job(plan.model, plan.fold, plan.out_dir), spec, dataset.eval, out.logits, rows_hash)
         r = out.summary
         results.append(r)
-        print(f"  [{len(results) + len(failures)}/{len(done)}] {r.job_id}: {r.images} images, "
-              f"flip TTA {'on' if r.tta else 'off'}, {r.device} on {r.node}, {r.seconds:.1f}s",
-              file=stream, flush=True)
+        log(f"  [{len(results) + len(failures)}/{len(done)}] {r.job_id}: {r.images} images, "
+            f"flip TTA {'on' if r.tta else 'off'}, {r.device} on {r.node}, {r.seconds:.1f}s")
     return results, failures
 
 

@@ -18,6 +18,7 @@ from orchestrator.analysis.ensembles.recipes import Recipe, Weighting, plan_reci
 from orchestrator.analysis.ensembles.uncertainty import Interval, PersonBootstrap
 from orchestrator.analysis.results import BlendInputs
 from tasks.labels import NUM_CLASSES
+from tasks.log import Log, to_stdout
 from tasks.metrics import Scores, score
 from tasks.spec.experiment import BlendSpec
 
@@ -167,7 +168,7 @@ def fit_all(recipes, logits, y, spec: BlendSpec) -> dict[str, FittedBlend]:
     return {r.name: fit_recipe(r, logits, y, spec, cache) for r in recipes}
 
 
-def predict_nested(recipes, logits, y, fold, spec: BlendSpec) -> dict[str, Prediction]:
+def predict_nested(recipes, logits, y, fold, spec: BlendSpec, log: Log = to_stdout) -> dict[str, Prediction]:
     """Each method fitted on K-1 folds' OOF rows and applied to the held-out fold, pooled."""
     labels = {r.name: np.zeros(len(y), np.int64) for r in recipes}
     probs = {r.name: np.zeros((len(y), NUM_CLASSES), np.float32) for r in recipes}
@@ -182,8 +183,8 @@ def predict_nested(recipes, logits, y, fold, spec: BlendSpec) -> dict[str, Predi
             labels[name][held] = out.labels
             if out.probs is not None:
                 probs[name][held] = out.probs
-        print(f"  nested fold {i + 1}/{len(folds)}: {len(recipes)} methods fitted on {(~held).sum()} rows, "
-              f"scored on {held.sum()} ({time.perf_counter() - start:.1f}s)", flush=True)
+        log(f"  nested fold {i + 1}/{len(folds)}: {len(recipes)} methods fitted on {(~held).sum()} rows, "
+            f"scored on {held.sum()} ({time.perf_counter() - start:.1f}s)")
     return {r.name: Prediction(labels[r.name], probs[r.name] if r.vote == "soft" else None) for r in recipes}
 
 
@@ -205,15 +206,15 @@ def versus_simpler(boot: PersonBootstrap, ranked: list[MethodResult]) -> Compari
     return Comparison(simpler, boot.difference(chosen.nested.labels, by_name[simpler].nested.labels))
 
 
-def fit_blend(inputs: BlendInputs, spec: BlendSpec) -> BlendResult:
+def fit_blend(inputs: BlendInputs, spec: BlendSpec, log: Log = to_stdout) -> BlendResult:
     """Fit, nest and rank every planned method; the first of the result is the chosen one."""
     oof, recipes = inputs.oof, plan_recipes(spec)
-    print(f"blending {len(oof.models)} models x {len(oof.target)} OOF rows: {len(recipes)} methods, "
-          f"metric {spec.metric}", flush=True)
-    nested = predict_nested(recipes, oof.logits, oof.target, oof.fold, spec)
+    log(f"blending {len(oof.models)} models x {len(oof.target)} OOF rows: {len(recipes)} methods, "
+        f"metric {spec.metric}")
+    nested = predict_nested(recipes, oof.logits, oof.target, oof.fold, spec, log)
     start = time.perf_counter()
     fitted = fit_all(recipes, oof.logits, oof.target, spec)
-    print(f"  all rows: {len(recipes)} methods fitted ({time.perf_counter() - start:.1f}s)", flush=True)
+    log(f"  all rows: {len(recipes)} methods fitted ({time.perf_counter() - start:.1f}s)")
     start, boot = time.perf_counter(), PersonBootstrap.draw(oof.target, oof.person)
     results = [MethodResult(f, evaluate(boot, predict(f, oof.logits)), evaluate(boot, nested[name]),
                             predict(f, inputs.test.logits).labels) for name, f in fitted.items()]
@@ -221,6 +222,6 @@ def fit_blend(inputs: BlendInputs, spec: BlendSpec) -> BlendResult:
     ranked = sorted(results, key=lambda r: (-ens.gain(spec.metric, r.nested.value(spec.metric)),
                                             -r.nested.scores.accuracy))
     comparison = versus_simpler(boot, ranked)
-    print(f"  scored with {boot.draws.shape[0]} person resamples of {boot.draws.shape[1]} people "
-          f"({time.perf_counter() - start:.1f}s)", flush=True)
+    log(f"  scored with {boot.draws.shape[0]} person resamples of {boot.draws.shape[1]} people "
+        f"({time.perf_counter() - start:.1f}s)")
     return BlendResult(spec.metric, tuple(ranked), comparison)

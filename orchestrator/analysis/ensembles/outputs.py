@@ -18,6 +18,7 @@ from orchestrator.analysis.ensembles.pooled import PooledModel
 from orchestrator.analysis.ensembles.uncertainty import DESCRIPTION, LEVEL, RESAMPLES, SEED, Interval, PersonBootstrap
 from orchestrator.analysis.results import BlendInputs, OofLogits
 from tasks.atomic import atomic_dir
+from tasks.log import Log, to_stdout
 from tasks.metrics import score
 
 BOOTSTRAP = {"unit": "person", "resamples": RESAMPLES, "seed": SEED, "level": LEVEL, "interval": "percentile"}
@@ -59,13 +60,13 @@ def model_table(models: Sequence[PooledModel], result: BlendResult, oof: OofLogi
     return pd.DataFrame(rows)
 
 
-def print_models(table: pd.DataFrame) -> None:
+def print_models(table: pd.DataFrame, log: Log = to_stdout) -> None:
     shown = pd.DataFrame({"experiment": table.experiment, "model": table.model,
                           "OOF macro F1": [Interval(*v).text() for v in table[["oof_macro_f1", "oof_macro_f1_low",
                                                                                 "oof_macro_f1_high"]].to_numpy()],
                           "weight": table.weight, "OOF optimistic": np.where(table.oof_optimistic, "yes", "")})
-    print(f"models (OOF macro F1 alone [{LEVEL:.0%} interval], weight in the chosen blend):", flush=True)
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
+    log(f"models (OOF macro F1 alone [{LEVEL:.0%} interval], weight in the chosen blend):\n"
+        + shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 def optimistic_warning(table: pd.DataFrame, result: BlendResult) -> str | None:
@@ -123,7 +124,7 @@ def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: 
     return target
 
 
-def print_board(board: pd.DataFrame) -> None:
+def print_board(board: pd.DataFrame, log: Log = to_stdout) -> None:
     """The leaderboard with each macro F1 as 'point [low, high]'."""
     shown = pd.DataFrame({"method": board.method})
     for prefix, title in (("in_sample", "in-sample macro F1"), ("nested", "nested macro F1")):
@@ -133,8 +134,8 @@ def print_board(board: pd.DataFrame) -> None:
         if column in board.columns:
             shown[column] = board[column]
     shown["chosen"] = np.where(board.chosen, "<-", "")
-    print(f"macro F1 [{LEVEL:.0%} interval over {RESAMPLES} resamples of people, predictions fixed]:", flush=True)
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
+    log(f"macro F1 [{LEVEL:.0%} interval over {RESAMPLES} resamples of people, predictions fixed]:\n"
+        + shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 def summary_lines(result: BlendResult) -> list[str]:

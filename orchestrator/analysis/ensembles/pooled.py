@@ -18,6 +18,7 @@ import numpy as np
 
 from orchestrator.analysis.results import BlendInputs, EvalLogits, Exclusion, OofLogits, load_blend_inputs, load_oof
 from orchestrator.analysis.results_folder import ResultsError, find_experiment, load_experiment
+from tasks.log import Log, to_stdout
 from tasks.spec.experiment import Experiment
 from tasks.user_files import check_folder
 
@@ -143,14 +144,13 @@ def pool_oof(sources: tuple[Source, ...], oofs: list[OofLogits]) -> tuple[OofLog
     return pooled, models
 
 
-def load_pool(sources: tuple[Source, ...]) -> Pool:
+def load_pool(sources: tuple[Source, ...], log: Log = to_stdout) -> Pool:
     """Every source's complete models as one BlendInputs, or a ResultsError before anything is fitted."""
     each = []
     for s in sources:
         if len(sources) > 1:
-            print(f"experiment {s.name}: {s.exp_dir}" + (" (OOF optimistic)" if s.spec.oof_optimistic else ""),
-                  flush=True)
-        each.append(load_blend_inputs(s.exp_dir, s.spec))
+            log(f"experiment {s.name}: {s.exp_dir}" + (" (OOF optimistic)" if s.spec.oof_optimistic else ""))
+        each.append(load_blend_inputs(s.exp_dir, s.spec, log))
     if len(sources) == 1:  # exactly today's inputs and names
         inputs = each[0]
         return Pool(sources, inputs, _models_of(sources, [inputs.oof.models]))
@@ -161,8 +161,8 @@ def load_pool(sources: tuple[Source, ...]) -> Pool:
     test = EvalLogits(oof.models, np.concatenate([i.test.logits for i in each]), t.image_ids, t.rows_hash,
                       oof.excluded)
     inputs = BlendInputs(oof, test, _exclusions(sources, [i.excluded for i in each]))
-    print(f"pooled {len(models)} models of {len(sources)} experiments: "
-          + ", ".join(f"{s.name} ({sum(m.experiment == s.name for m in models)})" for s in sources), flush=True)
+    log(f"pooled {len(models)} models of {len(sources)} experiments: "
+        + ", ".join(f"{s.name} ({sum(m.experiment == s.name for m in models)})" for s in sources))
     return Pool(sources, inputs, models)
 
 

@@ -24,6 +24,7 @@ from orchestrator.analysis.results import OofLogits
 from tasks.data.relabel import parse_age, read_relabel_table
 from tasks.errors import UserError
 from tasks.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, TRUE_AGE_BORDERS, age_band, split_class
+from tasks.log import Log, to_stdout
 
 ATTRIBUTES = ("gender", "age", "mask")
 AGGREGATES = ("geo", "min", "vote")
@@ -47,7 +48,7 @@ class Ranking:
     suggested: np.ndarray  # (P,) hypothesis with the most evidence (the given one on a tie)
 
 
-def image_probs(oof: OofLogits, weights_json: Path) -> np.ndarray:
+def image_probs(oof: OofLogits, weights_json: Path, log: Log = to_stdout) -> np.ndarray:
     """(N, 18) OOF probabilities: the blend's soft weights if it chose a soft vote, else equal."""
     weights, temps = np.full(len(oof.models), 1 / len(oof.models)), np.ones(len(oof.models))
     record = json.loads(weights_json.read_text()) if weights_json.is_file() else {}
@@ -57,12 +58,12 @@ def image_probs(oof: OofLogits, weights_json: Path) -> np.ndarray:
         fitted = None
     if fitted is not None and fitted.recipe.vote == "soft":
         weights, temps = fitted.weights, fitted.temperatures
-        print(f"audit: OOF probabilities blended with {weights_json}'s weights ({fitted.recipe.name})", flush=True)
+        log(f"audit: OOF probabilities blended with {weights_json}'s weights ({fitted.recipe.name})")
     else:
         # A blend of several experiments (blend --results A --results B) weighs models this one lacks.
         pooled = len(record.get("experiments") or []) > 1
         why = f" ({weights_json} blends several experiments' models)" if pooled else ""
-        print(f"audit: OOF probabilities as an equal soft vote of {len(oof.models)} models{why}", flush=True)
+        log(f"audit: OOF probabilities as an equal soft vote of {len(oof.models)} models{why}")
     return blend_probs(model_probs(oof.logits, temps), weights / weights.sum())
 
 

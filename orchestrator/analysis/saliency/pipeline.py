@@ -6,7 +6,6 @@ CLI's `--ray` passes one that runs them as Ray tasks on the slot resource instea
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from orchestrator.analysis.saliency.selection import (
 )
 from tasks.atomic import atomic_path
 from tasks.errors import UserError
+from tasks.log import Log, to_stdout
 from tasks.spec.experiment import Experiment
 
 FOCUS_COLUMNS = ["model", "fold", "images", "face_focus", "box_share"]
@@ -69,7 +69,7 @@ def local_runner(spec: Experiment, work: Work, dataset) -> Iterator[tuple[FoldJo
             yield job, err
 
 
-def cam_layers(spec: Experiment, models: Iterable[str], stream) -> tuple[dict[str, str], dict[str, str]]:
+def cam_layers(spec: Experiment, models: Iterable[str], log: Log) -> tuple[dict[str, str], dict[str, str]]:
     """Each model's target layer, found on the architecture alone (no weights needed), and the skipped."""
     from tasks.train.model import build_model
 
@@ -81,36 +81,34 @@ def cam_layers(spec: Experiment, models: Iterable[str], stream) -> tuple[dict[st
         try:
             layer = find_cam_layer(body, train.input_size, model.backbone)
             layers[name] = layer.name
-            print(f"{name}: Grad-CAM of {model.backbone} at {layer.name} ({layer.grid[0]}x{layer.grid[1]} cells)",
-                  file=stream, flush=True)
+            log(f"{name}: Grad-CAM of {model.backbone} at {layer.name} ({layer.grid[0]}x{layer.grid[1]} cells)")
         except NoCamLayer as err:
             skipped[name] = str(err)
-            print(f"{name}: skipped, no Grad-CAM target layer: {err}", file=stream, flush=True)
+            log(f"{name}: skipped, no Grad-CAM target layer: {err}")
     return layers, skipped
 
 
 def explain(spec: Experiment, exp_dir: Path, per_class: int = 2, sample: int = 32, boxes_file: Path | None = None,
-            runner: Runner = local_runner, stream=None) -> ExplainSummary:
+            runner: Runner = local_runner, log: Log = to_stdout) -> ExplainSummary:
     from orchestrator.analysis.pseudo_labels.outputs import saved_hashes
     from tasks.data.preparation import load_dataset, rows_hash
 
-    stream = stream or sys.stdout
     folder = ExplainFolder.open(exp_dir)  # before any work: an explain/ that cannot be a folder stops it
     dataset = load_dataset(spec, verbose=False)
     found = explainable_jobs(spec, exp_dir, rows_hash(spec, dataset), saved_hashes(spec))
     jobs = found.jobs
     boxes = load_face_boxes(exp_dir, dataset, spec.data.root, boxes_file)
-    print(f"face boxes: {boxes.source}" if boxes else
-          "face focus skipped: no faces.parquet (the experiment ran without data.face) and no --boxes FILE "
-          "(e.g. data/synth/truth/face_boxes.csv)", file=stream, flush=True)
+    log(f"face boxes: {boxes.source}" if boxes else
+        "face focus skipped: no faces.parquet (the experiment ran without data.face) and no --boxes FILE "
+        "(e.g. data/synth/truth/face_boxes.csv)")
     moved = sorted(m.name for m in spec.models if spec.train_for(m).augment.eval)
     if boxes and moved:
-        print(f"note: {', '.join(moved)} have an eval pipeline; face focus assumes it moves no pixels (a crop or "
-              "flip there would misplace the face boxes)", file=stream, flush=True)
-    layers, skipped = cam_layers(spec, dict.fromkeys(j.model for j in jobs), stream)
+        log(f"note: {', '.join(moved)} have an eval pipeline; face focus assumes it moves no pixels (a crop or "
+            "flip there would misplace the face boxes)")
+    layers, skipped = cam_layers(spec, dict.fromkeys(j.model for j in jobs), log)
     lost = {key: why for key, why in found.lost.items() if key[0] not in skipped}
     for (model, fold), why in lost.items():
-        print(f"{model} fold {fold}: left out: {why}", file=stream, flush=True)
+        log(f"{model} fold {fold}: left out: {why}")
     rows = oof_rows([j for j in jobs if j.model in layers], set(dataset.train["image_key"]))
     suspects = suspect_people(exp_dir)
     picks = {m: pick_photos(rows[rows["model"] == m].reset_index(drop=True), per_class, sample, suspects, spec.seed)
@@ -120,16 +118,16 @@ def explain(spec: Experiment, exp_dir: Path, per_class: int = 2, sample: int = 3
     for n, (job, out) in enumerate(runner(spec, work, dataset), start=1):
         if isinstance(out, Exception):  # this fold is left out; the model's other folds are kept
             lost[(job.model, job.fold)] = f"{type(out).__name__}: {out}"
-            print(f"  [{n}/{len(work)}] {job.model} fold {job.fold}: FAILED {out}", file=stream, flush=True)
+            log(f"  [{n}/{len(work)}] {job.model} fold {job.fold}: FAILED {out}")
             continue
         done[job.model][job.fold] = out
-        print(f"  [{n}/{len(work)}] {job.model} fold {job.fold}: {len(out.cams)} CAMs", file=stream, flush=True)
-    summary = _write(folder, picks, done, boxes, layers, skipped, stream)
+        log(f"  [{n}/{len(work)}] {job.model} fold {job.fold}: {len(out.cams)} CAMs")
+    summary = _write(folder, picks, done, boxes, layers, skipped, log)
     return replace(summary, lost=dict(sorted(lost.items())))
 
 
 def _write(folder: ExplainFolder, picks: dict[str, pd.DataFrame], done: dict, boxes: FaceBoxes | None,
-           layers: dict, skipped: dict, stream) -> ExplainSummary:
+           layers: dict, skipped: dict, log: Log) -> ExplainSummary:
     out = folder.path
     files, focus_rows = [], []
     for model, table in picks.items():
@@ -142,14 +140,13 @@ def _write(folder: ExplainFolder, picks: dict[str, pd.DataFrame], done: dict, bo
             focus_rows += _focus(model, tiles, cams, fractions)
     focus = pd.DataFrame(focus_rows, columns=FOCUS_COLUMNS) if boxes else None
     if focus is not None and focus.empty:
-        print(f"face focus skipped: none of the sampled photos has a face box in {boxes.source}", file=stream,
-              flush=True)
+        log(f"face focus skipped: none of the sampled photos has a face box in {boxes.source}")
     if focus is not None and len(focus):
         with atomic_path(out / "face_focus.csv") as tmp:
             focus.to_csv(tmp, index=False, float_format="%.4f")
         files += [out / "face_focus.csv", focus_figure(out / "face_focus.png", focus)]
     folder.commit(files)  # deletes only what an earlier explain wrote and this one did not
-    print(f"wrote {len(files)} files to {out}/", file=stream, flush=True)
+    log(f"wrote {len(files)} files to {out}/")
     return ExplainSummary(out, layers, skipped, focus, tuple(files))
 
 
