@@ -32,12 +32,16 @@ def run(args: argparse.Namespace) -> None:
     )
     from orchestrator.analysis.mislabels.suspects import assess
     from orchestrator.analysis.results import load_oof
-    from orchestrator.analysis.results_folder import ResultsError, find_experiment, load_experiment
+    from orchestrator.analysis.results_folder import (
+        PREFER_BLENDED,
+        ResultsError,
+        find_experiment,
+        load_experiment,
+    )
     from tasks.atomic import atomic_path
     from tasks.log import to_stdout
 
-    exp_dir = find_experiment(args.results)
-    print(f"experiment: {exp_dir}", flush=True)
+    exp_dir = find_experiment(args.results, prefer=PREFER_BLENDED, log=to_stdout)
     spec = load_experiment(exp_dir, args.overrides)
     oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, [m.name for m in spec.models],
                    exp_dir / "folds.parquet", log=to_stdout)

@@ -86,13 +86,14 @@ def experiments(args: argparse.Namespace) -> tuple[tuple, Path]:
     """The experiments to blend (each with its own spec and the same --set) and the folder whose
     blend/ and report.html the outputs go to."""
     from orchestrator.analysis.ensembles.pooled import load_sources, output_folder
+    from tasks.log import to_stdout
 
     overrides = list(args.overrides) + ([f"blend.metric={args.metric}"] if args.metric else [])
-    sources = load_sources(args.results, overrides)
+    sources = load_sources(args.results, overrides, log=to_stdout)
     out_dir = output_folder(args.out, sources)
-    if len(sources) == 1:
+    if len(sources) == 1 and args.results:  # without --results, load_sources named its choice
         print(f"experiment: {sources[0].exp_dir}", flush=True)
-    else:
+    elif len(sources) > 1:
         print(f"blending {len(sources)} experiments as one pool: {', '.join(str(s.exp_dir) for s in sources)}",
               flush=True)
     if args.out:

@@ -18,13 +18,12 @@ from orchestrator.cli import add_results_args, count_arg, make_parser, run_main
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.analysis.results_folder import find_experiment, load_experiment
+    from orchestrator.analysis.results_folder import PREFER_BLENDED, find_experiment, load_experiment
     from orchestrator.analysis.saliency.pipeline import explain, local_runner
     from tasks.lock import experiment_lock
     from tasks.log import to_stdout
 
-    exp_dir = find_experiment(args.results)
-    print(f"experiment: {exp_dir}", flush=True)
+    exp_dir = find_experiment(args.results, prefer=PREFER_BLENDED, log=to_stdout)
     spec = load_experiment(exp_dir, args.overrides)
     runner = local_runner
     if args.ray:

@@ -15,10 +15,12 @@ from orchestrator.cli import add_results_args, make_parser, run_main
 def run(args: argparse.Namespace) -> None:
     from orchestrator.analysis.ensembles.pooled import blended_oof, is_blend_folder
     from orchestrator.analysis.reporting.page import write_report
-    from orchestrator.analysis.results_folder import find_experiment
+    from orchestrator.analysis.results_folder import PREFER_BLENDED, find_experiment
+    from tasks.log import to_stdout
 
     # A `blend --out` folder has no experiment of its own: its weights.json names the blended ones.
-    exp_dir = args.results if is_blend_folder(args.results) else find_experiment(args.results)
+    exp_dir = args.results if is_blend_folder(args.results) else find_experiment(
+        args.results, prefer=PREFER_BLENDED, log=to_stdout)
     oof, spec = blended_oof(exp_dir, args.overrides)
     print(f"wrote {write_report(exp_dir, oof, spec.data.root)}", flush=True)
 

@@ -12,6 +12,7 @@ import numpy as np
 from tasks.data.dataset import read_table
 from tasks.errors import UserError
 from tasks.labels import NUM_CLASSES
+from tasks.log import Log, silent
 from tasks.spec.experiment import Experiment, SpecError
 from tasks.spec.load import load_spec
 from tasks.spec.overrides import parse_override
@@ -22,18 +23,36 @@ class ResultsError(UserError):
     file), that blend, audit, report or pseudo labelling cannot use, and what to do about it."""
 
 
-def find_experiment(results: Path | None, root: Path = Path("results")) -> Path:
-    """`results` if given, else the experiment under `root` whose logits were written last."""
+# Which experiment a command takes without --results: `blend` the one whose logits were
+# gathered last (the run just finished); audit, explain and report the one blended last, since
+# they read its blend, so a later run of another experiment does not move them under the user.
+PREFER_GATHERED = "gathered"
+PREFER_BLENDED = "blended"
+
+
+def find_experiment(results: Path | None, root: Path = Path("results"), *,
+                    prefer: str = PREFER_GATHERED, log: Log = silent) -> Path:
+    """`results` if given, else the experiment under `root` gathered (or blended) last, named in `log`."""
     if results is not None:
         if not (results / "spec.yaml").is_file():
             raise ResultsError(f"{results}: not an experiment's results folder (no spec.yaml in it); "
                                f"pass --results results/<experiment>")
+        log(f"experiment: {results}")
         return results
-    found = [d for d in root.glob("*") if (d / "spec.yaml").is_file() and (d / "oof.parquet").is_file()]
+    found = [d for d in sorted(root.glob("*")) if (d / "spec.yaml").is_file() and (d / "oof.parquet").is_file()]
     if not found:
         raise ResultsError(f"no experiment with gathered logits (spec.yaml and oof.parquet) under "
                            f"{root.resolve()}; run an experiment first or pass --results DIR")
-    return max(found, key=lambda d: os.path.getmtime(d / "oof.parquet"))
+    blended = [d for d in found if (d / "blend" / "weights.json").is_file()]
+    if prefer == PREFER_BLENDED and blended:
+        chosen, rule = max(blended, key=lambda d: os.path.getmtime(d / "blend" / "weights.json")), "blended last"
+    else:
+        chosen, rule = max(found, key=lambda d: os.path.getmtime(d / "oof.parquet")), "gathered last"
+    if len(found) == 1:
+        log(f"experiment: {chosen} (the only one under {root}/)")
+    else:
+        log(f"experiment: {chosen} ({rule} of the {len(found)} under {root}/; --results picks another)")
+    return chosen
 
 
 # Where the data and its cache are now: neither changes the rows the logits belong to.

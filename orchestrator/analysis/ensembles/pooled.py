@@ -18,7 +18,7 @@ import numpy as np
 
 from orchestrator.analysis.results import BlendInputs, EvalLogits, Exclusion, OofLogits, load_blend_inputs, load_oof
 from orchestrator.analysis.results_folder import ResultsError, find_experiment, load_experiment
-from tasks.log import Log, to_stdout
+from tasks.log import Log, silent, to_stdout
 from tasks.spec.experiment import Experiment
 from tasks.user_files import check_folder
 
@@ -51,9 +51,11 @@ def pooled_name(experiment: str, model: str, several: bool) -> str:
     return f"{experiment}{SEPARATOR}{model}" if several else model
 
 
-def load_sources(results: Sequence[Path] | None, overrides: Sequence[str] = ()) -> tuple[Source, ...]:
-    """Each `--results` folder with its own saved spec (the default: the latest experiment)."""
-    dirs = [find_experiment(r) for r in results] if results else [find_experiment(None)]
+def load_sources(results: Sequence[Path] | None, overrides: Sequence[str] = (),
+                 log: Log = silent) -> tuple[Source, ...]:
+    """Each `--results` folder with its own saved spec (the default: the one gathered last, named in `log`)."""
+    dirs = list(results) if results else [find_experiment(None, log=log)]
+    dirs = [find_experiment(d) for d in dirs]
     seen: dict[str, Path] = {}
     for d in dirs:
         name = d.resolve().name
