@@ -373,3 +373,19 @@ def test_summary_and_chosen_method_are_on_the_first_screen_in_chromium(request, 
     assert seen["scrollWidth"] <= width  # nothing on the page needs a horizontal scroll
     assert seen["chosenRow"]["right"] <= width and seen["lastHead"]["right"] <= width
     assert seen["chosenBackground"] != seen["otherBackground"]  # the chosen row is highlighted
+
+
+def test_dates_say_when_the_jobs_trained_not_when_a_cached_rerun_prepared():
+    from datetime import UTC, datetime
+
+    from orchestrator.analysis.reporting.inputs import Jobs
+    from orchestrator.analysis.reporting.summary import run_rows
+
+    trained = datetime(2026, 11, 3, 9, 0, tzinfo=UTC).timestamp()
+    jobs = Jobs(pd.DataFrame({"job": ["a", "b"], "seconds": [600.0, 60.0],
+                              "finished": [trained + 600, trained + 3600]}), pd.DataFrame())
+    rerun = {"created": "2026-11-05T10:00:00+00:00"}  # prepared again two days later, nothing retrained
+    dates = dict((name, value) for name, value, _ in run_rows(rerun, {}, jobs))["dates"]
+    assert dates.startswith("jobs trained 2026-11-03 09:00 UTC to 2026-11-03 10:00 UTC · prepared 2026-11-05 10:00")
+    none = Jobs(pd.DataFrame(columns=["job", "seconds", "finished"]), pd.DataFrame())
+    assert dict((n, v) for n, v, _ in run_rows(rerun, {}, none))["dates"].startswith("jobs trained: unknown")

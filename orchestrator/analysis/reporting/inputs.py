@@ -67,14 +67,16 @@ def read_jobs(exp_dir: Path) -> Jobs:
             continue  # unfinished or broken: the run's own summary names it
         row = {"job": folder.name, "model": result.get("model", folder.name), "fold": result.get("fold", -1),
                "seconds": result.get("seconds"), "best_epoch": result.get("best_epoch"),
-               "epochs_run": result.get("epochs_run")}
+               "epochs_run": result.get("epochs_run"),
+               # result.json is written once, as the job ends: when it trained, whatever re-ran since
+               "finished": (folder / "result.json").stat().st_mtime}
         rows.append(row)
         try:
             metrics = pd.read_csv(folder / "metrics.csv")
         except (OSError, ValueError):
             continue
         curves.append(metrics.assign(job=row["job"], model=row["model"], fold=row["fold"]))
-    columns = ["job", "model", "fold", "seconds", "best_epoch", "epochs_run"]
+    columns = ["job", "model", "fold", "seconds", "best_epoch", "epochs_run", "finished"]
     return Jobs(pd.DataFrame(rows, columns=columns),
                 pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["model", "fold", "epoch"]))
 

@@ -81,6 +81,16 @@ def duration(seconds: float) -> str:
         else f"{seconds:.1f} s"
 
 
+def trained_when(jobs) -> str:
+    """When the jobs trained: from the first one's start to the last one's end."""
+    ends = pd.to_numeric(jobs.results.get("finished", pd.Series(dtype=float)), errors="coerce")
+    starts = ends - pd.to_numeric(jobs.results.seconds, errors="coerce").fillna(0)
+    if ends.notna().sum() == 0:
+        return "jobs trained: unknown (no job results found)"
+    first, last = (datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC") for t in (starts.min(), ends.max()))
+    return f"jobs trained {first}" + (f" to {last}" if last != first else "")
+
+
 def run_rows(manifest: dict, w: dict, jobs) -> list[tuple[str, str, str]]:
     """When, from which code, and how long: dates, git revision, summed job time and blend time."""
     git = str(manifest.get("git") or "unknown")
@@ -90,8 +100,9 @@ def run_rows(manifest: dict, w: dict, jobs) -> list[tuple[str, str, str]]:
              if len(seconds) else "no job results found")
     blend = f"; blend {duration(w['seconds'])}" if w.get("seconds") is not None else ""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return [("dates", f"run {when(manifest.get('created'))} · blend {when(w.get('created'))} · report {now}",
-             "run: when the experiment was prepared (manifest.json)"),
+    return [("dates", f"{trained_when(jobs)} · prepared {when(manifest.get('created'))} · "
+             f"blend {when(w.get('created'))} · report {now}",
+             "a cached re-run prepares again but trains nothing, so its jobs keep their dates"),
             ("git revision", f'<code title="{esc(git)}">{esc(short)}</code>', "of the code that prepared the run"),
             ("time", train + blend, "jobs' own seconds summed, so several at once take less wall time")]
 
