@@ -35,6 +35,26 @@ def test_face_focus_is_high_for_a_box_around_the_cam_and_low_elsewhere():
     assert np.isnan(face_focus(cam, np.full(4, np.nan))) and np.isnan(face_focus(0 * cam, around))
 
 
+def test_contact_sheet_captions_name_the_person_and_never_run_into_each_other():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    from orchestrator.analysis.saliency.figures import sheet_figure, tile_name
+
+    assert tile_name("000283_female_Asian_30/incorrect_mask") == "000283 incorrect_mask"
+    n, h, w = 8, 64, 48  # the demo's cache size; the longest captions (incorrect, male, 30-59, 0.34)
+    tiles = pd.DataFrame({"fold": 2, "image_key": [f"00{i:04d}_male_Asian_45/incorrect_mask" for i in range(n)],
+                          "target": 4, "pred": 4 + 6 * (np.arange(n) % 2), "confidence": 0.34})
+    rng = np.random.default_rng(0)
+    fig = sheet_figure("mistakes", tiles, rng.integers(0, 255, (n, h, w, 3)).astype(np.uint8),
+                       rng.random((n, h, w)).astype(np.float32), np.full((n, 4), np.nan), None, columns=8)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    captions = [t for t in fig.findobj(Text) if " · fold " in t.get_text()]
+    titles = sorted((t.get_window_extent(renderer) for t in captions), key=lambda box: box.x0)
+    assert len(titles) == n and "000003 incorrect_mask · fold 2" in fig.axes[3].get_title(loc="left")
+    assert all(a.x1 < b.x0 for a, b in zip(titles, titles[1:]))  # a gap between neighbours in the row
+
+
 def test_the_target_layer_rule():
     import timm
 
@@ -269,3 +289,12 @@ def test_a_job_of_settings_since_changed_is_not_explained(untrained, capsys):
     err = capsys.readouterr().err
     assert "fold 1: not run with these settings" in err and "0badc0de" not in err, err
     assert "test_convnext lost 1 of 2 folds" in err
+
+
+def test_data_moved_with_set_data_root_is_still_explained(untrained, synth_root, tmp_path, capsys):
+    """The data copied elsewhere (copy2 keeps the files' times, as mv and rsync -a do) and named by
+    --set data.root: the jobs' ids come from the rows as run, so explain still finds them."""
+    moved = tmp_path / "moved"
+    shutil.copytree(synth_root, moved)
+    assert explain.main(explain_cli(untrained, "--set", f"data.root={moved}")) == 0, capsys.readouterr().err
+    assert (untrained / "explain" / "sample_test_convnext.png").is_file()

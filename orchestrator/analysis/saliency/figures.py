@@ -2,7 +2,7 @@
 
 A tile is the image the model saw with its Grad-CAM over it (jet: red = where the predicted
 class's evidence is) and the face box in white where known; its title gives the fold, the
-given and the predicted class (mask/gender/age) and the model's probability for the latter.
+person and photo, the given and the predicted class (mask/gender/age) and the model's probability for the latter.
 """
 from __future__ import annotations
 
@@ -14,13 +14,19 @@ import pandas as pd
 from tasks.atomic import atomic_path
 from tasks.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, split_class
 
-TILE_INCHES = 1.25
+TILE_INCHES = 1.6  # wide enough for the longest caption line at 6.5 pt: '✗ pred incorrect m 30-59 0.34'
 
 
 def short_class(label: int) -> str:
     """'not_worn f >=60': the three attributes, short enough for a tile's title."""
     m, g, a = (int(v) for v in split_class(label))
     return f"{MASK_NAMES[m]} {GENDER_NAMES[g][0]} {AGE_NAMES[a]}"
+
+
+def tile_name(image_key: str) -> str:
+    """'000283 mask3': the person's id (the folder name's first field) and the photo."""
+    folder, _, stem = image_key.rpartition("/")
+    return f"{folder.split('_')[0]} {stem}" if folder else stem
 
 
 def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
@@ -31,6 +37,11 @@ def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
 
 def contact_sheet(path: Path, title: str, tiles: pd.DataFrame, images: np.ndarray, cams: np.ndarray,
                   boxes: np.ndarray, row_of: str, columns: int) -> Path:
+    return _save(sheet_figure(title, tiles, images, cams, boxes, row_of, columns), path)
+
+
+def sheet_figure(title: str, tiles: pd.DataFrame, images: np.ndarray, cams: np.ndarray,
+                 boxes: np.ndarray, row_of: str | None, columns: int):
     """One row per distinct `row_of` value (e.g. the person, the fold), at most `columns` tiles
     each, or (row_of None) rows of `columns` tiles; tiles' rows index `images`, `cams`, `boxes`."""
     from matplotlib.figure import Figure
@@ -55,7 +66,7 @@ def contact_sheet(path: Path, title: str, tiles: pd.DataFrame, images: np.ndarra
                 x0, y0, x1, y1 = boxes[i] * [width, height, width, height]
                 ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="white", lw=1.2))
             mark = "" if tile.pred == tile.target else "✗ "
-            ax.set_title(f"f{tile.fold} {tile.image_key.split('/')[-1]}\ngiven {short_class(tile.target)}\n"
+            ax.set_title(f"{tile_name(tile.image_key)} · fold {tile.fold}\ngiven {short_class(tile.target)}\n"
                          f"{mark}pred {short_class(tile.pred)} {tile.confidence:.2f}", fontsize=6.5, loc="left")
         if row_of is not None:
             axes[r, 0].text(-0.08, 0.5, str(group[row_of].iloc[0]), transform=axes[r, 0].transAxes, rotation=90,
@@ -64,7 +75,7 @@ def contact_sheet(path: Path, title: str, tiles: pd.DataFrame, images: np.ndarra
         axes[0, 0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
     fig.suptitle(title, fontsize=9, x=0.01, ha="left")
     fig.tight_layout(rect=(0.02, 0, 1, 0.98))
-    return _save(fig, path)
+    return fig
 
 
 def focus_figure(path: Path, focus: pd.DataFrame) -> Path:
@@ -85,6 +96,7 @@ def focus_figure(path: Path, focus: pd.DataFrame) -> Path:
     ax.set_ylim(0, 1)
     ax.set_xlim(-0.6, len(models) - 0.4)
     ax.set_ylabel("share of CAM mass in the face box")
+    ax.set_title("Face focus: how much of each model's Grad-CAM falls in the face box", fontsize=9, loc="left")
     ax.grid(axis="y", alpha=0.3)
     fig.legend(fontsize=7, loc="lower center", ncols=1, frameon=False)
     fig.tight_layout(rect=(0, 0.14, 1, 1))  # room below the axes for the legend
