@@ -1,4 +1,5 @@
 """`blend --reinfer`: test logits recomputed from the saved fold models on Ray, with and without TTA."""
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,17 @@ def test_reinfer_without_tta_reproduces_the_saved_logits(experiment, ray_connect
     summary = reinfer(load_experiment(exp), exp, tta=False)
     assert sorted(r.fold for r in summary.jobs) == [0, 1] and not any(r.tta for r in summary.jobs)
     assert capsys.readouterr().out.count("images, flip TTA off") == 2  # progress per finished task
+    for d, logits in job_logits(jobs).items():
+        np.testing.assert_allclose(logits, saved[d], atol=1e-5)
+
+
+def test_reinfer_finds_the_jobs_after_the_data_moved(experiment, ray_connected, synth_root, tmp_path):
+    """--set data.root names a copy (copy2 keeps the files' times, as mv and rsync -a do)."""
+    exp, jobs, saved = experiment
+    moved = tmp_path / "moved"
+    shutil.copytree(synth_root, moved)
+    summary = reinfer(load_experiment(exp, [f"data.root={moved}"]), exp, tta=False)
+    assert sorted(r.fold for r in summary.jobs) == [0, 1]
     for d, logits in job_logits(jobs).items():
         np.testing.assert_allclose(logits, saved[d], atol=1e-5)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.analysis.pseudo_labels.outputs import saved_hashes
+from orchestrator.analysis.results_folder import load_experiment
 from orchestrator.cluster.fold_tasks import job_checkpoint, job_weights, run_fold_tasks
 from orchestrator.cluster.gather import Gathered, gather
 from orchestrator.cluster.plan import JobPlan, plan_jobs
@@ -105,12 +106,14 @@ def reinfer(spec: Experiment, exp_dir: Path, tta: bool | None = None, address: s
 def _reinfer_locked(spec: Experiment, exp_dir: Path, tta: bool | None, address: str | None, log: Log,
                     started: float) -> ReinferSummary:
     dataset = load_dataset(spec, verbose=False)
-    plans = plan_jobs(spec, rows_hash(spec, dataset), saved_hashes(spec))
+    # The rows as run: `--set data.root` moves the data, not the rows the jobs' ids were made from.
+    rows = rows_hash(load_experiment(exp_dir), dataset)
+    plans = plan_jobs(spec, rows, saved_hashes(spec))
     done = finished_jobs(plans, exp_dir)
     tta_of = {p.job_id: p.train.tta_flip if tta is None else tta for p in done}
     log(f"re-inferring {len(done)} fold models over {len(dataset.eval)} eval images "
         f"(flip TTA {_describe(set(tta_of.values()))})")
-    results, failures = _run_tasks(spec, done, tta_of, address, log, rows_hash(spec, dataset), dataset)
+    results, failures = _run_tasks(spec, done, tta_of, address, log, rows, dataset)
     if failures:
         raise ReinferError(f"{len(failures)} of {len(done)} fold models failed; their old test logits are kept "
                            "and the experiment's test.parquet was not gathered again:\n" + "\n".join(failures))
