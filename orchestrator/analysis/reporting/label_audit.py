@@ -53,10 +53,10 @@ def _no_suspects(view: AuditView) -> str:
     if view.suspects or not view.highest:
         return ""
     (attribute, person, p), rest = view.highest[0], view.highest[1:]
-    others = "".join(f", {esc(a)} {q:.3f}" for a, _, q in rest)
-    return (f" <b>No suspects</b>: the highest p(wrong) is {p:.3f} ({esc(attribute)}, {esc(person)}{others}), "
-            "below the suspect cut (0.5 unless <code>--cut</code> said otherwise): the models are not sure enough, "
-            "at this size, that any label is wrong, so audit_relabel.csv is empty.")
+    others = "".join(f"; {esc(a)} {q:.3f}" for a, _, q in rest)
+    return (f" <b>No suspects</b>: no one's p(wrong) passes the cut; the highest is {p:.3f} ({esc(attribute)}, "
+            f"{esc(person)}{others}), so the models at this size are not sure enough that any label is wrong, and "
+            "audit_relabel.csv is empty.")
 
 
 def _people_table(people: Sequence[Suspect]) -> str:
