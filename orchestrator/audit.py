@@ -57,13 +57,14 @@ def run(args: argparse.Namespace) -> None:
         print(attribute_report(a, truth[a.attribute] if truth else None), flush=True)
     parts = [f"{a.attribute} temperature {a.calibration.temperature:.2f}, {a.calibration.images:.0f} images worth "
              f"{a.calibration.effective_images:.1f}" for a in assessed.values()]
-    print(f"p_wrong: label-error rate {args.error_rate:g}, suspect at p_wrong > {args.cut:g}; worth a look: the next "
-          f"{review_size(len(h['gender'].people), args.error_rate)} per attribute above p_wrong {args.error_rate:g}; "
-          + "; ".join(parts), flush=True)
+    print(f"p_wrong: label-error rate {args.error_rate:g}, suspect at p_wrong > {args.cut:g}, worth a look: the next "
+          f"{review_size(len(h['gender'].people), args.error_rate)} per attribute above p_wrong {args.error_rate:g}\n"
+          f"calibration: " + "; ".join(parts), flush=True)
     suspects = len(relabel.drop_duplicates(["person", "attribute"]))
-    print(f"wrote {exp_dir / 'audit.csv'} (everyone ranked per attribute, with p_wrong, suspect and tier) and "
-          f"{exp_dir / 'audit_relabel.csv'} ({suspects} suspects in relabel format: review it, then set "
-          f"data.relabel to it)", flush=True)
+    what = (f"{suspects} suspects in relabel format: review it, then set data.relabel to it" if suspects else
+            "no suspects, a header only: the people worth a look are above")
+    print(f"wrote {exp_dir / 'audit.csv'} (everyone ranked per attribute, with p_wrong, suspect and tier)\n"
+          f"wrote {exp_dir / 'audit_relabel.csv'} ({what})", flush=True)
     if truth is not None:
         rankings = {how: {a: rank(h[a], how) for a in ATTRIBUTES} for how in AGGREGATES}
         top_k = precision_recall(rankings, truth)
