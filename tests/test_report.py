@@ -296,7 +296,7 @@ def test_without_suspects_the_page_says_why_and_shows_the_people_worth_a_look(re
             "mask 0.090), so the models at this size are not sure enough that any label is wrong") in part
     shown = list(gender[:8]) + list(mask[:2])  # the page's 8 per attribute, gender first
     expected = sum(r["p_wrong"] for r in rows if r["person"] in shown)
-    assert f"<h3>Worth a look</h3><p>Showing 10 of 14, the top of each ranking below the suspects: about " \
+    assert f"<h3>Worth a look</h3><p>Showing 10 of 14, the top of each ranking: about " \
            f"{expected:.1f} wrong labels expected" in part
     cells = re.findall(r'<tr><td class="text">([^<]+)</td>(.*?)</tr>', part.split("<tbody>")[1], re.S)
     assert [c[0] for c in cells] == shown

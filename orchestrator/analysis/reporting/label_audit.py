@@ -41,7 +41,8 @@ def audit_section(view: AuditView | None) -> str:
         shown = (f"{len(view.review)} of {view.review_listed}" if view.review_listed > len(view.review)
                  else str(len(view.review)))
         expected = sum(s.p_wrong or 0.0 for s in view.review)
-        parts += [f"<h3>Worth a look</h3><p>Showing {shown}, the top of each ranking below the suspects: about "
+        top = "the top of each ranking after the suspects" if view.suspects else "the top of each ranking"
+        parts += [f"<h3>Worth a look</h3><p>Showing {shown}, {top}: about "
                   f"{expected:.1f} wrong labels expected among them (the sum of their p(wrong)). Not in "
                   '<a href="audit_relabel.csv">audit_relabel.csv</a>: relabel only those the photos convince you of. '
                   f'<a href="audit.csv">audit.csv</a> (column tier) has them all.{where}</p>', _people_table(view.review)]
