@@ -5,8 +5,10 @@ of experts); gender and age bands use all seven images, the mask check asks whet
 incorrect_mask and normal files look swapped. Each person gets p_wrong, the probability
 that the given label is wrong (images calibrated, a person's correlated photos counted as
 the independent ones they are worth, a prior rate of label errors), and is a suspect when
-p_wrong passes the cut. audit.csv ranks everyone; audit_relabel.csv holds the suspects in
-the relabel-file format, to review and then feed back as data.relabel.
+p_wrong passes the cut. The next few people of each ranking are "worth a look" (photos to
+check, never relabelled). audit.csv ranks everyone, with a tier column; audit_relabel.csv
+holds the suspects alone in the relabel-file format, to review and then feed back as
+data.relabel.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from orchestrator.cli import add_results_args, count_arg, fraction_arg, make_par
 
 
 def run(args: argparse.Namespace) -> None:
+    from orchestrator.analysis.mislabels.console import attribute_report, truth_table
     from orchestrator.analysis.mislabels.contradictions import (
         AGGREGATES,
         ATTRIBUTES,
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> None:
         read_true_mislabels,
         relabel_table,
     )
-    from orchestrator.analysis.mislabels.suspects import assess
+    from orchestrator.analysis.mislabels.suspects import assess, review_size
     from orchestrator.analysis.results import load_oof
     from orchestrator.analysis.results_folder import (
         PREFER_BLENDED,
@@ -53,42 +56,35 @@ def run(args: argparse.Namespace) -> None:
     for name, table in (("audit.csv", audit_table(assessed)), ("audit_relabel.csv", relabel)):
         with atomic_path(exp_dir / name) as tmp:
             table.to_csv(tmp, index=False)
-    print_assessments(assessed, args)
+    truth = read_true_mislabels(args.truth_mislabels, h) if args.truth_mislabels else None
+    for a in assessed.values():
+        print(attribute_report(a, truth[a.attribute] if truth else None), flush=True)
+    parts = [f"{a.attribute} temperature {a.calibration.temperature:.2f}, {a.calibration.images:.0f} images worth "
+             f"{a.calibration.effective_images:.1f}" for a in assessed.values()]
+    print(f"p_wrong: label-error rate {args.error_rate:g}, suspect at p_wrong > {args.cut:g}, worth a look: the next "
+          f"{review_size(len(h['gender'].people), args.error_rate)} per attribute above p_wrong {args.error_rate:g}\n"
+          f"calibration: " + "; ".join(parts), flush=True)
     suspects = len(relabel.drop_duplicates(["person", "attribute"]))
-    print(f"wrote {exp_dir / 'audit.csv'} (everyone ranked per attribute, with p_wrong and suspect) and "
-          f"{exp_dir / 'audit_relabel.csv'} ({suspects} suspects in relabel format: review it, then set "
-          f"data.relabel to it)", flush=True)
-    if args.truth_mislabels:
-        truth = read_true_mislabels(args.truth_mislabels, h)
-        at_cut = precision_recall_at_cut(assessed, truth)
+    what = (f"{suspects} suspects in relabel format: review it, then set data.relabel to it" if suspects else
+            "no suspects, a header only: the people worth a look are above")
+    print(f"wrote {exp_dir / 'audit.csv'} (everyone ranked per attribute, with p_wrong, suspect and tier)\n"
+          f"wrote {exp_dir / 'audit_relabel.csv'} ({what})", flush=True)
+    if truth is not None:
         rankings = {how: {a: rank(h[a], how) for a in ATTRIBUTES} for how in AGGREGATES}
         top_k = precision_recall(rankings, truth)
         fmt = lambda v: f"{v:.3f}"  # noqa: E731
-        print(f"vs {args.truth_mislabels}, suspects at p_wrong > {args.cut:g}:\n"
-              + (at_cut.to_string(index=False, float_format=fmt) if len(at_cut) else "  no mislabels, no suspects"),
-              flush=True)
+        print(f"vs {args.truth_mislabels}, suspects at p_wrong > {args.cut:g} (review: worth a look):\n"
+              + truth_table(precision_recall_at_cut(assessed, truth)), flush=True)
         if len(top_k):
             print("top k of each ranking, k = the true count and twice it:\n"
                   + top_k.to_string(index=False, float_format=fmt), flush=True)
-
-
-def print_assessments(assessed: dict, args: argparse.Namespace) -> None:
-    for a in assessed.values():
-        suspects = a.people[a.suspect]
-        print(f"{a.attribute}: {len(suspects)} suspects of {len(a.people)} people (expected false alarms about "
-              f"{a.expected_false_alarms:.1f})" + (f", e.g. {', '.join(suspects[:3])}" if len(suspects) else ""),
-              flush=True)
-    parts = [f"{a.attribute} temperature {a.calibration.temperature:.2f}, {a.calibration.images:.0f} images worth "
-             f"{a.calibration.effective_images:.1f}" for a in assessed.values()]
-    print(f"p_wrong: label-error rate {args.error_rate:g}, suspect at p_wrong > {args.cut:g}; "
-          + "; ".join(parts), flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = make_parser("python -m orchestrator.audit", __doc__, [
         "python -m orchestrator.audit", "python -m orchestrator.audit --results results/five_fold --cut 0.8",
         "python -m orchestrator.audit --truth-mislabels data/synth/truth/mislabeled.csv"], [
-        "results/<name>/audit.csv (everyone ranked per attribute: p_wrong, suspect)",
+        "results/<name>/audit.csv (everyone ranked per attribute: p_wrong, suspect, tier = suspect | review | '')",
         "results/<name>/audit_relabel.csv (the suspects, relabel format: review, then set data.relabel)"])
     add_results_args(parser)
     parser.add_argument("--error-rate", type=fraction_arg, default=0.01,

@@ -47,7 +47,7 @@ def demo(args: argparse.Namespace) -> int:
         return code
     print("\n== label audit ==", file=sys.stderr)
     code = audit.main(["--results", str(spec.out_dir), "--truth-mislabels", str(truth / "mislabeled.csv")])
-    if not code:  # blend wrote the report before the audit existed: again, with the suspects' photos
+    if not code:  # blend wrote the report before the audit existed: again, with the audit's photos
         code = report.main(["--results", str(spec.out_dir)])
     print(f"\ndone: submission {spec.out_dir / 'blend' / 'submission.csv'}, report {spec.out_dir / 'report.html'}",
           file=sys.stderr)

@@ -14,11 +14,12 @@ import pytest
 from orchestrator import audit
 from orchestrator.analysis.ensembles.methods import softmax
 from orchestrator.analysis.mislabels import contradictions as auditing
-from orchestrator.analysis.mislabels.suspects import Hypotheses, assess
+from orchestrator.analysis.mislabels.suspects import Hypotheses, assess, review_size, review_tier
 from orchestrator.analysis.results import OofLogits, load_oof
 from tasks.data.relabel import apply_relabel
 from tasks.labels import NUM_CLASSES, mask_of_stem
 from tests.helpers.fake_logits import (
+    FakeModels,
     fake_models,
     inject_mislabels,
     make_people,
@@ -79,7 +80,7 @@ def test_relabel_file_of_the_suspects_fixes_the_injected_mislabels_when_fed_back
     assert by_person[aged].sum() >= N_AGE - 2
     assert by_person.drop(list(wrong_before)).all()
     assert re.search(r"gender\s+geo\s+6\s+6\s+6\s+1\.000\s+1\.000", audit_run), audit_run  # the old top-k table
-    assert re.search(r"suspects at p_wrong > 0\.5:\n.*\n\s+gender\s+6\s+6\s+6\s+1\.000\s+1\.000\s+0\s",
+    assert re.search(r"suspects at p_wrong > 0\.5 \(review: worth a look\):\n.*\n\s+gender\s+6\s+6\s+6\s+1\.000\s+1\.000\s+0\s",
                      audit_run), audit_run
 
 
@@ -87,13 +88,14 @@ def test_audit_csv_ranks_everyone_and_the_relabel_file_holds_only_suspects(audit
     exp, _, bad = audited
     table = pd.read_csv(exp / "audit.csv")
     assert list(table.columns) == ["person", "attribute", "rank", "score", "p_wrong", "given", "suggested",
-                                   "suspect"]
+                                   "suspect", "tier"]
     everyone = set(bad.given.person)
     for attribute, rows in table.groupby("attribute"):
         assert set(rows.person) == everyone and rows.person.is_unique
         assert rows["rank"].tolist() == list(range(1, len(everyone) + 1))
         assert rows.p_wrong.is_monotonic_decreasing and rows.p_wrong.between(0, 1).all()
-        assert (rows.suspect == (rows.p_wrong > 0.5)).all()
+        assert (rows.suspect == (rows.p_wrong > 0.5)).all() and (rows.suspect == (rows.tier == "suspect")).all()
+        _assert_review_tier(rows, len(everyone))
         suspects = rows[rows.suspect]
         expected = (1 - suspects.p_wrong).sum()
         line = re.search(rf"^{attribute}: (\d+) suspects of (\d+) people \(expected false alarms about ([0-9.]+)\)",
@@ -115,6 +117,96 @@ def test_swap_suggestion_is_the_two_row_relabel_pair(audited, audit_run):
         assert dict(zip(rows.field, rows.value)) == {"incorrect_mask": "not_worn", "normal": "incorrect"}
     ages = table[table.attribute == "age"]
     assert ages.value.str.fullmatch(r"\d+").all()
+
+
+def _assert_review_tier(rows: pd.DataFrame, people: int, error_rate: float = 0.01) -> None:
+    """audit.csv's "worth a look" rows of one attribute: the first review_size non-suspects of the
+    ranking whose p_wrong is above the prior, and no one else."""
+    rows = rows.sort_values("rank")
+    tier = rows.tier.fillna("")
+    eligible = rows[(tier != "suspect") & (rows.p_wrong > error_rate)]
+    expected = list(eligible["rank"][:review_size(people, error_rate)])
+    assert list(rows["rank"][tier == "review"]) == expected
+    assert set(tier) <= {"suspect", "review", ""}
+
+
+# Models that see little, with a person's photos misjudged alike: as in the 150-person demo,
+# nobody passes the cut, yet the planted errors sit near the top of the rankings.
+WEAK, WEAK_PERSON_SD = (0.5, 0.3, 0.5), 1.0
+
+
+def _weak_case(seed: int, people: int = 200):
+    bad = inject_mislabels(make_people(people, N_SPLITS, seed=seed), 3, 3, 0, seed=seed + 100)
+    return bad, _fake_logits(bad.true, [WEAK] * 3, WEAK_PERSON_SD, seed)
+
+
+@pytest.fixture(scope="module")
+def weak_run(tmp_path_factory):
+    """The audit CLI on weak models: no suspects. Returns the experiment, truth and console output."""
+    tmp = tmp_path_factory.mktemp("weak")
+    bad, logits = _weak_case(0)
+    answers = make_targets(40)
+    models = fake_models(bad.true, answers, N_SPLITS, {m: {} for m in "abc"})
+    exp = write_experiment(tmp, bad.given, FakeModels(dict(zip("abc", logits)), models.test), answers, N_SPLITS)
+    truth = tmp / "mislabeled.csv"
+    bad.truth.to_csv(truth, index=False)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert audit.main(["--results", str(exp), "--truth-mislabels", str(truth)]) == 0
+    return exp, bad.truth, out.getvalue()
+
+
+def test_without_suspects_the_console_shows_the_top_of_each_ranking_and_the_planted_ones(weak_run):
+    exp, truth, out = weak_run
+    table = pd.read_csv(exp / "audit.csv", dtype={"tier": str})
+    assert not table.suspect.any() and len(pd.read_csv(exp / "audit_relabel.csv")) == 0
+    assert "nan" not in out.lower(), out  # no NaN precision: "no suspects" instead
+    found = 0
+    for attribute, field in (("gender", "gender"), ("mask", "incorrect_mask")):
+        rows = table[table.attribute == attribute]
+        _assert_review_tier(rows, 200)
+        review = rows[rows.tier == "review"]
+        planted = set(truth.person[truth.field == field])
+        hits = len(set(review.person) & planted)
+        found += hits
+        assert f"{attribute}: no suspects of 200 people: highest p_wrong {rows.p_wrong.max():.3f}, below the cut 0.5" \
+            in out, out
+        assert (f"  worth a look: {len(review)} people, p_wrong {review.p_wrong.min():.3f} to "
+                f"{review.p_wrong.max():.3f}: about {review.p_wrong.sum():.1f} wrong labels expected") in out, out
+        assert f"    planted: {hits} of 3 among the suspects and worth a look" in out, out
+        for r in review.itertuples():
+            mark = r"\s+yes" if r.person in planted else ""
+            assert re.search(rf"^\s+{r.rank}\s+{re.escape(r.person)}\s+{r.p_wrong:.3f}\s+review\s+\S.*->.*\S{mark}$",
+                             out, re.M), (r, out)
+    assert found >= 3  # 5 of 200 people per attribute picked at random would hold 0.15 of the 6
+    assert re.search(r"^\s+gender\s+0\s+3\s+0\s+no suspects\s+0\.000\s+0\s+0\.000\s+5\s", out, re.M), out
+
+
+def test_the_worth_a_look_tier_holds_planted_errors_the_cut_misses():
+    found = tiered = 0
+    for seed in range(4):
+        bad, logits = _weak_case(seed)
+        g = bad.given
+        oof = OofLogits(("a", "b", "c"), logits, g.image_key.to_numpy(), g.person.to_numpy(), g.fold.to_numpy(),
+                        g.target.to_numpy(), "h", ())
+        h = auditing.hypotheses(oof, softmax(logits).mean(0))
+        for attribute, field in (("gender", "gender"), ("mask", "incorrect_mask")):
+            a = assess(h[attribute])
+            assert not a.suspect.any()
+            found += len(set(a.people[a.review]) & set(bad.truth.person[bad.truth.field == field]))
+            tiered += int(a.review.sum())
+            assert a.expected_in_review == pytest.approx(a.p_wrong[a.review].sum())
+    # The tier's 5 of 200 people hold a third or more of the 24 planted errors (chance: 2.5%).
+    assert tiered == 40 and found >= 8
+
+
+def test_review_size_and_tier():
+    assert [review_size(n, 0.01) for n in (3, 150, 250, 1000, 2700)] == [3, 5, 5, 20, 54]
+    assert review_size(1000, 0.05) == 100
+    p_wrong = np.array([0.9, 0.6, 0.3, 0.2, 0.05, 0.011, 0.01, 0.001])
+    suspect = p_wrong > 0.5
+    assert list(review_tier(p_wrong, suspect, 3, 0.01)) == [False, False, True, True, True, False, False, False]
+    assert list(np.flatnonzero(review_tier(p_wrong, suspect, 9, 0.01))) == [2, 3, 4, 5]  # not at the prior or below
 
 
 def _fake_logits(people: pd.DataFrame, strengths, person_sd: float, seed: int) -> np.ndarray:

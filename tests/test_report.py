@@ -277,6 +277,33 @@ def test_offsets_by_value_name_and_the_new_audit_format(reported, tmp_path):
     assert "<th>offset</th>" not in page
 
 
+def test_without_suspects_the_page_says_why_and_shows_the_people_worth_a_look(reported, tmp_path):
+    _copy_blend(reported, tmp_path)
+    people = pd.read_parquet(reported / "blend" / "oof_predictions.parquet").person.unique()
+    gender, mask = people[:14], people[20:23]
+    rows = ([{"person": p, "attribute": "gender", "rank": i + 1, "score": 0.1 + 0.01 * i, "p_wrong": 0.2 - 0.01 * i,
+              "given": "male", "suggested": "female", "suspect": False, "tier": "review" if i < 12 else ""}
+             for i, p in enumerate(gender)]
+            + [{"person": p, "attribute": "mask", "rank": i + 1, "score": 0.3, "p_wrong": 0.09 - 0.04 * i,
+                "given": "as named", "suggested": "incorrect_mask and normal swapped", "suspect": False,
+                "tier": "review" if i < 2 else ""} for i, p in enumerate(mask)])
+    pd.DataFrame(rows).to_csv(tmp_path / "audit.csv", index=False)
+    page = reporting.build_report(tmp_path, _oof(reported), reporting.read_blend_outputs(tmp_path),
+                                  reported.parent.parent / "data")
+    part = re.search(r'<section id="audit">(.*?)</section>', page, re.S).group(1)
+    assert "Nothing to show" not in part
+    assert (f"<b>No suspects</b>: no one's p(wrong) passes the cut; the highest is 0.200 (gender, {gender[0]}; "
+            "mask 0.090), so the models at this size are not sure enough that any label is wrong") in part
+    shown = list(gender[:8]) + list(mask[:2])  # the page's 8 per attribute, gender first
+    expected = sum(r["p_wrong"] for r in rows if r["person"] in shown)
+    assert f"<h3>Worth a look</h3><p>Showing 10 of 14, the top of each ranking: about " \
+           f"{expected:.1f} wrong labels expected" in part
+    cells = re.findall(r'<tr><td class="text">([^<]+)</td>(.*?)</tr>', part.split("<tbody>")[1], re.S)
+    assert [c[0] for c in cells] == shown
+    assert all(len(re.findall(r'src="data:image/jpeg;base64,', c[1])) == len(MASK_STEMS) for c in cells)
+    assert "<td>0.200</td>" in part and "<h3>Suspects</h3>" not in part
+
+
 def test_fold_table_comes_from_the_oof_logits_without_a_run_leaderboard(reported):
     oof = _oof(reported)
     table = reporting.fold_table(oof, reported / "no_such_leaderboard.csv")

@@ -7,6 +7,7 @@ ENTRY_POINTS = {
     'audit_table': 'contradictions',
     'relabel_table': 'contradictions',
     'assess': 'suspects',
+    'pick_review': 'suspects',
     'pick_suspects': 'suspects',
 }
 __all__ = sorted(ENTRY_POINTS)

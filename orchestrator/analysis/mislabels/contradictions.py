@@ -147,7 +147,7 @@ def audit_table(assessments: dict[str, Assessment]) -> pd.DataFrame:
         frames.append(pd.DataFrame({"person": a.people, "attribute": a.attribute,
                                     "rank": np.arange(1, len(a.people) + 1), "score": a.score.round(5),
                                     "p_wrong": a.p_wrong.round(5), "given": names[a.given],
-                                    "suggested": names[a.suggested], "suspect": a.suspect}))
+                                    "suggested": names[a.suggested], "suspect": a.suspect, "tier": a.tier}))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -197,15 +197,19 @@ def precision_recall(rankings: dict[str, dict[str, Ranking]], truth: dict[str, s
 
 
 def precision_recall_at_cut(assessments: dict[str, Assessment], truth: dict[str, set[str]]) -> pd.DataFrame:
-    """Precision and recall of the suspects, beside the false alarms the audit expected."""
+    """Precision and recall of the suspects, beside the false alarms the audit expected, and how
+    many true mislabels the suspects and the "worth a look" tier hold together."""
     rows = []
     for attribute, a in assessments.items():
         suspects, true = set(a.people[a.suspect]), truth[attribute]
+        review = set(a.people[a.review])
         if not (suspects or true):
             continue
         found = len(suspects & true)
         rows.append({"attribute": attribute, "suspects": len(suspects), "true": len(true), "found": found,
                      "precision": found / len(suspects) if suspects else float("nan"),
                      "recall": found / len(true) if true else float("nan"),
-                     "false_alarms": len(suspects) - found, "expected_false_alarms": a.expected_false_alarms})
+                     "false_alarms": len(suspects) - found, "expected_false_alarms": a.expected_false_alarms,
+                     "review": len(review), "review_found": len(review & true),
+                     "recall_with_review": len((suspects | review) & true) / len(true) if true else float("nan")})
     return pd.DataFrame(rows)

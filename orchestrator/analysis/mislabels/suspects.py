@@ -18,9 +18,16 @@ Then Bayes with a label-error rate e (prior: a label is wrong with probability e
 other hypothesis alike): P(true h | images, given g) ~ prior_h exp(evidence_h) (1 - e if
 h == g else e / (H - 1)), and p_wrong = 1 - P(true g | ...). Among the suspects,
 sum(1 - p_wrong) is the number of false alarms to expect.
+
+The cut is safe and shy: small or weak models rarely make anyone more likely wrong than
+right, yet their top few hold most of the real errors. So a second tier, "worth a look",
+takes the next people in the ranking (review_size of them) whose p_wrong is above the prior
+e: photos to look at, never relabelled automatically; sum(p_wrong) over them is how many
+wrong labels to expect there.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +40,10 @@ from orchestrator.analysis.ensembles.methods import PROB_FLOOR
 ERROR_RATE = 0.01
 CUT = 0.5
 TEMPERATURES = (0.05, 20.0)  # search range of the image temperature
+# The "worth a look" tier: twice the errors the prior expects per attribute (room for the
+# errors the models rank a little low), and at least a handful even on a small set.
+REVIEW_FACTOR = 2
+REVIEW_MIN = 5
 
 
 @dataclass(frozen=True)
@@ -71,10 +82,37 @@ class Assessment:
     suggested: np.ndarray  # (P,) the likeliest hypothesis other than the given one
     suspect: np.ndarray  # (P,) p_wrong > cut
     calibration: Calibration
+    review: np.ndarray  # (P,) "worth a look": the next review_size non-suspects with p_wrong > the prior
+    cut: float = CUT
 
     @property
     def expected_false_alarms(self) -> float:
         return float((1 - self.p_wrong[self.suspect]).sum())
+
+    @property
+    def expected_in_review(self) -> float:
+        """Wrong labels to expect among the people worth a look."""
+        return float(self.p_wrong[self.review].sum())
+
+    @property
+    def tier(self) -> np.ndarray:
+        """(P,) 'suspect', 'review' or '' (the rest)."""
+        return np.where(self.suspect, "suspect", np.where(self.review, "review", ""))
+
+
+def review_size(people: int, error_rate: float) -> int:
+    """How many people past the suspects are worth a look: REVIEW_FACTOR times the label
+    errors the prior expects, at least REVIEW_MIN (and never more than there are)."""
+    return min(people, max(REVIEW_MIN, math.ceil(REVIEW_FACTOR * error_rate * people - 1e-9)))
+
+
+def review_tier(p_wrong: np.ndarray, suspect: np.ndarray, size: int, floor: float) -> np.ndarray:
+    """(P,) the first `size` non-suspects of a ranking (p_wrong descending) whose p_wrong is
+    above `floor` (the prior: below it the photos back the given label)."""
+    candidates = np.flatnonzero(~suspect & (p_wrong > floor))[:size]
+    out = np.zeros(len(p_wrong), bool)
+    out[candidates] = True
+    return out
 
 
 def calibrate_images(logs: np.ndarray, labels: np.ndarray, bias: bool) -> tuple[float, np.ndarray]:
@@ -143,8 +181,10 @@ def assess(h: Hypotheses, error_rate: float = ERROR_RATE, cut: float = CUT) -> A
     given_raw = np.log(np.maximum(h.probs[np.arange(len(h.codes)), h.given[h.codes]], PROB_FLOOR))
     score = np.exp(np.bincount(h.codes, given_raw, len(rows)) / np.bincount(h.codes, minlength=len(rows)))
     order = np.lexsort((score, -p_wrong))
+    suspect = p_wrong[order] > cut
+    review = review_tier(p_wrong[order], suspect, review_size(len(rows), error_rate), error_rate)
     return Assessment(h.attribute, h.people[order], score[order], p_wrong[order], h.given[order],
-                      others.argmax(1)[order], p_wrong[order] > cut, calibration)
+                      others.argmax(1)[order], suspect, calibration, review, cut)
 
 
 # The order people are listed in: gender and age mistakes first, the ones a reviewer checks fastest.
@@ -163,6 +203,20 @@ def pick_suspects(table: pd.DataFrame, per_attribute: int) -> pd.DataFrame:
     else:
         chosen = table.drop_duplicates(["person", "attribute"]).sort_values("rank", kind="stable")
         chosen = chosen.groupby("attribute", sort=False).head(per_attribute)
+    return _in_audit_order(chosen)
+
+
+def pick_review(table: pd.DataFrame, per_attribute: int) -> pd.DataFrame:
+    """The "worth a look" tier (audit.csv's tier column), at most `per_attribute` per attribute;
+    empty for an audit.csv written before the tier existed."""
+    if "tier" not in table.columns:
+        return table.iloc[:0]
+    chosen = table[table.tier.astype(str).str.strip() == "review"].drop_duplicates(["person", "attribute"])
+    chosen = chosen.sort_values("rank", kind="stable").groupby("attribute", sort=False).head(per_attribute)
+    return _in_audit_order(chosen)
+
+
+def _in_audit_order(chosen: pd.DataFrame) -> pd.DataFrame:
     order = {a: i for i, a in enumerate(AUDIT_ORDER)}
     # Numbers whatever the CSV's dtypes: with no suspect the columns come back as empty strings.
     place = pd.to_numeric(chosen.attribute.map(order), errors="coerce").fillna(len(order))

@@ -1,5 +1,6 @@
 """The report: one offline page (`page`) made of its sections: the summary, the
-methods table and glossary (`html`), figures, the audit's suspects (`inputs`),
+methods table and glossary (`html`), figures, the audit's suspects and people worth a look
+(`label_audit`, read by `inputs`),
 face crops (`crops`), face focus (`focus`), a second round (`second_round`),
 and a pooled blend's experiments (`sources`).
 """

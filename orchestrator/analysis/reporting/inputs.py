@@ -1,5 +1,5 @@
 """What the report reads besides the blend: the run's manifest, each job's result and
-per-epoch metrics, and the audit's suspects with thumbnails of their photos.
+per-epoch metrics, and the audit's suspects and people worth a look with thumbnails of their photos.
 
 Every file here is optional: a results folder copied without its jobs/ or made by an older
 version still gets a report, with the section saying what is missing.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.analysis.mislabels.suspects import pick_suspects
+from orchestrator.analysis.mislabels.suspects import pick_review, pick_suspects
 from orchestrator.analysis.reporting.html import data_uri
 from tasks.labels import MASK_STEMS
 
@@ -45,6 +45,9 @@ class AuditView:
     rule: str  # how the suspects were picked, said on the page
     photo_root: Path | None  # where the photos were looked for (None: data root unknown)
     stale: bool = False  # audit.csv older than the blend: made from other probabilities
+    review: tuple[Suspect, ...] = ()  # the "worth a look" tier (tier == review), capped per attribute
+    review_listed: int = 0  # people worth a look before the page's cap
+    highest: tuple[tuple[str, str, float], ...] = ()  # per attribute: (attribute, person, p_wrong) of rank 1
 
 
 def read_manifest(exp_dir: Path) -> dict:
@@ -105,26 +108,43 @@ def person_photos(data_root: Path, person: str) -> tuple[tuple[str, str], ...]:
     return tuple((stem, uri) for stem, uri in uris if uri)
 
 
-def read_audit(exp_dir: Path, data_root: Path | None, per_attribute: int = 5, cap: int = 30) -> AuditView | None:
-    """The audit's suspects (None without audit.csv), at most `cap` of them with photos."""
+def read_audit(exp_dir: Path, data_root: Path | None, per_attribute: int = 5, cap: int = 30,
+               review_cap: int = 8) -> AuditView | None:
+    """The audit's suspects (None without audit.csv), at most `cap` of them with photos, and
+    the people worth a look, at most `review_cap` per attribute."""
     path = exp_dir / "audit.csv"
     if not path.is_file():
         return None
-    table = pd.read_csv(path, dtype={"person": str, "given": str, "suggested": str})
+    table = pd.read_csv(path, dtype={"person": str, "given": str, "suggested": str, "tier": str})
     needed = {"person", "attribute", "rank", "score", "given", "suggested"}
     if not needed <= set(table.columns):
         return AuditView((), 0, f"{path.name} lacks columns {sorted(needed - set(table.columns))}", None)
-    picked = pick_suspects(table, per_attribute)
+    picked, review = pick_suspects(table, per_attribute), pick_review(table, review_cap)
     new = "suspect" in table.columns
     rule = ("people the audit marks as suspects" if new else
             f"the {per_attribute} most contradicted people per attribute (this audit.csv has no suspect column)")
     shown = picked.head(cap)
-    photos = {p: person_photos(data_root, p) if data_root else () for p in shown.person.astype(str).unique()}
-    suspects = tuple(
-        Suspect(str(r.person), str(r.attribute), int(r.rank), float(r.score),
-                float(r.p_wrong) if "p_wrong" in table.columns else None, str(r.given), str(r.suggested),
-                photos[str(r.person)])
-        for r in shown.itertuples(index=False))
+    people = pd.concat([shown.person, review.person]).astype(str).unique()
+    photos = {p: person_photos(data_root, p) if data_root else () for p in people}
     weights = exp_dir / "blend" / "weights.json"
     stale = weights.is_file() and path.stat().st_mtime < weights.stat().st_mtime
-    return AuditView(suspects, len(picked), rule, data_root, stale)
+    listed = int((table.get("tier", pd.Series(dtype=str)).astype(str).str.strip() == "review").sum())
+    return AuditView(_rows(shown, photos), len(picked), rule, data_root, stale, _rows(review, photos), listed,
+                     _highest(table))
+
+
+def _rows(picked: pd.DataFrame, photos: dict) -> tuple[Suspect, ...]:
+    wrong = "p_wrong" in picked.columns
+    return tuple(Suspect(str(r.person), str(r.attribute), int(r.rank), float(r.score),
+                         float(r.p_wrong) if wrong else None, str(r.given), str(r.suggested), photos[str(r.person)])
+                 for r in picked.itertuples(index=False))
+
+
+def _highest(table: pd.DataFrame) -> tuple[tuple[str, str, float], ...]:
+    """Each attribute's top p_wrong (and whose), highest first: what the page says when no one is a suspect."""
+    if "p_wrong" not in table.columns or not len(table):
+        return ()
+    p = pd.to_numeric(table.p_wrong, errors="coerce")
+    top = table.assign(p_wrong=p).dropna(subset=["p_wrong"]).sort_values("p_wrong", ascending=False, kind="stable")
+    top = top.drop_duplicates("attribute")
+    return tuple((str(r.attribute), str(r.person), float(r.p_wrong)) for r in top.itertuples(index=False))

@@ -32,7 +32,8 @@ from orchestrator.analysis.reporting.html import (
     simple_head,
     table,
 )
-from orchestrator.analysis.reporting.inputs import AuditView, read_audit, read_manifest
+from orchestrator.analysis.reporting.inputs import read_audit, read_manifest
+from orchestrator.analysis.reporting.label_audit import audit_section
 from orchestrator.analysis.reporting.second_round import pseudo_section
 from orchestrator.analysis.reporting.sources import (
     model_label,
@@ -174,38 +175,6 @@ def curves_section(exp_dir: Path, jobs, optimistic: set[str] = frozenset()) -> s
         parts.append(f"<h3>{model_label(str(model), optimistic)}</h3>" + (f"<p>Logs: {links}</p>" if links else "")
                      + figures.curves_figure(str(model), curves))
     return section("curves", "Training curves", why, *parts)
-
-
-def audit_section(view: AuditView | None) -> str:
-    why = ("People whose given label the OOF predictions contradict, from audit.csv. Score: the evidence for "
-           "the given label (geometric mean of the blend's probabilities over the person's photos; low = doubtful); "
-           "p(wrong), where the audit gives it: its estimated chance that the label is wrong. Look at the photos "
-           "before relabelling: mask1-5, then incorrect_mask and normal, framed for the mask check, which asks "
-           "whether those two files are swapped.")
-    if view is None:
-        return section("audit", "Label audit", why, "<p>No audit.csv: run <code>python -m orchestrator.audit"
-                       "</code>, then this report again.</p>")
-    if not view.suspects:
-        return section("audit", "Label audit", why, f"<p>Nothing to show: {esc(view.rule)}.</p>")
-    rows = []
-    for s in view.suspects:
-        photos = "".join(f'<img src="{uri}" alt="{esc(stem)}" title="{esc(stem)}"'
-                         + (' class="pair"' if s.attribute == "mask" and stem in ("incorrect_mask", "normal") else "")
-                         + ">" for stem, uri in s.photos)
-        rows.append([esc(s.person), esc(s.attribute), f"{esc(s.given)} &rarr; <b>{esc(s.suggested)}</b>",
-                     str(s.rank), f"{s.score:.3f}"] + ([num(s.p_wrong, 3)] if s.p_wrong is not None else [])
-                    + [photos or "photos not found"])
-    wrong = view.suspects[0].p_wrong is not None
-    head = simple_head(["person", "attribute", "given → suggested", "rank", "score"]
-                       + (["p(wrong)"] if wrong else []), 3).replace("</tr>", '<th class="text">photos</th></tr>')
-    shown = f"{len(view.suspects)} of {view.listed}" if view.listed > len(view.suspects) else str(view.listed)
-    where = f" Photos from {esc(view.photo_root)}/train/images." if view.photo_root else ""
-    where += (' <span class="warn">audit.csv is older than this blend: run python -m orchestrator.audit '
-              "again.</span>" if view.stale else "")
-    photo_column = ["", "", "", "", ""] + ([""] if wrong else []) + ["photos"]
-    return section("audit", "Label audit", why, f"<p>Showing {shown}: {esc(view.rule)}.{where} "
-                   '<a href="audit.csv">audit.csv</a> has them all.</p>',
-                   table(head, rows, text_columns=3, column_classes=photo_column))
 
 
 def build_report(exp_dir: Path, oof: OofLogits, blend: BlendOutputs, data_root: Path | None = None) -> str:
