@@ -1,7 +1,7 @@
 """`python -m orchestrator.explain`: where the fold models look (Grad-CAM on their own OOF photos).
 
 Each photo is explained by the fold model that held it out, for the class it predicted: per
-given class the most confident mistakes, the audit's top suspects (with audit.csv), and a
+given class the most confident mistakes, the audit's suspects then people worth a look (with audit.csv), and a
 seeded random sample. Face focus, per model and fold over the sample, is the share of the
 CAM's mass inside the face box (from faces.parquet, or --boxes FILE for an experiment run
 without data.face); a CAM spread evenly scores the box's share of the image (box_share).

@@ -298,3 +298,16 @@ def test_data_moved_with_set_data_root_is_still_explained(untrained, synth_root,
     shutil.copytree(synth_root, moved)
     assert explain.main(explain_cli(untrained, "--set", f"data.root={moved}")) == 0, capsys.readouterr().err
     assert (untrained / "explain" / "sample_test_convnext.png").is_file()
+
+
+def test_with_no_suspect_the_suspects_sheet_shows_the_people_worth_a_look(tmp_path):
+    from orchestrator.analysis.saliency.selection import suspect_people
+
+    rows = [("p1", "gender", 1, 0.9, "suspect"), ("p2", "gender", 2, 0.2, "review"), ("p3", "age", 1, 0.3, "review"),
+            ("p4", "age", 2, 0.005, ""), ("p1", "age", 3, 0.004, "")]
+    table = pd.DataFrame(rows, columns=["person", "attribute", "rank", "p_wrong", "tier"])
+    table.assign(suspect=table.tier == "suspect").to_csv(tmp_path / "audit.csv", index=False)
+    assert suspect_people(tmp_path) == ["p1", "p3", "p2"]  # the suspect, then the tier by p_wrong
+    assert suspect_people(tmp_path, count=1) == ["p1"]
+    table.assign(suspect=False, tier=table.tier.replace("suspect", "review")).to_csv(tmp_path / "audit.csv", index=False)
+    assert suspect_people(tmp_path) == ["p1", "p3", "p2"]  # nobody past the cut: still the doubtful ones

@@ -10,7 +10,7 @@ import pandas as pd
 from orchestrator.analysis.reporting.html import esc, frame_table, img, section
 from orchestrator.analysis.saliency.files import has_record, listed
 
-SHEETS = (("mistakes", "Most confident mistakes"), ("suspects", "The audit's top suspects"),
+SHEETS = (("mistakes", "Most confident mistakes"), ("suspects", "The audit's suspects, then people worth a look"),
           ("sample", "A random sample (face focus is measured on it)"))
 
 

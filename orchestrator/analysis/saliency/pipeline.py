@@ -162,7 +162,7 @@ def _assemble(table: pd.DataFrame, by_fold: dict[int, JobCams]) -> tuple[pd.Data
 def _sheets(out: Path, model: str, tiles: pd.DataFrame, images, cams, fractions) -> list[Path]:
     written = []
     kinds = {"mistake": ("mistakes", "the most confident mistakes per given class", None, SAMPLE_COLUMNS),
-             "suspect": ("suspects", "the audit's top suspects (rows: person)", "person", 7),
+             "suspect": ("suspects", "the audit's suspects, then people worth a look (rows: person)", "person", 7),
              "sample": ("sample", "a random sample of OOF photos (rows: fold)", "fold_name", SAMPLE_COLUMNS)}
     tiles = tiles.assign(fold_name="fold " + tiles["fold"].astype(str))
     for kind, (stem, what, row_of, columns) in kinds.items():

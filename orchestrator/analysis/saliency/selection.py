@@ -104,8 +104,10 @@ def pick_photos(rows: pd.DataFrame, per_class: int, sample: int, suspects: list[
 
 
 def suspect_people(exp_dir: Path, count: int = SUSPECT_PEOPLE) -> list[str]:
-    """The audit's top suspects (audit.csv, best first); [] without an audit."""
-    from orchestrator.analysis.mislabels.suspects import pick_suspects
+    """The audit's top suspects (audit.csv, best first), then its people worth a look up to
+    `count`: with no one past the cut, as in a small run, the sheet still shows the doubtful
+    ones. [] without an audit."""
+    from orchestrator.analysis.mislabels.suspects import pick_review, pick_suspects
 
     path = exp_dir / "audit.csv"
     if not path.is_file():
@@ -115,7 +117,11 @@ def suspect_people(exp_dir: Path, count: int = SUSPECT_PEOPLE) -> list[str]:
         return []
     if "p_wrong" in table.columns and "suspect" in table.columns:
         table = table.sort_values("p_wrong", ascending=False, kind="stable")
-    return list(dict.fromkeys(pick_suspects(table, count)["person"].astype(str)))[:count]
+    review = pick_review(table, count)
+    if "p_wrong" in review.columns:
+        review = review.sort_values("p_wrong", ascending=False, kind="stable")
+    people = list(pick_suspects(table, count)["person"].astype(str)) + list(review["person"].astype(str))
+    return list(dict.fromkeys(people))[:count]
 
 
 def explain_job(spec: Experiment, job: FoldJob, picks: pd.DataFrame, dataset, weights: Path | None = None) -> JobCams:
