@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> None:
         write_blend,
     )
     from orchestrator.analysis.ensembles.pooled import load_pool, sources_record
+    from orchestrator.analysis.ensembles.rounds import round_estimates, round_lines
     from orchestrator.analysis.reporting.page import write_report
     from orchestrator.analysis.results_folder import read_eval_ids, read_truth
     from orchestrator.analysis.tracking_logs import log_blend
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> None:
         reinfer(spec, sources[0].exp_dir, args.tta, args.address, log=to_stdout)
     pool = load_pool(sources, log=to_stdout)
     result = fit_blend(pool.inputs, spec.blend, log=to_stdout)
+    rounds = round_estimates(pool, result, spec.blend, truth, log=to_stdout)  # pooled: each round alone
     board = leaderboard(result, truth)
     print_board(board, log=to_stdout)
     models = model_table(pool.models, result, pool.inputs.oof)
@@ -68,11 +70,12 @@ def run(args: argparse.Namespace) -> None:
     # What only this command knows, for the report: when, how long, the true score, what was pooled.
     run_info = {"created": created, "seconds": round(time.perf_counter() - started, 2),
                 "truth": {"file": str(args.truth), **real.as_dict()} if real is not None else None,
-                "experiments": sources_record(sources, out_dir)}
+                "experiments": sources_record(sources, out_dir), "rounds_alone": [e.record() for e in rounds]}
     out = write_blend(out_dir, result, pool.inputs, board, run_info, models)
     log_blend(spec, out_dir, board, json.loads((out / "weights.json").read_text()))
     report = write_report(out_dir, pool.inputs.oof, spec.data.root)
-    print("\n".join(summary_lines(result)) + f"\nwrote {out}/ and {report}", flush=True)
+    lines = summary_lines(result) + round_lines(rounds, result, real.macro_f1 if real is not None else None)
+    print("\n".join(lines) + f"\nwrote {out}/ and {report}", flush=True)
     if real is not None:
         print(f"submission vs {args.truth}: macro F1 {real.macro_f1:.4f}, accuracy {real.accuracy:.4f} "
               f"(nested estimate {chosen.nested.macro_f1_interval.text()}, accuracy {nested.accuracy:.4f})",
