@@ -7,14 +7,17 @@ Every method is fitted inside the person folds (on K-1 folds' OOF rows, scored o
 held-out fold) as well as on all rows; the method is chosen by the nested score, since
 weights fitted and scored on the same rows flatter. Every macro F1 comes with its 95%
 person-bootstrap interval (people resampled with all their photos), and the summary says
-whether the chosen method beats the equal soft vote by more than chance (paired bootstrap).
+whether the chosen method beats the equal soft vote and the best single model by more than
+chance (paired bootstrap).
 
 Several `--results` (e.g. round 1 and its pseudo-label round 2) are blended as one pool of models,
 named <experiment>/<model>, if they share the same folds, OOF rows, given labels and eval set; the
 blend settings are the first experiment's; the outputs go to its folder or `--out DIR` (required
 when it is the pseudo.source of another: its blend/ made that round's labels). Models of an
 experiment with `pseudo.per_fold: false` are OOF optimistic (their pseudo labels came from models
-that saw every fold): a WARNING says when the chosen blend weighs them.
+that saw every fold): a WARNING says when the chosen blend weighs them. Beside a pool's chosen blend,
+each round's own chosen method is fitted on its models alone in the same nested folds: the same
+estimate, so that they compare.
 """
 from __future__ import annotations
 
