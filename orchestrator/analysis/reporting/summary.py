@@ -53,8 +53,8 @@ def versus_cell(versus: dict) -> tuple[str, str]:
         return f'<span class="good">clearly better than <code>{method}</code></span>: {diff}', \
             "the interval of the nested difference (person bootstrap, paired) excludes 0"
     return (f'<span class="warn">not clearly better than <code>{method}</code></span>: {diff}',
-            "the interval of the nested difference (person bootstrap, paired) includes 0: the simpler method is "
-            "as good a bet")
+            "the interval of the nested difference (person bootstrap, paired) includes 0: "
+            f"{esc(versus.get('baseline', 'the simpler method'))} is as good a bet")
 
 
 def versus_rows(w: dict) -> list[tuple[str, str, str]]:
