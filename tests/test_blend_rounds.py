@@ -353,7 +353,7 @@ def test_the_pooled_report_shows_each_round_alone_and_advises_an_audit_that_work
     lines = cell.split("<br>")
     assert lines[0].startswith(f"<b>pool</b>: <code>{w['method']}</code>, nested <b>{w['nested']['macro_f1']:.4f}</b>")
     for line, r in zip(lines[1:], w["rounds_alone"], strict=True):
-        assert line.startswith(f"<b>{r['experiment']}</b> alone: <code>{r['method']}</code> (chosen afresh, 2 models), "
+        assert line.startswith(f"<b>{r['experiment']}</b> alone: <code>{r['method']}</code> (chosen afresh), "
                                f"nested <b>{r['nested_macro_f1']:.4f}</b>")
         assert f"pool minus it {r['pool_minus_round']['difference']:+.4f}" in line
         assert f"true <b>{r['truth_macro_f1']:.4f}</b>" in line

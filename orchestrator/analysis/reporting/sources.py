@@ -100,8 +100,8 @@ def _round_cell(r: dict) -> str:
     verdict = ('<span class="good">pool clearly better</span>' if diff.get("clearly_better") else
                '<span class="warn">pool clearly worse</span>' if diff.get("clearly_worse") else "no clear difference")
     true = f"; true <b>{r['truth_macro_f1']:.4f}</b>" if r.get("truth_macro_f1") is not None else ""
-    return (f"<b>{esc(r['experiment'])}</b> alone: <code>{esc(r['method'])}</code> ({esc(r.get('method_from', ''))}"
-            f", {r.get('models', '?')} models), nested <b>{r['nested_macro_f1']:.4f}</b> {interval(low, high)}; "
+    return (f"<b>{esc(r['experiment'])}</b> alone: <code>{esc(r['method'])}</code> ({esc(r.get('method_from', ''))}), "
+            f"nested <b>{r['nested_macro_f1']:.4f}</b> {interval(low, high)}; "
             f"pool minus it {diff.get('difference', float('nan')):+.4f} {interval(d_low, d_high)}, {verdict}{true}")
 
 
@@ -112,8 +112,9 @@ def rounds_rows(weights: dict) -> list[tuple[str, str, str]]:
         return []
     pooled, truth = weights.get("nested") or {}, weights.get("truth") or {}
     true = f"; true <b>{truth['macro_f1']:.4f}</b>" if truth.get("macro_f1") is not None else ""
+    low, high = (list(pooled.get("macro_f1_interval") or []) + [None, None])[:2]
     head = (f"<b>pool</b>: <code>{esc(weights.get('method'))}</code>, nested "
-            f"<b>{pooled.get('macro_f1', float('nan')):.4f}</b>{true}")
+            f"<b>{pooled.get('macro_f1', float('nan')):.4f}</b> {interval(low, high)}{true}")
     cells = "<br>".join([head, *(_round_cell(r) for r in rounds)])
     return [("each round alone", cells,
              "each round's own chosen method (its blend/weights.json, else chosen afresh) fitted on its models alone "
@@ -131,11 +132,11 @@ def pooled_audit_section(exp_dir: Path, sources: tuple[ReportSource, ...]) -> st
         audit, report = s.folder / "audit.csv", s.folder / "report.html"
         found = (f'; its <a href="{esc(os.path.relpath(audit, exp_dir))}">audit.csv</a> is there' if audit.is_file()
                  else "")
-        shown = (f'then <code>python -m orchestrator.report --results {folder}</code> (its '
+        shown = (f', then <code>python -m orchestrator.report --results {folder}</code> (its '
                  f'<a href="{esc(os.path.relpath(report, exp_dir))}">report</a>)' if (s.folder / "blend").is_dir()
-                 else f"(its report needs a blend of its own: <code>python -m orchestrator.blend --results {folder}"
+                 else f" (its report needs a blend of its own: <code>python -m orchestrator.blend --results {folder}"
                       "</code>)")
-        items.append(f"<li><code>python -m orchestrator.audit --results {folder}</code>, {shown}{found}</li>")
+        items.append(f"<li><code>python -m orchestrator.audit --results {folder}</code>{shown}{found}</li>")
     return section("audit", "Label audit", why,
                    f"<p>This folder holds a blend of {esc(', '.join(s.name for s in sources))} (<code>blend --out"
                    "</code>) and has no audit of its own: the audit works "
