@@ -157,12 +157,14 @@ def test_console_shows_intervals_nested_first_and_both_comparisons(blended):
     assert re.search(rf"^chosen: {re.escape(weights['method'])} \(nested macro F1 {INTERVAL}, in-sample {INTERVAL}\)",
                      out, re.M)
     for v in weights["versus"]:
+        line = re.search(rf"^  versus {re.escape(v['method'])} \({v['baseline']}\): (.*)$", out, re.M)
         if v["chosen"]:
-            assert f"chosen {weights['method']} is {v['baseline']} itself" in out
-        else:
-            verdict = "is better than" if v["clearly_better"] else "is not clearly better than"
-            assert f"chosen {weights['method']} {verdict} {v['method']} ({v['baseline']})" in out
-    assert re.search(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\].*\(person bootstrap, 95%\)", out)
+            assert line.group(1) == f"the chosen method is {v['baseline']} itself"
+            continue
+        verdict = "clearly better, by" if v["clearly_better"] else "not clearly better,"
+        low, high = v["interval"]
+        assert line.group(1) == f"{verdict} {v['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+    assert "  (the chosen minus each in nested macro F1, paired: person bootstrap, 95%)" in out
 
 
 def _inputs(n_people: int, models: dict, seed: int = 0) -> BlendInputs:
@@ -331,10 +333,10 @@ def test_summary_says_when_the_choice_is_not_clearly_better_and_whom_it_is_compa
     unsure = blending.Comparison("soft_equal", "the equal soft vote", Interval(0.006, -0.011, 0.022))
     sure = blending.Comparison("single", "the best single model", Interval(0.03, 0.01, 0.05))
     lines = blend_outputs.summary_lines(dataclasses.replace(result, versus=(unsure, sure)))
-    assert lines[1:] == [f"chosen {name} is not clearly better than soft_equal (the equal soft vote): nested macro F1 "
-                         "+0.006 [-0.011, +0.022] (person bootstrap, 95%)",
-                         f"chosen {name} is better than single (the best single model) by +0.030 [+0.010, +0.050] "
-                         "in nested macro F1 (person bootstrap, 95%)"]
+    assert lines[0].startswith(f"chosen: {name} (nested macro F1 ")
+    assert lines[1:] == ["  versus soft_equal (the equal soft vote): not clearly better, +0.006 [-0.011, +0.022]",
+                         "  versus single (the best single model): clearly better, by +0.030 [+0.010, +0.050]",
+                         "  (the chosen minus each in nested macro F1, paired: person bootstrap, 95%)"]
 
 
 def _chosen_first(result, name: str) -> list:
@@ -354,8 +356,9 @@ def test_the_equal_vote_chosen_is_said_so_and_still_compared_with_the_single_mod
         by_name["soft_equal"].nested.scores.macro_f1 - by_name["single"].nested.scores.macro_f1)
     lines = blend_outputs.summary_lines(dataclasses.replace(result, methods=tuple(ranked),
                                                             versus=(equal, single)))
-    assert lines[1] == "chosen soft_equal is the equal soft vote itself, so it is not compared with it"
-    assert lines[2].startswith("chosen soft_equal is ") and "than single (the best single model)" in lines[2]
+    assert lines[1] == "  versus soft_equal (the equal soft vote): the chosen method is the equal soft vote itself"
+    assert re.fullmatch(r"  versus single \(the best single model\): (not )?clearly better,( by)? [+-]0\.\d{3} \[.*\]",
+                        lines[2])
     record = blend_outputs.comparison_record(equal)
     assert record == {"method": "soft_equal", "baseline": "the equal soft vote", "chosen": True, "difference": None,
                       "interval": None, "clearly_better": False}

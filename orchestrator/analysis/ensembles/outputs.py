@@ -147,20 +147,20 @@ def print_board(board: pd.DataFrame, log: Log = to_stdout) -> None:
         "blend/leaderboard.csv):\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
-def comparison_line(name: str, c: Comparison) -> str:
+def comparison_line(c: Comparison) -> str:
+    head = f"  versus {c.method} ({c.baseline}): "
     if c.difference is None:
-        return f"chosen {name} is {c.baseline} itself, so it is not compared with it"
+        return head + f"the chosen method is {c.baseline} itself"
     if c.clearly_better:
-        return (f"chosen {name} is better than {c.method} ({c.baseline}) by {c.difference.text(signed=True)} "
-                f"in nested macro F1 ({DESCRIPTION})")
-    return (f"chosen {name} is not clearly better than {c.method} ({c.baseline}): nested macro F1 "
-            f"{c.difference.text(signed=True)} ({DESCRIPTION})")
+        return head + f"clearly better, by {c.difference.text(signed=True)}"
+    return head + f"not clearly better, {c.difference.text(signed=True)}"
 
 
 def summary_lines(result: BlendResult) -> list[str]:
     """The chosen method's honest score, and whether it beats each simpler baseline by more than chance."""
     chosen = result.methods[0]
-    name = chosen.fitted.recipe.name
-    return [f"chosen: {name} (nested macro F1 {chosen.nested.macro_f1_interval.text()}, "
-            f"in-sample {chosen.in_sample.macro_f1_interval.text()})",
-            *(comparison_line(name, c) for c in result.versus)]
+    lines = [f"chosen: {chosen.fitted.recipe.name} (nested macro F1 {chosen.nested.macro_f1_interval.text()}, "
+             f"in-sample {chosen.in_sample.macro_f1_interval.text()})", *map(comparison_line, result.versus)]
+    if any(c.difference is not None for c in result.versus):
+        lines.append(f"  (the chosen minus each in nested macro F1, paired: {DESCRIPTION})")
+    return lines
