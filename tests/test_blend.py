@@ -137,6 +137,16 @@ def test_chosen_method_is_compared_with_the_equal_vote_and_the_single_model_on_t
         low, high = v["interval"]
         assert low <= v["difference"] <= high and v["clearly_better"] == (low > 0)
     assert "versus_simpler" not in weights  # replaced by the two comparisons
+    # leaderboard.csv gives every method, the equal vote's row too, its paired test against both
+    # (empty on the baseline's own row); the chosen row's is weights.json's.
+    for v, column in zip(versus, ("nested_minus_equal_vote_macro_f1", "nested_minus_single_macro_f1")):
+        assert np.isnan(board.loc[v["method"], column])
+        others = board.drop(index=v["method"])
+        assert others[column].to_numpy() == pytest.approx((others.nested_macro_f1 - nested[v["method"]]).to_numpy())
+        assert (others[f"{column}_low"] <= others[column]).all() and (others[column] <= others[f"{column}_high"]).all()
+        if not v["chosen"]:
+            row = board.loc[weights["method"]]
+            assert [row[f"{column}_low"], row[f"{column}_high"]] == pytest.approx(v["interval"], abs=1e-5)
 
 
 def test_console_shows_intervals_nested_first_and_both_comparisons(blended):

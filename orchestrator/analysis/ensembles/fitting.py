@@ -6,6 +6,7 @@ weights fitted and scored on the same rows flatter.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,14 +92,6 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
-class MethodResult:
-    fitted: FittedBlend  # on all OOF rows
-    in_sample: Evaluation
-    nested: Evaluation  # fitted on the other folds' rows, pooled over held-out folds
-    test_labels: np.ndarray
-
-
-@dataclass(frozen=True)
 class Comparison:
     """The chosen method against a simpler baseline: nested macro F1 difference, paired by person."""
     method: str  # the baseline's method name
@@ -112,6 +105,15 @@ class Comparison:
     @property
     def clearly_better(self) -> bool:
         return self.difference is not None and self.difference.low > 0
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    fitted: FittedBlend  # on all OOF rows
+    in_sample: Evaluation
+    nested: Evaluation  # fitted on the other folds' rows, pooled over held-out folds
+    test_labels: np.ndarray
+    versus: tuple[Comparison, ...] = ()  # this method against each baseline (BASELINES)
 
 
 @dataclass(frozen=True)
@@ -206,10 +208,12 @@ def evaluate(boot: PersonBootstrap, pred: Prediction) -> Evaluation:
 BASELINES = (("the equal soft vote", ("soft_equal", "soft_equal+attr")), ("the best single model", ("single",)))
 
 
-def versus_baselines(boot: PersonBootstrap, ranked: list[MethodResult]) -> tuple[Comparison, ...]:
-    """ranked[0] (the chosen method) against each baseline among `ranked`, paired by person."""
+def versus_baselines(boot: PersonBootstrap, ranked: list[MethodResult],
+                     chosen: MethodResult | None = None) -> tuple[Comparison, ...]:
+    """`chosen` (by default ranked[0], the chosen method) against each baseline among `ranked`,
+    paired by person."""
     by_name = {r.fitted.recipe.name: r for r in ranked}
-    chosen = ranked[0]
+    chosen = chosen or ranked[0]
     out = []
     for baseline, names in BASELINES:
         name = next((n for n in names if n in by_name), None)
@@ -238,7 +242,9 @@ def fit_blend(inputs: BlendInputs, spec: BlendSpec, log: Log = to_stdout,
     # Stable sort: among equal scores the simpler method (planned earlier) is chosen.
     ranked = sorted(results, key=lambda r: (-ens.gain(spec.metric, r.nested.value(spec.metric)),
                                             -r.nested.scores.accuracy))
-    comparison = versus_baselines(boot, ranked)
+    # Every method against the baselines (blend/leaderboard.csv), not only the chosen one.
+    ranked = [dataclasses.replace(r, versus=versus_baselines(boot, ranked, r)) for r in ranked]
+    comparison = ranked[0].versus
     log(f"  scored with {boot.draws.shape[0]} person resamples of {boot.draws.shape[1]} people "
         f"({time.perf_counter() - start:.1f}s)")
     return BlendResult(spec.metric, tuple(ranked), comparison)

@@ -29,6 +29,19 @@ def _with_interval(prefix: str, interval: Interval) -> dict:
             f"{prefix}_macro_f1_high": interval.high}
 
 
+# blend/leaderboard.csv's paired tests: each method's nested macro F1 minus each baseline's (empty
+# on the baseline's own row), so that every row, the equal vote's too, has its comparison.
+VERSUS_COLUMNS = {"the equal soft vote": "nested_minus_equal_vote", "the best single model": "nested_minus_single"}
+
+
+def _versus_columns(versus: Sequence[Comparison]) -> dict:
+    columns = {}
+    for c in versus:
+        d, prefix = c.difference, VERSUS_COLUMNS[c.baseline]
+        columns |= _with_interval(prefix, Interval(np.nan, np.nan, np.nan) if d is None else d)
+    return columns
+
+
 def leaderboard(result: BlendResult, truth: np.ndarray | None = None) -> pd.DataFrame:
     rows = []
     for i, r in enumerate(result.methods):
@@ -40,7 +53,7 @@ def leaderboard(result: BlendResult, truth: np.ndarray | None = None) -> pd.Data
                "in_sample_log_loss": r.in_sample.log_loss, "nested_log_loss": r.nested.log_loss, "chosen": i == 0}
         if truth is not None:
             row["truth_macro_f1"] = score(truth, r.test_labels).macro_f1
-        rows.append(row)
+        rows.append(row | _versus_columns(r.versus))
     return pd.DataFrame(rows)
 
 
