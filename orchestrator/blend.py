@@ -7,14 +7,17 @@ Every method is fitted inside the person folds (on K-1 folds' OOF rows, scored o
 held-out fold) as well as on all rows; the method is chosen by the nested score, since
 weights fitted and scored on the same rows flatter. Every macro F1 comes with its 95%
 person-bootstrap interval (people resampled with all their photos), and the summary says
-whether the chosen method beats the equal soft vote by more than chance (paired bootstrap).
+whether the chosen method beats the equal soft vote and the best single model by more than
+chance (paired bootstrap).
 
 Several `--results` (e.g. round 1 and its pseudo-label round 2) are blended as one pool of models,
 named <experiment>/<model>, if they share the same folds, OOF rows, given labels and eval set; the
 blend settings are the first experiment's; the outputs go to its folder or `--out DIR` (required
 when it is the pseudo.source of another: its blend/ made that round's labels). Models of an
 experiment with `pseudo.per_fold: false` are OOF optimistic (their pseudo labels came from models
-that saw every fold): a WARNING says when the chosen blend weighs them.
+that saw every fold): a WARNING says when the chosen blend weighs them. Beside a pool's chosen blend,
+each round's own chosen method is fitted on its models alone in the same nested folds: the same
+estimate, so that they compare.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> None:
         write_blend,
     )
     from orchestrator.analysis.ensembles.pooled import load_pool, sources_record
+    from orchestrator.analysis.ensembles.rounds import round_estimates, round_lines
     from orchestrator.analysis.reporting.page import write_report
     from orchestrator.analysis.results_folder import read_eval_ids, read_truth
     from orchestrator.analysis.tracking_logs import log_blend
@@ -58,6 +62,7 @@ def run(args: argparse.Namespace) -> None:
         reinfer(spec, sources[0].exp_dir, args.tta, args.address, log=to_stdout)
     pool = load_pool(sources, log=to_stdout)
     result = fit_blend(pool.inputs, spec.blend, log=to_stdout)
+    rounds = round_estimates(pool, result, spec.blend, truth, log=to_stdout)  # pooled: each round alone
     board = leaderboard(result, truth)
     print_board(board, log=to_stdout)
     models = model_table(pool.models, result, pool.inputs.oof)
@@ -68,11 +73,12 @@ def run(args: argparse.Namespace) -> None:
     # What only this command knows, for the report: when, how long, the true score, what was pooled.
     run_info = {"created": created, "seconds": round(time.perf_counter() - started, 2),
                 "truth": {"file": str(args.truth), **real.as_dict()} if real is not None else None,
-                "experiments": sources_record(sources, out_dir)}
+                "experiments": sources_record(sources, out_dir), "rounds_alone": [e.record() for e in rounds]}
     out = write_blend(out_dir, result, pool.inputs, board, run_info, models)
     log_blend(spec, out_dir, board, json.loads((out / "weights.json").read_text()))
     report = write_report(out_dir, pool.inputs.oof, spec.data.root)
-    print("\n".join(summary_lines(result)) + f"\nwrote {out}/ and {report}", flush=True)
+    lines = summary_lines(result) + round_lines(rounds, result, real.macro_f1 if real is not None else None)
+    print("\n".join(lines) + f"\nwrote {out}/ and {report}", flush=True)
     if real is not None:
         print(f"submission vs {args.truth}: macro F1 {real.macro_f1:.4f}, accuracy {real.accuracy:.4f} "
               f"(nested estimate {chosen.nested.macro_f1_interval.text()}, accuracy {nested.accuracy:.4f})",

@@ -120,32 +120,61 @@ def test_every_macro_f1_has_its_person_bootstrap_interval_in_the_files(blended):
                                     "interval": "percentile"}
 
 
-def test_chosen_method_is_compared_with_the_equal_vote_on_the_same_people(blended):
+def test_chosen_method_is_compared_with_the_equal_vote_and_the_single_model_on_the_same_people(blended):
     exp, _ = blended
     board = pd.read_csv(exp / "blend" / "leaderboard.csv").set_index("method")
     weights = json.loads((exp / "blend" / "weights.json").read_text())
-    versus = weights["versus_simpler"]
-    assert versus["method"] == ("single" if weights["method"] == "soft_equal" else "soft_equal")
+    versus = weights["versus"]
+    assert [(v["method"], v["baseline"]) for v in versus] == [("soft_equal", "the equal soft vote"),
+                                                            ("single", "the best single model")]
     nested = board.nested_macro_f1
-    assert versus["difference"] == pytest.approx(nested[weights["method"]] - nested[versus["method"]], abs=1e-5)
-    low, high = versus["interval"]
-    assert low <= versus["difference"] <= high and versus["clearly_better"] == (low > 0)
+    for v in versus:
+        assert v["chosen"] == (v["method"] == weights["method"])
+        if v["chosen"]:
+            assert v["difference"] is None and v["interval"] is None and not v["clearly_better"]
+            continue
+        assert v["difference"] == pytest.approx(nested[weights["method"]] - nested[v["method"]], abs=1e-5)
+        low, high = v["interval"]
+        assert low <= v["difference"] <= high and v["clearly_better"] == (low > 0)
+    assert "versus_simpler" not in weights  # replaced by the two comparisons
+    # leaderboard.csv gives every method, the equal vote's row too, its paired test against both
+    # (empty on the baseline's own row); the chosen row's is weights.json's.
+    for v, column in zip(versus, ("nested_minus_equal_vote_macro_f1", "nested_minus_single_macro_f1")):
+        assert np.isnan(board.loc[v["method"], column])
+        others = board.drop(index=v["method"])
+        assert others[column].to_numpy() == pytest.approx((others.nested_macro_f1 - nested[v["method"]]).to_numpy())
+        assert (others[f"{column}_low"] <= others[column]).all() and (others[column] <= others[f"{column}_high"]).all()
+        if not v["chosen"]:
+            row = board.loc[weights["method"]]
+            assert [row[f"{column}_low"], row[f"{column}_high"]] == pytest.approx(v["interval"], abs=1e-5)
 
 
-def test_console_shows_intervals_and_whether_the_choice_beats_the_simpler_method(blended):
+def test_console_shows_intervals_nested_first_and_both_comparisons(blended):
     exp, _ = blended
     out = (exp.parents[1] / "console.txt").read_text()
     weights = json.loads((exp / "blend" / "weights.json").read_text())
     low, high = weights["nested"]["macro_f1_interval"]
-    row = re.search(rf"^\s*{re.escape(weights['method'])} {INTERVAL} {INTERVAL} .*<-$", out, re.M)
-    assert row and float(row.group(5)) == pytest.approx(low, abs=6e-4) and float(row.group(6)) == pytest.approx(
+    header = re.search(r"^method +nested macro F1 \[95%\] +accuracy +in-sample +true +chosen$", out, re.M)
+    assert header, out
+    row = re.search(rf"^{re.escape(weights['method'])} +{INTERVAL} +([0-9.]+) +([0-9.]+) +([0-9.]+) +<-$", out, re.M)
+    assert row and float(row.group(2)) == pytest.approx(low, abs=6e-4) and float(row.group(3)) == pytest.approx(
         high, abs=6e-4)
+    assert float(row.group(4)) == pytest.approx(weights["nested"]["accuracy"], abs=6e-5)
+    assert float(row.group(5)) == pytest.approx(weights["in_sample"]["macro_f1"], abs=6e-5)
+    # Every line of the table fits about 100 columns (the longest method name is 37 characters).
+    table = out[header.start():].split("\nmodels")[0].splitlines()
+    assert len(table) == len(blending.plan_recipes(BlendSpec(**FAST))) + 1 and max(map(len, table)) <= 100
     assert re.search(rf"^chosen: {re.escape(weights['method'])} \(nested macro F1 {INTERVAL}, in-sample {INTERVAL}\)",
                      out, re.M)
-    versus = weights["versus_simpler"]
-    verdict = "is better than" if versus["clearly_better"] else "is not clearly better than"
-    assert f"chosen {weights['method']} {verdict} {versus['method']}" in out
-    assert re.search(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\].*\(person bootstrap, 95%\)", out)
+    for v in weights["versus"]:
+        line = re.search(rf"^  versus {re.escape(v['method'])} \({v['baseline']}\): (.*)$", out, re.M)
+        if v["chosen"]:
+            assert line.group(1) == f"the chosen method is {v['baseline']} itself"
+            continue
+        verdict = "clearly better, by" if v["clearly_better"] else "not clearly better,"
+        low, high = v["interval"]
+        assert line.group(1) == f"{verdict} {v['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+    assert "  (the chosen minus each in nested macro F1, paired: person bootstrap, 95%)" in out
 
 
 def _inputs(n_people: int, models: dict, seed: int = 0) -> BlendInputs:
@@ -311,22 +340,53 @@ def test_summary_says_when_the_choice_is_not_clearly_better_and_whom_it_is_compa
     inputs = _inputs(60, {"a": {}, "b": {"strength": (2.0, 1.5, 2.0)}}, seed=5)
     result = blending.fit_blend(inputs, BlendSpec(rounds=5, decode="joint"))
     name = result.methods[0].fitted.recipe.name
-    unsure = blending.Comparison("soft_equal", Interval(0.006, -0.011, 0.022))
-    lines = blend_outputs.summary_lines(dataclasses.replace(result, versus_simpler=unsure))
-    assert lines[1] == (f"chosen {name} is not clearly better than soft_equal: nested macro F1 "
-                        "+0.006 [-0.011, +0.022] (person bootstrap, 95%)")
-    sure = blending.Comparison("soft_equal", Interval(0.03, 0.01, 0.05))
-    lines = blend_outputs.summary_lines(dataclasses.replace(result, versus_simpler=sure))
-    assert lines[1] == (f"chosen {name} is better than soft_equal by +0.030 [+0.010, +0.050] in nested "
-                        "macro F1 (person bootstrap, 95%)")
-    # The equal vote itself is compared with the best single model; the choice stays.
-    equal_first = sorted(result.methods, key=lambda r: r.fitted.recipe.name != "soft_equal")
+    unsure = blending.Comparison("soft_equal", "the equal soft vote", Interval(0.006, -0.011, 0.022))
+    sure = blending.Comparison("single", "the best single model", Interval(0.03, 0.01, 0.05))
+    lines = blend_outputs.summary_lines(dataclasses.replace(result, versus=(unsure, sure)))
+    assert lines[0].startswith(f"chosen: {name} (nested macro F1 ")
+    assert lines[1:] == ["  versus soft_equal (the equal soft vote): not clearly better, +0.006 [-0.011, +0.022]",
+                         "  versus single (the best single model): clearly better, by +0.030 [+0.010, +0.050]",
+                         "  (the chosen minus each in nested macro F1, paired: person bootstrap, 95%)"]
+
+
+def _chosen_first(result, name: str) -> list:
+    """The ranking as if `name` had scored best (the choice is the first)."""
+    return sorted(result.methods, key=lambda r: r.fitted.recipe.name != name)
+
+
+def test_the_equal_vote_chosen_is_said_so_and_still_compared_with_the_single_model():
+    inputs = _inputs(60, {"a": {}, "b": {"strength": (2.0, 1.5, 2.0)}}, seed=5)
+    result = blending.fit_blend(inputs, BlendSpec(rounds=5, decode="both"))
     boot = PersonBootstrap.draw(inputs.oof.target, inputs.oof.person)
-    versus = blending.versus_simpler(boot, equal_first)
-    single = next(r for r in result.methods if r.fitted.recipe.name == "single")
-    assert versus.method == "single"
-    assert versus.difference.estimate == pytest.approx(
-        equal_first[0].nested.scores.macro_f1 - single.nested.scores.macro_f1)
+    by_name = {r.fitted.recipe.name: r for r in result.methods}
+    ranked = _chosen_first(result, "soft_equal")
+    equal, single = blending.versus_baselines(boot, ranked)
+    assert (equal.method, equal.is_chosen, equal.difference, equal.clearly_better) == ("soft_equal", True, None, False)
+    assert single.method == "single" and single.difference.estimate == pytest.approx(
+        by_name["soft_equal"].nested.scores.macro_f1 - by_name["single"].nested.scores.macro_f1)
+    lines = blend_outputs.summary_lines(dataclasses.replace(result, methods=tuple(ranked),
+                                                            versus=(equal, single)))
+    assert lines[1] == "  versus soft_equal (the equal soft vote): the chosen method is the equal soft vote itself"
+    assert re.fullmatch(r"  versus single \(the best single model\): (not )?clearly better,( by)? [+-]0\.\d{3} \[.*\]",
+                        lines[2])
+    record = blend_outputs.comparison_record(equal)
+    assert record == {"method": "soft_equal", "baseline": "the equal soft vote", "chosen": True, "difference": None,
+                      "interval": None, "clearly_better": False}
+    # soft_equal+attr is not the plain equal vote: it is compared with it (and with single), paired by person.
+    attr = _chosen_first(result, "soft_equal+attr")
+    versus = blending.versus_baselines(boot, attr)
+    assert [c.method for c in versus] == ["soft_equal", "single"] and not any(c.is_chosen for c in versus)
+    assert versus[0].difference == boot.difference(by_name["soft_equal+attr"].nested.labels,
+                                                   by_name["soft_equal"].nested.labels)
+    # The best single model chosen: compared with the equal vote, and said to be the single model.
+    versus = blending.versus_baselines(boot, _chosen_first(result, "single"))
+    assert [(c.method, c.is_chosen) for c in versus] == [("soft_equal", False), ("single", True)]
+    # A spec that decodes per attribute only: its equal vote is soft_equal+attr.
+    only_attr = blending.fit_blend(inputs, BlendSpec(rounds=5, decode="per_attribute"))
+    names = {r.fitted.recipe.name for r in only_attr.methods}
+    assert "soft_equal" not in names
+    versus = blending.versus_baselines(boot, _chosen_first(only_attr, "soft_equal+attr"))
+    assert [(c.method, c.is_chosen) for c in versus] == [("soft_equal+attr", True), ("single", False)]
 
 
 def test_a_fitted_method_saved_and_loaded_predicts_what_it_did():

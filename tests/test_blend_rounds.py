@@ -296,3 +296,78 @@ def test_the_run_leaderboard_marks_an_optimistic_experiment(rounds):
         assert saved_oof_optimistic(exp) == optimistic
         assert board.oof_optimistic.tolist() == [optimistic] * len(board) and len(board) == 2 * (N_SPLITS + 2)
     assert not saved_oof_optimistic(two / "no_such_folder")
+
+
+def test_each_round_alone_is_scored_by_the_pools_own_nested_estimate(tmp_path, no_report):
+    """Beside the pool's chosen blend: each round's own chosen method (from its blend/weights.json, else
+    chosen afresh) refitted on its models alone in the same nested folds, people and resamples."""
+    people, answers = world()
+    one = write_round(tmp_path, "round1", ROUND1, people, answers)
+    two = write_round(tmp_path, "round2", ROUND2, people, answers, seed=1)
+    truth = tmp_path / "data" / "truth" / "eval_answers.csv"
+    assert run_cli(blend.main, "--results", one, "--truth", truth)[0] == 0  # round 1's own blend
+    own = weights_of(one)
+    code, out, err = run_cli(blend.main, "--results", one, "--results", two, "--truth", truth, "--out",
+                             tmp_path / "both")
+    assert code == 0, err
+    w = weights_of(tmp_path / "both")
+    alone = {r["experiment"]: r for r in w["rounds_alone"]}
+    assert list(alone) == ["round1", "round2"]
+    # Round 1 keeps its own choice, and the same procedure on the same rows gives its own nested estimate.
+    assert (alone["round1"]["method"], alone["round1"]["method_from"]) == (own["method"], "its blend/weights.json")
+    assert alone["round1"]["nested_macro_f1"] == pytest.approx(own["nested"]["macro_f1"], abs=1e-5)
+    assert alone["round1"]["nested_macro_f1_interval"] == own["nested"]["macro_f1_interval"]
+    assert alone["round1"]["truth_macro_f1"] == pytest.approx(own["truth"]["macro_f1"], abs=1e-5)
+    # Round 2 has no blend of its own: chosen afresh, as `blend --results round2` would.
+    expected = fit_blend(load_blend_inputs(two, load_experiment(two)), BlendSpec(**FAST)).methods[0]
+    assert (alone["round2"]["method"], alone["round2"]["method_from"]) == (expected.fitted.recipe.name,
+                                                                           "chosen afresh")
+    assert alone["round2"]["nested_macro_f1"] == pytest.approx(expected.nested.scores.macro_f1, abs=1e-5)
+    assert alone["round2"]["truth_macro_f1"] == pytest.approx(
+        f1_score(answers, expected.test_labels, average="macro"), abs=1e-5)
+    # The pool minus each round: paired by person, its point the difference of the two nested scores.
+    for r in alone.values():
+        diff = r["pool_minus_round"]
+        assert diff["difference"] == pytest.approx(w["nested"]["macro_f1"] - r["nested_macro_f1"], abs=1e-5)
+        low, high = diff["interval"]
+        assert low <= diff["difference"] <= high and diff["clearly_worse"] == (high < 0)
+    # The console shows the pool's row and each round's, with its true score.
+    assert "each round's own chosen blend, fitted on its models alone in the same nested folds" in out
+    assert re.search(rf"^  pool +{re.escape(w['method'])} +{w['nested']['macro_f1']:.4f} \[.*\] +"
+                     rf"{w['truth']['macro_f1']:.4f}$", out, re.M)
+    for name, r in alone.items():
+        diff = re.escape(format(r["pool_minus_round"]["difference"], "+.3f"))
+        assert re.search(rf"^  {name} +{re.escape(r['method'])} +{r['nested_macro_f1']:.4f} \[.*\] +"
+                         rf"{diff} \[.*\] +{r['truth_macro_f1']:.4f}$", out, re.M)
+    # One experiment: nothing to compare.
+    assert weights_of(one)["rounds_alone"] == [] and "each round's own" not in run_cli(
+        blend.main, "--results", one)[1]
+
+
+def test_the_pooled_report_shows_each_round_alone_and_advises_an_audit_that_works(rounds):
+    both, one, two, _, _ = rounds
+    w = weights_of(both)
+    page = (both / "report.html").read_text()
+    summary = re.search(r'<section id="summary">(.*?)</section>', page, re.S).group(1)
+    cell = re.search(r"<th>each round alone</th><td>(.*?)</td>", summary, re.S).group(1)
+    lines = cell.split("<br>")
+    assert lines[0].startswith(f"<b>pool</b>: <code>{w['method']}</code>, nested <b>{w['nested']['macro_f1']:.4f}</b>")
+    for line, r in zip(lines[1:], w["rounds_alone"], strict=True):
+        assert line.startswith(f"<b>{r['experiment']}</b> alone: <code>{r['method']}</code> (chosen afresh), "
+                               f"nested <b>{r['nested_macro_f1']:.4f}</b>")
+        assert f"pool minus it {r['pool_minus_round']['difference']:+.4f}" in line
+        assert f"true <b>{r['truth_macro_f1']:.4f}</b>" in line
+    audit = re.search(r'<section id="audit">(.*?)</section>', page, re.S).group(1)
+    assert "run <code>python -m orchestrator.audit</code>, then this report again" not in audit
+    commands = re.findall(r"<code>python -m orchestrator.audit --results ([^<]+)</code>", audit)
+    assert commands == [str(one), str(two)]
+    # The advised command works (the plain one, in this folder, would not: it holds no experiment).
+    from orchestrator import audit as audit_cli
+    try:
+        code, _, err = run_cli(audit_cli.main, "--results", commands[0])
+        assert code == 0, err
+        assert (one / "audit.csv").is_file()
+        assert run_cli(audit_cli.main, "--results", both)[0] == 2
+    finally:
+        for name in ("audit.csv", "audit_relabel.csv"):
+            (one / name).unlink(missing_ok=True)

@@ -210,21 +210,37 @@ def test_pick_suspects_reads_both_audit_formats():
     assert list(pick_suspects(new, per_attribute=1).person) == ["c", "a"]  # gender first, then age
 
 
-def test_intervals_and_versus_simpler_are_shown_when_the_blend_has_them(reported):
+def test_intervals_and_both_comparisons_are_shown_when_the_blend_has_them(reported):
     outputs = reporting.read_blend_outputs(reported)
     board = outputs.leaderboard.assign(nested_macro_f1_low=outputs.leaderboard.nested_macro_f1 - 0.0123,
                                        nested_macro_f1_high=outputs.leaderboard.nested_macro_f1 + 0.0234)
-    weights = {**outputs.weights, "versus_simpler": {"method": "soft_equal", "difference": 0.0042,
-                                                     "interval": [-0.01, 0.02], "clearly_better": False}}
+    versus = [{"method": "soft_equal", "baseline": "the equal soft vote", "chosen": False, "difference": 0.0042,
+               "interval": [-0.01, 0.02], "clearly_better": False},
+              {"method": "single", "baseline": "the best single model", "chosen": False, "difference": 0.031,
+               "interval": [0.012, 0.05], "clearly_better": True}]
+    weights = {**outputs.weights, "versus": versus}
     weights.pop("truth")
     page = reporting.build_report(reported, _oof(reported), replace(outputs, weights=weights, leaderboard=board))
     chosen = board[board.method == weights["method"]].iloc[0]
     summary = _summary(page)
     interval = f"[{chosen.nested_macro_f1 - 0.0123:.4f}, {chosen.nested_macro_f1 + 0.0234:.4f}]"
     assert f"<b>{chosen.nested_macro_f1:.4f}</b> {interval}" in summary
-    assert "not clearly better than soft_equal</span>: difference +0.0042 [-0.0100, 0.0200]" in summary
+    assert ("<th>versus the equal soft vote</th><td><span class=\"warn\">not clearly better than <code>soft_equal"
+            "</code></span>: difference +0.0042 [-0.0100, 0.0200]") in summary
+    assert ("<th>versus the best single model</th><td><span class=\"good\">clearly better than <code>single"
+            "</code></span>: difference +0.0310 [0.0120, 0.0500]") in summary
     assert f'<small class="ci">{interval}</small>' in page
     assert f"<b>{chosen.truth_macro_f1:.4f}</b>" in summary  # the leaderboard's column, without weights' truth
+    # The equal vote chosen: said so, not compared with itself.
+    itself = {**versus[0], "chosen": True, "difference": None, "interval": None}
+    page = reporting.build_report(reported, _oof(reported), replace(
+        outputs, weights={**weights, "versus": [itself, versus[1]]}, leaderboard=board))
+    assert ("<th>versus the equal soft vote</th><td>the chosen method is the equal soft vote itself "
+            "(<code>soft_equal</code>)") in _summary(page)
+    # An older weights.json with its one versus_simpler still shows it.
+    old = {k: v for k, v in weights.items() if k != "versus"} | {"versus_simpler": versus[0]}
+    page = reporting.build_report(reported, _oof(reported), replace(outputs, weights=old, leaderboard=board))
+    assert "<th>versus simpler</th><td><span class=\"warn\">not clearly better than <code>soft_equal" in _summary(page)
 
 
 def _copy_blend(reported, dest, drop=()) -> None:

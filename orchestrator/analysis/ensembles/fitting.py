@@ -6,6 +6,7 @@ weights fitted and scored on the same rows flatter.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,29 +92,35 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """The chosen method against a simpler baseline: nested macro F1 difference, paired by person."""
+    method: str  # the baseline's method name
+    baseline: str  # what it is, in words: "the equal soft vote", "the best single model"
+    difference: Interval | None  # chosen minus baseline; None when the chosen method is the baseline
+
+    @property
+    def is_chosen(self) -> bool:
+        return self.difference is None
+
+    @property
+    def clearly_better(self) -> bool:
+        return self.difference is not None and self.difference.low > 0
+
+
+@dataclass(frozen=True)
 class MethodResult:
     fitted: FittedBlend  # on all OOF rows
     in_sample: Evaluation
     nested: Evaluation  # fitted on the other folds' rows, pooled over held-out folds
     test_labels: np.ndarray
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """The chosen method against a simpler one: nested macro F1 difference, paired by person."""
-    method: str  # the simpler method
-    difference: Interval  # chosen minus simpler
-
-    @property
-    def clearly_better(self) -> bool:
-        return self.difference.low > 0
+    versus: tuple[Comparison, ...] = ()  # this method against each baseline (BASELINES)
 
 
 @dataclass(frozen=True)
 class BlendResult:
     metric: ens.Metric
     methods: tuple[MethodResult, ...]  # best nested score first; methods[0] is chosen
-    versus_simpler: Comparison
+    versus: tuple[Comparison, ...]  # against each planned baseline (BASELINES), in that order
 
 
 def fit_recipe(recipe: Recipe, logits: np.ndarray, y: np.ndarray, spec: BlendSpec, cache: dict) -> FittedBlend:
@@ -194,21 +201,35 @@ def evaluate(boot: PersonBootstrap, pred: Prediction) -> Evaluation:
     return Evaluation(pred.labels, score(y, pred.labels), loss, boot.interval(pred.labels))
 
 
-# The baseline a chosen method must beat to be worth its fitting: the equal soft vote, or
-# for the equal vote itself the best single model.
-SIMPLER = ("soft_equal", "soft_equal+attr")
+# The baselines a chosen method must beat to be worth its fitting, each with the names it can have:
+# the equal soft vote (per-attribute decoded only when the spec decodes no other way), then the
+# best single model. Both are always reported, so that a choice like soft_equal+attr is still
+# weighed against the plain equal vote, and a choice of the equal vote against one model.
+BASELINES = (("the equal soft vote", ("soft_equal", "soft_equal+attr")), ("the best single model", ("single",)))
 
 
-def versus_simpler(boot: PersonBootstrap, ranked: list[MethodResult]) -> Comparison:
+def versus_baselines(boot: PersonBootstrap, ranked: list[MethodResult],
+                     chosen: MethodResult | None = None) -> tuple[Comparison, ...]:
+    """`chosen` (by default ranked[0], the chosen method) against each baseline among `ranked`,
+    paired by person."""
     by_name = {r.fitted.recipe.name: r for r in ranked}
-    chosen = ranked[0]
-    simpler = "single" if chosen.fitted.recipe.name in SIMPLER else next(n for n in SIMPLER if n in by_name)
-    return Comparison(simpler, boot.difference(chosen.nested.labels, by_name[simpler].nested.labels))
+    chosen = chosen or ranked[0]
+    out = []
+    for baseline, names in BASELINES:
+        name = next((n for n in names if n in by_name), None)
+        if name is None:  # not planned (a refit of one recipe alone)
+            continue
+        same = name == chosen.fitted.recipe.name
+        out.append(Comparison(name, baseline, None if same else boot.difference(
+            chosen.nested.labels, by_name[name].nested.labels)))
+    return tuple(out)
 
 
-def fit_blend(inputs: BlendInputs, spec: BlendSpec, log: Log = to_stdout) -> BlendResult:
-    """Fit, nest and rank every planned method; the first of the result is the chosen one."""
-    oof, recipes = inputs.oof, plan_recipes(spec)
+def fit_blend(inputs: BlendInputs, spec: BlendSpec, log: Log = to_stdout,
+              recipes: tuple[Recipe, ...] | None = None) -> BlendResult:
+    """Fit, nest and rank every planned method (or just `recipes`); the first of the result is the
+    chosen one."""
+    oof, recipes = inputs.oof, recipes or plan_recipes(spec)
     log(f"blending {len(oof.models)} models x {len(oof.target)} OOF rows: {len(recipes)} methods, "
         f"metric {spec.metric}")
     nested = predict_nested(recipes, oof.logits, oof.target, oof.fold, spec, log)
@@ -221,7 +242,9 @@ def fit_blend(inputs: BlendInputs, spec: BlendSpec, log: Log = to_stdout) -> Ble
     # Stable sort: among equal scores the simpler method (planned earlier) is chosen.
     ranked = sorted(results, key=lambda r: (-ens.gain(spec.metric, r.nested.value(spec.metric)),
                                             -r.nested.scores.accuracy))
-    comparison = versus_simpler(boot, ranked)
+    # Every method against the baselines (blend/leaderboard.csv), not only the chosen one.
+    ranked = [dataclasses.replace(r, versus=versus_baselines(boot, ranked, r)) for r in ranked]
+    comparison = ranked[0].versus
     log(f"  scored with {boot.draws.shape[0]} person resamples of {boot.draws.shape[1]} people "
         f"({time.perf_counter() - start:.1f}s)")
     return BlendResult(spec.metric, tuple(ranked), comparison)

@@ -29,6 +29,19 @@ def _with_interval(prefix: str, interval: Interval) -> dict:
             f"{prefix}_macro_f1_high": interval.high}
 
 
+# blend/leaderboard.csv's paired tests: each method's nested macro F1 minus each baseline's (empty
+# on the baseline's own row), so that every row, the equal vote's too, has its comparison.
+VERSUS_COLUMNS = {"the equal soft vote": "nested_minus_equal_vote", "the best single model": "nested_minus_single"}
+
+
+def _versus_columns(versus: Sequence[Comparison]) -> dict:
+    columns = {}
+    for c in versus:
+        d, prefix = c.difference, VERSUS_COLUMNS[c.baseline]
+        columns |= _with_interval(prefix, Interval(np.nan, np.nan, np.nan) if d is None else d)
+    return columns
+
+
 def leaderboard(result: BlendResult, truth: np.ndarray | None = None) -> pd.DataFrame:
     rows = []
     for i, r in enumerate(result.methods):
@@ -40,12 +53,15 @@ def leaderboard(result: BlendResult, truth: np.ndarray | None = None) -> pd.Data
                "in_sample_log_loss": r.in_sample.log_loss, "nested_log_loss": r.nested.log_loss, "chosen": i == 0}
         if truth is not None:
             row["truth_macro_f1"] = score(truth, r.test_labels).macro_f1
-        rows.append(row)
+        rows.append(row | _versus_columns(r.versus))
     return pd.DataFrame(rows)
 
 
 def comparison_record(c: Comparison) -> dict:
-    return {"method": c.method, "difference": round(c.difference.estimate, 5), "interval": c.difference.record(),
+    """weights.json's `versus` entry; `chosen` true (and no difference) when the chosen method is the baseline."""
+    d = c.difference
+    return {"method": c.method, "baseline": c.baseline, "chosen": c.is_chosen,
+            "difference": None if d is None else round(d.estimate, 5), "interval": None if d is None else d.record(),
             "clearly_better": c.clearly_better}
 
 
@@ -100,7 +116,7 @@ def weights_record(result: BlendResult, inputs: BlendInputs, experiment: str, ru
     return {"experiment": experiment, "rows_hash": inputs.oof.rows_hash, "metric": result.metric,
             **chosen.fitted.to_record(inputs.oof.models),
             "in_sample": chosen.in_sample.record(), "nested": chosen.nested.record(),
-            "versus_simpler": comparison_record(result.versus_simpler), "bootstrap": BOOTSTRAP,
+            "versus": [comparison_record(c) for c in result.versus], "bootstrap": BOOTSTRAP,
             "excluded": [{"model": e.model, "reason": e.reason} for e in inputs.excluded],
             **_models_record(table, result), **(run or {})}
 
@@ -124,30 +140,40 @@ def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: 
     return target
 
 
+# The console's methods table, nested first and about 100 columns wide: blend/leaderboard.csv and
+# the report hold every column (in-sample intervals, per-attribute F1, log loss).
+BOARD_COLUMNS = (("nested_accuracy", "accuracy"), ("in_sample_macro_f1", "in-sample"), ("truth_macro_f1", "true"))
+
+
 def print_board(board: pd.DataFrame, log: Log = to_stdout) -> None:
-    """The leaderboard with each macro F1 as 'point [low, high]'."""
-    shown = pd.DataFrame({"method": board.method})
-    for prefix, title in (("in_sample", "in-sample macro F1"), ("nested", "nested macro F1")):
-        shown[title] = [Interval(*v).text() for v in board[[f"{prefix}_macro_f1", f"{prefix}_macro_f1_low",
-                                                              f"{prefix}_macro_f1_high"]].to_numpy()]
-    for column in ("in_sample_accuracy", "nested_accuracy", "truth_macro_f1"):
+    """The leaderboard, best nested macro F1 first, as 'point [low, high]'."""
+    width = max(len("method"), *(len(m) for m in board.method))
+    shown = pd.DataFrame({"method".ljust(width): [m.ljust(width) for m in board.method]})
+    shown[f"nested macro F1 [{LEVEL:.0%}]"] = [
+        Interval(*v).text() for v in board[["nested_macro_f1", "nested_macro_f1_low", "nested_macro_f1_high"]].to_numpy()]
+    for column, title in BOARD_COLUMNS:
         if column in board.columns:
-            shown[column] = board[column]
+            shown[title] = board[column]
     shown["chosen"] = np.where(board.chosen, "<-", "")
-    log(f"macro F1 [{LEVEL:.0%} interval over {RESAMPLES} resamples of people, predictions fixed]:\n"
-        + shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    log(f"methods, best nested macro F1 first [{LEVEL:.0%} interval over {RESAMPLES} resamples of people, predictions "
+        "fixed]\n(accuracy: nested; in-sample: fitted and scored on the same rows, flatters; all in "
+        "blend/leaderboard.csv):\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+def comparison_line(c: Comparison) -> str:
+    head = f"  versus {c.method} ({c.baseline}): "
+    if c.difference is None:
+        return head + f"the chosen method is {c.baseline} itself"
+    if c.clearly_better:
+        return head + f"clearly better, by {c.difference.text(signed=True)}"
+    return head + f"not clearly better, {c.difference.text(signed=True)}"
 
 
 def summary_lines(result: BlendResult) -> list[str]:
-    """The chosen method's honest score, and whether it beats a simpler one by more than chance."""
-    chosen, c = result.methods[0], result.versus_simpler
-    name = chosen.fitted.recipe.name
-    lines = [f"chosen: {name} (nested macro F1 {chosen.nested.macro_f1_interval.text()}, "
-             f"in-sample {chosen.in_sample.macro_f1_interval.text()})"]
-    if c.clearly_better:
-        lines.append(f"chosen {name} is better than {c.method} by {c.difference.text(signed=True)} "
-                     f"in nested macro F1 ({DESCRIPTION})")
-    else:
-        lines.append(f"chosen {name} is not clearly better than {c.method}: nested macro F1 "
-                     f"{c.difference.text(signed=True)} ({DESCRIPTION})")
+    """The chosen method's honest score, and whether it beats each simpler baseline by more than chance."""
+    chosen = result.methods[0]
+    lines = [f"chosen: {chosen.fitted.recipe.name} (nested macro F1 {chosen.nested.macro_f1_interval.text()}, "
+             f"in-sample {chosen.in_sample.macro_f1_interval.text()})", *map(comparison_line, result.versus)]
+    if any(c.difference is not None for c in result.versus):
+        lines.append(f"  (the chosen minus each in nested macro F1, paired: {DESCRIPTION})")
     return lines

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
+from orchestrator.analysis.ensembles.pooled import is_blend_folder
 from orchestrator.analysis.ensembles.uncertainty import Interval
 from orchestrator.analysis.reporting import figures
 from orchestrator.analysis.reporting.crops import faces_section
@@ -39,6 +40,7 @@ from orchestrator.analysis.reporting.sources import (
     model_label,
     optimistic_models,
     optimistic_note,
+    pooled_audit_section,
     pooled_jobs,
     report_sources,
     run_boards,
@@ -212,7 +214,8 @@ def build_report(exp_dir: Path, oof: OofLogits, blend: BlendOutputs, data_root: 
                 "(1 where a model's top class is wrong, else 0). 1: they fail on the same images, so "
                 "blending them gains little; near 0 or negative: complementary.",
                 figures.correlation_figure(error_correlation(oof))),
-        audit_section(read_audit(exp_dir, data_root)),
+        audit_section(read_audit(exp_dir, data_root)) if not is_blend_folder(exp_dir) else
+        pooled_audit_section(exp_dir, sources),
         faces_section(exp_dir, data_root),
         pseudo_section(exp_dir),
         explain_section(exp_dir),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.analysis.ensembles.pooled import pooled_name, recorded_dirs
-from orchestrator.analysis.reporting.html import esc
+from orchestrator.analysis.reporting.html import esc, interval, section
 from orchestrator.analysis.reporting.inputs import Jobs, read_jobs
 
 OPTIMISTIC = ("trained on pseudo labels from models that saw every fold (pseudo.per_fold: false), so its OOF "
@@ -82,6 +82,7 @@ def source_rows(exp_dir: Path, sources: tuple[ReportSource, ...], weights: dict)
                            + (OPTIMISTIC_BADGE if s.oof_optimistic else "") for s in sources)
         rows.append(("experiments", links, "the models of each, pooled and blended as one; names "
                      "<code>&lt;experiment&gt;/&lt;model&gt;</code>" if len(sources) > 1 else "its models"))
+    rows += rounds_rows(weights)
     weighted = weights.get("oof_optimistic_weighted") or []
     if weighted:
         rows.append(("OOF optimistic", f'<span class="warn">the chosen blend weighs {len(weighted)} OOF-optimistic '
@@ -89,3 +90,55 @@ def source_rows(exp_dir: Path, sources: tuple[ReportSource, ...], weights: dict)
                      "their pseudo labels came from models that saw every fold: their weights and the nested "
                      "estimate above are flattered"))
     return rows
+
+
+def _round_cell(r: dict) -> str:
+    """'demo: soft_greedy, nested 0.4312 [0.4010, 0.4620]; pool minus it +0.0060 [...]; true 0.4519'."""
+    low, high = (list(r.get("nested_macro_f1_interval") or []) + [None, None])[:2]
+    diff = r.get("pool_minus_round") or {}
+    d_low, d_high = (list(diff.get("interval") or []) + [None, None])[:2]
+    verdict = ('<span class="good">pool clearly better</span>' if diff.get("clearly_better") else
+               '<span class="warn">pool clearly worse</span>' if diff.get("clearly_worse") else "no clear difference")
+    true = f"; true <b>{r['truth_macro_f1']:.4f}</b>" if r.get("truth_macro_f1") is not None else ""
+    return (f"<b>{esc(r['experiment'])}</b> alone: <code>{esc(r['method'])}</code> ({esc(r.get('method_from', ''))}), "
+            f"nested <b>{r['nested_macro_f1']:.4f}</b> {interval(low, high)}; "
+            f"pool minus it {diff.get('difference', float('nan')):+.4f} {interval(d_low, d_high)}, {verdict}{true}")
+
+
+def rounds_rows(weights: dict) -> list[tuple[str, str, str]]:
+    """A pooled blend's 'each round alone' row: every round's own chosen blend by the pool's estimate."""
+    rounds = weights.get("rounds_alone") or []
+    if not rounds:
+        return []
+    pooled, truth = weights.get("nested") or {}, weights.get("truth") or {}
+    true = f"; true <b>{truth['macro_f1']:.4f}</b>" if truth.get("macro_f1") is not None else ""
+    low, high = (list(pooled.get("macro_f1_interval") or []) + [None, None])[:2]
+    head = (f"<b>pool</b>: <code>{esc(weights.get('method'))}</code>, nested "
+            f"<b>{pooled.get('macro_f1', float('nan')):.4f}</b> {interval(low, high)}{true}")
+    cells = "<br>".join([head, *(_round_cell(r) for r in rounds)])
+    return [("each round alone", cells,
+             "each round's own chosen method (its blend/weights.json, else chosen afresh) fitted on its models alone "
+             "in the same nested folds, rows and people as the pool: the same estimate, so comparable; the "
+             "difference is paired by person")]
+
+
+def pooled_audit_section(exp_dir: Path, sources: tuple[ReportSource, ...]) -> str:
+    """A `blend --out` folder has no experiment to audit: the audit runs on one round's models, and
+    its suspects show in that round's own report."""
+    why = "People whose given label the OOF predictions contradict: an audit of one experiment's models."
+    items = []
+    for s in sources:
+        folder = esc(s.folder)
+        audit, report = s.folder / "audit.csv", s.folder / "report.html"
+        found = (f'; its <a href="{esc(os.path.relpath(audit, exp_dir))}">audit.csv</a> is there' if audit.is_file()
+                 else "")
+        shown = (f', then <code>python -m orchestrator.report --results {folder}</code> (its '
+                 f'<a href="{esc(os.path.relpath(report, exp_dir))}">report</a>)' if (s.folder / "blend").is_dir()
+                 else f" (its report needs a blend of its own: <code>python -m orchestrator.blend --results {folder}"
+                      "</code>)")
+        items.append(f"<li><code>python -m orchestrator.audit --results {folder}</code>{shown}{found}</li>")
+    return section("audit", "Label audit", why,
+                   f"<p>This folder holds a blend of {esc(', '.join(s.name for s in sources))} (<code>blend --out"
+                   "</code>) and has no audit of its own: the audit works "
+                   "on one experiment's models and writes its audit.csv into that experiment's folder, whose own "
+                   f"report shows the suspects with their photos:</p><ul>{''.join(items)}</ul>")

@@ -41,17 +41,28 @@ def truth_line(w: dict, row: pd.Series) -> tuple[str, str]:
             f"the submission scored against {source}")
 
 
-def versus_line(w: dict) -> tuple[str, str] | None:
-    versus = w.get("versus_simpler")
-    if not versus:
-        return None
+def versus_cell(versus: dict) -> tuple[str, str]:
+    """One comparison of weights.json: the chosen method minus a baseline, paired by person."""
+    method = esc(versus.get("method"))
+    if versus.get("chosen"):
+        return (f"the chosen method is {esc(versus.get('baseline', method))} itself (<code>{method}</code>)",
+                "nothing to compare it with; the other comparison still says what fitting gains")
     low, high = (list(versus.get("interval") or []) + [None, None])[:2]
     diff = f"difference {versus.get('difference', float('nan')):+.4f} {interval(low, high)}".rstrip()
     if versus.get("clearly_better"):
-        return f'<span class="good">clearly better than {esc(versus.get("method"))}</span>: {diff}', \
-            "the interval of the nested difference excludes 0"
-    return (f'<span class="warn">not clearly better than {esc(versus.get("method"))}</span>: {diff}',
-            "the interval of the nested difference includes 0: the simpler method is as good a bet")
+        return f'<span class="good">clearly better than <code>{method}</code></span>: {diff}', \
+            "the interval of the nested difference (person bootstrap, paired) excludes 0"
+    return (f'<span class="warn">not clearly better than <code>{method}</code></span>: {diff}',
+            "the interval of the nested difference (person bootstrap, paired) includes 0: "
+            f"{esc(versus.get('baseline', 'the simpler method'))} is as good a bet")
+
+
+def versus_rows(w: dict) -> list[tuple[str, str, str]]:
+    """'versus the equal soft vote' and 'versus the best single model' (an older weights.json: its one
+    'versus simpler')."""
+    if w.get("versus"):
+        return [(f"versus {v.get('baseline', v.get('method'))}", *versus_cell(v)) for v in w["versus"]]
+    return [("versus simpler", *versus_cell(w["versus_simpler"]))] if w.get("versus_simpler") else []
 
 
 def single_line(folds: pd.DataFrame, board: pd.DataFrame, optimistic: set[str] = frozenset()) -> tuple[str, str]:
@@ -127,8 +138,7 @@ def summary_section(exp_dir: Path, oof: OofLogits, blend, folds: pd.DataFrame, m
             ("in-sample", f"{scored(row, 'in_sample_macro_f1') if len(row) else num(ins['macro_f1'])} macro F1",
              "fitted and scored on the same rows: flatters, for comparison only"),
             ("true score", *truth_line(w, row))]
-    versus = versus_line(w)
-    rows += [("versus simpler", *versus)] if versus else []
+    rows += versus_rows(w)
     pooled = len(w.get("experiments") or [])
     rows += [*sources, ("best single model", *single_line(folds, board, optimistic)),
              ("data", f"{len(oof.models)} models{f' of {pooled} experiments' if pooled > 1 else ''}, "
