@@ -184,7 +184,7 @@ def _finish(spec: Experiment, job: Job, dataset: Dataset, ctx: ModelContext, val
         stopped_early=state.epoch < train.epochs, val=val.as_dict(), val_loss=eval_loss(oof, val_rows["label"].to_numpy()),
         train_images=int(state.history[-1]["train_images"]) if state.history else 0,
         val_images=len(val_rows), test_images=len(dataset.eval), device=str(ctx.device.device),
-        seconds=time.monotonic() - started, workers=ranks.world, pseudo_images=pseudo_images,
+        seconds=time.monotonic() - started, workers=ranks.world, pseudo_images=pseudo_images, finished=time.time(),
         **job_paths(job.out_dir))
     if ranks.leader:
         write_result(job.out_dir, result)

@@ -100,6 +100,7 @@ class JobResult:
     metrics_path: str
     workers: int = 1  # data-parallel ranks that trained the job
     pseudo_images: int = 0  # pseudo-labelled eval photos among train_images' draws
+    finished: float | None = None  # Unix time the job ended; None in results written before it was kept
 
     @classmethod
     def read(cls, out_dir: Path) -> JobResult:

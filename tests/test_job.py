@@ -69,6 +69,7 @@ def test_logits_follow_the_schema_and_cover_the_fold(reference):
     assert test["target"].isna().all() and test_logits.shape == (len(dataset.eval), 18)
     assert meta.rows_hash == test_meta.rows_hash and meta.num_classes == 18
     assert JobResult.read(Path(result.oof_path).parent) == result
+    assert result.finished > Path(result.oof_path).stat().st_mtime - 1  # when it ended, for the report's dates
 
 
 def test_resume_after_a_crash_gives_the_same_result(reference, tmp_path):

@@ -71,8 +71,8 @@ def read_jobs(exp_dir: Path) -> Jobs:
         row = {"job": folder.name, "model": result.get("model", folder.name), "fold": result.get("fold", -1),
                "seconds": result.get("seconds"), "best_epoch": result.get("best_epoch"),
                "epochs_run": result.get("epochs_run"),
-               # result.json is written once, as the job ends: when it trained, whatever re-ran since
-               "finished": (folder / "result.json").stat().st_mtime}
+               # older jobs did not record it; their result.json was written once, as the job ended
+               "finished": result.get("finished") or (folder / "result.json").stat().st_mtime}
         rows.append(row)
         try:
             metrics = pd.read_csv(folder / "metrics.csv")
