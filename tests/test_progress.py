@@ -90,6 +90,7 @@ def test_finished_jobs_time_the_queued_ones():
 def test_a_log_gets_one_line_per_event(capsys):
     board = Board(plans(2), slots=2)
     table = ProgressTable(board, live=False)
+    table.phase("starting Ray: an embedded one")
     table.handle({"job_id": "m-fold0-x", "kind": "started", "node": "127.0.0.1"})
     for epoch in (1, 2, 3):
         table.handle({"job_id": "m-fold0-x", "kind": "epoch", "epoch": epoch, "epochs": 10, "node": "127.0.0.1",
@@ -99,13 +100,34 @@ def test_a_log_gets_one_line_per_event(capsys):
     board.update("m-fold1-x", state="failed", error="ValueError: x")  # as the collector records it
     table.handle({"job_id": "m-fold1-x", "kind": "failed", "error": "Traceback ...\nValueError: x"})
     table.handle({"job_id": "m-fold1-x", "kind": "cancelled"})  # not an event a user needs
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 6  # started, 3 epochs, done, failed: no table snapshots
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 7  # the phase, started, 3 epochs, done, failed: no table snapshots
+    assert "starting Ray: an embedded one [0 done, 0 running, 2 queued, 0 failed" in lines[0]
+    lines = lines[1:]
     assert "started m-fold0-x" in lines[0] and "epoch 3/10 m-fold0-x: val F1 0.3000 (best 0.3000)" in lines[3]
     assert "min left" in lines[3] and "min left" not in lines[1]  # an ETA once two epochs are measured
     assert "done m-fold0-x: OOF macro F1 0.3500" in lines[4]
     assert "FAILED m-fold1-x: ValueError: x" in lines[5]
     assert all(line[:8].count(":") == 2 for line in lines)  # each with its time
+    assert "\x1b" not in err and "\r" not in err  # no escape codes or redraws in a log
+
+
+def test_a_terminal_keeps_failures_above_the_live_view():
+    import io
+
+    stream = io.StringIO()
+    board = Board(plans(2), slots=2)
+    table = ProgressTable(board, live=True, stream=stream)
+    table.handle({"job_id": "m-fold0-x", "kind": "started"})
+    board.update("m-fold1-x", state="failed", error="ValueError: x")
+    table.handle({"job_id": "m-fold1-x", "kind": "failed"})
+    table.handle({"job_id": "m-fold0-x", "kind": "error", "retry": True, "error": "Traceback\nOSError: disk"})
+    table.show_final()
+    out = stream.getvalue()
+    assert "FAILED m-fold1-x: ValueError: x" in out and "retrying m-fold0-x: OSError: disk" in out
+    assert "started m-fold0-x" not in out  # routine events only repaint the view
+    assert out.rstrip().endswith(F1_NOTE[-30:]) and "1 running, 0 queued, 1 failed" in out  # the final view
 
 
 DEMO_IDS = ["convnext_multi-fold0-5e07d682", "convnext_multi-fold1-0c4fabbd", "test_efficientnet-fold2-f01a5be5",

@@ -158,7 +158,8 @@ class Board:
                 f"elapsed {(time.time() - self.started) / 60:.1f} min | {left}")
 
     def notes(self) -> str:
-        """What the summary does not say: the phase, why the ETA is not known, the cached jobs."""
+        """What the summary does not say, a line each (each fits 80 columns): the phase, why the
+        ETA is not known, the cached jobs."""
         c, parts = self.counts(), [self.phase] if self.phase else []
         if self.starting:
             parts.append(f"starting {self.starting} slot{'s' if self.starting > 1 else ''} ({c['running']} with a "
@@ -167,7 +168,7 @@ class Board:
             parts.append("ETA once a job has timed two epochs" if c["running"] else "ETA once a slot has started")
         if c["cached"]:
             parts.append(f"{c['cached']} of {len(self.plans)} jobs cached (finished in an earlier run)")
-        return "; ".join(parts)
+        return "\n".join(parts)
 
 
 class ProgressTable:
