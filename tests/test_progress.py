@@ -219,3 +219,28 @@ def test_the_display_survives_pickling():
     table._live = object()  # stands for a running rich.Live
     again = pickle.loads(pickle.dumps(table))
     assert again._live is None and list(again.board.plans) == ["m-fold0-x"]
+
+
+def test_ray_log_lines_go_above_the_live_view_not_through_it():
+    import io
+    import logging
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    handler = logging.StreamHandler(screen)  # as Ray's own handler holds the real stderr
+    ray_logger = logging.getLogger("ray")
+    ray_logger.addHandler(handler)
+    try:
+        table = ProgressTable(Board(plans(1)), stream=screen)
+        assert table.live_view
+        table.phase("starting Ray: an embedded one")
+        assert handler.stream is not screen  # through rich while the view is up
+        ray_logger.warning("a worker died (a real Ray warning)")
+        table.show_final()
+        assert handler.stream is screen  # and back afterwards
+    finally:
+        ray_logger.removeHandler(handler)
+    assert "a worker died (a real Ray warning)" in screen.getvalue()  # shown, not hidden

@@ -62,7 +62,7 @@ def run_experiment(spec: Experiment, address: str | None = None, storage: str | 
 def _run_locked(spec: Experiment, address: str | None, storage: str | None, stream, force: bool) -> RunSummary:
     started, clock = time.monotonic(), time.time()
     say = to_stream(stream)
-    say(f"preparing {spec.name}: indexing {spec.data.root}, the image cache and the folds ...")
+    say(f"preparing {spec.name}: indexing the data, the image cache, the folds ...")
     dataset = prepare(spec, force=force)
     plans = plan_jobs(spec, rows_hash(spec, dataset), pseudo_sets(spec, dataset, stream))
     say(format_plan(plans, per_job_resources(spec)))
@@ -111,9 +111,10 @@ def per_job_resources(spec: Experiment) -> str:
 
 def format_summary(spec: Experiment, plans: list[JobPlan], summary: RunSummary) -> str:
     done = [JobResult.read(p.out_dir) for p in plans if not unfinished_reason(p.out_dir)]
-    lines = [f"\n{spec.name}: {len(summary.done)} done, {len(summary.cached)} cached, {len(summary.failed)} failed, "
-             f"{len(summary.interrupted)} interrupted, {len(summary.not_started)} not started; "
-             f"wall time {summary.wall_seconds / 60:.1f} min"]
+    wall = summary.wall_seconds
+    lines = [f"\n{spec.name} in {f'{wall:.0f} s' if wall < 60 else f'{wall / 60:.1f} min'}: {len(summary.done)} done, "
+             f"{len(summary.cached)} cached, {len(summary.failed)} failed, {len(summary.interrupted)} interrupted, "
+             f"{len(summary.not_started)} not started"]
     if done:
         table = pd.DataFrame([{"model": r.model, "f1": r.val["macro_f1"], "hours": r.seconds * r.workers / 3600}
                               for r in done])

@@ -95,6 +95,10 @@ def quiet_tune() -> None:
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter is silent at verbose=0
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    # Tune's timing hints ("The `process_trial_result` operation took 1.890 s, which may be a
+    # performance bottleneck"): on 2 cores with jobs training every step is slow, and the hint
+    # is about Tune's own loop, nothing a user of maskfold can act on. Its errors still show.
+    logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
 
 
 def final_state(status: JobStatus | None, errored: bool, stopped: bool) -> str:

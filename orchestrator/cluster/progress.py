@@ -14,6 +14,7 @@ job has started nothing says how long the slots take to start: the ETA says it i
 """
 from __future__ import annotations
 
+import logging
 import statistics
 import sys
 import time
@@ -180,13 +181,14 @@ class ProgressTable:
         self._stream = stream  # None: sys.stderr, looked up when used (a pickled display has none)
         self.live_view = self.stream.isatty() if live is None else live
         self._live = None  # created on first use: Tune pickles its callbacks, a live display can't be
+        self._rerouted: list[tuple[logging.Handler, object]] = []  # (Ray's log handler, its own stream)
 
     @property
     def stream(self):
         return self._stream or sys.stderr
 
     def __getstate__(self):
-        return {**self.__dict__, "_live": None, "_stream": None}
+        return {**self.__dict__, "_live": None, "_stream": None, "_rerouted": []}
 
     def handle(self, event: dict) -> None:
         """A slot's event, after the collector recorded it (orchestrator.cluster.collect)."""
@@ -254,19 +256,32 @@ class ProgressTable:
         from orchestrator.cluster.progress_view import BoardView
 
         if self._live is None:
-            # Repainted every second, so elapsed and ETA count down between events.
-            # Stray prints to stdout/stderr go above the view rather than through it.
+            # Repainted every second, so elapsed and ETA count down between events. Stray
+            # prints to stdout/stderr go above the view rather than through it.
             self._live = Live(BoardView(self.board), console=Console(file=self.stream), refresh_per_second=1)
             self._live.start()
+        self._route_ray_logs()
         self._live.refresh()
+
+    def _route_ray_logs(self) -> None:
+        """Ray's log handler writes to the real stderr, past the view, and a line there would cut
+        through it: while the view is up its lines go above it too (shown, not hidden). Looked at
+        on every repaint: ray.init sets its handler up again."""
+        for handler in logging.getLogger("ray").handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is self._live.console.file \
+                    and sys.stderr is not handler.stream:
+                self._rerouted.append((handler, handler.setStream(sys.stderr)))
 
     def show_final(self) -> None:
         """Leave the final table on the terminal, or its summary in the log."""
-        self.board.phase = ""
+        self.board.phase, self.board.starting = "", 0
         if self._live is not None:
             self._live.refresh()
             self._live.stop()
             self._live = None
+            for handler, stream in reversed(self._rerouted):
+                handler.setStream(stream)
+            self._rerouted.clear()
         elif not self.live_view:
             print(f"{time.strftime('%H:%M:%S')} jobs ended [{self.board.summary()}]", file=self.stream, flush=True)
 
