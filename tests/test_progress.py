@@ -151,12 +151,12 @@ def demo_board(per: float = 7.5, node: str = "127.0.0.1") -> Board:
     return board
 
 
-def render(board: Board, width: int) -> list[str]:
+def render(board: Board, width: int, height: int = 50) -> list[str]:
     from rich.console import Console
 
     from orchestrator.cluster.progress_view import BoardView
 
-    console = Console(width=width, record=True)
+    console = Console(width=width, height=height, record=True)
     console.print(BoardView(board))
     return console.export_text().rstrip("\n").splitlines()
 
@@ -197,6 +197,20 @@ def test_columns_stay_put_when_numbers_grow():
         fast_header = next(line for line in render(demo_board(), width) if line.startswith("job"))
         slow_header = next(line for line in render(slow, width) if line.startswith("job"))
         assert fast_header == slow_header
+
+
+def test_a_short_terminal_keeps_the_running_rows():
+    board = demo_board()
+    for k in range(10):  # ten more cached jobs: 15 rows
+        job_id = f"old-fold{k}-x"
+        board.plans[job_id] = JobPlan(job_id, "old", "b", TrainSpec(epochs=8), k, "h", Path("/tmp"), "cached", 1.0, None)
+        board.status[job_id] = JobStatus("cached", epoch=8, epochs=8, val_f1=0.3)
+    lines = render(board, 80, height=16)
+    assert len(lines) <= 16
+    text = "\n".join(lines)
+    assert all(job_id in text for job_id in DEMO_IDS)  # running, starting, queued and done rows stay
+    assert "old-fold9-x" not in text and "and 6 more (6 cached) not shown: a taller terminal shows them" in text
+    assert lines[0].startswith("1 done, 2 running, 1 queued") and F1_NOTE[-20:] in lines[-1]
 
 
 def test_the_phase_comes_first_then_the_slots_starting():

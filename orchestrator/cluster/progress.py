@@ -237,7 +237,7 @@ class ProgressTable:
         if s.state == "done" and s.val_f1 is not None:
             self.event(f"done {job_id}: OOF macro F1 {s.val_f1:.4f}")
         else:
-            self.event(f"FAILED {job_id}: {s.error[:200] or 'see its log'}", keep=True)
+            self.event(f"FAILED {job_id}: {_cut(s.error) or 'see its log'}", keep=True)
 
     def event(self, line: str, keep: bool = False) -> None:
         """Show one event. A log gets one timestamped line with the summary; a terminal a
@@ -288,4 +288,9 @@ class ProgressTable:
 
 def _last_line(text: str | None) -> str:
     lines = [line for line in str(text or "").strip().splitlines() if line.strip()]
-    return lines[-1][:200] if lines else "see its log"
+    return _cut(lines[-1]) if lines else "see its log"
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    """At most `limit` characters, marked where cut (the whole message is in the job's log)."""
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"

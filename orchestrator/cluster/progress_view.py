@@ -10,6 +10,7 @@ The summary and the F1 note wrap at the terminal's width, never the table's.
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from orchestrator.cluster.progress import F1_NOTE, Board, JobStatus
 
@@ -33,32 +34,50 @@ class BoardView:
     def __rich_console__(self, console, options):
         from rich.text import Text
 
-        width = options.max_width
-        yield Text(self.board.summary(), no_wrap=True, overflow="ellipsis")
-        notes = self.board.notes()
+        width, notes = options.max_width, self.board.notes()
+        # The rows a terminal of this height has room for beside the lines around the table.
+        around = 1 + (notes.count("\n") + 1 if notes else 0) + 2 + -(-len(F1_NOTE) // max(width, 1)) + 1
+        every = job_rows(self.board)
+        rows, hidden = fit_rows(every, options.size.height - around)
+        yield Text(self.board.summary())
         if notes:
             yield Text(notes, style="yellow")
-        yield job_table(self.board, width)
+        yield job_table(rows, width, column_widths(every))  # widths of every row: none move as rows hide
+        if hidden:
+            states = Counter(r["state"] for r in hidden)
+            yield Text(f"... and {len(hidden)} more ({', '.join(f'{n} {s}' for s, n in states.items())}) not shown: "
+                       "a taller terminal shows them", style="dim")
         yield Text(F1_NOTE, style="dim")
 
 
-def job_table(board: Board, width: int):
-    """The jobs as a rich Table of at most `width` columns."""
+def job_table(rows: list[dict[str, str]], width: int, widths: dict[str, int] | None = None):
+    """The jobs' rows as a rich Table of at most `width` columns (`widths`: the columns' own)."""
     from rich import box
     from rich.table import Table
 
-    rows = job_rows(board)
-    widths = column_widths(rows)
-    shown = fit_columns(widths, width)
+    shown = fit_columns(widths or column_widths(rows), width)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, GAP // 2),
                   collapse_padding=True)
     for name, justify, _ in COLUMNS:
         if name in shown:
             table.add_column(name, justify=justify, width=shown[name], no_wrap=True, overflow="ellipsis")
     for cells in rows:
-        state = cells["state"]
-        table.add_row(*(cells[name] for name in shown), style=STYLES.get(state, ""))
+        table.add_row(*(cells[name] for name in shown), style=STYLES.get(cells["state"], ""))
     return table
+
+
+# Which rows stay when the terminal is too short for all: running ones first, cached ones last.
+KEEP_ORDER = ("running", "starting", "failed", "queued", "stopped", "done", "cached")
+
+
+def fit_rows(rows: list[dict[str, str]], room: int) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """At most `room` rows (at least 1), kept by KEEP_ORDER and shown in queue order; and the rows left out."""
+    room = max(room, 1)
+    if len(rows) <= room:
+        return rows, []
+    rank = sorted(range(len(rows)), key=lambda i: (KEEP_ORDER.index(rows[i]["state"]), i))
+    kept = set(rank[:room])
+    return [r for i, r in enumerate(rows) if i in kept], [r for i, r in enumerate(rows) if i not in kept]
 
 
 def job_rows(board: Board, now: float | None = None) -> list[dict[str, str]]:
