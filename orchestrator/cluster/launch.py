@@ -29,28 +29,36 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
     metas = {p.job_id: _meta(p) for p in todo}
     table = ProgressTable(board, stream=stream)
     collector = Collector(board, storage, spec.out_dir / "logs", metas)
-    configs = [job_config(spec, p.job_id, p.model, p.fold, storage) for p in todo]
     local = not (address or os.environ.get("RAY_ADDRESS"))
     table.phase("starting Ray: an embedded one on this machine (127.0.0.1 only)" if local
                 else f"joining the Ray cluster at {address or os.environ['RAY_ADDRESS']}")
-    with ray_session(spec, address), stop_on_interrupt(table.phase) as interrupt:
-        slots = board.slots = check_resources(spec.resources)
-        starting = min(slots, len(todo))
-        table.event(f"running {len(todo)} jobs, {slots} at a time (Ctrl-C stops them; finished jobs are kept)",
-                    keep=True)
-        table.phase("", slots=starting)
-        pool = SlotPool(spec.resources, storage, starting, len(todo), local,
-                        log=lambda line: table.event(line, keep=True)).start()
-        try:
-            pool.submit(configs, last=True)
-            states = _follow(pool, collector, table, interrupt)
-        finally:
-            pool.shutdown(grace_s=0 if interrupt.is_set() else 5)
-    table.show_final()
+    try:
+        with ray_session(spec, address), stop_on_interrupt(table.phase) as interrupt:
+            states = _run_on_slots(spec, todo, storage, local, board, table, collector, interrupt)
+        table.show_final()
+    finally:
+        table.close()  # also when Ray, the resources or a second Ctrl-C ended it
     stopped = interrupt.is_set()
     failed = {job for job, state in states.items() if state == "failed"}
     return Launched({p.job_id: final_state(board.status.get(p.job_id), p.job_id in failed, stopped) for p in todo},
                     stopped)
+
+
+def _run_on_slots(spec: Experiment, todo: list[JobPlan], storage: str, local: bool, board: Board,
+                  table: ProgressTable, collector: Collector, interrupt: threading.Event) -> dict[str, str]:
+    """Start the slots, queue every job, follow them to the end; each job's last state."""
+    configs = [job_config(spec, p.job_id, p.model, p.fold, storage) for p in todo]
+    slots = board.slots = check_resources(spec.resources)
+    starting = min(slots, len(todo))
+    table.event(f"running {len(todo)} jobs, {slots} at a time (Ctrl-C stops them; finished jobs are kept)", keep=True)
+    table.phase("", slots=starting)
+    pool = SlotPool(spec.resources, storage, starting, len(todo), local,
+                    log=lambda line: table.event(line, keep=True)).start()
+    try:
+        pool.submit(configs, last=True)
+        return _follow(pool, collector, table, interrupt)
+    finally:
+        pool.shutdown(grace_s=0 if interrupt.is_set() else 5)
 
 
 def new_board(todo: list[JobPlan], cached: list[JobPlan], started: float | None) -> Board:

@@ -24,7 +24,6 @@ from orchestrator.cluster.plan import JobPlan
 
 F1_NOTE = ("val F1: while running, the best epoch's so far (no TTA); when done, the job's OOF macro F1 "
            "(best epoch's weights, flip TTA if set)")
-OPEN = ("running", "queued")
 
 
 @dataclass(frozen=True)
@@ -276,14 +275,20 @@ class ProgressTable:
         """Leave the final table on the terminal, or its summary in the log."""
         self.board.phase, self.board.starting = "", 0
         if self._live is not None:
+            self.close()
+        elif not self.live_view:
+            print(f"{time.strftime('%H:%M:%S')} jobs ended [{self.board.summary()}]", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """End the live view as it stands, whatever ended the run: a view left running would
+        leave the terminal's cursor hidden. Ray's log handler gets its stream back."""
+        if self._live is not None:
             self._live.refresh()
             self._live.stop()
             self._live = None
-            for handler, stream in reversed(self._rerouted):
-                handler.setStream(stream)
-            self._rerouted.clear()
-        elif not self.live_view:
-            print(f"{time.strftime('%H:%M:%S')} jobs ended [{self.board.summary()}]", file=self.stream, flush=True)
+        for handler, stream in reversed(self._rerouted):
+            handler.setStream(stream)
+        self._rerouted.clear()
 
 
 def _last_line(text: str | None) -> str:
