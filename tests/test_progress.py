@@ -213,6 +213,18 @@ def test_a_short_terminal_keeps_the_running_rows():
     assert lines[0].startswith("1 done, 2 running, 1 queued") and F1_NOTE[-20:] in lines[-1]
 
 
+def test_after_ctrl_c_the_view_says_how_each_job_was_left():
+    board = demo_board()
+    board.update("convnext_multi-fold1-0c4fabbd", state="interrupted")
+    board.update("test_efficientnet-fold2-f01a5be5", state="interrupted")
+    board.update("test_efficientnet-fold1-996c859d", state="not started")
+    lines = render(board, 160)
+    assert lines[0].startswith("1 done, 2 interrupted, 1 not started, 0 failed | elapsed")
+    assert lines[0].endswith("| stopped by Ctrl-C")
+    row = next(line for line in lines if line.startswith("test_efficientnet-fold1-996c859d")).split()
+    assert row[1:4] == ["-", "not", "started"] and row[-1] == "-"  # no ETA for a job that will not run
+
+
 def test_the_phase_comes_first_then_the_slots_starting():
     board = Board(plans(3), slots=2)
     table = ProgressTable(board, live=False)

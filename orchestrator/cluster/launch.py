@@ -35,13 +35,17 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
     try:
         with ray_session(spec, address), stop_on_interrupt(table.phase) as interrupt:
             states = _run_on_slots(spec, todo, storage, local, board, table, collector, interrupt)
+        stopped = interrupt.is_set()
+        failed = {job for job, state in states.items() if state == "failed"}
+        launched = Launched({p.job_id: final_state(board.status.get(p.job_id), p.job_id in failed, stopped)
+                             for p in todo}, stopped)
+        for job_id, state in launched.states.items():  # the last view says how Ctrl-C left each job
+            if state in ("interrupted", "not started"):
+                board.update(job_id, state=state)
         table.show_final()
     finally:
         table.close()  # also when Ray, the resources or a second Ctrl-C ended it
-    stopped = interrupt.is_set()
-    failed = {job for job, state in states.items() if state == "failed"}
-    return Launched({p.job_id: final_state(board.status.get(p.job_id), p.job_id in failed, stopped) for p in todo},
-                    stopped)
+    return launched
 
 
 def _run_on_slots(spec: Experiment, todo: list[JobPlan], storage: str, local: bool, board: Board,

@@ -22,15 +22,17 @@ from dataclasses import dataclass, field, replace
 
 from orchestrator.cluster.plan import JobPlan
 
+# Every state a job can be shown in: queued, running, done, failed; stopped (a search trial ended
+# early by its scheduler); cached (finished in an earlier run: shown, not run); after Ctrl-C,
+# interrupted (it had started) or not started.
+STATES = ("done", "running", "queued", "failed", "stopped", "cached", "interrupted", "not started")
 F1_NOTE = ("val F1: while running, the best epoch's so far (no TTA); when done, the job's OOF macro F1 "
            "(best epoch's weights, flip TTA if set)")
 
 
 @dataclass(frozen=True)
 class JobStatus:
-    # queued, running, done, failed, stopped (a search trial ended early by its scheduler),
-    # cached (finished in an earlier run: shown, not run)
-    state: str = "queued"
+    state: str = "queued"  # one of STATES
     node: str = ""
     epoch: int = 0
     epochs: int = 0
@@ -72,7 +74,7 @@ class Board:
         return self.status[job_id]
 
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(("done", "running", "queued", "failed", "stopped", "cached"), 0)
+        counts = dict.fromkeys(STATES, 0)
         for job_id in list(self.plans):
             counts[self.get(job_id).state] += 1
         return counts
@@ -151,10 +153,13 @@ class Board:
     def summary(self) -> str:
         """One line, short enough for 80 columns: counts, elapsed, ETA."""
         c, eta = self.counts(), self.eta()
-        left = ("done" if not c["running"] + c["queued"] else
+        left = ("stopped by Ctrl-C" if c["interrupted"] + c["not started"] else
+                "done" if not c["running"] + c["queued"] else
                 f"ETA {eta / 60:.1f} min" if eta is not None else "ETA not known yet")
         stopped = f", {c['stopped']} stopped early" if c["stopped"] else ""
-        return (f"{c['done']} done{stopped}, {c['running']} running, {c['queued']} queued, {c['failed']} failed | "
+        ctrl_c = (f", {c['interrupted']} interrupted, {c['not started']} not started"
+                  if c["interrupted"] + c["not started"] else f", {c['running']} running, {c['queued']} queued")
+        return (f"{c['done']} done{stopped}{ctrl_c}, {c['failed']} failed | "
                 f"elapsed {(time.time() - self.started) / 60:.1f} min | {left}")
 
     def notes(self) -> str:

@@ -22,7 +22,7 @@ COLUMNS = (("job", "left", None), ("node", "left", 9), ("state", "left", 8), ("e
            ("val F1", "right", 6), ("s/epoch", "right", 7), ("ETA", "right", 9))
 OPTIONAL = ("s/epoch", "node")  # dropped in this order when the terminal is too narrow for them
 STYLES = {"running": "cyan", "starting": "yellow", "done": "green", "failed": "bold red", "queued": "dim",
-          "cached": "dim", "stopped": "magenta"}
+          "cached": "dim", "stopped": "magenta", "interrupted": "magenta", "not started": "dim"}
 
 
 class BoardView:
@@ -67,7 +67,7 @@ def job_table(rows: list[dict[str, str]], width: int, widths: dict[str, int] | N
 
 
 # Which rows stay when the terminal is too short for all: running ones first, cached ones last.
-KEEP_ORDER = ("running", "starting", "failed", "queued", "stopped", "done", "cached")
+KEEP_ORDER = ("running", "starting", "failed", "interrupted", "queued", "not started", "stopped", "done", "cached")
 
 
 def fit_rows(rows: list[dict[str, str]], room: int) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
