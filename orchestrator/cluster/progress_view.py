@@ -1,11 +1,13 @@
 """The live view of the board on a terminal: what the run is doing, a summary line, a row per
 job, the note on val F1.
 
-Fitted to the terminal's width when drawn: every column but the job's has a fixed width that
-holds its longest value ("measuring", "12.3 min"), so nothing moves when numbers grow; the job
-column takes what is left, and where the job ids would not fit s/epoch, then node, give way
-rather than wrap or cut them. A cell is never blank: it says why it has no value ("starting", "queued", "measuring", -).
-The summary and the F1 note wrap at the terminal's width, never the table's.
+Fitted to the terminal when drawn. Every column but the job's has a fixed width that holds its
+longest value ("measuring", "12.3 min"), so nothing moves when numbers grow; the job column
+takes what is left, and where the job ids would not fit, s/epoch, then node, give way rather
+than wrap or cut them. A terminal too short for every row keeps the running, failed and queued
+ones and counts the rest. A cell is never blank: it says why it has no value ("starting",
+"queued", "measuring", -). The summary and the F1 note wrap at the terminal's width, never the
+table's.
 """
 from __future__ import annotations
 
