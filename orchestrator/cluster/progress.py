@@ -1,16 +1,13 @@
 """What the driver shows while jobs run.
 
-Every job's state is on one board (queued, running, done, failed, cached); the collector
-(collect.py) records outcomes on it and the display here only shows it: on a terminal a live
-view repainted in place (progress_view.py), from the moment the launch starts: what the run is
-doing (starting Ray, starting slots), a summary line, a row per job; in a log, one timestamped
-line per event (a phase, started, epoch, done, failed), no escape codes.
+Every job's state is on one board; the collector (collect.py) records outcomes on it and the
+display here only shows it: on a terminal a live view (progress_view.py) from the launch's
+first second, in a log one timestamped line per event, no escape codes.
 
-ETAs: a running job's rest comes from its measured epoch times (the wall time between its
-epoch reports) plus the measured tail after the last epoch (test inference, upload); a queued
-job's from whole jobs as measured. Queued jobs are laid on the slot that frees first, in queue
-order, as the queue hands them out, so a last job that runs alone counts in full. Before any
-job has started nothing says how long the slots take to start: the ETA says it is not known.
+ETAs: a running job's rest is its measured epoch times plus the measured tail after its last
+epoch; a queued job's, whole jobs as measured. Queued jobs go to the slot that frees first, in
+queue order, so a last job that runs alone counts in full. Before a job has started nothing
+says how long the slots take to start: the ETA says it is not known.
 """
 from __future__ import annotations
 
@@ -140,9 +137,8 @@ class Board:
         return out
 
     def _slot_ready(self) -> float | None:
-        """Seconds until a slot without a job can take one: none once a job has started (slots
-        start side by side, so the others are up by then), unknown before: nothing has said yet
-        how long a slot takes to start (Ray, its process, torch, the data index)."""
+        """Seconds until an idle slot can take a job: 0 once any job has started (slots start side
+        by side), unknown before (how long Ray, a process, torch and the data index take)."""
         return 0.0 if any(s.started is not None for s in list(self.status.values())) else None
 
     def eta(self) -> float | None:
@@ -163,8 +159,7 @@ class Board:
                 f"elapsed {(time.time() - self.started) / 60:.1f} min | {left}")
 
     def notes(self) -> str:
-        """What the summary does not say, a line each (each fits 80 columns): the phase, why the
-        ETA is not known, the cached jobs."""
+        """What the summary does not say, a line each (< 80 columns): phase, unknown ETA, cached jobs."""
         c, parts = self.counts(), [self.phase] if self.phase else []
         if self.starting:
             parts.append(f"starting {self.starting} slot{'s' if self.starting > 1 else ''} ({c['running']} with a "
@@ -209,8 +204,7 @@ class ProgressTable:
             self.event(f"requeued {job_id}: {event.get('why')}", keep=True)
 
     def phase(self, text: str, slots: int = 0) -> None:
-        """What the run is doing now (shown above the jobs; a line in a log); "" when only jobs
-        run. `slots`: that many slots are starting (shown until each has taken a job)."""
+        """What the run does now ("" when only jobs run); `slots`: starting, until each has a job."""
         self.board.phase, self.board.starting = text, slots
         if text or slots:
             self.event(text or self.board.notes())
@@ -268,9 +262,8 @@ class ProgressTable:
         self._live.refresh()
 
     def _route_ray_logs(self) -> None:
-        """Ray's log handler writes to the real stderr, past the view, and a line there would cut
-        through it: while the view is up its lines go above it too (shown, not hidden). Looked at
-        on every repaint: ray.init sets its handler up again."""
+        """While the view is up, Ray's log lines go above it (shown, not hidden): its handler holds
+        the real stderr, and a line there cuts through the view. ray.init makes new handlers."""
         for handler in logging.getLogger("ray").handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream is self._live.console.file \
                     and sys.stderr is not handler.stream:
