@@ -32,6 +32,8 @@ def demo(args: argparse.Namespace) -> int:
     from orchestrator import audit, blend, report
     from orchestrator.cluster.experiment_run import run_experiment
 
+    # Said first: the spec's check of backbone names loads timm and torch, seconds before anything else.
+    print(f"demo: {DEMO_SPEC}: loading torch and timm, then the spec ...", file=sys.stderr, flush=True)
     spec = load_spec(DEMO_SPEC, args.overrides, check_data=False)
     make_data(spec.data.root, args.persons, args.seed)
     spec = load_spec(DEMO_SPEC, args.overrides)

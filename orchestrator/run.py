@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
+        # Said first on a terminal: torch and timm take seconds (tens on a busy machine) before
+        # anything else can. A log has no screen to leave blank, and a bad spec stays one line there.
+        if sys.stderr.isatty():
+            print(f"{args.spec}: loading torch and timm, then the spec ...", file=sys.stderr, flush=True)
         from orchestrator.cluster.experiment_run import run_experiment
 
         summary = run_experiment(spec_from_args(args), args.address, args.storage, args.dry_run, force=args.force)

@@ -136,6 +136,10 @@ def test_ctrl_c_stops_the_jobs_and_says_what_did_not_finish(synth_root, tmp_path
     assert driver.returncode == 130, err[-3000:]
     assert "interrupted: 2 jobs not finished, run again to resume" in err
     assert "0 done, 0 cached, 0 failed, 2 interrupted, 0 not started" in err, err[-1500:]
+    # A log (stderr is a pipe): a line per event from Ray's start on, no escape codes, no Ray lines.
+    assert "starting Ray: an embedded one" in err and "starting 2 slots (0 with a job)" in err
+    assert "interrupt: stopping the running jobs" in err
+    assert "\x1b" not in err and "Token authentication" not in err and "WARNING" not in err, err[-3000:]
     assert not list((tmp_path / "ctrlc" / "jobs").glob("*/result.json"))
     wait_for(lambda: not group_alive(driver.pid), 30, "the local Ray it started to exit")
 

@@ -42,6 +42,7 @@ def test_dry_run_plans_longest_first_and_hashes_settings(synth_root, tmp_path, c
     assert code == 0
     out = capsys.readouterr().err
     assert "to run" in out and "fake_gpu=1" in out and "0 cached" in out
+    assert all(len(line) <= 80 for line in out.splitlines() if "-fold" in line)  # the plan fits a terminal
 
 
 def test_unsatisfiable_resources_fail_fast(synth_root, tmp_path):

@@ -20,6 +20,7 @@ from tasks.data.folds import make_folds
 from tasks.data.preparation import Dataset, load_dataset, prepare, read_folds, rows_hash
 from tasks.job_io import JobResult, unfinished_reason
 from tasks.lock import experiment_lock
+from tasks.log import to_stream
 from tasks.spec.experiment import Experiment
 
 
@@ -59,11 +60,13 @@ def run_experiment(spec: Experiment, address: str | None = None, storage: str | 
 
 
 def _run_locked(spec: Experiment, address: str | None, storage: str | None, stream, force: bool) -> RunSummary:
-    started = time.monotonic()
+    started, clock = time.monotonic(), time.time()
+    say = to_stream(stream)
+    say(f"preparing {spec.name}: indexing the data, the image cache, the folds ...")
     dataset = prepare(spec, force=force)
     plans = plan_jobs(spec, rows_hash(spec, dataset), pseudo_sets(spec, dataset, stream))
-    print(format_plan(plans, per_job_resources(spec)), file=stream)
-    todo = [p for p in plans if not p.cached]
+    say(format_plan(plans, per_job_resources(spec)))
+    todo, cached = [p for p in plans if not p.cached], [p for p in plans if p.cached]
     launched = Launched({}, False)
     if todo:
         from orchestrator.cluster.launch import launch
@@ -71,13 +74,16 @@ def _run_locked(spec: Experiment, address: str | None, storage: str | None, stre
 
         storage = storage or os.environ.get("MASKFOLD_STORAGE") or str(spec.out_dir / "ray")
         check_storage(storage)
-        launched = launch(spec, todo, storage, address, stream)
+        launched = launch(spec, todo, storage, address, stream, cached, clock)
+    else:
+        say(f"all {len(plans)} jobs cached (finished in an earlier run): nothing to train")
+    say(f"gathering the OOF and test logits of {len(plans)} jobs ...")
     gathered = gather(spec.out_dir, plans, dataset.train["image_key"], dataset.eval["image_key"])
     log_leaderboard(spec, spec.out_dir)
-    summary = RunSummary(launched.jobs("done"), tuple(p.job_id for p in plans if p.cached), launched.jobs("failed"),
+    summary = RunSummary(launched.jobs("done"), tuple(p.job_id for p in cached), launched.jobs("failed"),
                          launched.jobs("interrupted"), launched.jobs("not started"), gathered,
                          time.monotonic() - started)
-    print(format_summary(spec, plans, summary), file=stream)
+    say(format_summary(spec, plans, summary))
     return summary
 
 
@@ -105,9 +111,10 @@ def per_job_resources(spec: Experiment) -> str:
 
 def format_summary(spec: Experiment, plans: list[JobPlan], summary: RunSummary) -> str:
     done = [JobResult.read(p.out_dir) for p in plans if not unfinished_reason(p.out_dir)]
-    lines = [f"\n{spec.name}: {len(summary.done)} done, {len(summary.cached)} cached, {len(summary.failed)} failed, "
-             f"{len(summary.interrupted)} interrupted, {len(summary.not_started)} not started; "
-             f"wall time {summary.wall_seconds / 60:.1f} min"]
+    wall = summary.wall_seconds
+    lines = [f"\n{spec.name} in {f'{wall:.0f} s' if wall < 60 else f'{wall / 60:.1f} min'}: {len(summary.done)} done, "
+             f"{len(summary.cached)} cached, {len(summary.failed)} failed, {len(summary.interrupted)} interrupted, "
+             f"{len(summary.not_started)} not started"]
     if done:
         table = pd.DataFrame([{"model": r.model, "f1": r.val["macro_f1"], "hours": r.seconds * r.workers / 3600}
                               for r in done])

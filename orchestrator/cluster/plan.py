@@ -87,10 +87,12 @@ def seconds_by_backbone(jobs_dir: Path) -> dict[tuple[str, tuple[int, ...]], flo
 
 
 def format_plan(plans: list[JobPlan], resources: str) -> str:
-    lines = [f"{'job':44s} {'state':8s} {'resources':28s} {'estimate':>10s}"]
+    # As wide as the job ids and resources are, so that the demo's plan fits 80 columns.
+    job, res = max([3, *(len(p.job_id) for p in plans)]), max(9, len(resources))
+    lines = [f"{'job':{job}s}  {'state':8s} {'resources':{res}s}  {'estimate':>8s}"]
     for p in plans:
         estimate = f"{p.estimate_s / 60:.1f} min" if p.estimate_s else "unknown"
-        lines.append(f"{p.job_id:44s} {p.state:8s} {resources:28s} {'-' if p.cached else estimate:>10s}"
+        lines.append(f"{p.job_id:{job}s}  {p.state:8s} {resources:{res}s}  {'-' if p.cached else estimate:>8s}"
                      + (f"  (again: {p.note})" if p.note else ""))
     todo = [p for p in plans if not p.cached]
     known = [p.estimate_s for p in todo if p.estimate_s]

@@ -18,6 +18,10 @@ TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PREE
              # Long enough for an autoscaler to launch a GPU node; bounded so that a job whose
              # workers cannot start fails (worker.START_RETRIES attempts) instead of waiting.
              "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
+# Ray (2.60) turns token authentication on for every new local cluster and announces it with a
+# WARNING that says how to opt out. The embedded Ray keeps it on (it is a second lock beside
+# loopback-only), so for it the line is noise on the user's console; its errors still show.
+TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 class ResourceError(UserError, RuntimeError):
@@ -54,11 +58,24 @@ def ray_session(spec: Experiment, address: str | None):
             ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False, logging_level=logging.WARNING)
         else:
             # address="local": never join some other cluster that happens to run on this machine.
-            ray.init(address="local", runtime_env={"env_vars": env}, **local_ray_args(spec.resources))
+            with quiet_logger(TOKEN_NOTICE_LOGGER):
+                ray.init(address="local", runtime_env={"env_vars": env}, **local_ray_args(spec.resources))
         try:
             yield
         finally:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str, level: int = logging.ERROR):
+    """`name`'s records below `level` dropped for the duration."""
+    logger = logging.getLogger(name)
+    saved = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
 
 
 @contextlib.contextmanager
