@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
     print_board(board, log=to_stdout)
     models = model_table(pool.models, result, pool.inputs.oof)
     print_models(models, log=to_stdout)
-    chosen = result.methods[0]
+    chosen = result.chosen
     nested = chosen.nested.scores
     real = score(truth, chosen.test_labels) if truth is not None else None
     # What only this command knows, for the report: when, how long, the true score, what was pooled.

@@ -338,8 +338,8 @@ def test_logits_written_by_the_previous_version_still_read_and_blend(tmp_path, c
 
 def test_summary_says_when_the_choice_is_not_clearly_better_and_whom_it_is_compared_with():
     inputs = _inputs(60, {"a": {}, "b": {"strength": (2.0, 1.5, 2.0)}}, seed=5)
-    result = blending.fit_blend(inputs, BlendSpec(rounds=5, decode="joint"))
-    name = result.methods[0].fitted.recipe.name
+    result = blending.fit_blend(inputs, BlendSpec(rounds=5, decode="joint", choose="best"))
+    name = result.chosen.fitted.recipe.name
     unsure = blending.Comparison("soft_equal", "the equal soft vote", Interval(0.006, -0.011, 0.022))
     sure = blending.Comparison("single", "the best single model", Interval(0.03, 0.01, 0.05))
     lines = blend_outputs.summary_lines(dataclasses.replace(result, versus=(unsure, sure)))
@@ -364,8 +364,8 @@ def test_the_equal_vote_chosen_is_said_so_and_still_compared_with_the_single_mod
     assert (equal.method, equal.is_chosen, equal.difference, equal.clearly_better) == ("soft_equal", True, None, False)
     assert single.method == "single" and single.difference.estimate == pytest.approx(
         by_name["soft_equal"].nested.scores.macro_f1 - by_name["single"].nested.scores.macro_f1)
-    lines = blend_outputs.summary_lines(dataclasses.replace(result, methods=tuple(ranked),
-                                                            versus=(equal, single)))
+    lines = blend_outputs.summary_lines(dataclasses.replace(result, methods=tuple(ranked), chosen_index=0,
+                                                            choice=None, versus=(equal, single)))
     assert lines[1] == "  versus soft_equal (the equal soft vote): the chosen method is the equal soft vote itself"
     assert re.fullmatch(r"  versus single \(the best single model\): (not )?clearly better,( by)? [+-]0\.\d{3} \[.*\]",
                         lines[2])
@@ -412,3 +412,44 @@ def test_a_fitted_method_saved_and_loaded_predicts_what_it_did():
         blending.FittedBlend.from_record({**record, "method": "stacked_lightgbm"}, oof.models)
     with pytest.raises(blending.BlendRecordError, match="weighs models these results do not hold: c"):
         blending.FittedBlend.from_record(record, ("a", "b"))
+
+
+def test_one_se_submits_the_simplest_method_chance_cannot_tell_from_the_top():
+    from orchestrator.analysis.ensembles.recipes import SINGLE, Recipe
+
+    assert Recipe("soft", "equal", decode="per_attribute").complexity == Recipe("hard", "equal").complexity == 0
+    assert SINGLE.complexity == Recipe("soft", "greedy").complexity == 1
+    assert Recipe("soft", "greedy_refined", temperature=True, offsets=True).complexity == 4
+    inputs = _inputs(60, {"a": {}, "b": {"strength": (2.0, 1.5, 2.0)}}, seed=5)
+    best = blending.fit_blend(inputs, BlendSpec(rounds=5, decode="joint", choose="best"))
+    rule = blending.fit_blend(inputs, BlendSpec(rounds=5, decode="joint"))
+    names = [r.fitted.recipe.name for r in rule.methods]
+    assert names == [r.fitted.recipe.name for r in best.methods] and best.chosen_index == 0  # same ranking
+    boot = PersonBootstrap.draw(inputs.oof.target, inputs.oof.person)
+    top = rule.methods[0]
+
+    def within_noise(r) -> bool:
+        gap = top.nested.scores.macro_f1 - r.nested.scores.macro_f1
+        return gap <= np.std(boot.macro_f1s(top.nested.labels) - boot.macro_f1s(r.nested.labels))
+
+    close = [r for r in rule.methods if within_noise(r)]
+    assert rule.chosen_index > 0 and rule.chosen in close  # this draw: the top is not the simplest close one
+    assert rule.chosen.fitted.recipe.complexity == min(r.fitted.recipe.complexity for r in close)
+    assert rule.choice.top == names[0] and rule.choice.margin == pytest.approx(
+        top.nested.scores.macro_f1 - rule.chosen.nested.scores.macro_f1) and rule.choice.margin <= rule.choice.noise
+    lines = blend_outputs.summary_lines(rule)
+    assert lines[0].startswith(f"chosen: {rule.chosen.fitted.recipe.name} (")
+    assert lines[1].startswith(f"  not the top nested score: {names[0]} is {rule.choice.margin:.4f} higher")
+    board = blend_outputs.leaderboard(rule)
+    assert board.chosen.tolist() == [i == rule.chosen_index for i in range(len(names))]
+    assert not any(line.startswith("  not the top") for line in blend_outputs.summary_lines(best))
+
+
+def test_how_the_blend_chooses_is_in_no_hash():
+    from tasks.spec.load import load_spec
+    from tests.helpers.specs import REPO
+
+    spec = load_spec(REPO / "experiments" / "demo.yaml")
+    other = load_spec(REPO / "experiments" / "demo.yaml", ["blend.choose=best"])
+    assert other.blend.choose == "best" and spec.spec_hash() == other.spec_hash()
+    assert spec.shared_hash() == other.shared_hash()

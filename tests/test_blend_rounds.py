@@ -115,7 +115,7 @@ def test_the_submission_is_the_blend_of_the_pooled_arrays(rounds):
     oof = OofLogits(names, np.concatenate([i.oof.logits for i in each]), x.image_key, x.person, x.fold, x.target,
                     x.rows_hash, ())
     test = EvalLogits(names, np.concatenate([i.test.logits for i in each]), t.image_ids, t.rows_hash, ())
-    chosen = fit_blend(BlendInputs(oof, test, ()), BlendSpec(**FAST)).methods[0]
+    chosen = fit_blend(BlendInputs(oof, test, ()), BlendSpec(**FAST)).chosen
     w = weights_of(both)
     assert chosen.fitted.recipe.name == w["method"]
     assert dict(zip(names, chosen.fitted.weights.round(6).tolist())) == w["weights"]
@@ -177,7 +177,7 @@ def test_one_experiment_is_blended_as_before(tmp_path, no_report):
     assert list(w["weights"]) == list(ROUND1) and w["experiment"] == "round1"  # names as in the experiment
     assert w["experiments"] == [{"name": "round1", "path": ".", "oof_optimistic": False}]
     assert f"experiment: {one}\n" in out and "pooled" not in out and "WARNING" not in err
-    expected = fit_blend(load_blend_inputs(one, load_experiment(one)), BlendSpec(**FAST)).methods[0]
+    expected = fit_blend(load_blend_inputs(one, load_experiment(one)), BlendSpec(**FAST)).chosen
     assert pd.read_csv(one / "blend" / "submission.csv").ans.tolist() == expected.test_labels.tolist()
     assert pd.read_csv(one / "blend" / "models.csv").name.tolist() == list(ROUND1)
 
@@ -319,7 +319,7 @@ def test_each_round_alone_is_scored_by_the_pools_own_nested_estimate(tmp_path, n
     assert alone["round1"]["nested_macro_f1_interval"] == own["nested"]["macro_f1_interval"]
     assert alone["round1"]["truth_macro_f1"] == pytest.approx(own["truth"]["macro_f1"], abs=1e-5)
     # Round 2 has no blend of its own: chosen afresh, as `blend --results round2` would.
-    expected = fit_blend(load_blend_inputs(two, load_experiment(two)), BlendSpec(**FAST)).methods[0]
+    expected = fit_blend(load_blend_inputs(two, load_experiment(two)), BlendSpec(**FAST)).chosen
     assert (alone["round2"]["method"], alone["round2"]["method_from"]) == (expected.fitted.recipe.name,
                                                                            "chosen afresh")
     assert alone["round2"]["nested_macro_f1"] == pytest.approx(expected.nested.scores.macro_f1, abs=1e-5)

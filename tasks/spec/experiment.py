@@ -187,6 +187,9 @@ class BlendSpec(Strict):
     temperature: bool = True
     class_offsets: bool = True
     decode: Literal["joint", "per_attribute", "both"] = "both"
+    # one_se: the simplest method whose nested score is within one standard error (person
+    # bootstrap, paired) of the best one; best: the best nested score, however close the rest.
+    choose: Literal["one_se", "best"] = "one_se"
 
 
 class Experiment(Strict):
@@ -275,7 +278,7 @@ class Experiment(Strict):
         unset = {"data": {"face"}} if self.data.face is None else {}
         unset |= {"pseudo": True} if self.pseudo is None else {}
         # When a slot's process is replaced changes no result.
-        unset |= {"resources": set(SLOT_LIMITS)}
+        unset |= {"resources": set(SLOT_LIMITS), "blend": {"choose"}}  # nor how the blend picks its method
         return stable_hash(self.model_dump(mode="json", exclude={"name": True, "results_dir": True, "search": True,
                                                                  "tracking": True, **unset}))
 

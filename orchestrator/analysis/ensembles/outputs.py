@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator.analysis.ensembles.fitting import BlendResult, Comparison
+from orchestrator.analysis.ensembles.fitting import BlendResult, Choice, Comparison
 from orchestrator.analysis.ensembles.pooled import PooledModel
 from orchestrator.analysis.ensembles.uncertainty import DESCRIPTION, LEVEL, RESAMPLES, SEED, Interval, PersonBootstrap
 from orchestrator.analysis.results import BlendInputs, OofLogits
@@ -50,7 +50,8 @@ def leaderboard(result: BlendResult, truth: np.ndarray | None = None) -> pd.Data
                **_with_interval("nested", r.nested.macro_f1_interval),
                "in_sample_accuracy": ins.accuracy, "nested_accuracy": nest.accuracy,
                "nested_mask_f1": nest.mask_f1, "nested_gender_f1": nest.gender_f1, "nested_age_f1": nest.age_f1,
-               "in_sample_log_loss": r.in_sample.log_loss, "nested_log_loss": r.nested.log_loss, "chosen": i == 0}
+               "in_sample_log_loss": r.in_sample.log_loss, "nested_log_loss": r.nested.log_loss,
+               "chosen": i == result.chosen_index, "complexity": r.fitted.recipe.complexity}
         if truth is not None:
             row["truth_macro_f1"] = score(truth, r.test_labels).macro_f1
         rows.append(row | _versus_columns(r.versus))
@@ -68,7 +69,7 @@ def comparison_record(c: Comparison) -> dict:
 def model_table(models: Sequence[PooledModel], result: BlendResult, oof: OofLogits) -> pd.DataFrame:
     """blend/models.csv: per model its experiment, its OOF macro F1 alone (person-bootstrap
     interval), its weight and temperature in the chosen blend, and whether its OOF is optimistic."""
-    boot, fitted = PersonBootstrap.draw(oof.target, oof.person), result.methods[0].fitted
+    boot, fitted = PersonBootstrap.draw(oof.target, oof.person), result.chosen.fitted
     rows = [{"name": m.name, "experiment": m.experiment, "model": m.model,
              **_with_interval("oof", boot.interval(oof.logits[i].argmax(-1))),
              "weight": round(float(fitted.weights[i]), 6), "temperature": round(float(fitted.temperatures[i]), 4),
@@ -90,7 +91,7 @@ def optimistic_warning(table: pd.DataFrame, result: BlendResult) -> str | None:
     weighted = table[table.oof_optimistic & (table.weight > 0)]
     if not len(weighted):
         return None
-    chosen = result.methods[0]
+    chosen = result.chosen
     return (f"the chosen blend {chosen.fitted.recipe.name} gives weight to {len(weighted)} OOF-optimistic "
             f"model(s) ({', '.join(f'{r.name} {r.weight:.3f}' for r in weighted.itertuples())}) of "
             f"{', '.join(sorted(set(weighted.experiment)))}: trained on pseudo labels from models that saw every "
@@ -112,11 +113,12 @@ def weights_record(result: BlendResult, inputs: BlendInputs, experiment: str, ru
                    table: pd.DataFrame | None = None) -> dict:
     """weights.json; `run` adds what only the command knows (when, how long, the true score,
     the experiments blended); `table` (model_table) each model's experiment and OOF flag."""
-    chosen = result.methods[0]
+    chosen = result.chosen
     return {"experiment": experiment, "rows_hash": inputs.oof.rows_hash, "metric": result.metric,
             **chosen.fitted.to_record(inputs.oof.models),
             "in_sample": chosen.in_sample.record(), "nested": chosen.nested.record(),
             "versus": [comparison_record(c) for c in result.versus], "bootstrap": BOOTSTRAP,
+            "choice": result.choice.record() if result.choice else None,
             "excluded": [{"model": e.model, "reason": e.reason} for e in inputs.excluded],
             **_models_record(table, result), **(run or {})}
 
@@ -126,7 +128,7 @@ def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: 
     """All outputs into a staging folder, then swapped in whole: a failed run leaves the old ones."""
     target = exp_dir / "blend"
     with atomic_dir(target) as tmp:
-        chosen, oof = result.methods[0], inputs.oof
+        chosen, oof = result.chosen, inputs.oof
         record = weights_record(result, inputs, exp_dir.name, run, models)
         (tmp / "weights.json").write_text(json.dumps(record, indent=2))
         board.to_csv(tmp / "leaderboard.csv", index=False)
@@ -169,11 +171,23 @@ def comparison_line(c: Comparison) -> str:
     return head + f"not clearly better, {c.difference.text(signed=True)}"
 
 
+def choice_line(choice: Choice | None, chosen: str) -> str | None:
+    """Why the chosen method is not the top nested score, when it is not."""
+    if choice is None or choice.top == chosen:
+        return None
+    return (f"  not the top nested score: {choice.top} is {choice.margin:.4f} higher, within the noise of the "
+            f"difference ({choice.noise:.4f}, its person-bootstrap sd), so the simpler method is chosen "
+            "(blend.choose=one_se; blend.choose=best takes the top)")
+
+
 def summary_lines(result: BlendResult) -> list[str]:
-    """The chosen method's honest score, and whether it beats each simpler baseline by more than chance."""
-    chosen = result.methods[0]
+    """The chosen method's honest score, why it was chosen, and whether it beats each simpler
+    baseline by more than chance."""
+    chosen = result.chosen
+    why = choice_line(result.choice, chosen.fitted.recipe.name)
     lines = [f"chosen: {chosen.fitted.recipe.name} (nested macro F1 {chosen.nested.macro_f1_interval.text()}, "
-             f"in-sample {chosen.in_sample.macro_f1_interval.text()})", *map(comparison_line, result.versus)]
+             f"in-sample {chosen.in_sample.macro_f1_interval.text()})", *([why] if why else []),
+             *map(comparison_line, result.versus)]
     if any(c.difference is not None for c in result.versus):
         lines.append(f"  (the chosen minus each in nested macro F1, paired: {DESCRIPTION})")
     return lines

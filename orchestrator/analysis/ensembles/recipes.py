@@ -20,6 +20,9 @@ WEIGHTINGS = {
     ("soft", "greedy_log_loss"): "weighted average of class probabilities, weights by greedy selection on log loss",
     ("soft", "greedy_refined"): "soft_greedy's weights refined by a Nelder-Mead search on the blend metric",
 }
+# Equal weights fit nothing; picking one model or greedy weights fit a choice of models; the
+# refined weights add a search on top of the greedy ones.
+FITTED_PARTS = {"equal": 0, "single": 1, "greedy": 1, "greedy_log_loss": 1, "greedy_refined": 2}
 FLAGS = {
     "temp": "each model's logits first divided by a temperature fitted to its log loss",
     "attr": "mask, gender and age band each decided on its own (per-attribute decoding)",
@@ -44,6 +47,12 @@ class Recipe:
             return "hard_equal" if self.weighting == "equal" else "hard_weighted"
         return (f"soft_{self.weighting}" + ("_temp" if self.temperature else "")
                 + ("+attr" if self.decode == "per_attribute" else "") + ("+offsets" if self.offsets else ""))
+
+    @property
+    def complexity(self) -> int:
+        """How many parts are fitted on the OOF rows: the order of simplicity the blend's
+        one-standard-error choice uses (per-attribute decoding is a fixed rule, fitted nothing)."""
+        return FITTED_PARTS[self.weighting] + self.temperature + self.offsets
 
     def describe(self) -> str:
         """What the method does, in one line."""

@@ -76,7 +76,7 @@ def round_estimates(pool: Pool, result: BlendResult, spec: BlendSpec, truth: np.
     """Each round's own chosen blend beside the pool's (nothing for one experiment)."""
     if len(pool.sources) < 2:
         return ()
-    oof, pooled = pool.inputs.oof, result.methods[0]
+    oof, pooled = pool.inputs.oof, result.chosen
     boot = PersonBootstrap.draw(oof.target, oof.person)  # the same resamples the pool was scored on
     out = []
     for source in pool.sources:
@@ -85,7 +85,7 @@ def round_estimates(pool: Pool, result: BlendResult, spec: BlendSpec, truth: np.
             log(f"  {source.name} alone: no complete models, left out of the comparison")
             continue
         start, recipe = time.perf_counter(), own_recipe(source)
-        chosen = fit_blend(inputs, spec, silent, (recipe,) if recipe else None).methods[0]
+        chosen = fit_blend(inputs, spec, silent, (recipe,) if recipe else None).chosen
         out.append(RoundEstimate(source.name, chosen.fitted.recipe.name, OWN if recipe else AFRESH,
                                  len(inputs.oof.models), chosen.nested.macro_f1_interval,
                                  boot.difference(pooled.nested.labels, chosen.nested.labels),
@@ -99,7 +99,7 @@ def round_lines(estimates: tuple[RoundEstimate, ...], result: BlendResult, truth
     """The console's comparison: the pool's chosen blend and each round's, by the same nested estimate."""
     if not estimates:
         return []
-    pooled = result.methods[0]
+    pooled = result.chosen
     width = max(len("pool"), *(len(e.experiment) for e in estimates))
     method_width = max(len(pooled.fitted.recipe.name), *(len(e.method) for e in estimates))
 

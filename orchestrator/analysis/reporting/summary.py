@@ -57,6 +57,17 @@ def versus_cell(versus: dict) -> tuple[str, str]:
             f"{esc(versus.get('baseline', 'the simpler method'))} is as good a bet")
 
 
+def choice_rows(w: dict) -> list[tuple[str, str, str]]:
+    """Why the chosen method is not the top nested score (blend.choose one_se), when it is not."""
+    choice = w.get("choice") or {}
+    if not choice.get("top") or choice["top"] == w["method"]:
+        return []
+    return [("choice", f"the simplest method within noise of the top: <code>{esc(choice['top'])}</code> scores "
+             f"{choice['margin']:.4f} higher (nested), less than the noise of the difference, {choice['noise']:.4f}",
+             "one-standard-error rule: of the methods chance cannot tell from the top (paired person bootstrap "
+             "sd), the one with the fewest fitted parts; blend.choose=best takes the top")]
+
+
 def versus_rows(w: dict) -> list[tuple[str, str, str]]:
     """'versus the equal soft vote' and 'versus the best single model' (an older weights.json: its one
     'versus simpler')."""
@@ -138,6 +149,7 @@ def summary_section(exp_dir: Path, oof: OofLogits, blend, folds: pd.DataFrame, m
             ("in-sample", f"{scored(row, 'in_sample_macro_f1') if len(row) else num(ins['macro_f1'])} macro F1",
              "fitted and scored on the same rows: flatters, for comparison only"),
             ("true score", *truth_line(w, row))]
+    rows += choice_rows(w)
     rows += versus_rows(w)
     pooled = len(w.get("experiments") or [])
     rows += [*sources, ("best single model", *single_line(folds, board, optimistic)),
