@@ -422,7 +422,7 @@ def test_one_se_submits_the_simplest_method_chance_cannot_tell_from_the_top():
     assert Recipe("soft", "greedy_refined", temperature=True, offsets=True).complexity == 4
     inputs = _inputs(60, {"a": {}, "b": {"strength": (2.0, 1.5, 2.0)}}, seed=5)
     best = blending.fit_blend(inputs, BlendSpec(rounds=5, decode="joint", choose="best"))
-    rule = blending.fit_blend(inputs, BlendSpec(rounds=5, decode="joint"))
+    rule = blending.fit_blend(inputs, BlendSpec(rounds=5, decode="joint", choose="one_se"))
     names = [r.fitted.recipe.name for r in rule.methods]
     assert names == [r.fitted.recipe.name for r in best.methods] and best.chosen_index == 0  # same ranking
     boot = PersonBootstrap.draw(inputs.oof.target, inputs.oof.person)
@@ -450,6 +450,6 @@ def test_how_the_blend_chooses_is_in_no_hash():
     from tests.helpers.specs import REPO
 
     spec = load_spec(REPO / "experiments" / "demo.yaml")
-    other = load_spec(REPO / "experiments" / "demo.yaml", ["blend.choose=best"])
-    assert other.blend.choose == "best" and spec.spec_hash() == other.spec_hash()
+    other = load_spec(REPO / "experiments" / "demo.yaml", ["blend.choose=one_se"])
+    assert (spec.blend.choose, other.blend.choose) == ("best", "one_se") and spec.spec_hash() == other.spec_hash()
     assert spec.shared_hash() == other.shared_hash()

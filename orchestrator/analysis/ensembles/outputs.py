@@ -177,7 +177,7 @@ def choice_line(choice: Choice | None, chosen: str) -> str | None:
         return None
     return (f"  not the top nested score: {choice.top} is {choice.margin:.4f} higher, within the noise of the "
             f"difference ({choice.noise:.4f}, its person-bootstrap sd), so the simpler method is chosen "
-            "(blend.choose=one_se; blend.choose=best takes the top)")
+            "(blend.choose=one_se)")
 
 
 def summary_lines(result: BlendResult) -> list[str]:

@@ -65,7 +65,7 @@ def choice_rows(w: dict) -> list[tuple[str, str, str]]:
     return [("choice", f"the simplest method within noise of the top: <code>{esc(choice['top'])}</code> scores "
              f"{choice['margin']:.4f} higher (nested), less than the noise of the difference, {choice['noise']:.4f}",
              "one-standard-error rule: of the methods chance cannot tell from the top (paired person bootstrap "
-             "sd), the one with the fewest fitted parts; blend.choose=best takes the top")]
+             "sd), the one with the fewest fitted parts (blend.choose=one_se)")]
 
 
 def versus_rows(w: dict) -> list[tuple[str, str, str]]:
