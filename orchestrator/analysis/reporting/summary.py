@@ -145,7 +145,7 @@ def summary_section(exp_dir: Path, oof: OofLogits, blend, folds: pd.DataFrame, m
     rows = [("nested estimate", f"{scored(row, 'nested_macro_f1') if len(row) else num(nested['macro_f1'])} "
              f"macro F1, accuracy {nested['accuracy']:.4f}",
              f"each image predicted by the method fitted without its fold, by one fold model; the submission "
-             f"averages all the fold models, which on synthetic draws scored 0.02-0.04 higher per model "
+             f"averages all the fold models, which on synthetic draws scored about 0.03 higher per model "
              f"(benchmarks/README.md, Estimate), while being the best of {len(board)} methods pulls the other way"),
             ("in-sample", f"{scored(row, 'in_sample_macro_f1') if len(row) else num(ins['macro_f1'])} macro F1",
              "fitted and scored on the same rows: flatters, for comparison only"),
