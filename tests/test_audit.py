@@ -98,7 +98,7 @@ def test_audit_csv_ranks_everyone_and_the_relabel_file_holds_only_suspects(audit
         _assert_review_tier(rows, len(everyone))
         suspects = rows[rows.suspect]
         expected = (1 - suspects.p_wrong).sum()
-        line = re.search(rf"^{attribute}: (\d+) suspects of (\d+) people \(expected false alarms about ([0-9.]+)\)",
+        line = re.search(rf"^{attribute}: (\d+) suspects? of (\d+) people \(expected false alarms about ([0-9.]+)\)",
                          audit_run, re.M)
         assert line and int(line.group(1)) == len(suspects) and int(line.group(2)) == len(everyone)
         assert float(line.group(3)) == pytest.approx(expected, abs=0.051)

@@ -19,7 +19,8 @@ def suspects_line(a: Assessment) -> str:
     """`gender: 3 suspects of ...`, or for none the highest p_wrong and what it means."""
     people = len(a.people)
     if a.suspect.any():
-        return (f"{a.attribute}: {int(a.suspect.sum())} suspects of {people} people (expected false alarms about "
+        n = int(a.suspect.sum())
+        return (f"{a.attribute}: {n} suspect{'s' if n != 1 else ''} of {people} people (expected false alarms about "
                 f"{a.expected_false_alarms:.1f})")
     top = float(a.p_wrong[0]) if people else 0.0
     return (f"{a.attribute}: no suspects of {people} people: highest p_wrong {top:.3f}, below the cut {a.cut:g} "
