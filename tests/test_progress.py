@@ -270,3 +270,16 @@ def test_ray_log_lines_go_above_the_live_view_not_through_it():
     finally:
         ray_logger.removeHandler(handler)
     assert "a worker died (a real Ray warning)" in screen.getvalue()  # shown, not hidden
+
+
+def test_relative_cost_ranks_backbones_as_they_run():
+    """FLOPs on the meta device: test_efficientnet runs slower than test_convnext (and a ResNet-18
+    far slower), which parameters x pixels had the wrong way round."""
+    from orchestrator.cluster.plan import relative_cost
+    from tasks.spec.experiment import ModelSpec, TrainSpec
+
+    train = TrainSpec(input_size=(64, 48), epochs=4)
+    cost = {b: relative_cost(ModelSpec(backbone=b), train) for b in ("test_convnext", "test_efficientnet", "resnet18")}
+    assert cost["test_convnext"] < cost["test_efficientnet"] < cost["resnet18"]
+    longer = train.model_copy(update={"epochs": 8})
+    assert relative_cost(ModelSpec(backbone="test_convnext"), longer) == 2 * cost["test_convnext"]
