@@ -119,6 +119,14 @@ def read_truth(path: Path, image_ids: np.ndarray) -> np.ndarray:
     return answers.to_numpy(np.int64)
 
 
+def rows_hash_as_run(exp_dir: Path, dataset) -> str:
+    """The rows hash the experiment's jobs were planned on: of its saved spec, with the data as
+    found now. `--set data.root` moves the data, not the rows the job ids were made from."""
+    from tasks.data.preparation import rows_hash
+
+    return rows_hash(load_experiment(exp_dir), dataset)
+
+
 def finished_job_dirs(exp_dir: Path) -> list[Path]:
     """The folders of the saved spec's planned jobs that hold a result.json, on the rows
     manifest.json names (prepare writes it): jobs of settings since changed are not listed.

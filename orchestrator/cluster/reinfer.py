@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.analysis.pseudo_labels.outputs import saved_hashes
-from orchestrator.analysis.results_folder import load_experiment
+from orchestrator.analysis.results_folder import rows_hash_as_run
 from orchestrator.cluster.fold_tasks import job_checkpoint, job_weights, run_fold_tasks
 from orchestrator.cluster.gather import Gathered, gather
 from orchestrator.cluster.plan import JobPlan, plan_jobs
-from tasks.data.preparation import load_dataset, rows_hash
+from tasks.data.preparation import load_dataset
 from tasks.errors import UserError
 from tasks.job_io import Job, unfinished_reason, write_test_logits
 from tasks.lock import experiment_lock
@@ -106,8 +106,7 @@ def reinfer(spec: Experiment, exp_dir: Path, tta: bool | None = None, address: s
 def _reinfer_locked(spec: Experiment, exp_dir: Path, tta: bool | None, address: str | None, log: Log,
                     started: float) -> ReinferSummary:
     dataset = load_dataset(spec, verbose=False)
-    # The rows as run: `--set data.root` moves the data, not the rows the jobs' ids were made from.
-    rows = rows_hash(load_experiment(exp_dir), dataset)
+    rows = rows_hash_as_run(exp_dir, dataset)
     plans = plan_jobs(spec, rows, saved_hashes(spec))
     done = finished_jobs(plans, exp_dir)
     tta_of = {p.job_id: p.train.tta_flip if tta is None else tta for p in done}

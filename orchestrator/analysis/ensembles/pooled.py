@@ -54,8 +54,7 @@ def pooled_name(experiment: str, model: str, several: bool) -> str:
 def load_sources(results: Sequence[Path] | None, overrides: Sequence[str] = (),
                  log: Log = silent) -> tuple[Source, ...]:
     """Each `--results` folder with its own saved spec (the default: the one gathered last, named in `log`)."""
-    dirs = list(results) if results else [find_experiment(None, log=log)]
-    dirs = [find_experiment(d) for d in dirs]
+    dirs = [find_experiment(r) for r in results] if results else [find_experiment(None, log=log)]
     seen: dict[str, Path] = {}
     for d in dirs:
         name = d.resolve().name

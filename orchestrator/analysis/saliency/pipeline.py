@@ -91,13 +91,12 @@ def cam_layers(spec: Experiment, models: Iterable[str], log: Log) -> tuple[dict[
 def explain(spec: Experiment, exp_dir: Path, per_class: int = 2, sample: int = 32, boxes_file: Path | None = None,
             runner: Runner = local_runner, log: Log = to_stdout) -> ExplainSummary:
     from orchestrator.analysis.pseudo_labels.outputs import saved_hashes
-    from orchestrator.analysis.results_folder import load_experiment
-    from tasks.data.preparation import load_dataset, rows_hash
+    from orchestrator.analysis.results_folder import rows_hash_as_run
+    from tasks.data.preparation import load_dataset
 
     folder = ExplainFolder.open(exp_dir)  # before any work: an explain/ that cannot be a folder stops it
     dataset = load_dataset(spec, verbose=False)
-    # The rows as run: `--set data.root` moves the data, not the rows the jobs' ids were made from.
-    found = explainable_jobs(spec, exp_dir, rows_hash(load_experiment(exp_dir), dataset), saved_hashes(spec))
+    found = explainable_jobs(spec, exp_dir, rows_hash_as_run(exp_dir, dataset), saved_hashes(spec))
     jobs = found.jobs
     boxes = load_face_boxes(exp_dir, dataset, spec.data.root, boxes_file)
     log(f"face boxes: {boxes.source}" if boxes else
