@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from tasks.data.batches import CachedImages, Samples, make_loader, sample_weights
+from tasks.data.folds import fold_column
 from tasks.data.preparation import Dataset, load_dataset, read_folds, rows_hash
 from tasks.job_io import (
     EpochBoard,
@@ -47,13 +48,19 @@ from tasks.train.model import build_model
 
 def job_seed(spec: Experiment, job: Job) -> int:
     base = spec.seed if job.seed is None else job.seed
-    return int(stable_hash([base, job.fold, job.model]), 16) % 2**31
+    # A repeat's models start from other weights too, as the eval photos' fold models differ.
+    return int(stable_hash([base, job.fold, job.model, *([job.repeat] if job.repeat else [])]), 16) % 2**31
 
 
-def split_fold(dataset: Dataset, spec: Experiment, fold: int, train: TrainSpec):
-    """Training rows (with training-only band borders and drops) and validation rows."""
+def split_fold(dataset: Dataset, spec: Experiment, fold: int, train: TrainSpec, repeat: int = 0):
+    """Training rows (with training-only band borders and drops) and validation rows of a
+    fold of a repeat (`folds.repeats`)."""
     folds = read_folds(spec, dataset)
-    rows = dataset.train.merge(folds[["image_key", "fold"]], on="image_key", how="left", validate="one_to_one")
+    column = fold_column(repeat)
+    if column not in folds:
+        raise ValueError(f"{spec.out_dir / 'folds.parquet'} has no repeat {repeat}; run prepare again")
+    folds = folds[["image_key", column]].rename(columns={column: "fold"})
+    rows = dataset.train.merge(folds, on="image_key", how="left", validate="one_to_one")
     if rows["fold"].isna().any():
         raise ValueError(f"{spec.out_dir / 'folds.parquet'} lacks some images; run prepare again")
     if not 0 <= fold < spec.folds.n_splits:
@@ -108,7 +115,7 @@ def _train(spec: Experiment, job: Job, ranks: Ranks, tracker: Tracker, on_epoch,
     model_spec = spec.model(job.model)
     train = spec.train_for(model_spec)
     seed = job_seed(spec, job)
-    fit_rows, val_rows = split_fold(dataset, spec, job.fold, train)
+    fit_rows, val_rows = split_fold(dataset, spec, job.fold, train, job.repeat)
     samples = fit_samples(spec, job, dataset, fit_rows, log)
     torch.manual_seed(seed)
     model = build_model(model_spec, train)
@@ -179,7 +186,7 @@ def _finish(spec: Experiment, job: Job, dataset: Dataset, ctx: ModelContext, val
         save_weights(job.out_dir, model)
     val = score(val_rows["label"].to_numpy(), oof.argmax(1))
     result = JobResult(
-        experiment=spec.name, model=job.model, backbone=spec.model(job.model).backbone, fold=job.fold,
+        experiment=spec.name, model=job.model, backbone=spec.model(job.model).backbone, fold=job.fold, repeat=job.repeat,
         seed=job_seed(spec, job), best_epoch=state.best_epoch, epochs_run=state.epoch,
         stopped_early=state.epoch < train.epochs, val=val.as_dict(), val_loss=eval_loss(oof, val_rows["label"].to_numpy()),
         train_images=int(state.history[-1]["train_images"]) if state.history else 0,

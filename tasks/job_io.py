@@ -42,10 +42,11 @@ class Job:
     # The fold's pseudo-labelled eval photos when the spec has `pseudo:` (a remote worker gets
     # them from the driver); None: read results/<name>/pseudo/fold<k>.parquet.
     pseudo: PseudoSet | None = field(default=None, repr=False)
+    repeat: int = 0  # which fold assignment (folds.repeats); 0 is the one every spec has
 
     @property
     def key(self) -> str:
-        return f"{self.model}/fold{self.fold}"
+        return fold_key(self.model, self.fold, self.repeat)
 
     @property
     def id(self) -> str:
@@ -101,6 +102,7 @@ class JobResult:
     workers: int = 1  # data-parallel ranks that trained the job
     pseudo_images: int = 0  # pseudo-labelled eval photos among train_images' draws
     finished: float | None = None  # Unix time the job ended; None in results written before it was kept
+    repeat: int = 0  # the fold assignment (folds.repeats) the fold belongs to
 
     @classmethod
     def read(cls, out_dir: Path) -> JobResult:
@@ -247,14 +249,24 @@ def write_result(out_dir: Path, result: JobResult) -> None:
     write_text(out_dir / "result.json", json.dumps(asdict(result), indent=2))
 
 
+def fold_key(model: str, fold: int, repeat: int = 0) -> str:
+    """How a fold model is named on the console: `<model>/fold<k>`, `<model>/r<r>/fold<k>`."""
+    return f"{model}/fold{fold}" if repeat == 0 else f"{model}/r{repeat}/fold{fold}"
+
+
+def job_folder_name(model: str, fold: int, repeat: int, digest: str) -> str:
+    return f"{model}-fold{fold}-{digest[:8]}" if repeat == 0 else f"{model}-r{repeat}-fold{fold}-{digest[:8]}"
+
+
 @dataclass(frozen=True)
 class PlannedJob:
-    """One (model, fold) job of a spec: its identity and where its outputs are."""
+    """One (model, repeat, fold) job of a spec: its identity and where its outputs are."""
 
     model: str
     fold: int
     job_hash: str
     out_dir: Path  # results/<name>/jobs/<job_id>
+    repeat: int = 0
 
     @property
     def job_id(self) -> str:
@@ -262,7 +274,7 @@ class PlannedJob:
 
 
 def job_hash(spec: Experiment, model: ModelSpec, train: TrainSpec, fold: int, rows_hash: str,
-             pseudo: str | None = None) -> str:
+             pseudo: str | None = None, repeat: int = 0) -> str:
     """What determines the job's result. The loader's worker count does not; the fold's pseudo
     set (its hash, when the spec has `pseudo:`) does."""
     weights = {"backbone": model.backbone, "pretrained": model.pretrained,
@@ -273,12 +285,14 @@ def job_hash(spec: Experiment, model: ModelSpec, train: TrainSpec, fold: int, ro
         identity["workers"] = spec.resources.workers_per_job
     if pseudo is not None:  # only then: experiments without pseudo labels keep their job ids
         identity["pseudo"] = pseudo
+    if repeat:  # repeat 0 is every spec's one fold assignment: its jobs keep their ids
+        identity["repeat"] = repeat
     return stable_hash(identity)
 
 
 def planned_jobs(spec: Experiment, rows_hash: str, pseudo: dict[int, str] | None = None,
                  jobs_dir: Path | None = None) -> list[PlannedJob]:
-    """Every job of `spec` on rows `rows_hash`, models in spec order, then folds. `pseudo`:
+    """Every job of `spec` on rows `rows_hash`, models in spec order, then repeats, then folds. `pseudo`:
     each fold's pseudo-set hash, needed exactly when the spec has `pseudo:`. `jobs_dir`: where
     the job folders are if not results/<name>/jobs (a results folder moved since its run)."""
     if (spec.pseudo is None) != (pseudo is None):
@@ -286,7 +300,9 @@ def planned_jobs(spec: Experiment, rows_hash: str, pseudo: dict[int, str] | None
     jobs, jobs_dir = [], jobs_dir or spec.out_dir / "jobs"
     for model in spec.models:
         train = spec.train_for(model)
-        for fold in range(spec.folds.n_splits):
-            digest = job_hash(spec, model, train, fold, rows_hash, pseudo[fold] if pseudo else None)
-            jobs.append(PlannedJob(model.name, fold, digest, jobs_dir / f"{model.name}-fold{fold}-{digest[:8]}"))
+        for repeat in range(spec.folds.repeats):
+            for fold in range(spec.folds.n_splits):
+                digest = job_hash(spec, model, train, fold, rows_hash, pseudo[fold] if pseudo else None, repeat)
+                folder = jobs_dir / job_folder_name(model.name, fold, repeat, digest)
+                jobs.append(PlannedJob(model.name, fold, digest, folder, repeat))
     return jobs

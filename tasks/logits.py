@@ -41,6 +41,12 @@ LEGACY_COLUMNS = {"backbone": "model"}
 LEGACY_KEYS = {b"spec_hash": b"rows_hash"}
 
 
+def gathered_name(split: str, repeat: int = 0) -> str:
+    """An experiment's gathered file of a split and repeat (folds.repeats): repeat 0's is
+    oof.parquet / test.parquet, as ever; repeat r's oof_r<r>.parquet, in its own folds."""
+    return f"{split}.parquet" if repeat == 0 else f"{split}_r{repeat}.parquet"
+
+
 class LogitsError(UserError, ValueError):
     """A logits file that does not follow LOGITS_SCHEMA or its metadata."""
 

@@ -344,7 +344,8 @@ def test_summary_says_when_the_choice_is_not_clearly_better_and_whom_it_is_compa
     sure = blending.Comparison("single", "the best single model", Interval(0.03, 0.01, 0.05))
     lines = blend_outputs.summary_lines(dataclasses.replace(result, versus=(unsure, sure)))
     assert lines[0].startswith(f"chosen: {name} (nested macro F1 ")
-    assert lines[1:] == ["  versus soft_equal (the equal soft vote): not clearly better, +0.006 [-0.011, +0.022]",
+    assert lines[1].startswith("  expected on new people: not estimated (folds.repeats: 1)")
+    assert lines[2:] == ["  versus soft_equal (the equal soft vote): not clearly better, +0.006 [-0.011, +0.022]",
                          "  versus single (the best single model): clearly better, by +0.030 [+0.010, +0.050]",
                          "  (the chosen minus each in nested macro F1, paired: person bootstrap, 95%)"]
 
@@ -366,9 +367,9 @@ def test_the_equal_vote_chosen_is_said_so_and_still_compared_with_the_single_mod
         by_name["soft_equal"].nested.scores.macro_f1 - by_name["single"].nested.scores.macro_f1)
     lines = blend_outputs.summary_lines(dataclasses.replace(result, methods=tuple(ranked), chosen_index=0,
                                                             choice=None, versus=(equal, single)))
-    assert lines[1] == "  versus soft_equal (the equal soft vote): the chosen method is the equal soft vote itself"
+    assert lines[2] == "  versus soft_equal (the equal soft vote): the chosen method is the equal soft vote itself"
     assert re.fullmatch(r"  versus single \(the best single model\): (not )?clearly better,( by)? [+-]0\.\d{3} \[.*\]",
-                        lines[2])
+                        lines[3])
     record = blend_outputs.comparison_record(equal)
     assert record == {"method": "soft_equal", "baseline": "the equal soft vote", "chosen": True, "difference": None,
                       "interval": None, "clearly_better": False}

@@ -41,12 +41,15 @@ class OofLogits:
     target: np.ndarray  # (N,) the 18-class label as given
     rows_hash: str
     excluded: tuple[Exclusion, ...]
+    # (R, M, N, C) each repeat's held-out logits when folds.repeats > 1 (then `logits` is their
+    # mean: R held-out predictions per row); None with one repeat.
+    repeat_logits: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class EvalLogits:
     models: tuple[str, ...]
-    logits: np.ndarray  # (M, T, C) float32, each model's mean over its fold models
+    logits: np.ndarray  # (M, T, C) float32, each model's mean over its fold models (of every repeat)
     image_ids: np.ndarray  # (T,) eval ImageIDs in info.csv order
     rows_hash: str
     excluded: tuple[Exclusion, ...]
@@ -80,6 +83,10 @@ def load_blend_inputs(exp_dir: Path, spec: Experiment, log: Log = to_stdout) -> 
         raise ResultsError(f"{exp_dir}/oof.parquet was made for other data or folds (spec hash {oof.rows_hash}, "
                            f"manifest.json says {expected_hash}); re-run `python -m orchestrator.run` to "
                            "gather the current jobs")
+    if spec.folds.repeats > 1:
+        from orchestrator.analysis.repeats import load_repeats
+
+        oof, test = load_repeats(exp_dir, spec, oof, test, log)
     both = [m for m in oof.models if m in test.models]
     excluded = _merge_exclusions(oof.excluded + test.excluded)
     if not both:
@@ -89,7 +96,8 @@ def load_blend_inputs(exp_dir: Path, spec: Experiment, log: Log = to_stdout) -> 
     pick_oof = [oof.models.index(m) for m in both]
     pick_test = [test.models.index(m) for m in both]
     oof = OofLogits(tuple(both), oof.logits[pick_oof], oof.image_key, oof.person, oof.fold,
-                    oof.target, oof.rows_hash, excluded)
+                    oof.target, oof.rows_hash, excluded,
+                    None if oof.repeat_logits is None else oof.repeat_logits[:, pick_oof])
     test = EvalLogits(tuple(both), test.logits[pick_test], test.image_ids, test.rows_hash, excluded)
     return BlendInputs(oof, test, excluded)
 
@@ -102,16 +110,16 @@ def _merge_exclusions(items: tuple[Exclusion, ...]) -> tuple[Exclusion, ...]:
 
 
 def load_oof(path: Path, n_splits: int, expected: Sequence[str], folds_path: Path | None = None,
-             log: Log = to_stdout) -> OofLogits:
+             log: Log = to_stdout, fold_column: str = "fold") -> OofLogits:
     """Per-model OOF logits aligned on training images; incomplete models excluded.
 
     With `folds_path` (results/<exp>/folds.parquet, if it exists) every model must cover
-    its images, in its folds.
+    its images, in its folds (`fold_column`: a repeat's, tasks.data.folds.fold_column).
     """
     file = _read(path, "oof")
     frame = file.frame
     _check_oof_keys(frame, path, n_splits)
-    folds = _read_folds(folds_path) if folds_path is not None and folds_path.is_file() else None
+    folds = _read_folds(folds_path, fold_column) if folds_path is not None and folds_path.is_file() else None
     if folds is not None:
         _check_against_folds(frame, path, folds, folds_path)
     rows = frame.drop_duplicates("image_key").sort_values("image_key")
@@ -131,12 +139,15 @@ def load_oof(path: Path, n_splits: int, expected: Sequence[str], folds_path: Pat
                      rows.fold.to_numpy(np.int64), rows.target.to_numpy(np.int64), file.rows_hash, tuple(excluded))
 
 
-def _read_folds(path: Path) -> pd.DataFrame:
+def _read_folds(path: Path, column: str = "fold") -> pd.DataFrame:
     try:
         folds, _ = load_folds(path)
     except (pa.ArrowException, OSError) as err:
         raise ResultsError(f"{path}: cannot be read ({err}); run `python -m orchestrator.prepare` again") from None
-    return folds[["image_key", "person", "fold"]]
+    if column not in folds:
+        raise ResultsError(f"{path} has no column {column!r} (folds.repeats changed since prepare?); "
+                           "run `python -m orchestrator.run` again")
+    return folds[["image_key", "person", column]].rename(columns={column: "fold"})
 
 
 def _check_against_folds(frame: pd.DataFrame, path: Path, folds: pd.DataFrame, folds_path: Path) -> None:

@@ -129,8 +129,10 @@ def format_summary(spec: Experiment, plans: list[JobPlan], summary: RunSummary) 
                          "scores above, and any blend fitted on them, are flattered")
     g = summary.gathered
     if g.models:
+        files = "oof.parquet, test.parquet" + (f" (repeat 0; oof_r<r>, test_r<r> for repeats 1-{spec.folds.repeats - 1})"
+                                               if spec.folds.repeats > 1 else "")
         lines.append(f"gathered {g.oof_rows} OOF rows and {g.test_rows} test rows of {len(g.models)} models "
-                     f"-> {spec.out_dir}/oof.parquet, test.parquet, leaderboard.csv")
+                     f"-> {spec.out_dir}/{files}, leaderboard.csv")
     if g.incomplete:
         lines.append(f"left out of the tables (a fold did not finish): {', '.join(g.incomplete)}")
     for job_id in summary.failed:

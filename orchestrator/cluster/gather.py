@@ -12,7 +12,7 @@ import pandas as pd
 from orchestrator.cluster.plan import JobPlan
 from tasks.atomic import atomic_path
 from tasks.job_io import JobResult, unfinished_reason
-from tasks.logits import LogitsError, LogitsMeta, logits_table, read_logits, write_logits
+from tasks.logits import LogitsError, LogitsMeta, gathered_name, logits_table, read_logits, write_logits
 from tasks.spec.load import load_spec
 
 # Short lines: the figure of two folds is about 660 px wide.
@@ -28,24 +28,31 @@ class Gathered:
 
 
 def gather(out_dir: Path, plans: list[JobPlan], train_keys: pd.Series, eval_keys: pd.Series) -> Gathered:
+    """Each repeat's jobs into its own files (tasks.logits.gathered_name): a repeat is a
+    complete K-fold of its own, checked as one."""
     done = [p for p in plans if not unfinished_reason(p.out_dir)]
-    folds_of = {m: {p.fold for p in plans if p.model == m} for m in {p.model for p in plans}}
-    complete = sorted(m for m, folds in folds_of.items() if folds == {p.fold for p in done if p.model == m})
+    folds_of = {m: {(p.repeat, p.fold) for p in plans if p.model == m} for m in {p.model for p in plans}}
+    complete = sorted(m for m, folds in folds_of.items()
+                      if folds == {(p.repeat, p.fold) for p in done if p.model == m})
     incomplete = tuple(sorted(set(folds_of) - set(complete)))
-    jobs = [p for p in done if p.model in complete]
     optimistic = saved_oof_optimistic(out_dir)
     write_leaderboard(out_dir / "leaderboard.csv", [JobResult.read(p.out_dir) for p in done], optimistic)
+    jobs = [p for p in done if p.model in complete]
     if not jobs:
         return Gathered(0, 0, (), incomplete)
-    oof = _concat([p.out_dir / "oof.parquet" for p in jobs])
-    test = _concat([p.out_dir / "test.parquet" for p in jobs])
-    check_oof(oof[0], train_keys, complete)
-    check_test(test[0], eval_keys, {(p.model, p.fold) for p in jobs})
-    write_logits(out_dir / "oof.parquet", logits_table(*oof))
-    write_logits(out_dir / "test.parquet", logits_table(*test))
+    rows = [0, 0]
+    for repeat in sorted({p.repeat for p in jobs}):
+        these = [p for p in jobs if p.repeat == repeat]
+        oof = _concat([p.out_dir / "oof.parquet" for p in these])
+        test = _concat([p.out_dir / "test.parquet" for p in these])
+        check_oof(oof[0], train_keys, complete)
+        check_test(test[0], eval_keys, {(p.model, p.fold) for p in these})
+        write_logits(out_dir / gathered_name("oof", repeat), logits_table(*oof))
+        write_logits(out_dir / gathered_name("test", repeat), logits_table(*test))
+        rows = [rows[0] + len(oof[0]), rows[1] + len(test[0])]
     if len(done) > 1:
         plot_heatmap(out_dir / "leaderboard.png", pd.read_csv(out_dir / "leaderboard.csv"), optimistic)
-    return Gathered(len(oof[0]), len(test[0]), tuple(complete), incomplete)
+    return Gathered(rows[0], rows[1], tuple(complete), incomplete)
 
 
 def _concat(paths: list[Path]) -> tuple[pd.DataFrame, np.ndarray, LogitsMeta]:
@@ -91,7 +98,7 @@ def write_leaderboard(path: Path, results: list[JobResult], optimistic: bool = F
     standard deviation, ddof=1: the one spread maskfold shows, in the console and report too).
     `optimistic`: the experiment's models trained on pseudo labels from models that saw every
     fold; every row says so in the column oof_optimistic (their validation scores flatter)."""
-    rows = [{"model": r.model, "backbone": r.backbone, "fold": str(r.fold), "best_epoch": r.best_epoch,
+    rows = [{"model": r.model, "backbone": r.backbone, "fold": fold_label(r.fold, r.repeat), "best_epoch": r.best_epoch,
              "seconds": round(r.seconds, 1), **r.val} for r in results]
     table = pd.DataFrame(rows)
     if len(table):
@@ -107,18 +114,24 @@ def write_leaderboard(path: Path, results: list[JobResult], optimistic: bool = F
     return table
 
 
+def fold_label(fold: int, repeat: int) -> str:
+    """A fold's label in leaderboard.csv: `2`, or `r1:2` for fold 2 of repeat 1."""
+    return str(fold) if repeat == 0 else f"r{repeat}:{fold}"
+
+
 def plot_heatmap(path: Path, leaderboard: pd.DataFrame, optimistic: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folds = leaderboard[leaderboard["fold"].str.isdigit()]
+    folds = leaderboard[~leaderboard["fold"].isin(["mean", "sd"])]  # every fold of every repeat
     grid = folds.pivot(index="model", columns="fold", values="macro_f1")
     grid["mean"] = grid.mean(axis=1)
     fig, ax = plt.subplots(figsize=(1.2 * grid.shape[1] + 3, 0.5 * grid.shape[0] + 1.5))
     image = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto")
-    ax.set_xticks(range(grid.shape[1]), [f"fold {c}" if c != "mean" else "mean" for c in grid.columns])
+    ax.set_xticks(range(grid.shape[1]), [c if c == "mean" else f"fold {c}".replace("fold r", "r").replace(":", " fold ")
+                                         for c in grid.columns])
     ax.set_yticks(range(grid.shape[0]), grid.index)
     values = grid.to_numpy(dtype=float)
     middle = (np.nanmin(values) + np.nanmax(values)) / 2  # dark text on the bright half of viridis

@@ -51,7 +51,7 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
 def _run_on_slots(spec: Experiment, todo: list[JobPlan], storage: str, local: bool, board: Board,
                   table: ProgressTable, collector: Collector, interrupt: threading.Event) -> dict[str, str]:
     """Start the slots, queue every job, follow them to the end; each job's last state."""
-    configs = [job_config(spec, p.job_id, p.model, p.fold, storage) for p in todo]
+    configs = [job_config(spec, p.job_id, p.model, p.fold, storage, repeat=p.repeat) for p in todo]
     slots = board.slots = check_resources(spec.resources)
     starting = min(slots, len(todo))
     table.event(f"running {len(todo)} jobs, {slots} at a time (Ctrl-C stops them; finished jobs are kept)", keep=True)
@@ -153,4 +153,5 @@ def stop_on_interrupt(say):
 def _meta(plan: JobPlan) -> dict:
     """What job.json records of the job beside where its outputs came from."""
     return {"job_id": plan.job_id, "job_hash": plan.job_hash, "model": plan.model, "backbone": plan.backbone,
-            "fold": plan.fold, "input_size": list(plan.train.input_size), "epochs": plan.train.epochs}
+            "fold": plan.fold, "input_size": list(plan.train.input_size), "epochs": plan.train.epochs,
+            **({"repeat": plan.repeat} if plan.repeat else {})}

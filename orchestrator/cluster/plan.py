@@ -27,6 +27,7 @@ class JobPlan:
     estimate_s: float | None  # from earlier runs of this backbone and input size, if any
     note: str = ""  # why a job that had run must run again (an output lost or damaged)
     label: str = ""  # shown beside the id while it runs (a search trial's sampled values)
+    repeat: int = 0  # the fold assignment (folds.repeats) its fold belongs to
 
     @property
     def cached(self) -> bool:
@@ -80,8 +81,8 @@ def plan_jobs(spec: Experiment, rows_hash: str, pseudo: dict[int, str] | None = 
         plans.append(JobPlan(job.job_id, model.name, model.backbone, train, job.fold, job.job_hash, job.out_dir,
                              "to run" if damaged else "cached", costs[model.name],
                              estimate * train.epochs if estimate else None,
-                             "" if damaged in (None, "not run") else damaged))
-    return sorted(plans, key=lambda p: (-p.cost, p.model, p.fold))
+                             "" if damaged in (None, "not run") else damaged, repeat=job.repeat))
+    return sorted(plans, key=lambda p: (-p.cost, p.model, p.repeat, p.fold))
 
 
 def seconds_by_backbone(jobs_dir: Path) -> dict[tuple[str, tuple[int, ...]], float]:

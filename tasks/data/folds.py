@@ -24,7 +24,7 @@ FOLDS_SCHEMA = pa.schema([("image_key", pa.string()), ("person", pa.string()),
 
 
 def make_folds(images: pd.DataFrame, n_splits: int, seed: int,
-               linked: Sequence[Sequence[str]] = ()) -> pd.DataFrame:
+               linked: Sequence[Sequence[str]] = (), warn: bool = True) -> pd.DataFrame:
     """One row per image with the fold its person is held out in.
 
     People in one `linked` group (they share photos) are held out together: the split runs
@@ -46,10 +46,26 @@ def make_folds(images: pd.DataFrame, n_splits: int, seed: int,
         warnings.simplefilter("ignore", UserWarning)
         for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(groups)), stratum)):
             fold[held_out] = k
-    warn_small_strata(stratum, fold, n_splits)
+    if warn:
+        warn_small_strata(stratum, fold, n_splits)
     people["fold"] = people["group"].map(dict(zip(groups["person"], fold))).astype(np.int16)
     by_person = people[["person", "stratum", "fold"]]
     return images[["image_key", "person"]].merge(by_person, on="person", how="left", validate="many_to_one")
+
+
+def fold_column(repeat: int) -> str:
+    """The folds.parquet column of a repeat's folds: repeat 0 is `fold`, as it always was."""
+    return "fold" if repeat == 0 else f"fold_r{repeat}"
+
+
+def make_repeated_folds(images: pd.DataFrame, n_splits: int, seed: int, repeats: int,
+                        linked: Sequence[Sequence[str]] = ()) -> pd.DataFrame:
+    """`make_folds` with one more column per repeat r > 0 (`fold_r<r>`, split with seed + r)."""
+    folds = make_folds(images, n_splits, seed, linked)
+    for r in range(1, repeats):
+        again = make_folds(images, n_splits, seed + r, linked, warn=False)  # same bands: said once
+        folds[fold_column(r)] = again["fold"].to_numpy()
+    return folds
 
 
 def stratum_name(stratum: int) -> str:
@@ -85,7 +101,9 @@ def warn_small_strata(stratum: np.ndarray, fold: np.ndarray, n_splits: int) -> N
 
 
 def save_folds(path: Path, folds: pd.DataFrame, meta: dict[str, str]) -> None:
-    table = pa.Table.from_pandas(folds[FOLDS_SCHEMA.names], schema=FOLDS_SCHEMA, preserve_index=False)
+    repeats = [c for c in folds.columns if c.startswith("fold_r")]
+    schema = pa.schema([*FOLDS_SCHEMA, *(pa.field(c, pa.int16()) for c in repeats)])
+    table = pa.Table.from_pandas(folds[schema.names], schema=schema, preserve_index=False)
     with atomic_path(path) as tmp:
         pq.write_table(table.replace_schema_metadata(meta), tmp)
 

@@ -21,7 +21,7 @@ from tasks.data.cache import ImageCache, ensure_cache
 from tasks.data.dataset import DataError, Problem, describe, fingerprint, index_eval, index_train
 from tasks.data.duplicates import find_duplicates, settle_duplicates
 from tasks.faces.outputs import write_faces
-from tasks.data.folds import load_folds, make_folds, save_folds
+from tasks.data.folds import load_folds, make_repeated_folds, save_folds
 from tasks.pseudo.rows import check_source_rows
 from tasks.data.relabel import apply_relabel
 from tasks.spec.experiment import Experiment, stable_hash
@@ -115,7 +115,8 @@ def prepare(spec: Experiment, verbose: bool = True, force: bool = False) -> Data
     out = spec.out_dir
     if not force:
         check_replace(spec, dataset)
-    folds = make_folds(dataset.train, spec.folds.n_splits, spec.folds.seed, dataset.linked)
+    folds = make_repeated_folds(dataset.train, spec.folds.n_splits, spec.folds.seed, spec.folds.repeats,
+                                dataset.linked)
     if spec.pseudo is not None:  # a round 2 whose round 1 held out other people is refused before any write
         check_source_rows(spec, folds, dataset.eval["image_key"].to_numpy())
     save_folds(out / "folds.parquet", folds, folds_meta(spec, dataset))
@@ -131,7 +132,8 @@ def prepare(spec: Experiment, verbose: bool = True, force: bool = False) -> Data
     if verbose:
         people = dataset.train["person"].nunique()
         print(f"prepared {spec.name}: {people} people, {len(dataset.train)} training images, "
-              f"{len(dataset.eval)} eval images, {spec.folds.n_splits} folds in "
+              f"{len(dataset.eval)} eval images, {spec.folds.n_splits} folds"
+              f"{f' x {spec.folds.repeats} repeats' if spec.folds.repeats > 1 else ''} in "
               f"{time.monotonic() - started:.1f}s -> {out}", file=sys.stderr)
     return dataset
 
@@ -160,7 +162,8 @@ def check_replace(spec: Experiment, dataset: Dataset) -> None:
 
 
 def folds_meta(spec: Experiment, dataset: Dataset) -> dict[str, str]:
-    return {"data_hash": dataset.data_hash, "n_splits": str(spec.folds.n_splits), "seed": str(spec.folds.seed)}
+    meta = {"data_hash": dataset.data_hash, "n_splits": str(spec.folds.n_splits), "seed": str(spec.folds.seed)}
+    return meta | ({"repeats": str(spec.folds.repeats)} if spec.folds.repeats > 1 else {})
 
 
 def read_folds(spec: Experiment, dataset: Dataset) -> pd.DataFrame:

@@ -68,6 +68,10 @@ class DataSpec(Strict):
 class FoldSpec(Strict):
     n_splits: int = Field(5, ge=2, le=20)
     seed: int = 42
+    # R person-fold assignments (repeat r > 0 with seed `seed + r`): each person is held out by
+    # one model per repeat, so averaging a person's R held-out predictions shows on OOF rows what
+    # averaging fold models does on the eval photos (AutoGluon's num_bag_sets). 1: no repeats.
+    repeats: int = Field(1, ge=1, le=10)
 
 
 LossName = Literal["ce", "weighted_ce", "focal", "label_smoothing", "f1"]
@@ -219,6 +223,11 @@ class Experiment(Strict):
                 self.train_for(model)
             except ValidationError as err:
                 problems += [f"models.{i}.train.{line}" for line in error_lines(err)]
+        if self.folds.repeats > 1:
+            problems += [f"folds.repeats: {self.folds.repeats} repeats do not combine with `{part}:` yet; "
+                         f"set folds.repeats: 1 for {what}" for part, what in
+                         (("pseudo", "a pseudo-label round"), ("search", "a search"))
+                         if getattr(self, part) is not None]
         if self.search is not None:
             problems += check_search(self.search, self.model_dump(mode="json", exclude={"search"}), self.folds.n_splits)
         if problems:
@@ -269,7 +278,8 @@ class Experiment(Strict):
             # so adding the field kept every earlier experiment's hashes and finished jobs.
             # face: its effect is in the data hash (settings and boxes file content, not its path).
             {"data": self.data.model_dump(mode="json", exclude={"cache_dir", "decode_workers", "on_duplicate", "face"}),
-             "folds": self.folds.model_dump(mode="json"), "seed": self.seed}
+             # repeats: repeat 0's rows are the same for any count, so adding repeats keeps every hash.
+             "folds": self.folds.model_dump(mode="json", exclude={"repeats"}), "seed": self.seed}
         )
 
     def spec_hash(self) -> str:
@@ -278,6 +288,7 @@ class Experiment(Strict):
         # the hash it always had.
         unset = {"data": {"face"}} if self.data.face is None else {}
         unset |= {"pseudo": True} if self.pseudo is None else {}
+        unset |= {"folds": {"repeats"}} if self.folds.repeats == 1 else {}
         # When a slot's process is replaced changes no result.
         unset |= {"resources": set(SLOT_LIMITS), "blend": {"choose"}}  # nor how the blend picks its method
         return stable_hash(self.model_dump(mode="json", exclude={"name": True, "results_dir": True, "search": True,

@@ -15,6 +15,8 @@ import numpy as np
 from sklearn.metrics import log_loss as sk_log_loss
 
 from orchestrator.analysis.ensembles import methods as ens
+from orchestrator.analysis.ensembles.choice import Choice, choose
+from orchestrator.analysis.ensembles.expected import Expectation, expectation, expected_interval
 from orchestrator.analysis.ensembles.recipes import Recipe, Weighting, plan_recipes, recipe_by_name
 from orchestrator.analysis.ensembles.uncertainty import Interval, PersonBootstrap
 from orchestrator.analysis.results import BlendInputs
@@ -114,18 +116,7 @@ class MethodResult:
     nested: Evaluation  # fitted on the other folds' rows, pooled over held-out folds
     test_labels: np.ndarray
     versus: tuple[Comparison, ...] = ()  # this method against each baseline (BASELINES)
-
-
-@dataclass(frozen=True)
-class Choice:
-    """How the chosen method was picked among the ranked ones."""
-    rule: str  # "one_se" or "best" (blend.choose; "best" for a metric with no person bootstrap)
-    top: str  # the method with the best nested score
-    margin: float  # the top's nested score minus the chosen one's (0 when the top is chosen)
-    noise: float  # standard deviation of that paired difference over person resamples
-
-    def record(self) -> dict:
-        return {"rule": self.rule, "top": self.top, "margin": round(self.margin, 5), "noise": round(self.noise, 5)}
+    expected: Interval | None = None  # macro F1 the submission should score (ensembles.expected); None: no repeats
 
 
 @dataclass(frozen=True)
@@ -135,6 +126,7 @@ class BlendResult:
     versus: tuple[Comparison, ...]  # the chosen method against each planned baseline (BASELINES), in that order
     chosen_index: int = 0  # which of `methods` is chosen
     choice: Choice | None = None
+    expectation: Expectation | None = None  # what the expected scores assume; None without folds.repeats
 
     @property
     def chosen(self) -> MethodResult:
@@ -251,12 +243,23 @@ def fit_blend(inputs: BlendInputs, spec: BlendSpec, log: Log = to_stdout,
     log(f"blending {len(oof.models)} models x {len(oof.target)} OOF rows: {len(recipes)} methods, "
         f"metric {spec.metric}")
     nested = predict_nested(recipes, oof.logits, oof.target, oof.fold, spec, log)
+    one_member, expect = None, None
+    if oof.repeat_logits is not None:
+        log(f"  nested again on repeat 0 alone (one held-out prediction per row, not {len(oof.repeat_logits)}), "
+            "to measure what averaging adds")
+        one_member = predict_nested(recipes, np.ascontiguousarray(oof.repeat_logits[0]), oof.target, oof.fold,
+                                    spec, log)
+        expect = expectation(len(oof.repeat_logits), len(np.unique(oof.fold)), oof.person,
+                             inputs.test.logits.shape[1])
     start = time.perf_counter()
     fitted = fit_all(recipes, oof.logits, oof.target, spec)
     log(f"  all rows: {len(recipes)} methods fitted ({time.perf_counter() - start:.1f}s)")
     start, boot = time.perf_counter(), PersonBootstrap.draw(oof.target, oof.person)
     results = [MethodResult(f, evaluate(boot, predict(f, oof.logits)), evaluate(boot, nested[name]),
-                            predict(f, inputs.test.logits).labels) for name, f in fitted.items()]
+                            predict(f, inputs.test.logits).labels,
+                            expected=None if expect is None else expected_interval(
+                                boot, one_member[name].labels, nested[name].labels, expect))
+               for name, f in fitted.items()]
     # Stable sort: among equal scores the simpler method (planned earlier) is chosen.
     ranked = sorted(results, key=lambda r: (-ens.gain(spec.metric, r.nested.value(spec.metric)),
                                             -r.nested.scores.accuracy))
@@ -265,27 +268,4 @@ def fit_blend(inputs: BlendInputs, spec: BlendSpec, log: Log = to_stdout,
     index, choice = choose(boot, ranked, spec)
     log(f"  scored with {boot.draws.shape[0]} person resamples of {boot.draws.shape[1]} people "
         f"({time.perf_counter() - start:.1f}s)")
-    return BlendResult(spec.metric, tuple(ranked), ranked[index].versus, index, choice)
-
-
-def choose(boot: PersonBootstrap, ranked: list[MethodResult], spec: BlendSpec) -> tuple[int, Choice]:
-    """The index in `ranked` (best nested score first) of the method to submit.
-
-    one_se (CART's and glmnet's one-standard-error rule): of the methods whose nested macro F1
-    is below the top one's by at most the standard deviation of the paired difference over
-    person resamples, the one with the fewest fitted parts (Recipe.complexity), the better
-    ranked among equals. With 17 noisy scores the top one is partly chosen for its luck; a
-    simpler method that chance cannot tell from it has less to lose on new people.
-    """
-    top = ranked[0]
-    if spec.choose == "best" or spec.metric != "macro_f1":
-        return 0, Choice("best", top.fitted.recipe.name, 0.0, 0.0)
-    top_draws = boot.macro_f1s(top.nested.labels)
-    close = []
-    for i, r in enumerate(ranked):
-        margin = top.nested.scores.macro_f1 - r.nested.scores.macro_f1
-        noise = float(np.std(top_draws - boot.macro_f1s(r.nested.labels)))
-        if margin <= noise:
-            close.append((r.fitted.recipe.complexity, i, margin, noise))
-    _, index, margin, noise = min(close)  # the top itself is always close (margin 0)
-    return index, Choice("one_se", top.fitted.recipe.name, float(margin), noise)
+    return BlendResult(spec.metric, tuple(ranked), ranked[index].versus, index, choice, expect)

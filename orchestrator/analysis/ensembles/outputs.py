@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator.analysis.ensembles.fitting import BlendResult, Choice, Comparison
+from orchestrator.analysis.ensembles.choice import Choice
+from orchestrator.analysis.ensembles.fitting import BlendResult, Comparison
 from orchestrator.analysis.ensembles.pooled import PooledModel
 from orchestrator.analysis.ensembles.uncertainty import DESCRIPTION, LEVEL, RESAMPLES, SEED, Interval, PersonBootstrap
 from orchestrator.analysis.results import BlendInputs, OofLogits
@@ -51,7 +52,9 @@ def leaderboard(result: BlendResult, truth: np.ndarray | None = None) -> pd.Data
                "in_sample_accuracy": ins.accuracy, "nested_accuracy": nest.accuracy,
                "nested_mask_f1": nest.mask_f1, "nested_gender_f1": nest.gender_f1, "nested_age_f1": nest.age_f1,
                "in_sample_log_loss": r.in_sample.log_loss, "nested_log_loss": r.nested.log_loss,
-               "chosen": i == result.chosen_index, "complexity": r.fitted.recipe.complexity}
+               "chosen": i == result.chosen_index, "complexity": r.fitted.recipe.complexity,
+               # NaN without folds.repeats: nothing measured what averaging the fold models adds
+               **_with_interval("expected", r.expected or Interval(np.nan, np.nan, np.nan))}
         if truth is not None:
             row["truth_macro_f1"] = score(truth, r.test_labels).macro_f1
         rows.append(row | _versus_columns(r.versus))
@@ -117,10 +120,24 @@ def weights_record(result: BlendResult, inputs: BlendInputs, experiment: str, ru
     return {"experiment": experiment, "rows_hash": inputs.oof.rows_hash, "metric": result.metric,
             **chosen.fitted.to_record(inputs.oof.models),
             "in_sample": chosen.in_sample.record(), "nested": chosen.nested.record(),
+            "expected": expected_record(result),
             "versus": [comparison_record(c) for c in result.versus], "bootstrap": BOOTSTRAP,
             "choice": result.choice.record() if result.choice else None,
             "excluded": [{"model": e.model, "reason": e.reason} for e in inputs.excluded],
             **_models_record(table, result), **(run or {})}
+
+
+def expected_record(result: BlendResult) -> dict:
+    """weights.json's `expected`: the submission's expected macro F1 and what it assumes, or why
+    there is none."""
+    e, x = result.chosen.expected, result.expectation
+    if e is None or x is None:
+        return {"macro_f1": None, "why_none": "not estimated " + NO_EXPECTED}
+    return {"macro_f1": round(e.estimate, 5), "interval": e.record(), **x.record()}
+
+
+NO_EXPECTED = ("(folds.repeats: 1): the submission averages the fold models, which the nested estimate "
+               "never sees, so it usually scores above it; folds.repeats: 2 measures by how much")
 
 
 def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: pd.DataFrame,
@@ -180,6 +197,13 @@ def choice_line(choice: Choice | None, chosen: str) -> str | None:
             "(blend.choose=one_se)")
 
 
+def expected_line(result: BlendResult) -> str:
+    e, x = result.chosen.expected, result.expectation
+    if e is None or x is None:
+        return "  expected on new people: not estimated " + NO_EXPECTED
+    return f"  expected on new people: macro F1 {e.text()} ({x.text()})"
+
+
 def summary_lines(result: BlendResult) -> list[str]:
     """The chosen method's honest score, why it was chosen, and whether it beats each simpler
     baseline by more than chance."""
@@ -187,7 +211,7 @@ def summary_lines(result: BlendResult) -> list[str]:
     why = choice_line(result.choice, chosen.fitted.recipe.name)
     lines = [f"chosen: {chosen.fitted.recipe.name} (nested macro F1 {chosen.nested.macro_f1_interval.text()}, "
              f"in-sample {chosen.in_sample.macro_f1_interval.text()})", *([why] if why else []),
-             *map(comparison_line, result.versus)]
+             expected_line(result), *map(comparison_line, result.versus)]
     if any(c.difference is not None for c in result.versus):
         lines.append(f"  (the chosen minus each in nested macro F1, paired: {DESCRIPTION})")
     return lines

@@ -19,12 +19,13 @@ def worker_resources(res: ResourcesSpec) -> dict[str, float]:
     return bundle
 
 
-def job_config(spec: Experiment, job_id: str, model: str, fold: int, storage: str, channel: str = "run") -> dict:
+def job_config(spec: Experiment, job_id: str, model: str, fold: int, storage: str, channel: str = "run",
+               repeat: int = 0) -> dict:
     """A job as the slots' queue hands it out: the small spec, never data; the fold's pseudo
     labels (a few hundred KB) travel with it, since results/ is on the driver. `channel`: who
     reads its events (the K-fold driver, or a search's trial)."""
     config = {"spec": spec.model_dump(mode="json"), "job_id": job_id, "model": model, "fold": fold,
-              "storage": storage, "channel": channel}
+              "repeat": repeat, "storage": storage, "channel": channel}
     if spec.pseudo is not None:
         config["pseudo"] = file_bytes(spec.out_dir, fold)
     return config

@@ -114,7 +114,7 @@ def run_job(config: dict, queue, slot: str, rank: int, world: int, attempt: int)
     send("started", node=node, pid=os.getpid(), attempt=attempt, slot=slot, resumed=resumed)
     log(f"start on {node}" + (f" as rank {rank}" if rank else "") + (" (resumed from a checkpoint)" if resumed else ""))
     pseudo = read_pseudo(config["pseudo"]) if config.get("pseudo") else None  # the driver's file, as bytes
-    job = Job(config["model"], config["fold"], work, job_id=job_id, pseudo=pseudo)
+    job = Job(config["model"], config["fold"], work, job_id=job_id, pseudo=pseudo, repeat=config.get("repeat", 0))
     on_epoch = _epoch_hook(store, work, queue, slot, job_id, rank, world, node, send)
     try:
         result = _train(spec, job, on_epoch, log)
