@@ -7,7 +7,12 @@ with experiments/demo.yaml (3 folds x 3 tiny models, seeds = S), optionally with
 added to the pool, then blended once per rule with --truth. Not a test: it trains 9-15 jobs
 per draw (about 2 minutes each on 2 idle cores).
 
-    python -m benchmarks.bench_estimate --seeds 0 1 2 [--persons 150] [--weak]
+    python -m benchmarks.bench_estimate --seeds 0 1 2 [--persons 150] [--weak] [--repeats 2]
+
+With --repeats R (folds.repeats) each draw also has the blend's expected score on new people
+(orchestrator.analysis.ensembles.expected): its interval's coverage of the eval score and its
+distance from it. Repeat 0's jobs are the same jobs as without repeats (same ids), so a draw run
+before is only extended.
 """
 from __future__ import annotations
 
@@ -33,12 +38,12 @@ WEAK = ("{backbone: resnet18, name: resnet18_scratch}", "{backbone: test_convnex
 RULES = ("best", "one_se")
 
 
-def draw_spec(seed: int, persons: int, weak: bool, root: Path):
+def draw_spec(seed: int, persons: int, weak: bool, root: Path, repeats: int = 1):
     data = root / f"data_s{seed}_p{persons}"
     if not (data / "train").exists():
         write_synth(data, persons=persons, seed=seed, size=(48, 64))
     overrides = [f"data.root={data}", f"seed={seed}", f"folds.seed={seed}", f"results_dir={root}",
-                 f"name=est_s{seed}_p{persons}{'_weak' if weak else ''}"]
+                 f"name=est_s{seed}_p{persons}{'_weak' if weak else ''}", f"folds.repeats={repeats}"]
     if weak:
         base = load_spec(DEMO_SPEC, overrides)
         models = [json.dumps(m.model_dump(mode="json", exclude_defaults=True)) for m in base.models]
@@ -52,7 +57,10 @@ def blend_with(spec, data: Path, rule: str) -> dict:
     if code:
         raise SystemExit(f"blend of {spec.out_dir} failed ({code})")
     w = json.loads((spec.out_dir / "blend" / "weights.json").read_text())
-    return {"method": w["method"], "nested": w["nested"]["macro_f1"], "eval": w["truth"]["macro_f1"]}
+    e = w.get("expected") or {}
+    low, high = e.get("interval") or (float("nan"), float("nan"))
+    return {"method": w["method"], "nested": w["nested"]["macro_f1"], "eval": w["truth"]["macro_f1"],
+            "expected": e.get("macro_f1", float("nan")), "expected_low": low, "expected_high": high}
 
 
 def averaging_stats(exp_dir: Path, answers: Path) -> dict:
@@ -82,8 +90,8 @@ def averaging_stats(exp_dir: Path, answers: Path) -> dict:
     return pd.DataFrame(rows).mean().add_prefix("models_").to_dict()
 
 
-def measure_draw(seed: int, persons: int, weak: bool, root: Path) -> dict:
-    spec, data = draw_spec(seed, persons, weak, root)
+def measure_draw(seed: int, persons: int, weak: bool, root: Path, repeats: int = 1) -> dict:
+    spec, data = draw_spec(seed, persons, weak, root, repeats)
     started = time.perf_counter()
     summary = run_experiment(spec)
     if summary.failed or summary.unfinished:
@@ -97,6 +105,11 @@ def measure_draw(seed: int, persons: int, weak: bool, root: Path) -> dict:
             "gap_mean": gap.mean(), "gap_min": gap.min(),
             "covered": ((board.nested_macro_f1_low <= board.truth_macro_f1)
                         & (board.truth_macro_f1 <= board.nested_macro_f1_high)).mean(),
+            # over all methods: the expected interval's coverage and distance (NaN without repeats)
+            "expected_covered": ((board.expected_macro_f1_low <= board.truth_macro_f1)
+                                 & (board.truth_macro_f1 <= board.expected_macro_f1_high)).mean(),
+            "expected_abs_err": (board.truth_macro_f1 - board.expected_macro_f1).abs().mean(),
+            "expected_rank_corr": spearmanr(board.expected_macro_f1, board.truth_macro_f1).statistic,
             **{f"{rule}_{k}": v for rule, pick in picks.items() for k, v in pick.items()},
             **averaging_stats(spec.out_dir, data / "truth" / "eval_answers.csv")}
 
@@ -107,8 +120,9 @@ def main() -> None:
     parser.add_argument("--persons", type=int, default=150)
     parser.add_argument("--weak", action="store_true", help="also run each draw with the weak models added")
     parser.add_argument("--root", type=Path, default=Path("results/bench_estimate"))
+    parser.add_argument("--repeats", type=int, default=1, help="folds.repeats of every draw")
     args = parser.parse_args()
-    rows = [measure_draw(seed, args.persons, weak, args.root)
+    rows = [measure_draw(seed, args.persons, weak, args.root.resolve(), args.repeats)
             for seed in args.seeds for weak in ((False, True) if args.weak else (False,))]
     table = pd.DataFrame(rows)
     args.root.mkdir(parents=True, exist_ok=True)
@@ -120,6 +134,13 @@ def main() -> None:
         print(f"{rule}: eval macro F1 mean {table[f'{rule}_eval'].mean():.4f}, "
               f"eval minus nested mean {(table[f'{rule}_eval'] - table[f'{rule}_nested']).mean():+.4f}")
     print(f"one_se minus best, eval, per draw: {(table.one_se_eval - table.best_eval).round(4).tolist()}")
+    for rule in RULES:
+        if table[f"{rule}_expected"].notna().all():
+            inside = (table[f"{rule}_expected_low"] <= table[f"{rule}_eval"]) & (
+                table[f"{rule}_eval"] <= table[f"{rule}_expected_high"])
+            print(f"{rule}: chosen method's expected interval covers its eval score on {inside.sum()} of {len(table)} "
+                  f"draws; mean |expected - eval| {(table[f'{rule}_expected'] - table[f'{rule}_eval']).abs().mean():.4f}"
+                  f", mean |nested - eval| {(table[f'{rule}_nested'] - table[f'{rule}_eval']).abs().mean():.4f}")
 
 
 if __name__ == "__main__":
