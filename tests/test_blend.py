@@ -344,7 +344,7 @@ def test_summary_says_when_the_choice_is_not_clearly_better_and_whom_it_is_compa
     sure = blending.Comparison("single", "the best single model", Interval(0.03, 0.01, 0.05))
     lines = blend_outputs.summary_lines(dataclasses.replace(result, versus=(unsure, sure)))
     assert lines[0].startswith(f"chosen: {name} (nested macro F1 ")
-    assert lines[1].startswith("  expected on new people: not estimated (folds.repeats: 1)")
+    assert lines[1].startswith("  expected on new people: not estimated (it needs folds.repeats: 2")
     assert lines[2:] == ["  versus soft_equal (the equal soft vote): not clearly better, +0.006 [-0.011, +0.022]",
                          "  versus single (the best single model): clearly better, by +0.030 [+0.010, +0.050]",
                          "  (the chosen minus each in nested macro F1, paired: person bootstrap, 95%)"]

@@ -136,8 +136,9 @@ def expected_record(result: BlendResult) -> dict:
     return {"macro_f1": round(e.estimate, 5), "interval": e.record(), **x.record()}
 
 
-NO_EXPECTED = ("(folds.repeats: 1): the submission averages the fold models, which the nested estimate "
-               "never sees, so it usually scores above it; folds.repeats: 2 measures by how much")
+NO_EXPECTED = ("(it needs folds.repeats: 2 or more, in one experiment): the submission averages the fold "
+               "models, which the nested estimate never sees, so it usually scores above it; repeats measure "
+               "by how much")
 
 
 def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: pd.DataFrame,
@@ -170,6 +171,8 @@ def print_board(board: pd.DataFrame, log: Log = to_stdout) -> None:
     shown = pd.DataFrame({"method".ljust(width): [m.ljust(width) for m in board.method]})
     shown[f"nested macro F1 [{LEVEL:.0%}]"] = [
         Interval(*v).text() for v in board[["nested_macro_f1", "nested_macro_f1_low", "nested_macro_f1_high"]].to_numpy()]
+    if "expected_macro_f1" in board.columns and board.expected_macro_f1.notna().all():
+        shown["expected"] = board.expected_macro_f1  # on new people, from the repeats
     for column, title in BOARD_COLUMNS:
         if column in board.columns:
             shown[title] = board[column]

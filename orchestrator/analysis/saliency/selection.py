@@ -54,6 +54,8 @@ def explainable_jobs(spec: Experiment, exp_dir: Path, rows_hash: str, pseudo: di
     can use and the others with the reason; ExplainError if none can be used."""
     jobs, lost = [], {}
     for planned in planned_jobs(spec, rows_hash, pseudo, exp_dir / "jobs"):
+        if planned.repeat:  # explain reads oof.parquet, repeat 0's rows: its fold models explain them
+            continue
         why = unfinished_reason(planned.out_dir, needs=NEEDS) if planned.out_dir.exists() else None
         if planned.out_dir.exists() and why is None:
             jobs.append(FoldJob(planned.model, planned.fold, planned.out_dir))
