@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from orchestrator.analysis.pseudo_labels.calibration import class_thresholds, select_ranked
 from orchestrator.analysis.pseudo_labels.labelling import build_pseudo, load_round1
 from orchestrator.cluster.plan import plan_jobs
 from tasks.labels import NUM_CLASSES
 from tasks.logits import LogitsMeta, logits_table, read_logits, write_logits
 from tasks.pseudo.fold_sets import PseudoError, pseudo_path, read_pseudo
-from tasks.spec.experiment import Experiment
+from tasks.spec.experiment import Experiment, SpecError
 from tests.helpers.fake_logits import (
     eval_ids,
     fake_models,
@@ -347,3 +348,60 @@ def test_a_damaged_round1_blend_record_is_one_clear_error(round1, damage, proble
         build(round2(tmp, exp), people, len(answers))
     assert str(info.value).startswith(f"{exp / 'blend' / 'weights.json'}: round 1's blend record {problem}")
     assert f"blend round 1 again (python -m orchestrator.blend --results {exp}) or remove its blend/" in str(info.value)
+
+
+# pseudo.per_class: a threshold per class from round 1's OOF calibration, so the rare classes get
+# pseudo rows where the blend is reliable for them, and fold k's people never pick them.
+
+def one_hot_probs(labels: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    probs = np.full((len(labels), NUM_CLASSES), 0.0)
+    probs[np.arange(len(labels)), labels] = confidence
+    rest = (1 - confidence) / (NUM_CLASSES - 1)
+    return probs + np.where(probs == 0, rest[:, None], 0)
+
+
+def test_each_class_gets_the_lowest_threshold_that_keeps_its_precision():
+    # class 3: right at every confidence above 0.4, wrong below; class 5: right half the time anywhere
+    conf3 = np.linspace(0.2, 0.6, 41)
+    conf5 = np.linspace(0.3, 0.99, 40)
+    labels = np.r_[np.full(41, 3), np.full(40, 5)]
+    target = np.r_[np.where(conf3 >= 0.4 - 1e-9, 3, 0), np.where(np.arange(40) % 2 == 0, 5, 1)]
+    probs = one_hot_probs(labels, np.r_[conf3, conf5])
+    bar = class_thresholds(labels, probs, target, precision=0.9, min_rows=5)
+    assert bar[3] == pytest.approx(0.38, abs=0.011)  # the deepest prefix still >= 90% right
+    assert np.isinf(bar[5]) and np.isinf(bar[0])  # never precise, never predicted
+    few = class_thresholds(labels, probs, target, precision=0.9, min_rows=100)
+    assert np.isinf(few).all()  # a threshold must rest on min_rows rows
+    kept = select_ranked(labels, probs, bar, cap=5)
+    assert len(kept) == 5 and (labels[kept] == 3).all() and probs[kept, 3].min() >= np.sort(conf3)[-5] - 1e-9
+
+
+def test_per_class_reaches_more_classes_than_one_threshold(round1):
+    tmp, exp, people, answers = round1
+    one, _ = build(round2(tmp, exp, threshold=0.5, max_share=0.9), people, len(answers))
+    per, text = build(round2(tmp, exp, per_class={"precision": 0.6, "min_rows": 3}, max_share=0.9), people,
+                      len(answers))
+    assert "classes have one" in text and per.summary["per_class"] == {"precision": 0.6, "min_rows": 3}
+    for k in one.sets:
+        bar = np.array([np.inf if t is None else t for t in per.summary["folds"][str(k)]["thresholds"]])
+        rows = per.sets[k]
+        assert (rows.confidence >= bar[rows.label] - 1e-6).all()
+        assert len(np.unique(rows.label)) > len(np.unique(one.sets[k].label))
+
+
+def test_fold_ks_people_never_choose_its_per_class_rows(round1):
+    tmp, exp, people, answers = round1
+    spec = round2(tmp, exp, per_class={"precision": 0.6, "min_rows": 3})
+    before, _ = build(spec, people, len(answers))
+    rewrite_logits(exp, "oof", 0, shuffled)  # fold 0's OOF rows: its people's labels through calibration
+    after, _ = build(spec, people, len(answers))
+    assert after.hashes[0] == before.hashes[0]
+    assert after.hashes[1] != before.hashes[1] or after.hashes[2] != before.hashes[2]
+
+
+def test_per_class_settings_are_validated_by_field(round1):
+    tmp, exp, _, _ = round1
+    with pytest.raises((SpecError, ValueError), match="precision"):
+        round2(tmp, exp, per_class={"precision": 1.5})
+    with pytest.raises((SpecError, ValueError), match="per_class"):
+        round2(tmp, exp, per_class={"precison": 0.9})

@@ -287,7 +287,8 @@ class Experiment(Strict):
         # change what a run trains: either on or off keeps every hash. No data.face, no pseudo:
         # the hash it always had.
         unset = {"data": {"face"}} if self.data.face is None else {}
-        unset |= {"pseudo": True} if self.pseudo is None else {}
+        unset |= {"pseudo": True} if self.pseudo is None else ({"pseudo": {"per_class"}} if self.pseudo.per_class is None
+                                                                else {})
         unset |= {"folds": {"repeats"}} if self.folds.repeats == 1 else {}
         # When a slot's process is replaced changes no result.
         unset |= {"resources": set(SLOT_LIMITS), "blend": {"choose"}}  # nor how the blend picks its method

@@ -12,6 +12,15 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class PerClassSpec(BaseModel):
+    """A threshold per class instead of one: each class's is the lowest blended probability at
+    which round 1's OOF rows given that label were still right `precision` of the time."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    precision: float = Field(0.9, gt=0, lt=1)  # share of a class's kept labels expected right
+    min_rows: int = Field(5, ge=1)  # OOF rows a class's threshold must rest on; fewer: no rows of it
+
+
 class PseudoSpec(BaseModel):
     # tasks.spec.experiment.Strict, repeated: tasks.spec.experiment imports this module.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -23,6 +32,9 @@ class PseudoSpec(BaseModel):
     # Cap of pseudo rows in a fold's training set (labelled + pseudo); the most confident are kept.
     max_share: float = Field(0.5, gt=0, lt=1)
     per_fold: bool = True  # fold k's labels only from round-1 models that never saw fold k's people
+    # One global `threshold` kept only the four "mask worn, under 60" classes; per class, the rare
+    # classes that macro F1 weighs equally get rows too (`threshold` is then unused).
+    per_class: PerClassSpec | None = None
 
 
 def oof_optimistic(pseudo: PseudoSpec | None) -> bool:

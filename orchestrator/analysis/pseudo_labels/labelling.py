@@ -17,6 +17,7 @@ import pandas as pd
 from orchestrator.analysis.ensembles import methods as ens
 from orchestrator.analysis.ensembles.fitting import FittedBlend, fit_recipe, predict
 from orchestrator.analysis.ensembles.recipes import EQUAL, Recipe, recipe_named
+from orchestrator.analysis.pseudo_labels.calibration import class_thresholds, select_ranked
 from orchestrator.analysis.pseudo_labels.outputs import plot_pseudo, write_sets
 from orchestrator.analysis.results import BlendInputs, load_blend_inputs
 from orchestrator.analysis.results_folder import ResultsError, load_experiment
@@ -25,6 +26,7 @@ from tasks.logits import read_logits
 from tasks.pseudo.fold_sets import PseudoError, PseudoSet, pseudo_hash, pseudo_path
 from tasks.pseudo.rows import check_round1_rows
 from tasks.spec.experiment import Experiment
+from tasks.spec.pseudo import PerClassSpec
 from tasks.user_files import InputError, read_json
 
 
@@ -157,6 +159,36 @@ def select(labels: np.ndarray, probs: np.ndarray, eval_ids: np.ndarray, threshol
                      probs[order].astype(np.float32))
 
 
+def calibration_rows(r1: Round1, fold: int, per_fold: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, probabilities, given labels) of round 1's OOF rows that may set fold k's
+    per-class thresholds: per fold, the other folds' rows under the blend fitted on them (fold
+    k's people's labels never choose which photos fold k learns); else every row."""
+    oof = r1.inputs.oof
+    keep = oof.fold != fold if per_fold else np.ones(len(oof.fold), bool)
+    fitted = fitted_without(r1, fold if per_fold else None)
+    labels, probs = blended(fitted, np.compress(keep, oof.logits, axis=1))
+    return labels, probs, oof.target[keep]
+
+
+def select_per_class(calibration: tuple[np.ndarray, np.ndarray, np.ndarray], per_class: PerClassSpec,
+                     labels: np.ndarray, probs: np.ndarray, eval_ids: np.ndarray, cap: int) -> tuple[PseudoSet, np.ndarray]:
+    """pseudo.per_class: each class's eval photos at or above its own calibrated threshold (the
+    set, and the thresholds)."""
+    thresholds = class_thresholds(*calibration, per_class.precision, per_class.min_rows)
+    order = np.sort(select_ranked(labels, probs, thresholds, cap))  # eval order: the file reads like info.csv
+    confidence = probs[np.arange(len(labels)), labels].astype(np.float32)
+    return PseudoSet(eval_ids[order].astype(object), labels[order].astype(np.int64), confidence[order],
+                     probs[order].astype(np.float32)), thresholds
+
+
+def fold_set(r1: Round1, fold: int, p, labels: np.ndarray, probs: np.ndarray, eval_ids: np.ndarray,
+             cap: int) -> tuple[PseudoSet, np.ndarray]:
+    """Fold k's rows and the per-class bar they cleared (one global threshold, or per class)."""
+    if p.per_class is None:
+        return select(labels, probs, eval_ids, p.threshold, cap), np.full(NUM_CLASSES, p.threshold)
+    return select_per_class(calibration_rows(r1, fold, p.per_fold), p.per_class, labels, probs, eval_ids, cap)
+
+
 def fold_cap(folds: pd.DataFrame, fold: int, max_share: float) -> int:
     """Most pseudo rows that keep them at `max_share` of the fold's training set."""
     labelled = int((folds["fold"] != fold).sum())
@@ -175,17 +207,24 @@ def build_pseudo(spec: Experiment, folds: pd.DataFrame, eval_ids: np.ndarray, wr
     for k in range(n_splits):
         labels, probs = shared or fold_labels(r1, k, True)
         cap = fold_cap(folds, k, p.max_share)
-        sets[k] = select(labels, probs, eval_ids, p.threshold, cap)
         confidence[k] = probs[np.arange(len(labels)), labels]
-        eligible = int((confidence[k] >= p.threshold).sum())
+        sets[k], bar = fold_set(r1, k, p, labels, probs, eval_ids, cap)
+        eligible = int((confidence[k] >= bar[labels]).sum())
+        classes = np.bincount(sets[k].label, minlength=NUM_CLASSES)
         per_fold[k] = {"rows": len(sets[k]), "eligible": eligible, "cap": cap, "hash": pseudo_hash(sets[k], p),
-                       "classes": np.bincount(sets[k].label, minlength=NUM_CLASSES).tolist()}
-        log(f"  fold {k}: {len(sets[k])} of {len(eval_ids)} eval photos (probability >= {p.threshold:g}: {eligible}"
-            f"{f', capped at {cap} = {p.max_share:.0%} of the training set' if eligible > cap else ''})"
+                       "classes": classes.tolist(),
+                       **({"thresholds": [None if np.isinf(t) else round(float(t), 4) for t in bar]}
+                          if p.per_class else {})}
+        rule = (f"probability >= {p.threshold:g}" if p.per_class is None else
+                f"at its class's threshold for precision {p.per_class.precision:g}, {np.isfinite(bar).sum()} of "
+                f"{NUM_CLASSES} classes have one")
+        log(f"  fold {k}: {len(sets[k])} of {len(eval_ids)} eval photos of {(classes > 0).sum()} classes ({rule}: "
+            f"{eligible}{f', capped at {cap} = {p.max_share:.0%} of the training set' if eligible > cap else ''})"
             + (f" -> {pseudo_path(spec.out_dir, k)}" if write else ""))
     summary = {"source": str(r1.exp_dir), "per_fold": p.per_fold, "oof_optimistic": not p.per_fold,
                "method": r1.recipe.name, "from_blend": r1.from_blend, "models": list(r1.inputs.oof.models),
-               "threshold": p.threshold, "max_share": p.max_share, "soft": p.soft, "weight": p.weight,
+               "threshold": p.threshold, "per_class": p.per_class.model_dump() if p.per_class else None,
+               "max_share": p.max_share, "soft": p.soft, "weight": p.weight,
                "eval_images": int(len(eval_ids)), "folds": {str(k): v for k, v in per_fold.items()}}
     if write:
         write_sets(spec.out_dir, sets, summary)

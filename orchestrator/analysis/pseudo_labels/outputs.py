@@ -40,7 +40,8 @@ def plot_pseudo(path: Path, confidence: dict[int, np.ndarray], sets: dict[int, P
     bins = np.linspace(0, 1, 41)
     for k, conf in confidence.items():
         left.hist(conf, bins=bins, histtype="step", linewidth=1.5, label=f"fold {k}: {len(sets[k])} kept")
-    left.axvline(summary["threshold"], color="black", linestyle="--", label=f"threshold {summary['threshold']:g}")
+    if not summary.get("per_class"):  # per class, each class has its own bar (summary.json's thresholds)
+        left.axvline(summary["threshold"], color="black", linestyle="--", label=f"threshold {summary['threshold']:g}")
     left.set(xlabel="probability of the pseudo label (round 1's blend)", ylabel="eval photos",
              title="confidence of round 1 on each eval photo")
     left.legend(fontsize=8)
