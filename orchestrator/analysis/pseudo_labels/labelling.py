@@ -53,7 +53,10 @@ def load_round1(spec: Experiment, folds: pd.DataFrame, eval_ids: np.ndarray) -> 
     """The source's logits and blend method, checked against this experiment's folds and eval set."""
     source = check_source(spec)
     try:
+        # Repeat 0 alone: another repeat's fold models trained on fold k's people, and through
+        # the weights fitted on their rows they would reach fold k's labels.
         src_spec = load_experiment(source)
+        src_spec = src_spec.model_copy(update={"folds": src_spec.folds.model_copy(update={"repeats": 1})})
         inputs = load_blend_inputs(source, src_spec)
     except ResultsError as err:
         raise PseudoError(f"pseudo.source: {err}") from None
