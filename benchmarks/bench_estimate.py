@@ -38,12 +38,13 @@ WEAK = ("{backbone: resnet18, name: resnet18_scratch}", "{backbone: test_convnex
 RULES = ("best", "one_se")
 
 
-def draw_spec(seed: int, persons: int, weak: bool, root: Path, repeats: int = 1):
-    data = root / f"data_s{seed}_p{persons}"
+def draw_spec(seed: int, persons: int, weak: bool, root: Path, repeats: int = 1, eval_persons: int | None = None):
+    size = f"_p{persons}" + (f"_e{eval_persons}" if eval_persons else "")
+    data = root / f"data_s{seed}{size}"
     if not (data / "train").exists():
-        write_synth(data, persons=persons, seed=seed, size=(48, 64))
+        write_synth(data, persons=persons, seed=seed, size=(48, 64), eval_persons=eval_persons)
     overrides = [f"data.root={data}", f"seed={seed}", f"folds.seed={seed}", f"results_dir={root}",
-                 f"name=est_s{seed}_p{persons}{'_weak' if weak else ''}", f"folds.repeats={repeats}"]
+                 f"name=est_s{seed}{size}{'_weak' if weak else ''}", f"folds.repeats={repeats}"]
     if weak:
         base = load_spec(DEMO_SPEC, overrides)
         models = [json.dumps(m.model_dump(mode="json", exclude_defaults=True)) for m in base.models]
@@ -90,8 +91,9 @@ def averaging_stats(exp_dir: Path, answers: Path) -> dict:
     return pd.DataFrame(rows).mean().add_prefix("models_").to_dict()
 
 
-def measure_draw(seed: int, persons: int, weak: bool, root: Path, repeats: int = 1) -> dict:
-    spec, data = draw_spec(seed, persons, weak, root, repeats)
+def measure_draw(seed: int, persons: int, weak: bool, root: Path, repeats: int = 1,
+                 eval_persons: int | None = None) -> dict:
+    spec, data = draw_spec(seed, persons, weak, root, repeats, eval_persons)
     started = time.perf_counter()
     summary = run_experiment(spec)
     if summary.failed or summary.unfinished:
@@ -121,12 +123,14 @@ def main() -> None:
     parser.add_argument("--weak", action="store_true", help="also run each draw with the weak models added")
     parser.add_argument("--root", type=Path, default=Path("results/bench_estimate"))
     parser.add_argument("--repeats", type=int, default=1, help="folds.repeats of every draw")
+    parser.add_argument("--eval-persons", type=int, default=None, help="eval people (default: 2/3 of --persons)")
+    parser.add_argument("--out", default="draws.csv", help="table file under --root")
     args = parser.parse_args()
-    rows = [measure_draw(seed, args.persons, weak, args.root.resolve(), args.repeats)
+    rows = [measure_draw(seed, args.persons, weak, args.root.resolve(), args.repeats, args.eval_persons)
             for seed in args.seeds for weak in ((False, True) if args.weak else (False,))]
     table = pd.DataFrame(rows)
     args.root.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.root / "draws.csv", index=False)
+    table.to_csv(args.root / args.out, index=False)
     pd.set_option("display.width", 200)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

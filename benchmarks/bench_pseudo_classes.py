@@ -24,8 +24,7 @@ from orchestrator.cluster.experiment_run import run_experiment
 from tasks.spec.load import load_spec
 
 PSEUDO_SPEC = Path("experiments/pseudo_demo.yaml")
-VARIANTS = {"threshold 0.7": [], "per class, precision 0.9": ["pseudo.per_class={precision: 0.9}"],
-            "per class, precision 0.8": ["pseudo.per_class={precision: 0.8}"]}
+VARIANTS = {"threshold 0.7": [], "per class, precision 0.9": ["pseudo.per_class={precision: 0.9}"]}
 
 
 def truth_score(results: list[Path], answers: Path, out: Path | None = None) -> float:
