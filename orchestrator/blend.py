@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> None:
     print("\n".join(lines) + f"\nwrote {out}/ and {report}", flush=True)
     if real is not None:
         print(f"submission vs {args.truth}: macro F1 {real.macro_f1:.4f}, accuracy {real.accuracy:.4f} "
-              f"(nested estimate {chosen.nested.macro_f1_interval.text()}, accuracy {nested.accuracy:.4f})",
-              flush=True)
+              f"(nested estimate {chosen.nested.macro_f1_interval.text()}, accuracy {nested.accuracy:.4f}"
+              + (f"; expected {chosen.expected.text()}" if chosen.expected else "") + ")", flush=True)
     warning = optimistic_warning(models, result)
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr, flush=True)
