@@ -70,8 +70,8 @@ def test_expected_interval_is_wider_for_a_smaller_eval_set():
     one = np.where(rng.random(700) < 0.5, target, rng.integers(0, 18, 700))
     more = np.where(rng.random(700) < 0.6, target, one)
     boot = PersonBootstrap.draw(target, person)
-    big = expected_interval(boot, one, more, Expectation(2, 6, 1000.0, 100))
-    small = expected_interval(boot, one, more, Expectation(2, 6, 20.0, 100))
+    big = expected_interval(boot, [one], more, Expectation(2, 6, 1000.0, 100))
+    small = expected_interval(boot, [one], more, Expectation(2, 6, 20.0, 100))
     assert big.estimate == small.estimate > boot.point(more) > boot.point(one)
     assert small.low < big.low < big.estimate < big.high < small.high
 

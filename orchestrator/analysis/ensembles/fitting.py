@@ -245,10 +245,10 @@ def fit_blend(inputs: BlendInputs, spec: BlendSpec, log: Log = to_stdout,
     nested = predict_nested(recipes, oof.logits, oof.target, oof.fold, spec, log)
     one_member, expect = None, None
     if oof.repeat_logits is not None:
-        log(f"  nested again on repeat 0 alone (one held-out prediction per row, not {len(oof.repeat_logits)}), "
-            "to measure what averaging adds")
-        one_member = predict_nested(recipes, np.ascontiguousarray(oof.repeat_logits[0]), oof.target, oof.fold,
-                                    spec, log)
+        log(f"  nested again on each of the {len(oof.repeat_logits)} repeats alone (one held-out prediction per "
+            "row), to measure what averaging adds")
+        one_member = [predict_nested(recipes, np.ascontiguousarray(logits), oof.target, oof.fold, spec, log)
+                      for logits in oof.repeat_logits]
         expect = expectation(len(oof.repeat_logits), len(np.unique(oof.fold)), oof.person,
                              inputs.test.logits.shape[1])
     start = time.perf_counter()
@@ -258,7 +258,7 @@ def fit_blend(inputs: BlendInputs, spec: BlendSpec, log: Log = to_stdout,
     results = [MethodResult(f, evaluate(boot, predict(f, oof.logits)), evaluate(boot, nested[name]),
                             predict(f, inputs.test.logits).labels,
                             expected=None if expect is None else expected_interval(
-                                boot, one_member[name].labels, nested[name].labels, expect))
+                                boot, [one[name].labels for one in one_member], nested[name].labels, expect))
                for name, f in fitted.items()]
     # Stable sort: among equal scores the simpler method (planned earlier) is chosen.
     ranked = sorted(results, key=lambda r: (-ens.gain(spec.metric, r.nested.value(spec.metric)),

@@ -53,11 +53,12 @@ class PersonBootstrap:
 
     @classmethod
     def draw(cls, target: np.ndarray, person: np.ndarray, n: int = RESAMPLES, seed: int = SEED,
-             level: float = LEVEL) -> PersonBootstrap:
+             level: float = LEVEL, size: int | None = None) -> PersonBootstrap:
+        """`size`: people per resample (default: as many as there are), e.g. an eval set's count."""
         target = np.asarray(target, np.int64)
         _, codes = np.unique(np.asarray(person), return_inverse=True)
         people = int(codes.max()) + 1 if len(codes) else 0
-        picks = np.random.default_rng(seed).integers(0, people, (n, people))
+        picks = np.random.default_rng(seed).integers(0, people, (n, people if size is None else size))
         # Multiplicities via one bincount: row b's picks land in b*P .. b*P+P-1.
         draws = np.bincount((np.arange(n)[:, None] * people + picks).ravel(), minlength=n * people)
         draws = draws.reshape(n, people).astype(np.float32)  # counts stay exact below 2**24
