@@ -56,11 +56,11 @@ class ExportedGraph(torch.nn.Module):
         super().__init__()
         self.net = copy.deepcopy(fm.net).cpu().float().eval()
         self.net.heads = KeywordSafeHeads(self.net.heads)
-        self.register_buffer("mean", fm.norm[0].detach().cpu().float())
-        self.register_buffer("std", fm.norm[1].detach().cpu().float())
+        self.register_buffer("norm_mean", fm.norm[0].detach().cpu().float())
+        self.register_buffer("norm_std", fm.norm[1].detach().cpu().float())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = to_device(images, self.mean, self.std, images.device, channels_last=False)
+        x = to_device(images, self.norm_mean, self.norm_std, images.device, channels_last=False)
         return logits18(self.net(x))
 
 

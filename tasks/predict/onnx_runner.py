@@ -80,8 +80,9 @@ def onnx_logits(members: Sequence[FoldMember], photos: dict[str, DecodedPhotos],
         done += len(group)
         seconds = time.monotonic() - started
         n = len(images.readable)
-        log(f"  [{done}/{len(members)}] {first.model} ({len(group)} fold models): {n} photos in {seconds:.1f}s "
-            f"({n * len(group) / max(seconds, 1e-9):.0f} photo-models/s)")
+        models = ", ".join(dict.fromkeys(m.model for m in group))
+        log(f"  [{done}/{len(members)}] {len(group)} fold models of {models}: {n} photos in {seconds:.1f}s "
+            f"({n * len(group) / max(seconds, 1e-9):.0f} photos x models/s)")
     return logits
 
 
