@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> None:
     from orchestrator.analysis.predictions.ensemble import load_ensemble
     from orchestrator.analysis.predictions.exported import write_exported
     from tasks.log import to_stderr
-    from tasks.predict.onnx_export import export_member
+    from tasks.serving.onnx_export import export_member
     from tasks.user_files import check_folder
 
     started = time.monotonic()

@@ -28,13 +28,13 @@ from orchestrator.cli import make_parser, run_main
 def run(args: argparse.Namespace) -> int:
     from orchestrator.analysis.predictions.flow import predict_photos
     from tasks.log import to_stderr
-    from tasks.predict.photos import collect_photos
+    from tasks.serving.photos import collect_photos
 
     started = time.monotonic()
     photos = collect_photos(args.photos)  # first: a wrong path should not wait for the models
     if args.exported:
         from orchestrator.analysis.predictions.exported import read_exported
-        from tasks.predict.onnx_runner import onnx_logits
+        from tasks.serving.onnx_runner import onnx_logits
 
         ensemble, runner, where = read_exported(args.exported), onnx_logits, "onnxruntime"
     else:
@@ -42,12 +42,12 @@ def run(args: argparse.Namespace) -> int:
 
         ensemble = load_ensemble(args.results, log=to_stderr)
         if args.address:
-            from orchestrator.cluster.predict_tasks import ray_runner
+            from orchestrator.cluster.fold_tasks import ray_runner
 
             runner = ray_runner(None if args.address == "local" else args.address)
             where = "Ray " + ("(embedded, local)" if args.address == "local" else args.address)
         else:
-            from tasks.predict.local import torch_logits
+            from tasks.serving.local import torch_logits
 
             runner, where = torch_logits, "torch, this machine"
     to_stderr(f"{len(photos.paths)} photos; {ensemble.method} of {', '.join(ensemble.weighted())}: "

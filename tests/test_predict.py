@@ -1,7 +1,6 @@
 """`python -m orchestrator.predict`: the chosen ensemble on any photos, the eval photos' own path."""
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,9 @@ from orchestrator.analysis.results import load_blend_inputs
 from orchestrator.analysis.results_folder import load_experiment, planned_jobs_as_run
 from tasks.data.preparation import load_dataset
 from tasks.logits import read_logits
-from tasks.predict.images import Decoding, decode_photos
-from tasks.predict.members import FoldMember, ModelInput
-from tasks.predict.photos import PhotoError, collect_photos
+from tasks.serving.images import Decoding, decode_photos
+from tasks.serving.members import FoldMember, ModelInput
+from tasks.serving.photos import PhotoError, collect_photos
 from tasks.spec.experiment import BlendSpec
 from tests.helpers.fake_logits import fake_models, make_people, make_targets, write_experiment
 from tests.helpers.specs import shrunk_spec
@@ -142,61 +141,34 @@ def test_new_photos_get_the_eval_caches_pixels_and_face_crop(synth_root, tmp_pat
     assert set(photos.box_source) <= {"detector", "fallback"} and list(photos.box_source) == list(faces["source"])
 
 
-@pytest.fixture(scope="module")
-def eval_predictions(blended_experiment, synth_root, tmp_path_factory):
-    """predict on the experiment's own eval photos, plus a truncated and a non-image file in a list."""
-    tmp = tmp_path_factory.mktemp("predict")
+@pytest.mark.slow  # trains the session's experiment
+def test_the_eval_photos_answer_as_the_submission_and_unreadable_photos_are_listed(blended_experiment, synth_root,
+                                                                                    tmp_path, capsys):
     photos = sorted((synth_root / "eval" / "images").iterdir())
     data = photos[0].read_bytes()
-    (tmp / "truncated.jpg").write_bytes(data[: len(data) // 3])
-    (tmp / "not_a_photo.jpg").write_text("hello")
-    (tmp / "list.txt").write_text("truncated.jpg\nnot_a_photo.jpg\n")
-    out = tmp / "predictions.csv"
-    code = predict.main([str(synth_root / "eval" / "images"), str(tmp / "list.txt"), "--results",
-                         str(blended_experiment), "--out", str(out), "--probs"])
-    return code, pd.read_csv(out, keep_default_na=False, na_values=[""]), tmp
-
-
-@pytest.mark.slow  # trains the session's experiment
-def test_predict_on_the_eval_photos_answers_as_the_submission(blended_experiment, eval_predictions, capsys):
-    code, table, _ = eval_predictions
+    (tmp_path / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (tmp_path / "not_a_photo.jpg").write_text("hello")
+    (tmp_path / "list.txt").write_text("truncated.jpg\nnot_a_photo.jpg\n")
+    out = tmp_path / "predictions.csv"
+    capsys.readouterr()
+    code, err = run_cli(capsys, synth_root / "eval" / "images", tmp_path / "list.txt", "--results", blended_experiment,
+                        "--out", out, "--probs")
+    table = pd.read_csv(out)
     submission = pd.read_csv(blended_experiment / "blend" / "submission.csv")
-    table["ImageID"] = table["path"].map(os.path.basename)
-    merged = submission.merge(table, on="ImageID", how="left", validate="one_to_one")
-    assert len(merged) == len(submission) and merged["class"].notna().all()
+    merged = submission.merge(table.assign(ImageID=table["path"].map(os.path.basename)), on="ImageID", how="left",
+                              validate="one_to_one")
+    assert len(table) == len(submission) and merged["class"].notna().all()
     assert (merged["class"] == merged["ans"]).all(), (merged["class"] != merged["ans"]).sum()
-    assert code == 1  # two photos could not be read: listed, not fatal
-
-
-@pytest.mark.slow  # trains the session's experiment
-def test_the_table_has_words_probabilities_and_no_unreadable_photos(eval_predictions):
-    _, table, tmp = eval_predictions
+    # two photos could not be read: listed, the rest predicted, exit status 1
+    assert code == 1 and f"predicted {len(photos)} of {len(photos) + 2} photos with " in err
+    assert " photos/s (decode " in err and "skipped 2 photos that could not be read (not in predictions.csv):" in err
+    assert f"{tmp_path / 'truncated.jpg'}: unreadable image (" in err and f"{tmp_path / 'not_a_photo.jpg'}: unreadable" in err
     assert list(table.columns[:11]) == ["path", "class", "mask", "gender", "age", "prob", "face_source", "face_x0",
                                         "face_y0", "face_x1", "face_y1"]
     probs = table[[f"prob_{c}" for c in range(18)]].to_numpy()
-    assert np.allclose(probs.sum(1), 1, atol=1e-4)
-    assert np.allclose(probs[np.arange(len(table)), table["class"]], table["prob"])
-    first = table.iloc[0]
-    assert (first["mask"], first["gender"], first["age"]) == (
-        ("wear", "incorrect", "not_worn")[first["class"] // 6], ("male", "female")[first["class"] // 3 % 2],
-        ("<30", "30-59", ">=60")[first["class"] % 3])
+    assert np.allclose(probs.sum(1), 1, atol=1e-4) and np.allclose(probs[np.arange(len(table)), table["class"]],
+                                                                   table["prob"])
+    words = [(("wear", "incorrect", "not_worn")[c // 6], ("male", "female")[c // 3 % 2], ("<30", "30-59", ">=60")[c % 3])
+             for c in table["class"]]
+    assert list(zip(table["mask"], table["gender"], table["age"])) == words
     assert table["face_x0"].isna().all()  # the experiment has no face crop
-    assert not table["path"].str.contains("truncated|not_a_photo").any()
-
-
-@pytest.mark.slow  # trains the session's experiment
-def test_unreadable_photos_are_listed_and_the_summary_gives_photos_per_second(blended_experiment, synth_root, tmp_path,
-                                                                               capsys):
-    photos = sorted((synth_root / "eval" / "images").iterdir())[:5]
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for p in photos:
-        shutil.copy(p, folder / p.name)
-    (folder / "zz_truncated.jpg").write_bytes(photos[0].read_bytes()[:200])
-    capsys.readouterr()
-    code, err = run_cli(capsys, folder, "--results", blended_experiment, "--out", tmp_path / "p.csv")
-    assert code == 1
-    assert "predicted 5 of 6 photos with " in err and " photos/s (decode " in err
-    assert "skipped 1 photos that could not be read (not in p.csv):" in err
-    assert f"{folder / 'zz_truncated.jpg'}: unreadable image (" in err
-    assert len(pd.read_csv(tmp_path / "p.csv")) == 5

@@ -1,8 +1,8 @@
 """A chosen ensemble outside the competition: the blend of a results folder and its fold models
 (`ensemble`), their logits of new photos through the fitted blend (`combine`), the whole run and
 its table (`flow`), and the exported folder (`exported`: ONNX graphs and blend.json, read
-without torch). The torch and onnxruntime runners are tasks/predict/; Ray's is
-orchestrator/cluster/predict_tasks.py.
+without torch). The torch and onnxruntime runners are tasks/serving/; Ray's is
+`ray_runner` in orchestrator/cluster/fold_tasks.py.
 """
 from tasks.exports import lazy_exports
 

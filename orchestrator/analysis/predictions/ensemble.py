@@ -21,8 +21,8 @@ from orchestrator.analysis.results_folder import (
     planned_jobs_as_run,
 )
 from tasks.log import Log, silent
-from tasks.predict.images import Decoding
-from tasks.predict.members import FoldMember, ModelInput
+from tasks.serving.images import Decoding
+from tasks.serving.members import FoldMember, ModelInput
 
 
 class PredictError(ResultsError):

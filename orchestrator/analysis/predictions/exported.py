@@ -15,8 +15,8 @@ from pathlib import Path
 from orchestrator.analysis.predictions.ensemble import Ensemble, PredictError, fitted_blend
 from tasks.atomic import atomic_dir
 from tasks.log import Log
-from tasks.predict.images import Decoding
-from tasks.predict.members import FoldMember, ModelInput
+from tasks.serving.images import Decoding
+from tasks.serving.members import FoldMember, ModelInput
 
 FORMAT = 1
 BLEND_KEYS = ("method", "vote", "decode", "weights", "temperatures", "offsets", "bonus")

@@ -22,9 +22,9 @@ from tasks.data.cache import default_cache_dir
 from tasks.data.dataset import Problem, describe
 from tasks.labels import AGE_NAMES, GENDER_NAMES, MASK_NAMES, NUM_CLASSES, split_class
 from tasks.log import Log
-from tasks.predict.images import FACE_BOX, DecodedPhotos, decode_photos
-from tasks.predict.members import FoldMember
-from tasks.predict.photos import PhotoList
+from tasks.serving.images import FACE_BOX, DecodedPhotos, decode_photos
+from tasks.serving.members import FoldMember
+from tasks.serving.photos import PhotoList
 
 # members, their decodings' photos, log -> each member's (readable photos, 18) logits by key
 Runner = Callable[[Sequence[FoldMember], dict[str, DecodedPhotos], Log], dict[str, np.ndarray]]

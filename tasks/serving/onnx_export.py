@@ -3,7 +3,7 @@
 The graph holds the eval path's own normalisation (`tasks.data.batches.to_device`) and
 `logits18` (so a multi-head model gives the same joint log-probabilities), traced from the
 code the eval path runs; what stays outside is the decode, crop and eval pipeline (the same
-torch-free code in both paths) and the TTA (tasks/predict/onnx_runner.py).
+torch-free code in both paths) and the TTA (tasks/serving/onnx_runner.py).
 
 The exporter is torch's default since 2.9 (`torch.onnx.export(dynamo=True)`, with
 onnxscript): it runs offline and, unlike the older TorchScript exporter, exports timm's ViTs
@@ -109,7 +109,7 @@ def check_tta_exportable(train, name: str) -> None:
 
 
 def export_member(member, path: Path) -> dict:
-    """A fold model (tasks.predict.members.FoldMember) from its best.pt to `path`; what its graph holds."""
+    """A fold model (tasks.serving.members.FoldMember) from its best.pt to `path`; what its graph holds."""
     from tasks.train.fold_models import load_fold_model
 
     fm = load_fold_model(member.spec, member.spec_model, member.fold, member.weights)

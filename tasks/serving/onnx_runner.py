@@ -1,8 +1,8 @@
 """The exported fold models on onnxruntime alone: no torch, timm or Ray is imported.
 
 What a photo goes through is the torch path's, piece by piece: the same decode and crop
-(tasks/predict/images.py), the same eval pipeline and resize (`tasks.spec.augment.image_pipeline`),
-and a graph that holds the same normalisation and logits18 (tasks/predict/onnx_export.py). Flip
+(tasks/serving/images.py), the same eval pipeline and resize (`tasks.spec.augment.image_pipeline`),
+and a graph that holds the same normalisation and logits18 (tasks/serving/onnx_export.py). Flip
 TTA is the one step written again: the mean of the logits of the photo and its mirror image, as
 `tasks.train.inference.predict` does (tests/test_export.py holds both paths to each other).
 """
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from tasks.log import Log
-from tasks.predict.images import DecodedPhotos
-from tasks.predict.members import FoldMember
+from tasks.serving.images import DecodedPhotos
+from tasks.serving.members import FoldMember
 
 BATCH = 32
 

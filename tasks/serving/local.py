@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from tasks.log import Log
-from tasks.predict.images import DecodedPhotos
-from tasks.predict.members import FoldMember
+from tasks.serving.images import DecodedPhotos
+from tasks.serving.members import FoldMember
 
 PROGRESS_SECONDS = 5.0
 BATCHES_PER_CHUNK = 16  # rows go in chunks of whole loader batches: the batches stay the eval path's

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.predict.images import Decoding
+from tasks.serving.images import Decoding
 
 
 @dataclass(frozen=True)
