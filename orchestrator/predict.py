@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.cli import make_parser, run_main
+from orchestrator.cli import UserError, make_parser, run_main
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from tasks.serving.photos import collect_photos
 
     started = time.monotonic()
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out}: a folder; give the CSV's file name, e.g. --out {args.out / 'predictions.csv'}")
     photos = collect_photos(args.photos)  # first: a wrong path should not wait for the models
     if args.exported:
         from orchestrator.analysis.predictions.exported import read_exported
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
             from tasks.serving.local import torch_logits
 
             runner, where = torch_logits, "torch, this machine"
-    to_stderr(f"{len(photos.paths)} photos; {ensemble.method} of {', '.join(ensemble.weighted())}: "
+    n = len(photos.paths)
+    to_stderr(f"{n} photo{'' if n == 1 else 's'}; {ensemble.method} of {', '.join(ensemble.weighted())}: "
               f"{len(ensemble.members)} fold models on {where}")
     summary = predict_photos(ensemble, photos, runner, args.out, args.probs, to_stderr, started)
     to_stderr("\n".join(summary.lines(ensemble.method, ensemble.folder)))

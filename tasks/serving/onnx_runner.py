@@ -56,10 +56,14 @@ def providers() -> list[str]:
 
 
 def onnx_logits(members: Sequence[FoldMember], photos: dict[str, DecodedPhotos], log: Log,
-                batch: int = BATCH) -> dict[str, np.ndarray]:
+                batch: int = BATCH, threads: int = 0) -> dict[str, np.ndarray]:
     """Every member's (readable photos, 18) logits. Members that see the same photos the same way
-    (one model's folds) share each batch's preprocessing."""
+    (one model's folds) share each batch's preprocessing. `threads`: onnxruntime's per session
+    (0: its default, one per core)."""
     import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
 
     with torch_hidden():
         from tasks.spec.augment import image_pipeline
@@ -72,7 +76,7 @@ def onnx_logits(members: Sequence[FoldMember], photos: dict[str, DecodedPhotos],
     for group in groups.values():
         started = time.monotonic()
         first = group[0]
-        sessions = [ort.InferenceSession(str(m.weights), providers=providers()) for m in group]
+        sessions = [ort.InferenceSession(str(m.weights), options, providers=providers()) for m in group]
         pipeline = image_pipeline(first.model_input.eval_steps, first.model_input.input_size)
         images = photos[first.decoding.key]
         outs = _run_group(sessions, pipeline, images, first.model_input.tta_flip, batch)

@@ -49,9 +49,9 @@ class PredictSummary:
                  f"models) in {self.seconds:.1f}s: {rate:.1f} photos/s (decode {self.decode_seconds:.1f}s, models "
                  f"{self.model_seconds:.1f}s) -> {self.out}"]
         if self.repeated:
-            lines.append(f"{self.repeated} paths were given more than once and are predicted once")
+            lines.append(f"{_count(self.repeated, 'path')} given more than once, predicted once")
         if self.skipped:
-            lines.append(f"skipped {len(self.skipped)} photos that could not be read (not in {self.out.name}):\n"
+            lines.append(f"skipped {_count(len(self.skipped), 'photo')} that could not be read (not in {self.out.name}):\n"
                          + describe(list(self.skipped), SHOWN))
         return lines
 
@@ -68,8 +68,9 @@ def predict_photos(ensemble: Ensemble, photos: PhotoList, run: Runner, out: Path
         ok = np.logical_and.reduce([d.ok for d in decoded.values()])
         if not ok.any():
             problems = next(iter(decoded.values())).problems
-            raise PredictError(f"none of the {len(photos.paths)} photos could be read, e.g. {problems[0].file}: "
-                               f"{problems[0].reason}")
+            which = "the photo" if len(photos.paths) == 1 else f"none of the {len(photos.paths)} photos"
+            raise PredictError(f"{which} could not be read: {problems[0].file}: {problems[0].reason}"
+                               + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
         t = time.monotonic()
         logits = run(ensemble.members, decoded, log)
         model_seconds = time.monotonic() - t
@@ -80,6 +81,10 @@ def predict_photos(ensemble: Ensemble, photos: PhotoList, run: Runner, out: Path
     skipped = tuple(p for d in decoded.values() for p in d.problems)
     return PredictSummary(out, len(photos.paths), int(ok.sum()), tuple(dict.fromkeys(skipped)), photos.repeated,
                           len(ensemble.members), decode_seconds, model_seconds, time.monotonic() - started)
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" + ("" if n == 1 else "s")
 
 
 def _scratch() -> Path:
