@@ -59,3 +59,15 @@ def make_spec(synth_root, tmp_path):
     """`make_spec(*overrides, name=...)`: the shrunk demo spec on the session's data, results
     in this test's tmp_path."""
     return lambda *overrides, name="t": shrunk_spec(synth_root, tmp_path, *overrides, name=name)
+
+
+@pytest.fixture(scope="session")
+def blended_experiment(synth_root, tmp_path_factory) -> Path:
+    """A real experiment, trained and blended: one multi-head test_efficientnet x 2 folds x 1 epoch
+    with flip TTA, for predict and export (tests/helpers/trained.py). Read-only by convention."""
+    from tests.helpers.trained import train_and_blend
+
+    spec = shrunk_spec(synth_root, tmp_path_factory.mktemp("blended"), "train.tta_flip=true",
+                       "models=[{backbone: test_efficientnet, name: effnet_multi, train: {head: multi}}]",
+                       name="predicttest")
+    return train_and_blend(spec, "--set", "blend.rounds=5")

@@ -84,7 +84,7 @@ def test_blend_audit_and_report_run_without_ray(tmp_path):
 def test_help_imports_nothing_heavy():
     """`--help` answers at once: no torch, Ray, pandas or timm is imported before the arguments
     are parsed (they took 6-16 s), and every command names what it writes, with examples."""
-    for command in ("run", "prepare", "search", "blend", "audit", "report", "demo", "explain"):
+    for command in ("run", "prepare", "search", "blend", "audit", "report", "demo", "explain", "predict", "export"):
         code = (f"import io, contextlib, sys\nfrom orchestrator import {command}\nout = io.StringIO()\n"
                 f"with contextlib.redirect_stdout(out):\n    try:\n        {command}.main(['--help'])\n"
                 f"    except SystemExit:\n        pass\n"

@@ -206,10 +206,17 @@ def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequenc
         # Each (fold, image) occurs once (duplicates were refused), so plain assignment fills it.
         per_model = np.empty((n_splits, len(ids), NUM_CLASSES), np.float32)
         per_model[frame.fold.to_numpy()[at], where[at]] = file.logits[at]
-        complete[model] = per_model.mean(axis=0)
+        complete[model] = model_logits(per_model)
     _log_exclusions(excluded, log)
     stack = np.stack(list(complete.values())) if complete else np.empty((0, len(ids), NUM_CLASSES), np.float32)
     return EvalLogits(tuple(complete), stack, np.asarray(eval_ids, dtype=object), file.rows_hash, tuple(excluded))
+
+
+def model_logits(per_fold: np.ndarray) -> np.ndarray:
+    """(F, T, C) logits of a model's fold models (in fold order) -> the model's (T, C) test logits:
+    their mean. The one place this happens: `orchestrator.predict` combines the fold models'
+    logits of new photos through here too, so its answers and the submission's cannot drift."""
+    return np.asarray(per_fold, np.float32).mean(axis=0)
 
 
 @dataclass(frozen=True)

@@ -127,10 +127,9 @@ def rows_hash_as_run(exp_dir: Path, dataset) -> str:
     return rows_hash(load_experiment(exp_dir), dataset)
 
 
-def finished_job_dirs(exp_dir: Path) -> list[Path]:
-    """The folders of the saved spec's planned jobs that hold a result.json, on the rows
-    manifest.json names (prepare writes it): jobs of settings since changed are not listed.
-    [] without a manifest or spec."""
+def planned_jobs_as_run(exp_dir: Path) -> list:
+    """The saved spec's planned jobs (tasks.job_io.PlannedJob: model, fold, folder), on the rows
+    manifest.json names (prepare writes it), finished or not; ResultsError if they cannot be named."""
     import json
 
     from orchestrator.analysis.pseudo_labels.outputs import saved_hashes
@@ -138,8 +137,22 @@ def finished_job_dirs(exp_dir: Path) -> list[Path]:
 
     try:
         rows = json.loads((exp_dir / "manifest.json").read_text())["rows_hash"]
-        spec = load_experiment(exp_dir)
-        plans = planned_jobs(spec, rows, saved_hashes(spec), exp_dir / "jobs")
-    except (OSError, ValueError, KeyError, TypeError, UserError):
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ResultsError(f"{exp_dir / 'manifest.json'}: cannot read its rows_hash ({type(err).__name__}); "
+                           "run `python -m orchestrator.prepare` on the experiment's spec again") from None
+    spec = load_experiment(exp_dir)
+    try:
+        return planned_jobs(spec, rows, saved_hashes(spec), exp_dir / "jobs")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ResultsError(f"{exp_dir}: cannot name the experiment's jobs ({type(err).__name__}: {err})") from None
+
+
+def finished_job_dirs(exp_dir: Path) -> list[Path]:
+    """The folders of the saved spec's planned jobs that hold a result.json, on the rows
+    manifest.json names (prepare writes it): jobs of settings since changed are not listed.
+    [] without a manifest or spec."""
+    try:
+        plans = planned_jobs_as_run(exp_dir)
+    except UserError:
         return []
     return [p.out_dir for p in plans if (p.out_dir / "result.json").is_file()]

@@ -1,5 +1,6 @@
 """Work on the saved fold models, one Ray task per fold model, each holding a slot like a
-training worker: `blend --reinfer`'s test logits and `explain --ray`'s Grad-CAMs.
+training worker: `blend --reinfer`'s test logits, `explain --ray`'s Grad-CAMs and
+`predict --address`'s logits of new photos (`ray_runner`, below).
 
 A task gets the small spec and paths: it reads the images on its own node and the weights
 from results/ when its node sees them, else from the job's final checkpoint in Train storage
@@ -78,3 +79,58 @@ def run_fold_tasks(spec: Experiment, address: str | None, body: Callable, calls:
                 yield key, ray.get(ref)
             except Exception as err:  # a task's own error arrives wrapped in RayTaskError
                 yield key, getattr(err, "cause", None) or err
+
+
+# `predict --address`: a task reads the photos the driver decoded when its node sees that cache
+# (this machine, or a shared filesystem), else decodes them again on its node the same way (the
+# photos must be on a filesystem it sees); the weights come from results/ or Train storage.
+
+def predict_task(spec_dict: dict, member, checkpoint: dict | None, photos):
+    """The Ray task body: (logits, node, seconds)."""
+    import dataclasses
+    import time
+
+    import ray
+
+    from tasks.log import silent
+    from tasks.serving.images import decode_photos
+    from tasks.serving.local import member_logits
+
+    started = time.monotonic()
+    member = dataclasses.replace(member, spec=Experiment.model_validate(spec_dict))
+    with tempfile.TemporaryDirectory() as scratch, job_weights(member.weights, checkpoint) as weights:
+        if not photos.cache.array_path.is_file():  # another node: decode here, as the driver did
+            photos = decode_photos(photos.paths, member.decoding, Path(scratch), silent)
+        logits = member_logits(dataclasses.replace(member, weights=weights), photos, silent)
+    return logits, ray.util.get_node_ip_address(), time.monotonic() - started
+
+
+def ray_runner(address: str | None):
+    """`predict --address`'s runner (orchestrator.analysis.predictions.flow.Runner): `address` as
+    `run` takes it, None for an embedded local Ray."""
+    import dataclasses
+
+    from orchestrator.analysis.predictions.ensemble import PredictError
+
+    def run(members, photos, log):
+        calls = {m.key: (m.spec.model_dump(mode="json"), dataclasses.replace(m, spec=None),
+                         job_checkpoint(m.weights.parent), photos[m.decoding.key]) for m in members}
+        logits, failures = {}, []
+
+        def started(slots: int) -> None:
+            log(f"  {len(calls)} fold models as Ray tasks, {slots} at a time")
+
+        for key, out in run_fold_tasks(members[0].spec, address, predict_task, calls, PredictError, started):
+            if isinstance(out, BaseException):
+                failures.append(f"  {key}: {type(out).__name__}: {str(out).strip()[:500]}")
+                log(f"  [{len(logits) + len(failures)}/{len(calls)}] FAILED {key}")
+                continue
+            logits[key], node, seconds = out
+            log(f"  [{len(logits) + len(failures)}/{len(calls)}] {key}: {len(logits[key])} photos on {node} in "
+                f"{seconds:.1f}s")
+        if failures:
+            raise PredictError(f"{len(failures)} of {len(calls)} fold models failed; nothing was written:\n"
+                               + "\n".join(failures))
+        return logits
+
+    return run

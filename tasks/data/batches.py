@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tasks.spec.augment import MixSpec, Pipeline, build_pipeline
+from tasks.spec.augment import MixSpec, Pipeline, image_pipeline
 from tasks.data.cache import ImageCache
 from tasks.train.distributed import EpochSampler, Ranks
 from tasks.labels import NUM_CLASSES
@@ -58,10 +58,8 @@ class CachedImages(Dataset):
     An item: (uint8 HWC image, 18 target probabilities, age, loss weight)."""
 
     def __init__(self, samples: Samples, steps: Pipeline, size: tuple[int, int]):
-        import albumentations as A
-
         self.samples = samples
-        self.pipeline = A.Compose([build_pipeline(steps), A.Resize(*size)])
+        self.pipeline = image_pipeline(steps, size)
         self.arrays: list[np.ndarray] | None = None
 
     def __len__(self) -> int:

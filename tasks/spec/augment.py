@@ -49,6 +49,15 @@ def build_pipeline(steps: Pipeline):
     return A.Compose(transforms)
 
 
+def image_pipeline(steps: Pipeline, size: tuple[int, int]):
+    """What one cached image goes through before the model: `steps`, then resizing to the model's
+    input size (H, W). The one definition, shared by the loaders (tasks/data/batches.py) and the
+    exported runner, which has no torch (tasks/serving/onnx_runner.py)."""
+    import albumentations as A
+
+    return A.Compose([build_pipeline(steps), A.Resize(*size)])
+
+
 def _one_line(err: Exception) -> str:
     # albumentations wraps a pydantic ValidationError in a ValueError; keep its field messages.
     cause = err.__cause__

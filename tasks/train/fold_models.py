@@ -58,5 +58,11 @@ def infer_test(spec: Experiment, model_name: str, fold: int, weights_path: Path,
                dataset: Dataset | None = None) -> np.ndarray:
     """(eval images, 18) float32 logits in info.csv order, as the job's own test inference."""
     dataset = dataset or load_dataset(spec, verbose=False)
-    fm = load_fold_model(spec, model_name, fold, weights_path)
-    return predict(fm.net, eval_loader(dataset.eval_cache, dataset.eval, fm.train), fm.device, fm.norm, tta)
+    return infer_rows(load_fold_model(spec, model_name, fold, weights_path), dataset.eval_cache, dataset.eval, tta)
+
+
+def infer_rows(fm: FoldModel, cache, rows, tta: bool) -> np.ndarray:
+    """(len(rows), 18) float32 logits of a cache's rows (`rows.image_key`), in row order: the eval
+    loader, the model's eval pipeline and TTA, as for the eval images. `orchestrator.predict`
+    runs new photos through here, so they go exactly the way the eval photos went."""
+    return predict(fm.net, eval_loader(cache, rows, fm.train), fm.device, fm.norm, tta)

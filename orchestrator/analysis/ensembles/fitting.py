@@ -39,7 +39,7 @@ class FittedBlend:
         groups = ("classes",) if self.recipe.decode == "joint" else ("mask", "gender", "age")
         return {"method": self.recipe.name, "vote": self.recipe.vote, "decode": self.recipe.decode,
                 "weights": dict(zip(models, self.weights.round(6).tolist())),
-                "temperatures": dict(zip(models, self.temperatures.round(4).tolist())),
+                "temperatures": dict(zip(models, self.temperatures.tolist())),  # exact: it divides every logit
                 "offsets": {g: b.round(3).tolist() for g, b in zip(groups, self.offsets)},
                 "bonus": dict(zip(models, self.bonus.round(6).tolist()))}
 
