@@ -167,7 +167,7 @@ def test_blend_reinfer_with_other_views_rewrites_oof_and_test_and_fits_on_them(e
     before = oof_logits(jobs)
     code = blend.main(["--results", str(exp), "--reinfer", "--tta", "hflip,five_crop", "--set", "blend.rounds=5"])
     out = capsys.readouterr().out
-    assert code == 0 and "(TTA hflip x five_crop 0.875 (10 views))" in out and out.count("OOF + ") == 2
+    assert code == 0 and "eval images, TTA hflip x five_crop 0.875 (10 views)\n" in out and out.count("OOF + ") == 2
     spec = load_experiment(exp)
     dataset = load_dataset(spec, verbose=False)
     tta = parse_tta("hflip,five_crop")

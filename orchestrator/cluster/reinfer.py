@@ -119,8 +119,8 @@ def _reinfer_locked(spec: Experiment, exp_dir: Path, tta: Tta | None, address: s
     done = finished_jobs(plans, exp_dir)
     tta_of = {p.job_id: resolve_tta(p.train) if tta is None else tta for p in done}
     texts = {t.text() for t in tta_of.values()}
-    log(f"re-inferring {len(done)} fold models over their OOF rows and {len(dataset.eval)} eval images "
-        f"(TTA {texts.pop() if len(texts) == 1 else 'per model'})")
+    log(f"re-inferring {len(done)} fold models over their OOF rows and {len(dataset.eval)} eval images, "
+        f"TTA {texts.pop() if len(texts) == 1 else 'per model'}")
     results, failures = _run_tasks(spec, done, tta_of, address, log, rows, dataset)
     if failures:
         raise ReinferError(f"{len(failures)} of {len(done)} fold models failed; their old logits are kept "
