@@ -1,7 +1,8 @@
 """`python -m orchestrator.blend`: the submission the OOF evidence supports, honestly scored.
 
-Test logits are the ones the jobs saved; `--reinfer` first recomputes them from the saved fold
-models on Ray (optionally with flip TTA via `--tta/--no-tta`), e.g. when they are missing.
+Test logits are the ones the jobs saved; `--reinfer` first recomputes every job's OOF and test
+logits from its saved fold model on Ray, both with the same TTA (`--tta hflip,five_crop`,
+`--no-tta`; default: each model's own), e.g. when they are missing or the TTA should change.
 
 Every method is fitted inside the person folds (on K-1 folds' OOF rows, scored on the
 held-out fold) as well as on all rows; the method is chosen by the nested score, since
@@ -110,7 +111,7 @@ def experiments(args: argparse.Namespace) -> tuple[tuple, Path]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = make_parser("python -m orchestrator.blend", __doc__, [
         "python -m orchestrator.blend", "python -m orchestrator.blend --results results/five_fold --metric macro_f1",
-        "python -m orchestrator.blend --reinfer --tta --address auto",
+        "python -m orchestrator.blend --reinfer --tta hflip,five_crop --address auto",
         "python -m orchestrator.blend --truth data/synth/truth/eval_answers.csv",
         "python -m orchestrator.blend --results results/pseudo_demo --results results/demo   # both rounds as one pool"
         " -> results/pseudo_demo/blend/",
@@ -120,7 +121,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "experiment, OOF macro F1, weight, oof_optimistic), oof_predictions.parquet",
         "results/<name>/report.html (<name>: the first --results; with --out DIR: DIR/blend/ and DIR/report.html; "
         "--out is required when the first is another blended experiment's pseudo.source)",
-        "with --reinfer: every job's test.parquet, results/<name>/test.parquet"])
+        "with --reinfer: every job's oof.parquet, test.parquet and result.json scores, "
+        "results/<name>/oof.parquet and test.parquet"])
     add_results_args(parser, repeatable=True)
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="write DIR/blend/ and DIR/report.html instead of the first --results folder's")
@@ -128,18 +130,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="what methods are fitted and chosen by (default: the spec's blend.metric)")
     parser.add_argument("--truth", type=Path, help="ImageID,ans CSV of true answers: score the submission")
     parser.add_argument("--reinfer", action="store_true",
-                        help="first re-run test inference from every finished job's saved fold model on Ray "
-                             "(when test logits are missing or TTA should change), then re-gather test.parquet; "
-                             "one experiment at a time")
-    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                        help="with --reinfer: flip TTA on or off for every model (default: each model's "
-                             "train.tta_flip)")
+                        help="first re-run OOF and test inference from every finished job's saved fold model "
+                             "on Ray (when logits are missing or the TTA should change), then re-gather oof.parquet "
+                             "and test.parquet; one experiment at a time")
+    parser.add_argument("--tta", nargs="?", const="hflip", metavar="VIEWS",
+                        help="with --reinfer: the TTA of every model's OOF and test logits: views as in train.tta, "
+                             "comma-separated (hflip, scale, five_crop) or a YAML list ('[hflip, {scale: [0.9, 1.1]}]'); "
+                             "none for no TTA; --tta alone is hflip (default: each model's train.tta or tta_flip)")
+    parser.add_argument("--no-tta", dest="tta", action="store_const", const="none",
+                        help="with --reinfer: no TTA (the same as --tta none)")
     parser.add_argument("--address", help="with --reinfer: Ray cluster to join ('auto' on a head node); "
                                           "default: RAY_ADDRESS, else an embedded local Ray")
     args = parser.parse_args(argv)
     if not args.reinfer and (args.tta is not None or args.address):
         parser.error("--tta/--no-tta and --address only apply with --reinfer: the saved test logits were made "
                      "with the spec's TTA setting")
+    if args.tta is not None:
+        from tasks.spec.techniques import parse_tta
+
+        try:
+            args.tta = parse_tta(args.tta)
+        except ValueError as err:
+            parser.error(str(err))
     if args.reinfer and len(args.results or []) > 1:
         parser.error("--reinfer works on one experiment: re-infer each first (blend --reinfer --results A, then "
                      "--results B), then blend them together without --reinfer")

@@ -37,13 +37,15 @@ from tasks.labels import TRUE_AGE_BORDERS, age_band, class_of
 from tasks.metrics import score
 from tasks.pseudo.fold_sets import pseudo_path, pseudo_samples, read_pseudo
 from tasks.spec.experiment import Experiment, TrainSpec, stable_hash
+from tasks.spec.techniques import NO_TTA, resolve_tta
 from tasks.tracking import Tracker, epoch_metrics, final_metrics, job_tracking
 from tasks.train.device import select_device
 from tasks.train.distributed import Ranks, current_ranks, sum_over_ranks, sync_buffers, wrap_model
 from tasks.train.inference import ModelContext, model_context, predict_rows
-from tasks.train.loop import EpochStats, Fitting, eval_loss, train_epoch
+from tasks.train.loop import EpochStats, Fitting, eval_loss, make_ema, optimizer_steps, train_epoch
 from tasks.train.losses import class_weights
 from tasks.train.model import build_model
+from tasks.train.tta import check_view_sizes
 
 
 def job_seed(spec: Experiment, job: Job) -> int:
@@ -121,9 +123,11 @@ def _train(spec: Experiment, job: Job, ranks: Ranks, tracker: Tracker, on_epoch,
     model = build_model(model_spec, train)
     dev = select_device(train)
     dev.place(model)
+    check_view_sizes(model, resolve_tta(train), train.input_size, dev.device)
     ctx = model_context(model, dev, train, ranks)
     make_fit = lambda e: _fit_loader(samples, train, seed * 1000 + e, ranks)  # noqa: E731
-    fit, state = _start_fitting(ctx, job, fit_rows, len(make_fit(0)), log)
+    fit, state = _start_fitting(ctx, job, fit_rows, optimizer_steps(len(make_fit(0)), train.grad_accum), log)
+    judged = fit.judged  # the EMA model when train.ema is set
     board = EpochBoard(job.out_dir, state.epoch) if ranks.leader else None
     for epoch in range(state.epoch, train.epochs):
         if state.stale >= train.patience:
@@ -133,12 +137,14 @@ def _train(spec: Experiment, job: Job, ranks: Ranks, tracker: Tracker, on_epoch,
         stats = _over_ranks(train_epoch(fit, make_fit(epoch), epoch, torch.Generator().manual_seed(epoch_seed)),
                             ranks)
         sync_buffers(model, ranks)
-        logits = predict_rows(ctx, dataset.train_cache, val_rows, flip_tta=False)
+        if fit.ema is not None:  # each rank's EMA averaged its own batch statistics
+            sync_buffers(judged.model, ranks)
+        logits = predict_rows(judged, dataset.train_cache, val_rows, NO_TTA)
         labels = val_rows["label"].to_numpy()
         val = score(labels, logits.argmax(1))
         if fit.scheduler is not None:
             fit.scheduler.step(epoch + 1, val.macro_f1)
-        state = state.after_epoch(epoch + 1, val.macro_f1, model)
+        state = state.after_epoch(epoch + 1, val.macro_f1, judged.model)
         report = EpochReport(epoch + 1, train.epochs, stats.loss, stats.accuracy, eval_loss(logits, labels),
                              val, fit.optimizer.param_groups[0]["lr"], stats.seconds, state.best_f1,
                              state.best_epoch, stats.images / max(stats.seconds, 1e-9))
@@ -146,7 +152,7 @@ def _train(spec: Experiment, job: Job, ranks: Ranks, tracker: Tracker, on_epoch,
         if ranks.leader:
             write_metrics(job.out_dir, state.history)
             board.log(report.row())
-            save_checkpoint(job.out_dir, model, fit.optimizer, fit.scheduler, fit.scaler, state)
+            save_checkpoint(job.out_dir, model, fit.optimizer, fit.scheduler, fit.scaler, state, fit.ema)
             # after the checkpoint: a job resumed from it never logs an epoch twice
             tracker.metrics(epoch_metrics(report.row()), report.epoch)
         log(report.line(job.key))
@@ -154,33 +160,36 @@ def _train(spec: Experiment, job: Job, ranks: Ranks, tracker: Tracker, on_epoch,
             on_epoch(report)
     if board is not None:
         board.close()
-    return _finish(spec, job, dataset, ctx, val_rows, state, started, len(samples.rows) - len(fit_rows))
+    return _finish(spec, job, dataset, judged, val_rows, state, started, len(samples.rows) - len(fit_rows))
 
 
 def _start_fitting(ctx: ModelContext, job: Job, fit_rows, updates: int, log) -> tuple[Fitting, TrainState]:
-    """Optimiser, schedule and scaler, restored from the job's checkpoint if it has one."""
+    """Optimiser, schedule, scaler and EMA, restored from the job's checkpoint if it has one."""
     from timm.optim import create_optimizer_v2
 
     o, model = ctx.train.optimizer, ctx.model
     optimizer = create_optimizer_v2(model, opt=o.name, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum)
     scheduler = make_scheduler(optimizer, ctx.train, updates)
     scaler = ctx.device.scaler()
-    state = load_checkpoint(job.out_dir, model, optimizer, scheduler, scaler)
+    ema = make_ema(model, ctx.train)
+    state = load_checkpoint(job.out_dir, model, optimizer, scheduler, scaler, ema)
     if state.epoch:
         log(f"[{job.key}] resuming after epoch {state.epoch} (best F1 {state.best_f1:.4f} at {state.best_epoch})")
     net = wrap_model(model, ctx.device.device, ctx.ranks)  # after loading: DDP starts from rank 0's weights
     labels = torch.tensor(fit_rows["train_label"].to_numpy())
     weights = {k: v.to(ctx.device.device) for k, v in class_weights(labels).items()}
-    return Fitting(ctx, net, optimizer, scheduler, scaler, weights), state
+    return Fitting(ctx, net, optimizer, scheduler, scaler, weights, ema), state
 
 
 def _finish(spec: Experiment, job: Job, dataset: Dataset, ctx: ModelContext, val_rows, state: TrainState,
             started: float, pseudo_images: int) -> JobResult:
-    """The best epoch's weights: OOF and test logits, best.pt, then result.json last."""
+    """The best epoch's weights (of the EMA model when on): OOF and test logits with the model's
+    TTA, best.pt, then result.json last."""
     model, train, ranks = ctx.model, ctx.train, ctx.ranks
     model.load_state_dict(state.best_weights)
-    oof = predict_rows(ctx, dataset.train_cache, val_rows, train.tta_flip)
-    test = predict_rows(ctx, dataset.eval_cache, dataset.eval, train.tta_flip)
+    tta = resolve_tta(train)
+    oof = predict_rows(ctx, dataset.train_cache, val_rows, tta)
+    test = predict_rows(ctx, dataset.eval_cache, dataset.eval, tta)
     if ranks.leader:
         write_job_logits(job, spec, val_rows, oof, dataset.eval, test, rows_hash(spec, dataset))
         save_weights(job.out_dir, model)

@@ -127,15 +127,17 @@ class TrainState:
         return replace(self, epoch=epoch, stale=self.stale + 1)
 
 
-def save_checkpoint(out_dir: Path, model, optimizer, scheduler, scaler, state: TrainState) -> None:
+def save_checkpoint(out_dir: Path, model, optimizer, scheduler, scaler, state: TrainState, ema=None) -> None:
     blob = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else {},
             "scaler": scaler.state_dict(), "state": {**asdict(state), "history": list(state.history)}}
+    if ema is not None:  # the moving average goes on from here when the job resumes
+        blob["ema"] = ema.state_dict()
     with atomic_path(out_dir / "checkpoint.pt") as tmp:
         torch.save(blob, tmp)
 
 
-def load_checkpoint(out_dir: Path, model, optimizer, scheduler, scaler) -> TrainState:
+def load_checkpoint(out_dir: Path, model, optimizer, scheduler, scaler, ema=None) -> TrainState:
     """Restore the last finished epoch if there is one; a fresh state otherwise."""
     path = out_dir / "checkpoint.pt"
     if not path.exists():
@@ -146,6 +148,8 @@ def load_checkpoint(out_dir: Path, model, optimizer, scheduler, scaler) -> Train
     if scheduler is not None:
         scheduler.load_state_dict(blob["scheduler"])
     scaler.load_state_dict(blob["scaler"])
+    if ema is not None:
+        ema.load_state_dict(blob["ema"])
     saved = blob["state"]
     return TrainState(**{**saved, "history": tuple(saved["history"])})
 
@@ -279,7 +283,7 @@ def job_hash(spec: Experiment, model: ModelSpec, train: TrainSpec, fold: int, ro
     set (its hash, when the spec has `pseudo:`) does."""
     weights = {"backbone": model.backbone, "pretrained": model.pretrained,
                "pretrained_path": str(model.pretrained_path) if model.pretrained_path else None}
-    identity = {"rows": rows_hash, "model": weights, "train": train.model_dump(mode="json", exclude={"loader_workers"}),
+    identity = {"rows": rows_hash, "model": weights, "train": train.identity(),
                 "fold": fold, "seed": spec.seed}
     if spec.resources.workers_per_job > 1:  # per-worker batches: the world size changes the result
         identity["workers"] = spec.resources.workers_per_job

@@ -15,6 +15,7 @@ from tasks.data.preparation import prepare
 from tasks.job import train_job
 from tasks.job_io import Job, JobResult
 from tasks.logits import read_logits
+from tasks.spec.techniques import FLIP
 from tasks.train.device import select_device
 from tasks.train.distributed import EpochSampler, Ranks
 from tasks.train.inference import eval_loader, normalisation, predict
@@ -37,17 +38,22 @@ def test_ranks_share_one_draw_equally(size, world, weighted):
     assert whole != list(EpochSampler(size, weights, seed=6, ranks=Ranks())) or size < 3
 
 
-def _spec(root: Path, results: Path):
+# With EMA, accumulation (no_sync between steps) and clipping on, the ranks must still agree
+# (without them the same code takes the plain branches; one spawn of two ranks costs ~40 s).
+TECHNIQUES = ("train.ema={decay: 0.9, warmup: true}", "train.grad_accum=2", "train.clip_grad=1.0")
+
+
+def _spec(root: Path, results: Path, *overrides: str):
     return shrunk_spec(root, results, "folds.n_splits=3", "train.epochs=3", "train.patience=3",
-                       "train.batch_size=8", "train.tta_flip=true", name="ddptest")
+                       "train.batch_size=8", "train.tta_flip=true", *overrides, name="ddptest")
 
 
-def _rank_main(rank: int, world: int, port: int, root: str, results: str, outs: str) -> None:
+def _rank_main(rank: int, world: int, port: int, root: str, results: str, outs: str, overrides: tuple) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        spec = _spec(Path(root), Path(results))
+        spec = _spec(Path(root), Path(results), *overrides)
         out_dir = Path(outs) / f"rank{rank}"
         result = train_job(spec, Job("test_convnext", 1, out_dir), log=lambda s: None)
         (Path(outs) / f"result{rank}.json").write_text(json.dumps(
@@ -64,9 +70,9 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_rank_job_agrees_and_writes_once(synth_root, tmp_path):
-    spec = _spec(synth_root, tmp_path / "results")
+    spec = _spec(synth_root, tmp_path / "results", *TECHNIQUES)
     dataset = prepare(spec, verbose=False)
-    mp.spawn(_rank_main, args=(2, _free_port(), str(synth_root), str(tmp_path / "results"), str(tmp_path)),
+    mp.spawn(_rank_main, args=(2, _free_port(), str(synth_root), str(tmp_path / "results"), str(tmp_path), TECHNIQUES),
              nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"result{r}.json").read_text()) for r in range(2)]
     assert ranks[0] == ranks[1] and ranks[0]["workers"] == 2  # same F1, same early-stopping state
@@ -85,10 +91,10 @@ def test_two_rank_job_agrees_and_writes_once(synth_root, tmp_path):
     dev = select_device(spec.train)
     val_rows = dataset.train.set_index("image_key").loc[oof["image_key"]].reset_index()
     again = predict(model, eval_loader(dataset.train_cache, val_rows, spec.train), dev,
-                    normalisation(model, dev), flip_tta=True)
+                    normalisation(model, dev), FLIP)
     np.testing.assert_allclose(logits, again, atol=1e-4)
     test, test_logits, _ = read_logits(result.test_path)
     assert list(test["image_key"]) == list(dataset.eval["image_key"])
     eval_again = predict(model, eval_loader(dataset.eval_cache, dataset.eval, spec.train), dev,
-                         normalisation(model, dev), flip_tta=True)
+                         normalisation(model, dev), FLIP)
     np.testing.assert_allclose(test_logits, eval_again, atol=1e-4)

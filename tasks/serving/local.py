@@ -26,7 +26,7 @@ def member_logits(member: FoldMember, photos: DecodedPhotos, log: Log, label: st
     out, started, shown = [], time.monotonic(), time.monotonic()
     for at in range(0, len(keys), chunk):
         rows = pd.DataFrame({"image_key": keys[at:at + chunk]})
-        out.append(infer_rows(fm, photos.cache, rows, fm.train.tta_flip))
+        out.append(infer_rows(fm, photos.cache, rows))  # the model's own TTA, as for the eval photos
         done = min(at + chunk, len(keys))
         if time.monotonic() - shown >= PROGRESS_SECONDS and done < len(keys):
             shown = time.monotonic()

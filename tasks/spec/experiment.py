@@ -27,6 +27,7 @@ from tasks.spec.face import FaceSpec
 from tasks.spec.overrides import deep_merge
 from tasks.spec.pseudo import PseudoSpec, oof_optimistic
 from tasks.spec.search_space import SearchSpec, check_search
+from tasks.spec.techniques import EmaSpec, TtaViews, check_tta_flip, neutral_fields
 from tasks.spec.tracking import TrackingSpec
 
 # Names become folder names (results/<name>/, jobs/<model>-fold<k>-<hash>/, scratch folders
@@ -130,6 +131,10 @@ class TrainSpec(Strict):
     drop_age_margin: int = Field(0, ge=0, le=10)
     patience: int = Field(3, ge=1)
     tta_flip: bool = True
+    tta: TtaViews | None = None  # None: flip as tta_flip says (techniques.py: views, how they combine)
+    ema: EmaSpec | None = None  # a moving average of the weights is what is validated and saved
+    grad_accum: int = Field(1, ge=1)  # one optimiser step every this many batches
+    clip_grad: float | None = Field(None, gt=0)  # the gradients' total 2-norm is clipped to this
     amp: Literal["auto", "fp16", "bf16", "off"] = "auto"  # auto: fp16 on CUDA, off on CPU
     channels_last: bool = True
     loader_workers: int = Field(2, ge=0)
@@ -140,6 +145,12 @@ class TrainSpec(Strict):
         if not v[0] < v[1]:
             raise ValueError(f"borders must increase, got {list(v)}")
         return v
+
+    _tta_agrees_with_flip = field_validator("tta")(check_tta_flip)
+
+    def identity(self) -> dict:
+        """What determines a job's result: not the loader's workers, nor techniques.py's options left off."""
+        return self.model_dump(mode="json", exclude={"loader_workers", *neutral_fields(self)})
 
 
 class ModelSpec(Strict):
@@ -292,6 +303,7 @@ class Experiment(Strict):
         unset |= {"folds": {"repeats"}} if self.folds.repeats == 1 else {}
         # When a slot's process is replaced changes no result.
         unset |= {"resources": set(SLOT_LIMITS), "blend": {"choose"}}  # nor how the blend picks its method
+        unset |= {"train": neutral_fields(self.train)}  # train options left off: the hash they had before
         return stable_hash(self.model_dump(mode="json", exclude={"name": True, "results_dir": True, "search": True,
                                                                  "tracking": True, **unset}))
 

@@ -1,6 +1,7 @@
 """Training and inference for one job: the model (`model`), losses, device and
 precision, one epoch (`loop`), data parallelism over ranks (`distributed`), prediction
-(`inference`), and test re-inference from saved fold weights (`fold_models`).
+(`inference`, with TTA views from `tta`), and OOF and test re-inference from saved fold weights
+(`fold_models`).
 """
 from tasks.exports import lazy_exports
 
@@ -13,6 +14,8 @@ ENTRY_POINTS = {
     'predict_rows': 'inference',
     'load_fold_model': 'fold_models',
     'infer_test': 'fold_models',
+    'infer_fold': 'fold_models',
+    'mean_over_views': 'tta',
 }
 __all__ = sorted(ENTRY_POINTS)
 __getattr__ = lazy_exports(__name__, ENTRY_POINTS)

@@ -1,5 +1,6 @@
 """Prediction with a model in place: the eval loader, the backbone's normalisation, logits in
-row order (sharded over ranks when a process group runs), optional flip TTA.
+row order (sharded over ranks when a process group runs), with a resolved TTA (`resolve_tta` of
+the model's train section; tasks/train/tta.py).
 
 Shared by training (validation, OOF and test logits) and by re-inference from saved weights,
 which therefore never imports the training loop.
@@ -15,9 +16,11 @@ from torch.utils.data import DataLoader
 from tasks.data.batches import CachedImages, Samples, make_loader, to_device
 from tasks.labels import NUM_CLASSES
 from tasks.spec.experiment import TrainSpec
+from tasks.spec.techniques import Tta
 from tasks.train.device import Device
 from tasks.train.distributed import Ranks, gather_rows
 from tasks.train.model import logits18
+from tasks.train.tta import mean_over_views
 
 
 @dataclass(frozen=True)
@@ -52,23 +55,21 @@ def eval_loader(cache, rows, train: TrainSpec) -> DataLoader:
 
 
 @torch.no_grad()
-def predict(model, loader: DataLoader, dev: Device, norm, flip_tta: bool) -> np.ndarray:
-    """(N, 18) float32 logits in loader order; TTA averages with the mirrored image."""
+def predict(model, loader: DataLoader, dev: Device, norm, tta: Tta) -> np.ndarray:
+    """(N, 18) float32 logits in loader order, the mean over the views of `tta` (NO_TTA: none)."""
     model.eval()
     out = []
     for images, *_ in loader:
         x = to_device(images, *norm, dev.device, dev.channels_last)
         with dev.autocast():
-            logits = logits18(model(x)).float()
-            if flip_tta:
-                logits = (logits + logits18(model(x.flip(3))).float()) / 2
+            logits = mean_over_views(lambda view: logits18(model(view)).float(), x, tta)
         out.append(logits.cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), np.float32)
 
 
-def predict_rows(ctx: ModelContext, cache, rows, flip_tta: bool) -> np.ndarray:
+def predict_rows(ctx: ModelContext, cache, rows, tta: Tta) -> np.ndarray:
     """(len(rows), 18) logits in row order; each rank predicts rows[rank::world]."""
     ranks = ctx.ranks
     share = rows.iloc[ranks.rank::ranks.world] if ranks.distributed else rows
-    logits = predict(ctx.model, eval_loader(cache, share, ctx.train), ctx.device, ctx.norm, flip_tta)
+    logits = predict(ctx.model, eval_loader(cache, share, ctx.train), ctx.device, ctx.norm, tta)
     return gather_rows(logits, ranks)
