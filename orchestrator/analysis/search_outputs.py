@@ -16,7 +16,7 @@ from tasks.spec.experiment import Experiment
 from tasks.spec.load import sampled_spec
 
 SCORE_NOTE = ("val_macro_f1: mean over the trial's jobs of the best epoch's validation macro F1 (no TTA); "
-              "oof_macro_f1: the finished jobs' OOF macro F1 (flip TTA where set), the figure `run` reports")
+              "oof_macro_f1: the finished jobs' OOF macro F1 (with each model's TTA), the figure `run` reports")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from orchestrator.cluster.plan import JobPlan
 # interrupted (it had started) or not started.
 STATES = ("done", "running", "queued", "failed", "stopped", "cached", "interrupted", "not started")
 F1_NOTE = ("val F1: while running, the best epoch's so far (no TTA); when done, the job's OOF macro F1 "
-           "(best epoch's weights, flip TTA if set)")
+           "(best epoch's weights, with the model's TTA)")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ side, each in a slot process that has already paid Ray Train's start-up. The tri
 once every job has reported it (or finished earlier, by patience): its score is the mean over
 jobs of each job's best validation macro F1 up to t, which never falls, so ASHA compares
 trials at a rung by the best each reached. The last report adds the jobs' OOF macro F1 (the
-best epoch's weights, with flip TTA where set), the number `orchestrator.run` would show.
+best epoch's weights, with the model's TTA), the number `orchestrator.run` would show.
 """
 from __future__ import annotations
 

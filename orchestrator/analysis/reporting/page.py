@@ -165,7 +165,7 @@ def weights_section(w: dict, models: pd.DataFrame | None = None, optimistic: set
 
 def curves_section(exp_dir: Path, jobs, optimistic: set[str] = frozenset()) -> str:
     why = ("Per epoch, from each job's metrics.csv; one colour per fold. Validation is the fold's held-out "
-           "people, scored without flip TTA (the fold table above uses the saved OOF predictions, with TTA when "
+           "people, scored without TTA (the fold table above uses the saved OOF predictions, with TTA when "
            "the spec asks). A train loss falling while the validation loss rises is over-fitting.")
     if jobs.curves.empty:
         return section("curves", "Training curves", why, f"<p>No job metrics found under {esc(exp_dir / 'jobs')}"
