@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,10 +20,13 @@ import pyarrow as pa
 
 from orchestrator.analysis.results_folder import ResultsError, read_eval_ids
 from tasks.data.folds import load_folds
-from tasks.labels import MASK_STEMS, NUM_CLASSES
+from tasks.labels import ALL, MASK_STEMS, NUM_CLASSES
 from tasks.log import Log, to_stdout
-from tasks.logits import LogitsError, read_logits
+from tasks.logits import LogitsError, gathered_name, read_logits
 from tasks.spec.experiment import Experiment
+
+if TYPE_CHECKING:
+    from orchestrator.analysis.specialists import Specialists
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,11 @@ class EvalLogits:
 
 @dataclass(frozen=True)
 class BlendInputs:
-    oof: OofLogits  # only models complete in both files, same order as test
+    oof: OofLogits  # only all-class models complete in both files, same order as test
     test: EvalLogits
     excluded: tuple[Exclusion, ...]
+    # attribute specialists (train.target), complete in both; None without any in the spec
+    specialists: Specialists | None = None
 
 
 def _manifest_rows_hash(exp_dir: Path) -> str | None:
@@ -69,37 +75,56 @@ def _manifest_rows_hash(exp_dir: Path) -> str | None:
 
 
 def load_blend_inputs(exp_dir: Path, spec: Experiment, log: Log = to_stdout) -> BlendInputs:
-    """OOF and test logits of every model complete in both, or a ResultsError."""
-    expected = [m.name for m in spec.models]
-    n_splits = spec.folds.n_splits
-    oof = load_oof(exp_dir / "oof.parquet", n_splits, expected, exp_dir / "folds.parquet", log)
-    test = load_test(exp_dir / "test.parquet", n_splits, read_eval_ids(spec.data.root), expected, log)
+    """OOF and test logits of every all-class model complete in both, or a ResultsError; with
+    attribute specialists (train.target) in the spec, theirs too (analysis.specialists)."""
+    targets = model_targets(spec)
+    oof, test = load_target(exp_dir, spec, ALL, [m for m, t in targets.items() if t == ALL], log)
+    if not oof.models:
+        reasons = "; ".join(f"{e.model}: {e.reason}" for e in oof.excluded) or "no models"
+        raise ResultsError(f"{exp_dir}: no model has complete OOF and test logits ({reasons}); "
+                           f"re-run the failed jobs")
+    if set(targets.values()) == {ALL}:
+        return BlendInputs(oof, test, oof.excluded)
+    from orchestrator.analysis.specialists import load_specialists
+
+    specialists = load_specialists(exp_dir, spec, oof, targets, log)
+    return BlendInputs(oof, test, oof.excluded + specialists.excluded, specialists)
+
+
+def model_targets(spec: Experiment) -> dict[str, str]:
+    """Each model's train.target by name, in spec order: "all", or a specialist's attribute."""
+    return {m.name: spec.train_for(m).target for m in spec.models}
+
+
+def load_target(exp_dir: Path, spec: Experiment, target: str, expected: Sequence[str],
+                log: Log = to_stdout) -> tuple[OofLogits, EvalLogits]:
+    """The logits of the models of one target (gathered_name's files, every repeat), only those
+    complete in both OOF and test (the others in `excluded`), or a ResultsError."""
+    n_splits, oof_name, test_name = spec.folds.n_splits, gathered_name("oof", 0, target), gathered_name("test", 0, target)
+    oof = load_oof(exp_dir / oof_name, n_splits, expected, exp_dir / "folds.parquet", log, target=target)
+    test = load_test(exp_dir / test_name, n_splits, read_eval_ids(spec.data.root), expected, log, target=target)
     if oof.rows_hash != test.rows_hash:
-        raise ResultsError(f"{exp_dir}/oof.parquet has rows_hash {oof.rows_hash} but test.parquet has "
+        raise ResultsError(f"{exp_dir}/{oof_name} has rows_hash {oof.rows_hash} but {test_name} has "
                            f"{test.rows_hash}: the logits come from different data, folds or seeds; "
                            f"re-run the experiment so both come from one spec")
     expected_hash = _manifest_rows_hash(exp_dir)
     if expected_hash and oof.rows_hash != expected_hash:
-        raise ResultsError(f"{exp_dir}/oof.parquet was made for other data or folds (spec hash {oof.rows_hash}, "
+        raise ResultsError(f"{exp_dir}/{oof_name} was made for other data or folds (spec hash {oof.rows_hash}, "
                            f"manifest.json says {expected_hash}); re-run `python -m orchestrator.run` to "
                            "gather the current jobs")
     if spec.folds.repeats > 1:
         from orchestrator.analysis.repeats import load_repeats
 
-        oof, test = load_repeats(exp_dir, spec, oof, test, log)
+        oof, test = load_repeats(exp_dir, spec, oof, test, log, target, expected)
     both = [m for m in oof.models if m in test.models]
     excluded = _merge_exclusions(oof.excluded + test.excluded)
-    if not both:
-        reasons = "; ".join(f"{e.model}: {e.reason}" for e in excluded) or "no models"
-        raise ResultsError(f"{exp_dir}: no model has complete OOF and test logits ({reasons}); "
-                           f"re-run the failed jobs")
     pick_oof = [oof.models.index(m) for m in both]
     pick_test = [test.models.index(m) for m in both]
     oof = OofLogits(tuple(both), oof.logits[pick_oof], oof.image_key, oof.person, oof.fold,
                     oof.target, oof.rows_hash, excluded,
                     None if oof.repeat_logits is None else oof.repeat_logits[:, pick_oof])
     test = EvalLogits(tuple(both), test.logits[pick_test], test.image_ids, test.rows_hash, excluded)
-    return BlendInputs(oof, test, excluded)
+    return oof, test
 
 
 def _merge_exclusions(items: tuple[Exclusion, ...]) -> tuple[Exclusion, ...]:
@@ -110,13 +135,14 @@ def _merge_exclusions(items: tuple[Exclusion, ...]) -> tuple[Exclusion, ...]:
 
 
 def load_oof(path: Path, n_splits: int, expected: Sequence[str], folds_path: Path | None = None,
-             log: Log = to_stdout, fold_column: str = "fold") -> OofLogits:
+             log: Log = to_stdout, fold_column: str = "fold", target: str = ALL) -> OofLogits:
     """Per-model OOF logits aligned on training images; incomplete models excluded.
 
     With `folds_path` (results/<exp>/folds.parquet, if it exists) every model must cover
     its images, in its folds (`fold_column`: a repeat's, tasks.data.folds.fold_column).
+    `target`: what the file must hold (a specialists' file: their attribute's logits).
     """
-    file = _read(path, "oof")
+    file = _read(path, "oof", target)
     frame = file.frame
     _check_oof_keys(frame, path, n_splits)
     folds = _read_folds(folds_path, fold_column) if folds_path is not None and folds_path.is_file() else None
@@ -132,7 +158,7 @@ def load_oof(path: Path, n_splits: int, expected: Sequence[str], folds_path: Pat
         else:
             complete[model] = at
     _log_exclusions(excluded, log)
-    stack = np.empty((len(complete), len(keys), NUM_CLASSES), np.float32)
+    stack = np.empty((len(complete), len(keys), file.logits.shape[1]), np.float32)
     for m, at in enumerate(complete.values()):
         stack[m, keys.get_indexer(frame.image_key.iloc[at])] = file.logits[at]
     return OofLogits(tuple(complete), stack, keys.to_numpy(dtype=object), rows.person.to_numpy(dtype=object),
@@ -184,9 +210,10 @@ def _model_gap(rows: pd.DataFrame, n_images: int, n_splits: int, folds: pd.DataF
 
 
 def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequence[str],
-              log: Log = to_stdout) -> EvalLogits:
+              log: Log = to_stdout, target: str = ALL) -> EvalLogits:
     """Per-model test logits averaged over fold models, rows in eval order."""
-    file = _read(path, "test")
+    file = _read(path, "test", target)
+    width = file.logits.shape[1]
     frame = file.frame
     _check_unique(frame, ["model", "fold", "image_key"], path)
     _check_folds(frame, path, n_splits)
@@ -204,11 +231,11 @@ def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequenc
             excluded.append(Exclusion(model, reason))
             continue
         # Each (fold, image) occurs once (duplicates were refused), so plain assignment fills it.
-        per_model = np.empty((n_splits, len(ids), NUM_CLASSES), np.float32)
+        per_model = np.empty((n_splits, len(ids), width), np.float32)
         per_model[frame.fold.to_numpy()[at], where[at]] = file.logits[at]
         complete[model] = per_model.mean(axis=0)
     _log_exclusions(excluded, log)
-    stack = np.stack(list(complete.values())) if complete else np.empty((0, len(ids), NUM_CLASSES), np.float32)
+    stack = np.stack(list(complete.values())) if complete else np.empty((0, len(ids), width), np.float32)
     return EvalLogits(tuple(complete), stack, np.asarray(eval_ids, dtype=object), file.rows_hash, tuple(excluded))
 
 
@@ -219,13 +246,16 @@ class LogitsFile:
     rows_hash: str
 
 
-def _read(path: Path, split: str) -> LogitsFile:
+def _read(path: Path, split: str, target: str = ALL) -> LogitsFile:
     if not path.is_file():
         raise ResultsError(f"{path}: not found; run the experiment first or pick another with --results")
     try:
         frame, logits, meta = read_logits(path)
     except (LogitsError, pa.ArrowException, OSError) as err:
         raise ResultsError(f"{path}: cannot be read as maskfold logits: {str(err).removeprefix(f'{path}: ')}") from None
+    if meta.target != target:
+        raise ResultsError(f"{path}: holds logits of target {meta.target!r}, expected {target!r}; re-run "
+                           "`python -m orchestrator.run` to gather the jobs again")
     wrong = frame.split != split
     if wrong.any():
         raise ResultsError(f"{path}: {wrong.sum()} rows have split {frame.split[wrong].iloc[0]!r}, "

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from tasks.errors import UserError
+from tasks.labels import ATTRIBUTE_SIZES
 from tasks.spec.augment import AugmentSpec, MixSpec
 from tasks.spec.face import FaceSpec
 from tasks.spec.overrides import deep_merge
@@ -114,9 +115,12 @@ class TrainSpec(Strict):
     batch_size: int = Field(32, ge=1)
     input_size: tuple[int, int] = (128, 96)  # (H, W) fed to the model
     head: Literal["single", "multi"] = "single"
+    # all: the 18 classes. mask, gender or age: a specialist that learns and predicts that
+    # attribute alone (3, 2 or 3 classes); the blend weighs models per attribute to use it.
+    target: Literal["all", "mask", "gender", "age"] = "all"
     drop_rate: float = Field(0.2, ge=0, lt=1)
     head_weights: HeadWeights = HeadWeights()
-    age_mse: float = Field(0.0, ge=0)  # multi head: weight of the age regression term
+    age_mse: float = Field(0.0, ge=0)  # multi head or age specialist: weight of the age regression term
     loss: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="ce")], min_length=1)
     optimizer: OptimizerSpec = OptimizerSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
@@ -220,9 +224,12 @@ class Experiment(Strict):
         problems = []
         for i, model in enumerate(self.models):
             try:
-                self.train_for(model)
+                problems += specialist_problems(i, model, self.train_for(model))
             except ValidationError as err:
                 problems += [f"models.{i}.train.{line}" for line in error_lines(err)]
+        if not problems and all(self.train_for(m).target != "all" for m in self.models):
+            problems.append("models: every model is a specialist (train.target); keep at least one with target: all "
+                            "(the default): the blend's 18-class methods, the audit and the report need one")
         if self.folds.repeats > 1:
             problems += [f"folds.repeats: {self.folds.repeats} repeats do not combine with `{part}:` yet; "
                          f"set folds.repeats: 1 for {what}" for part, what in
@@ -289,10 +296,36 @@ class Experiment(Strict):
         unset = {"data": {"face"}} if self.data.face is None else {}
         unset |= {"pseudo": True} if self.pseudo is None else {}
         unset |= {"folds": {"repeats"}} if self.folds.repeats == 1 else {}
+        unset |= {"train": {"target"}} if self.train.target == "all" else {}  # specialists came later
         # When a slot's process is replaced changes no result.
         unset |= {"resources": set(SLOT_LIMITS), "blend": {"choose"}}  # nor how the blend picks its method
-        return stable_hash(self.model_dump(mode="json", exclude={"name": True, "results_dir": True, "search": True,
-                                                                 "tracking": True, **unset}))
+        dump = self.model_dump(mode="json", exclude={"name": True, "results_dir": True, "search": True,
+                                                     "tracking": True, **unset})
+        for model in dump["models"]:  # a model that says `target: all` trains what it did without it
+            if model["train"].get("target") == "all":
+                model["train"] = {k: v for k, v in model["train"].items() if k != "target"}
+        return stable_hash(dump)
+
+
+def specialist_problems(index: int, model: ModelSpec, train: TrainSpec) -> list[str]:
+    """What does not make sense for a specialist (train.target other than all), one line each,
+    naming the field where it was set: the model's own train section, or the experiment's."""
+    if train.target == "all":
+        return []
+    t, k = train.target, ATTRIBUTE_SIZES[train.target]
+
+    def where(field: str) -> str:
+        own = f"models.{index}.train.{field}"
+        return own if field in model.train else f"{own} (from the experiment's train.{field})"
+
+    problems = []
+    if train.head == "multi":
+        problems.append(f"{where('head')}: multi does not combine with target: {t}: a {t} specialist has one head, "
+                        f"its attribute's ({k} classes); set head: single for it, or target: all")
+    if train.age_mse > 0 and t != "age":
+        problems.append(f"{where('age_mse')}: {train.age_mse:g} regresses the age, which a {t} specialist "
+                        f"(target: {t}) does not predict; set age_mse: 0 for it")
+    return problems
 
 
 class SpecError(UserError, ValueError):

@@ -17,7 +17,7 @@ from tasks.labels import NUM_CLASSES
 from tasks.spec.experiment import TrainSpec
 from tasks.train.device import Device
 from tasks.train.distributed import Ranks, gather_rows
-from tasks.train.model import logits18
+from tasks.train.model import output_logits
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,16 @@ def eval_loader(cache, rows, train: TrainSpec) -> DataLoader:
 
 @torch.no_grad()
 def predict(model, loader: DataLoader, dev: Device, norm, flip_tta: bool) -> np.ndarray:
-    """(N, 18) float32 logits in loader order; TTA averages with the mirrored image."""
+    """(N, 18) float32 logits in loader order (a specialist's: (N, its attribute's classes));
+    TTA averages with the mirrored image."""
     model.eval()
     out = []
     for images, *_ in loader:
         x = to_device(images, *norm, dev.device, dev.channels_last)
         with dev.autocast():
-            logits = logits18(model(x)).float()
+            logits = output_logits(model(x)).float()
             if flip_tta:
-                logits = (logits + logits18(model(x.flip(3))).float()) / 2
+                logits = (logits + output_logits(model(x.flip(3))).float()) / 2
         out.append(logits.cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), np.float32)
 
