@@ -78,7 +78,7 @@ def load_blend_inputs(exp_dir: Path, spec: Experiment, log: Log = to_stdout) -> 
     """OOF and test logits of every all-class model complete in both, or a ResultsError; with
     attribute specialists (train.target) in the spec, theirs too (analysis.specialists)."""
     targets = model_targets(spec)
-    oof, test = load_target(exp_dir, spec, ALL, [m for m, t in targets.items() if t == ALL], log)
+    oof, test = load_target(exp_dir, spec, ALL, all_class_models(spec), log)
     if not oof.models:
         reasons = "; ".join(f"{e.model}: {e.reason}" for e in oof.excluded) or "no models"
         raise ResultsError(f"{exp_dir}: no model has complete OOF and test logits ({reasons}); "
@@ -94,6 +94,11 @@ def load_blend_inputs(exp_dir: Path, spec: Experiment, log: Log = to_stdout) -> 
 def model_targets(spec: Experiment) -> dict[str, str]:
     """Each model's train.target by name, in spec order: "all", or a specialist's attribute."""
     return {m.name: spec.train_for(m).target for m in spec.models}
+
+
+def all_class_models(spec: Experiment) -> list[str]:
+    """The models of oof.parquet / test.parquet: those of all 18 classes (not specialists)."""
+    return [m for m, t in model_targets(spec).items() if t == ALL]
 
 
 def load_target(exp_dir: Path, spec: Experiment, target: str, expected: Sequence[str],
