@@ -22,12 +22,12 @@ from pydantic import (
 )
 
 from tasks.errors import UserError
-from tasks.labels import ATTRIBUTE_SIZES
 from tasks.spec.augment import AugmentSpec, MixSpec
 from tasks.spec.face import FaceSpec
 from tasks.spec.overrides import deep_merge
 from tasks.spec.pseudo import PseudoSpec, oof_optimistic
 from tasks.spec.search_space import SearchSpec, check_search
+from tasks.spec.specialists import specialist_problems
 from tasks.spec.tracking import TrackingSpec
 
 # Names become folder names (results/<name>/, jobs/<model>-fold<k>-<hash>/, scratch folders
@@ -305,27 +305,6 @@ class Experiment(Strict):
             if model["train"].get("target") == "all":
                 model["train"] = {k: v for k, v in model["train"].items() if k != "target"}
         return stable_hash(dump)
-
-
-def specialist_problems(index: int, model: ModelSpec, train: TrainSpec) -> list[str]:
-    """What does not make sense for a specialist (train.target other than all), one line each,
-    naming the field where it was set: the model's own train section, or the experiment's."""
-    if train.target == "all":
-        return []
-    t, k = train.target, ATTRIBUTE_SIZES[train.target]
-
-    def where(field: str) -> str:
-        own = f"models.{index}.train.{field}"
-        return own if field in model.train else f"{own} (from the experiment's train.{field})"
-
-    problems = []
-    if train.head == "multi":
-        problems.append(f"{where('head')}: multi does not combine with target: {t}: a {t} specialist has one head, "
-                        f"its attribute's ({k} classes); set head: single for it, or target: all")
-    if train.age_mse > 0 and t != "age":
-        problems.append(f"{where('age_mse')}: {train.age_mse:g} regresses the age, which a {t} specialist "
-                        f"(target: {t}) does not predict; set age_mse: 0 for it")
-    return problems
 
 
 class SpecError(UserError, ValueError):
