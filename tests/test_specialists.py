@@ -259,8 +259,8 @@ def test_a_per_attribute_blend_saved_and_loaded_predicts_what_it_did(with_age_on
 
 def test_the_blend_cli_reports_specialists_once_and_writes_their_weights(blended):
     exp, out = blended
-    assert out.count("specialists age_only (age): the 17 methods that need 18-class logits of every model use the "
-                     "3 all-class models; the 4 per-attribute methods (per_attr_*) use all 4") == 1
+    assert out.count("specialists age_only (age): the 4 per_attr_* methods use all 4 models; the 17 others need "
+                     "18-class logits of every model and use the 3 all-class ones") == 1
     record = json.loads((exp / "blend" / "weights.json").read_text())
     assert record["targets"] == {"good": "all", "gender_eye": "all", "other": "all", "age_only": "age"}
     models = pd.read_csv(exp / "blend" / "models.csv").set_index("name")
@@ -345,3 +345,15 @@ def test_a_specialist_scored_alone_is_scored_on_its_attribute():
     own = score_target(labels, logits, "age")
     assert own.macro_f1 == own.age_f1 == 1.0 and np.isnan(own.mask_f1) and np.isnan(own.gender_f1)
     assert score_target(labels, np.eye(18)[labels], "all") == score(labels, labels)
+
+
+def test_the_weights_table_names_the_models_when_offsets_are_per_attribute():
+    """The offsets' class names once took the place of the model names in this table (a blend
+    choosing soft_equal+attr+offsets showed '<30, 30-59, >=60' as its models)."""
+    import re
+
+    from orchestrator.analysis.reporting.page import weights_section
+
+    w = {"weights": {"a": 0.5, "b": 0.3, "c": 0.1, "age_only": 0.1}, "vote": "soft",
+         "offsets": {"mask": [0.1, 0, 0], "gender": [0, 0], "age": [0, 0.2, 0]}}
+    assert re.findall(r'<td class="text">([^<]*)</td>', weights_section(w)) == ["a", "b", "c", "age_only"]

@@ -147,6 +147,5 @@ def specialists_line(models: Sequence[str], targets: Sequence[str], recipes, all
     """Said once: which methods see the specialists (the per-attribute ones) and which cannot."""
     own = sum(r.per_attribute_weights for r in recipes)
     named = ", ".join(f"{m} ({t})" for m, t in zip(models, targets))
-    return (f"  specialists {named}: the {len(recipes) - own} methods that need 18-class logits of every model "
-            f"use the {all_class} all-class models; the {own} per-attribute methods (per_attr_*) use all "
-            f"{all_class + len(models)}")
+    return (f"  specialists {named}: the {own} per_attr_* methods use all {all_class + len(models)} models; the "
+            f"{len(recipes) - own} others need 18-class logits of every model and use the {all_class} all-class ones")

@@ -123,9 +123,10 @@ def print_models(table: pd.DataFrame, log: Log = to_stdout) -> None:
         for a in ATTRIBUTES:
             shown[a] = table[f"weight_{a}"]
     shown["OOF optimistic"] = np.where(table.oof_optimistic, "yes", "")
-    extra = ("; a specialist's macro F1 is of its attribute alone" if "target" in table.columns else "") + (
-        "; mask/gender/age: its weight per attribute" if "mask" in shown.columns else "")
-    log(f"models (OOF macro F1 alone [{LEVEL:.0%} interval], weight in the chosen blend{extra}):\n"
+    notes = (["a specialist's macro F1 is of its attribute alone"] if "target" in table.columns else []) + (
+        ["mask, gender, age: each model's weight per attribute"] if "mask" in shown.columns else [])
+    log(f"models (OOF macro F1 alone [{LEVEL:.0%} interval], weight in the chosen blend)"
+        + (f"\n({'; '.join(notes)})" if notes else "") + ":\n"
         + shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

@@ -152,8 +152,8 @@ def weights_section(w: dict, models: pd.DataFrame | None = None, optimistic: set
         if group == "classes":
             lines.append("<li>per class: see the offset column of the per-class table below</li>")
         else:
-            names = ATTRIBUTE_NAMES.get(group, [str(i) for i in range(len(values))])
-            pairs = ", ".join(f"{esc(n)} <b>{v:+.3f}</b>" for n, v in zip(names, values))
+            classes = ATTRIBUTE_NAMES.get(group, [str(i) for i in range(len(values))])  # not `names`: the models'
+            pairs = ", ".join(f"{esc(n)} <b>{v:+.3f}</b>" for n, v in zip(classes, values))
             lines.append(f"<li>{esc(group)}: {pairs}</li>")
     plain = ("a hard vote counts the models' predicted classes" if w.get("vote") == "hard"
              else "this method decides by the blended probabilities as they are")
