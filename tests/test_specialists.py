@@ -357,3 +357,30 @@ def test_the_weights_table_names_the_models_when_offsets_are_per_attribute():
     w = {"weights": {"a": 0.5, "b": 0.3, "c": 0.1, "age_only": 0.1}, "vote": "soft",
          "offsets": {"mask": [0.1, 0, 0], "gender": [0, 0], "age": [0, 0.2, 0]}}
     assert re.findall(r'<td class="text">([^<]*)</td>', weights_section(w)) == ["a", "b", "c", "age_only"]
+
+
+@pytest.mark.slow
+def test_a_run_with_a_specialist_gathers_blends_and_reinfers_it(synth_root, tmp_path, capsys):
+    """On Ray: 2 folds x (an all-class model + a mask specialist), gathered per target, blended
+    with the per-attribute methods, then its test logits re-inferred from the saved weights."""
+    from orchestrator.cluster.experiment_run import run_experiment
+    from tests.helpers.specs import shrunk_spec
+
+    spec = shrunk_spec(synth_root, tmp_path, "models=[{backbone: test_convnext}, {backbone: test_convnext, "
+                       "name: mask_only, train: {target: mask}}]", name="spec")
+    summary = run_experiment(spec)
+    assert len(summary.done) == 4 and not summary.failed
+    exp = spec.out_dir
+    assert set(read_logits(exp / "oof.parquet")[0].model) == {"test_convnext"}
+    frame, logits, meta = read_logits(exp / "oof_mask.parquet")
+    assert set(frame.model) == {"mask_only"} and logits.shape[1] == 3 and meta.target == "mask"
+    board = pd.read_csv(exp / "leaderboard.csv", dtype={"fold": str}).set_index(["model", "fold"])
+    assert board.loc[("mask_only", "mean"), "target"] == "mask" and np.isnan(board.loc[("mask_only", "0"), "age_f1"])
+    before = read_logits(exp / "test_mask.parquet")[1]
+    assert blend.main(["--results", str(exp), "--reinfer", "--no-tta"]) == 0
+    out = capsys.readouterr().out
+    assert "specialists mask_only (mask): the 4 per_attr_* methods use all 2 models" in out
+    after = read_logits(exp / "test_mask.parquet")[1]
+    assert np.allclose(before, after, atol=1e-4)  # the spec has no TTA: the same logits again
+    record = json.loads((exp / "blend" / "weights.json").read_text())
+    assert record["targets"] == {"test_convnext": "all", "mask_only": "mask"}
