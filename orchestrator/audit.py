@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> None:
         relabel_table,
     )
     from orchestrator.analysis.mislabels.suspects import assess, review_size
-    from orchestrator.analysis.results import load_oof
+    from orchestrator.analysis.results import all_class_models, load_oof
     from orchestrator.analysis.results_folder import (
         PREFER_BLENDED,
         ResultsError,
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> None:
 
     exp_dir = find_experiment(args.results, prefer=PREFER_BLENDED, log=to_stdout)
     spec = load_experiment(exp_dir, args.overrides)
-    oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, [m.name for m in spec.models],
+    oof = load_oof(exp_dir / "oof.parquet", spec.folds.n_splits, all_class_models(spec),
                    exp_dir / "folds.parquet", log=to_stdout)
     if not oof.models:
         raise ResultsError(f"{exp_dir}/oof.parquet: no model has complete OOF logits to audit with")

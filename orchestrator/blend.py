@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> None:
     rounds = round_estimates(pool, result, spec.blend, truth, log=to_stdout)  # pooled: each round alone
     board = leaderboard(result, truth)
     print_board(board, log=to_stdout)
-    models = model_table(pool.models, result, pool.inputs.oof)
+    models = model_table(pool.models, result, pool.inputs.oof, pool.inputs.specialists)
     print_models(models, log=to_stdout)
     chosen = result.chosen
     nested = chosen.nested.scores

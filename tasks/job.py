@@ -33,8 +33,8 @@ from tasks.job_io import (
     write_metrics,
     write_result,
 )
-from tasks.labels import TRUE_AGE_BORDERS, age_band, class_of
-from tasks.metrics import score
+from tasks.labels import TRUE_AGE_BORDERS, age_band, class_of, target_labels
+from tasks.metrics import score_target
 from tasks.pseudo.fold_sets import pseudo_path, pseudo_samples, read_pseudo
 from tasks.spec.experiment import Experiment, TrainSpec, stable_hash
 from tasks.spec.techniques import NO_TTA, resolve_tta
@@ -140,14 +140,15 @@ def _train(spec: Experiment, job: Job, ranks: Ranks, tracker: Tracker, on_epoch,
         if fit.ema is not None:  # each rank's EMA averaged its own batch statistics
             sync_buffers(judged.model, ranks)
         logits = predict_rows(judged, dataset.train_cache, val_rows, NO_TTA)
-        labels = val_rows["label"].to_numpy()
-        val = score(labels, logits.argmax(1))
+        # a specialist (train.target) is scored, and its best epoch chosen, on its attribute alone
+        labels = target_labels(val_rows["label"].to_numpy(), train.target)
+        val = score_target(val_rows["label"].to_numpy(), logits, train.target)
         if fit.scheduler is not None:
             fit.scheduler.step(epoch + 1, val.macro_f1)
         state = state.after_epoch(epoch + 1, val.macro_f1, judged.model)
         report = EpochReport(epoch + 1, train.epochs, stats.loss, stats.accuracy, eval_loss(logits, labels),
                              val, fit.optimizer.param_groups[0]["lr"], stats.seconds, state.best_f1,
-                             state.best_epoch, stats.images / max(stats.seconds, 1e-9))
+                             state.best_epoch, stats.images / max(stats.seconds, 1e-9), train.target)
         state = replace(state, history=(*state.history, report.row()))
         if ranks.leader:
             write_metrics(job.out_dir, state.history)
@@ -193,15 +194,16 @@ def _finish(spec: Experiment, job: Job, dataset: Dataset, ctx: ModelContext, val
     if ranks.leader:
         write_job_logits(job, spec, val_rows, oof, dataset.eval, test, rows_hash(spec, dataset))
         save_weights(job.out_dir, model)
-    val = score(val_rows["label"].to_numpy(), oof.argmax(1))
+    val = score_target(val_rows["label"].to_numpy(), oof, train.target)
+    labels = target_labels(val_rows["label"].to_numpy(), train.target)
     result = JobResult(
         experiment=spec.name, model=job.model, backbone=spec.model(job.model).backbone, fold=job.fold, repeat=job.repeat,
         seed=job_seed(spec, job), best_epoch=state.best_epoch, epochs_run=state.epoch,
-        stopped_early=state.epoch < train.epochs, val=val.as_dict(), val_loss=eval_loss(oof, val_rows["label"].to_numpy()),
+        stopped_early=state.epoch < train.epochs, val=val.as_dict(), val_loss=eval_loss(oof, labels),
         train_images=int(state.history[-1]["train_images"]) if state.history else 0,
         val_images=len(val_rows), test_images=len(dataset.eval), device=str(ctx.device.device),
         seconds=time.monotonic() - started, workers=ranks.world, pseudo_images=pseudo_images, finished=time.time(),
-        **job_paths(job.out_dir))
+        target=train.target, **job_paths(job.out_dir))
     if ranks.leader:
         write_result(job.out_dir, result)
     return result

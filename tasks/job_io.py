@@ -66,15 +66,17 @@ class EpochReport:
     best_f1: float
     best_epoch: int
     images_per_second: float
+    target: str = "all"  # what the scores are of: the 18 classes, or a specialist's attribute
 
     def row(self) -> dict[str, float]:
-        flat = {k: v for k, v in asdict(self).items() if k != "val"}
+        flat = {k: v for k, v in asdict(self).items() if k not in ("val", "target")}
         return {**flat, **{f"val_{k}": v for k, v in self.val.as_dict().items()},
                 "train_images": self.images_per_second * self.seconds}
 
     def line(self, key: str) -> str:
+        what = "F1" if self.target == "all" else f"{self.target} F1"
         return (f"[{key}] epoch {self.epoch}/{self.epochs} loss {self.train_loss:.4f} "
-                f"val F1 {self.val.macro_f1:.4f} acc {self.val.accuracy:.4f} (best {self.best_f1:.4f} "
+                f"val {what} {self.val.macro_f1:.4f} acc {self.val.accuracy:.4f} (best {self.best_f1:.4f} "
                 f"@{self.best_epoch}) {self.images_per_second:.0f} img/s {self.seconds:.1f}s")
 
 
@@ -103,6 +105,9 @@ class JobResult:
     pseudo_images: int = 0  # pseudo-labelled eval photos among train_images' draws
     finished: float | None = None  # Unix time the job ended; None in results written before it was kept
     repeat: int = 0  # the fold assignment (folds.repeats) the fold belongs to
+    # train.target: "all", or a specialist's attribute, whose scores `val` then holds (macro F1 of that
+    # attribute alone; the others' F1 NaN)
+    target: str = "all"
 
     @classmethod
     def read(cls, out_dir: Path) -> JobResult:
@@ -193,9 +198,14 @@ def tensorboard_tag(column: str) -> str:
     return f"train/{column}"
 
 
+def logits_meta(spec: Experiment, model: str, rows_hash: str) -> LogitsMeta:
+    """What a model's logits files declare: the rows, and its target (a specialist's width)."""
+    return LogitsMeta.of_target(rows_hash, spec.train_for(spec.model(model)).target)
+
+
 def write_job_logits(job: Job, spec, val_rows: pd.DataFrame, oof, eval_rows: pd.DataFrame, test,
                      rows_hash: str) -> None:
-    meta = LogitsMeta(rows_hash=rows_hash)
+    meta = logits_meta(spec, job.model, rows_hash)
     common = {"experiment": spec.name, "model": job.model, "fold": job.fold}
     oof_frame = val_rows[["image_key", "person", "label"]].rename(columns={"label": "target"})
     oof_frame = oof_frame.assign(**common, split="oof")
@@ -213,7 +223,7 @@ def write_test_logits(job: Job, spec, eval_rows: pd.DataFrame, test, rows_hash: 
     frame = eval_rows[["image_key"]].assign(experiment=spec.name, model=job.model, fold=job.fold,
                                              split="test", person=None, target=None)
     path = job.out_dir / "test.parquet"
-    write_logits(path, logits_table(frame, test, LogitsMeta(rows_hash=rows_hash)))
+    write_logits(path, logits_table(frame, test, logits_meta(spec, job.model, rows_hash)))
     return path
 
 

@@ -10,6 +10,11 @@ GENDER_NAMES = ("male", "female")
 AGE_NAMES = ("<30", "30-59", ">=60")
 # The competition's own borders; training may shift them, validation never does.
 TRUE_AGE_BORDERS = (30, 60)
+# The three attributes a class is made of, each with its classes; a model's `train.target` is
+# one of them (a specialist) or "all" (the 18 classes).
+ATTRIBUTES = ("mask", "gender", "age")
+ATTRIBUTE_SIZES = {"mask": len(MASK_NAMES), "gender": len(GENDER_NAMES), "age": len(AGE_NAMES)}
+ALL = "all"
 
 
 def mask_of_stem(stem: str) -> int:
@@ -39,6 +44,16 @@ def split_class(label):
     """Inverse of class_of: (mask, gender, band) arrays."""
     label = np.asarray(label)
     return label // 6, (label // 3) % 2, label % 3
+
+
+def target_width(target: str) -> int:
+    """Classes a model of `train.target` predicts: 18 for "all", else its attribute's."""
+    return NUM_CLASSES if target == ALL else ATTRIBUTE_SIZES[target]
+
+
+def target_labels(label, target: str):
+    """The 18-class labels as a model of `target` is scored on: themselves, or one attribute's."""
+    return np.asarray(label) if target == ALL else split_class(label)[ATTRIBUTES.index(target)]
 
 
 # "wear/male/<30" for class 0 ... "not_worn/female/>=60" for class 17

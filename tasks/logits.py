@@ -1,11 +1,19 @@
 """The one Parquet schema every job writes and every later step reads.
 
 One row per (model, fold model, image): `split` is "oof" for a fold's validation
-images (target set) or "test" for eval images (target null). Logits are always 18
-float32 values, whatever the head, so any two models can be blended.
+images (target set) or "test" for eval images (target null). `target` is always the
+18-class label as given, whatever the model predicts, so that rows of any two models align.
+
+Logits: 18 float32 values for a model of all classes (LOGITS_SCHEMA), whatever the head, so any
+two of them can be blended. A specialist (`train.target: mask|gender|age`) predicts its
+attribute alone: its files have the same columns with 3, 2 or 3 logits per row
+(`logits_schema(width)`) and declare it in their metadata (`target`, `num_classes`); a file
+holds one width. An experiment gathers its all-class models into oof.parquet / test.parquet as
+ever, each attribute's specialists into oof_<attribute>.parquet (`gathered_name`).
 
 The file metadata carries the rows hash (tasks.data.preparation.rows_hash): logits of different
-models are comparable only when they carry the same one.
+models are comparable only when they carry the same one. Files without a `target` key (every
+file written before specialists) are all-class files.
 """
 from __future__ import annotations
 
@@ -19,32 +27,40 @@ import pyarrow.parquet as pq
 
 from tasks.atomic import atomic_path
 from tasks.errors import UserError
-from tasks.labels import NUM_CLASSES
+from tasks.labels import ALL, ATTRIBUTES, NUM_CLASSES, target_width
 
 SPLITS = ("oof", "test")
+TARGETS = (ALL, *ATTRIBUTES)
 
-LOGITS_SCHEMA = pa.schema(
-    [
-        pa.field("experiment", pa.string(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),  # the model's name in the spec
-        pa.field("fold", pa.int16(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("image_key", pa.string(), nullable=False),
-        pa.field("person", pa.string(), nullable=True),  # null for eval images
-        pa.field("target", pa.int8(), nullable=True),  # null for eval images
-        pa.field("logits", pa.list_(pa.float32(), NUM_CLASSES), nullable=False),
-    ]
-)
+
+def logits_schema(width: int = NUM_CLASSES) -> pa.Schema:
+    """The columns of a logits file with `width` logits per row (18, or a specialist's 3/2/3)."""
+    return pa.schema(
+        [
+            pa.field("experiment", pa.string(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),  # the model's name in the spec
+            pa.field("fold", pa.int16(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("image_key", pa.string(), nullable=False),
+            pa.field("person", pa.string(), nullable=True),  # null for eval images
+            pa.field("target", pa.int8(), nullable=True),  # the 18-class given label; null for eval images
+            pa.field("logits", pa.list_(pa.float32(), width), nullable=False),
+        ]
+    )
+
+
+LOGITS_SCHEMA = logits_schema(NUM_CLASSES)
 # Files written before the names were settled: the model's name was in a column "backbone"
 # and the rows hash under the key "spec_hash". They are read as if written today.
 LEGACY_COLUMNS = {"backbone": "model"}
 LEGACY_KEYS = {b"spec_hash": b"rows_hash"}
 
 
-def gathered_name(split: str, repeat: int = 0) -> str:
-    """An experiment's gathered file of a split and repeat (folds.repeats): repeat 0's is
-    oof.parquet / test.parquet, as ever; repeat r's oof_r<r>.parquet, in its own folds."""
-    return f"{split}.parquet" if repeat == 0 else f"{split}_r{repeat}.parquet"
+def gathered_name(split: str, repeat: int = 0, target: str = ALL) -> str:
+    """An experiment's gathered file of a split, repeat (folds.repeats) and target: repeat 0's
+    all-class file is oof.parquet / test.parquet, as ever; repeat r's oof_r<r>.parquet, in its
+    own folds; an attribute's specialists' oof_<attribute>.parquet (oof_age_r1.parquet)."""
+    return f"{split}{'' if target == ALL else '_' + target}{'' if repeat == 0 else f'_r{repeat}'}.parquet"
 
 
 class LogitsError(UserError, ValueError):
@@ -55,22 +71,36 @@ class LogitsError(UserError, ValueError):
 class LogitsMeta:
     rows_hash: str  # what makes rows comparable across models (data, folds, labels)
     num_classes: int = NUM_CLASSES
+    target: str = ALL  # what the logits predict: the 18 classes, or a specialist's attribute
+
+    @classmethod
+    def of_target(cls, rows_hash: str, target: str) -> LogitsMeta:
+        return cls(rows_hash, target_width(target), target)
+
+    def footer(self) -> dict[str, str]:
+        """The file metadata; an all-class file's is what it always was (no `target` key)."""
+        return {"rows_hash": self.rows_hash, "num_classes": str(self.num_classes),
+                **({"target": self.target} if self.target != ALL else {})}
 
 
 def logits_table(frame: pd.DataFrame, logits: np.ndarray, meta: LogitsMeta) -> pa.Table:
-    """Build a validated table from the key columns in `frame` and an (N, 18) array."""
+    """Build a validated table from the key columns in `frame` and an (N, width) array."""
     logits = np.ascontiguousarray(logits, dtype=np.float32)
+    if meta.num_classes != target_width(meta.target):
+        raise LogitsError(f"{meta.num_classes} classes do not fit target {meta.target!r} "
+                          f"({target_width(meta.target)} classes)")
     if logits.shape != (len(frame), meta.num_classes):
         raise LogitsError(f"logits shape {logits.shape} != ({len(frame)}, {meta.num_classes})")
-    columns = {name: frame[name] for name in LOGITS_SCHEMA.names if name != "logits"}
+    schema = logits_schema(meta.num_classes)
+    columns = {name: frame[name] for name in schema.names if name != "logits"}
     table = pa.Table.from_pydict(
         {
-            **{k: pa.array(v, type=LOGITS_SCHEMA.field(k).type, from_pandas=True) for k, v in columns.items()},
+            **{k: pa.array(v, type=schema.field(k).type, from_pandas=True) for k, v in columns.items()},
             "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), meta.num_classes),
         },
-        schema=LOGITS_SCHEMA,
+        schema=schema,
     )
-    return table.replace_schema_metadata({"rows_hash": meta.rows_hash, "num_classes": str(meta.num_classes)})
+    return table.replace_schema_metadata(meta.footer())
 
 
 def write_logits(path: str | os.PathLike, table: pa.Table) -> None:
@@ -90,36 +120,44 @@ def upgrade(table: pa.Table) -> pa.Table:
     return table.rename_columns(names).replace_schema_metadata(meta)
 
 
-def explain_schema(schema: pa.Schema) -> str | None:
-    """What differs from LOGITS_SCHEMA, in a line, or None."""
+def explain_schema(schema: pa.Schema, width: int = NUM_CLASSES, target: str = ALL) -> str | None:
+    """What differs from the schema of `width` logits per row (logits_schema), in a line, or None."""
+    expected = logits_schema(width)
     if "logits" in schema.names:
-        size = getattr(schema.field("logits").type, "list_size", NUM_CLASSES)
-        if size != NUM_CLASSES:
-            return (f"logits have {size} classes per row, expected {NUM_CLASSES} (mask x gender x age); "
+        size = getattr(schema.field("logits").type, "list_size", width)
+        if size != width:
+            what = "mask x gender x age" if target == ALL else f"a {target} specialist's, as its metadata's target says"
+            return (f"logits have {size} classes per row, expected {width} ({what}); "
                     "was the model built with another head?")
-    missing = [n for n in LOGITS_SCHEMA.names if n not in schema.names]
-    extra = [n for n in schema.names if n not in LOGITS_SCHEMA.names]
-    typed = [f"{n} is {schema.field(n).type}, expected {LOGITS_SCHEMA.field(n).type}"
-             for n in LOGITS_SCHEMA.names if n in schema.names and schema.field(n).type != LOGITS_SCHEMA.field(n).type]
+    missing = [n for n in expected.names if n not in schema.names]
+    extra = [n for n in schema.names if n not in expected.names]
+    typed = [f"{n} is {schema.field(n).type}, expected {expected.field(n).type}"
+             for n in expected.names if n in schema.names and schema.field(n).type != expected.field(n).type]
     problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
         [f"unexpected {', '.join(extra)}"] if extra else []) + typed
     return f"schema differs from LOGITS_SCHEMA: {'; '.join(problems)}" if problems else None
 
 
 def validate_table(table: pa.Table, where: str) -> LogitsMeta:
-    if not table.schema.equals(LOGITS_SCHEMA, check_metadata=False):
-        raise LogitsError(f"{where}: {explain_schema(table.schema) or 'schema differs from LOGITS_SCHEMA'}")
+    """The file's metadata, once its schema is the one its target declares (no key: all classes)."""
     meta = table.schema.metadata or {}
+    target = meta.get(b"target", ALL.encode()).decode()
+    if target not in TARGETS:
+        raise LogitsError(f"{where}: target {target!r} in the file metadata is none of {', '.join(TARGETS)}")
+    width = target_width(target)
+    if not table.schema.equals(logits_schema(width), check_metadata=False):
+        raise LogitsError(f"{where}: {explain_schema(table.schema, width, target) or 'schema differs from LOGITS_SCHEMA'}")
     if b"rows_hash" not in meta or b"num_classes" not in meta:
         raise LogitsError(f"{where}: missing rows_hash/num_classes file metadata; run the experiment again "
                           "(`python -m orchestrator.run`) to gather its jobs anew")
     num_classes = int(meta[b"num_classes"])
-    if num_classes != NUM_CLASSES:
-        raise LogitsError(f"{where}: {num_classes} classes, expected {NUM_CLASSES}")
+    if num_classes != width:
+        raise LogitsError(f"{where}: {num_classes} classes, expected {width}"
+                          + ("" if target == ALL else f" (target {target})"))
     bad = set(table.column("split").unique().to_pylist()) - set(SPLITS)
     if bad:
         raise LogitsError(f"{where}: unknown split values {sorted(bad)}")
-    return LogitsMeta(rows_hash=meta[b"rows_hash"].decode(), num_classes=num_classes)
+    return LogitsMeta(rows_hash=meta[b"rows_hash"].decode(), num_classes=num_classes, target=target)
 
 
 def check_logits_file(path: str | os.PathLike) -> int:
@@ -130,7 +168,8 @@ def check_logits_file(path: str | os.PathLike) -> int:
 
 
 def read_logits(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, LogitsMeta]:
-    """Key columns as a DataFrame, logits as an (N, 18) float32 array, and the metadata."""
+    """Key columns as a DataFrame, logits as an (N, width) float32 array (18, or a specialist's
+    attribute's: see the metadata's `target`), and the metadata."""
     table = upgrade(pq.read_table(path))
     meta = validate_table(table, str(path))
     logits = table.column("logits").combine_chunks().flatten().to_numpy().reshape(-1, meta.num_classes)

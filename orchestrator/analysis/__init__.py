@@ -1,6 +1,7 @@
 """The Ray-free side: everything read from a results folder.
 
-- `results_folder` (finding and checking an experiment's folder), `results` (its logits);
+- `results_folder` (finding and checking an experiment's folder), `results` (its logits, checked
+  by `logits_checks`), `specialists` (attribute specialists' logits), `repeats` (repeated folds);
 - `ensembles`: the blend (methods, fitting, nested estimate, outputs, pooled rounds);
 - `mislabels`: the label audit;
 - `reporting`: the one-page report;

@@ -12,17 +12,24 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from orchestrator.analysis.logits_checks import check_folds as _check_folds
+from orchestrator.analysis.logits_checks import check_oof_keys as _check_oof_keys
+from orchestrator.analysis.logits_checks import check_unique as _check_unique
 from orchestrator.analysis.results_folder import ResultsError, read_eval_ids
 from tasks.data.folds import load_folds
-from tasks.labels import MASK_STEMS, NUM_CLASSES
+from tasks.labels import ALL
 from tasks.log import Log, to_stdout
-from tasks.logits import LogitsError, read_logits
+from tasks.logits import LogitsError, gathered_name, read_logits
 from tasks.spec.experiment import Experiment
+
+if TYPE_CHECKING:
+    from orchestrator.analysis.specialists import Specialists
 
 
 @dataclass(frozen=True)
@@ -57,9 +64,11 @@ class EvalLogits:
 
 @dataclass(frozen=True)
 class BlendInputs:
-    oof: OofLogits  # only models complete in both files, same order as test
+    oof: OofLogits  # only all-class models complete in both files, same order as test
     test: EvalLogits
     excluded: tuple[Exclusion, ...]
+    # attribute specialists (train.target), complete in both; None without any in the spec
+    specialists: Specialists | None = None
 
 
 def _manifest_rows_hash(exp_dir: Path) -> str | None:
@@ -69,37 +78,61 @@ def _manifest_rows_hash(exp_dir: Path) -> str | None:
 
 
 def load_blend_inputs(exp_dir: Path, spec: Experiment, log: Log = to_stdout) -> BlendInputs:
-    """OOF and test logits of every model complete in both, or a ResultsError."""
-    expected = [m.name for m in spec.models]
-    n_splits = spec.folds.n_splits
-    oof = load_oof(exp_dir / "oof.parquet", n_splits, expected, exp_dir / "folds.parquet", log)
-    test = load_test(exp_dir / "test.parquet", n_splits, read_eval_ids(spec.data.root), expected, log)
+    """OOF and test logits of every all-class model complete in both, or a ResultsError; with
+    attribute specialists (train.target) in the spec, theirs too (analysis.specialists)."""
+    targets = model_targets(spec)
+    oof, test = load_target(exp_dir, spec, ALL, all_class_models(spec), log)
+    if not oof.models:
+        reasons = "; ".join(f"{e.model}: {e.reason}" for e in oof.excluded) or "no models"
+        raise ResultsError(f"{exp_dir}: no model has complete OOF and test logits ({reasons}); "
+                           f"re-run the failed jobs")
+    if set(targets.values()) == {ALL}:
+        return BlendInputs(oof, test, oof.excluded)
+    from orchestrator.analysis.specialists import load_specialists
+
+    specialists = load_specialists(exp_dir, spec, oof, targets, log)
+    return BlendInputs(oof, test, oof.excluded + specialists.excluded, specialists)
+
+
+def model_targets(spec: Experiment) -> dict[str, str]:
+    """Each model's train.target by name, in spec order: "all", or a specialist's attribute."""
+    return {m.name: spec.train_for(m).target for m in spec.models}
+
+
+def all_class_models(spec: Experiment) -> list[str]:
+    """The models of oof.parquet / test.parquet: those of all 18 classes (not specialists)."""
+    return [m for m, t in model_targets(spec).items() if t == ALL]
+
+
+def load_target(exp_dir: Path, spec: Experiment, target: str, expected: Sequence[str],
+                log: Log = to_stdout) -> tuple[OofLogits, EvalLogits]:
+    """The logits of the models of one target (gathered_name's files, every repeat), only those
+    complete in both OOF and test (the others in `excluded`), or a ResultsError."""
+    n_splits, oof_name, test_name = spec.folds.n_splits, gathered_name("oof", 0, target), gathered_name("test", 0, target)
+    oof = load_oof(exp_dir / oof_name, n_splits, expected, exp_dir / "folds.parquet", log, target=target)
+    test = load_test(exp_dir / test_name, n_splits, read_eval_ids(spec.data.root), expected, log, target=target)
     if oof.rows_hash != test.rows_hash:
-        raise ResultsError(f"{exp_dir}/oof.parquet has rows_hash {oof.rows_hash} but test.parquet has "
+        raise ResultsError(f"{exp_dir}/{oof_name} has rows_hash {oof.rows_hash} but {test_name} has "
                            f"{test.rows_hash}: the logits come from different data, folds or seeds; "
                            f"re-run the experiment so both come from one spec")
     expected_hash = _manifest_rows_hash(exp_dir)
     if expected_hash and oof.rows_hash != expected_hash:
-        raise ResultsError(f"{exp_dir}/oof.parquet was made for other data or folds (spec hash {oof.rows_hash}, "
+        raise ResultsError(f"{exp_dir}/{oof_name} was made for other data or folds (spec hash {oof.rows_hash}, "
                            f"manifest.json says {expected_hash}); re-run `python -m orchestrator.run` to "
                            "gather the current jobs")
     if spec.folds.repeats > 1:
         from orchestrator.analysis.repeats import load_repeats
 
-        oof, test = load_repeats(exp_dir, spec, oof, test, log)
+        oof, test = load_repeats(exp_dir, spec, oof, test, log, target, expected)
     both = [m for m in oof.models if m in test.models]
     excluded = _merge_exclusions(oof.excluded + test.excluded)
-    if not both:
-        reasons = "; ".join(f"{e.model}: {e.reason}" for e in excluded) or "no models"
-        raise ResultsError(f"{exp_dir}: no model has complete OOF and test logits ({reasons}); "
-                           f"re-run the failed jobs")
     pick_oof = [oof.models.index(m) for m in both]
     pick_test = [test.models.index(m) for m in both]
     oof = OofLogits(tuple(both), oof.logits[pick_oof], oof.image_key, oof.person, oof.fold,
                     oof.target, oof.rows_hash, excluded,
                     None if oof.repeat_logits is None else oof.repeat_logits[:, pick_oof])
     test = EvalLogits(tuple(both), test.logits[pick_test], test.image_ids, test.rows_hash, excluded)
-    return BlendInputs(oof, test, excluded)
+    return oof, test
 
 
 def _merge_exclusions(items: tuple[Exclusion, ...]) -> tuple[Exclusion, ...]:
@@ -110,13 +143,14 @@ def _merge_exclusions(items: tuple[Exclusion, ...]) -> tuple[Exclusion, ...]:
 
 
 def load_oof(path: Path, n_splits: int, expected: Sequence[str], folds_path: Path | None = None,
-             log: Log = to_stdout, fold_column: str = "fold") -> OofLogits:
+             log: Log = to_stdout, fold_column: str = "fold", target: str = ALL) -> OofLogits:
     """Per-model OOF logits aligned on training images; incomplete models excluded.
 
     With `folds_path` (results/<exp>/folds.parquet, if it exists) every model must cover
     its images, in its folds (`fold_column`: a repeat's, tasks.data.folds.fold_column).
+    `target`: what the file must hold (a specialists' file: their attribute's logits).
     """
-    file = _read(path, "oof")
+    file = _read(path, "oof", target)
     frame = file.frame
     _check_oof_keys(frame, path, n_splits)
     folds = _read_folds(folds_path, fold_column) if folds_path is not None and folds_path.is_file() else None
@@ -132,7 +166,7 @@ def load_oof(path: Path, n_splits: int, expected: Sequence[str], folds_path: Pat
         else:
             complete[model] = at
     _log_exclusions(excluded, log)
-    stack = np.empty((len(complete), len(keys), NUM_CLASSES), np.float32)
+    stack = np.empty((len(complete), len(keys), file.logits.shape[1]), np.float32)
     for m, at in enumerate(complete.values()):
         stack[m, keys.get_indexer(frame.image_key.iloc[at])] = file.logits[at]
     return OofLogits(tuple(complete), stack, keys.to_numpy(dtype=object), rows.person.to_numpy(dtype=object),
@@ -184,9 +218,10 @@ def _model_gap(rows: pd.DataFrame, n_images: int, n_splits: int, folds: pd.DataF
 
 
 def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequence[str],
-              log: Log = to_stdout) -> EvalLogits:
+              log: Log = to_stdout, target: str = ALL) -> EvalLogits:
     """Per-model test logits averaged over fold models, rows in eval order."""
-    file = _read(path, "test")
+    file = _read(path, "test", target)
+    width = file.logits.shape[1]
     frame = file.frame
     _check_unique(frame, ["model", "fold", "image_key"], path)
     _check_folds(frame, path, n_splits)
@@ -204,11 +239,11 @@ def load_test(path: Path, n_splits: int, eval_ids: np.ndarray, expected: Sequenc
             excluded.append(Exclusion(model, reason))
             continue
         # Each (fold, image) occurs once (duplicates were refused), so plain assignment fills it.
-        per_model = np.empty((n_splits, len(ids), NUM_CLASSES), np.float32)
+        per_model = np.empty((n_splits, len(ids), width), np.float32)
         per_model[frame.fold.to_numpy()[at], where[at]] = file.logits[at]
         complete[model] = model_logits(per_model)
     _log_exclusions(excluded, log)
-    stack = np.stack(list(complete.values())) if complete else np.empty((0, len(ids), NUM_CLASSES), np.float32)
+    stack = np.stack(list(complete.values())) if complete else np.empty((0, len(ids), width), np.float32)
     return EvalLogits(tuple(complete), stack, np.asarray(eval_ids, dtype=object), file.rows_hash, tuple(excluded))
 
 
@@ -226,13 +261,16 @@ class LogitsFile:
     rows_hash: str
 
 
-def _read(path: Path, split: str) -> LogitsFile:
+def _read(path: Path, split: str, target: str = ALL) -> LogitsFile:
     if not path.is_file():
         raise ResultsError(f"{path}: not found; run the experiment first or pick another with --results")
     try:
         frame, logits, meta = read_logits(path)
     except (LogitsError, pa.ArrowException, OSError) as err:
         raise ResultsError(f"{path}: cannot be read as maskfold logits: {str(err).removeprefix(f'{path}: ')}") from None
+    if meta.target != target:
+        raise ResultsError(f"{path}: holds logits of target {meta.target!r}, expected {target!r}; re-run "
+                           "`python -m orchestrator.run` to gather the jobs again")
     wrong = frame.split != split
     if wrong.any():
         raise ResultsError(f"{path}: {wrong.sum()} rows have split {frame.split[wrong].iloc[0]!r}, "
@@ -243,46 +281,6 @@ def _read(path: Path, split: str) -> LogitsFile:
         raise ResultsError(f"{path}: {bad.sum()} rows have NaN or infinite logits (models {models}); "
                            f"re-run those jobs")
     return LogitsFile(frame, logits, meta.rows_hash)
-
-
-def _check_unique(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
-    dup = frame.duplicated(columns)
-    if dup.any():
-        first = frame.loc[dup, columns].iloc[0].to_dict()
-        raise ResultsError(f"{path}: {dup.sum()} duplicate rows per ({', '.join(columns)}), e.g. {first}; "
-                           f"the gather step wrote some job twice")
-
-
-def _check_folds(frame: pd.DataFrame, path: Path, n_splits: int) -> None:
-    bad = (frame.fold < 0) | (frame.fold >= n_splits)
-    if bad.any():
-        raise ResultsError(f"{path}: fold {frame.fold[bad].iloc[0]} outside 0..{n_splits - 1} "
-                           f"(folds.n_splits in spec.yaml is {n_splits})")
-
-
-def _check_oof_keys(frame: pd.DataFrame, path: Path, n_splits: int) -> None:
-    for column in ("person", "target"):
-        if frame[column].isna().any():
-            raise ResultsError(f"{path}: {frame[column].isna().sum()} OOF rows have no {column}")
-    target = frame.target.astype(np.int64)
-    if ((target < 0) | (target >= NUM_CLASSES)).any():
-        raise ResultsError(f"{path}: targets outside 0..{NUM_CLASSES - 1}")
-    _check_unique(frame, ["model", "image_key"], path)
-    _check_folds(frame, path, n_splits)
-    labels = frame.drop_duplicates(["image_key", "target", "fold", "person"])
-    if labels.image_key.duplicated().any():
-        key = labels.image_key[labels.image_key.duplicated()].iloc[0]
-        raise ResultsError(f"{path}: models disagree on the target, fold or person of {key} "
-                           f"(and maybe more); their OOF rows come from different labels or folds")
-    parts = labels.image_key.str.rpartition("/")  # one row per image from here: cheaper
-    bad = (parts[0] != labels.person) | ~parts[2].isin(MASK_STEMS)
-    if bad.any():
-        raise ResultsError(f"{path}: image_key {labels.image_key[bad].iloc[0]!r} is not "
-                           f"'<person>/<one of {', '.join(MASK_STEMS)}>'")
-    split_people = labels.groupby("person").fold.nunique()
-    if (split_people > 1).any():
-        raise ResultsError(f"{path}: person {split_people[split_people > 1].index[0]} is held out in "
-                           f"several folds; folds must split by person or OOF scores flatter")
 
 
 def _by_model(frame: pd.DataFrame, expected: Sequence[str]) -> dict[str, np.ndarray]:

@@ -54,6 +54,9 @@ def log_blend(spec: Experiment, exp_dir: Path, board: pd.DataFrame, weights: dic
     params = {"method": weights["method"], "metric": weights["metric"], "vote": weights["vote"],
               "decode": weights["decode"], "methods_compared": len(board),
               **{f"weight.{m}": w for m, w in weights["weights"].items()},
+              # a per-attribute blend's weights (attribute specialists): weight.age.<model>
+              **{f"weight.{a}.{m}": w for a, per in (weights.get("attribute_weights") or {}).items()
+                 for m, w in per.items()},
               **{f"temperature.{m}": t for m, t in weights["temperatures"].items()}}
     with tracking_run(*_run(spec, "blend", exp_dir)) as tracker:
         tracker.params(params)

@@ -116,8 +116,9 @@ def format_summary(spec: Experiment, plans: list[JobPlan], summary: RunSummary) 
              f"{len(summary.cached)} cached, {len(summary.failed)} failed, {len(summary.interrupted)} interrupted, "
              f"{len(summary.not_started)} not started"]
     if done:
-        table = pd.DataFrame([{"model": r.model, "f1": r.val["macro_f1"], "hours": r.seconds * r.workers / 3600}
-                              for r in done])
+        # a specialist's (train.target) macro F1 is of its attribute alone: its row says so
+        table = pd.DataFrame([{"model": r.model if r.target == "all" else f"{r.model} ({r.target} F1)",
+                               "f1": r.val["macro_f1"], "hours": r.seconds * r.workers / 3600} for r in done])
         per = table.groupby("model").agg(folds=("f1", "size"), macro_f1=("f1", "mean"), sd_over_folds=("f1", "std"),
                                          slot_hours=("hours", "sum"))
         unit = "GPU-hours" if spec.resources.slot == "GPU" else f"{spec.resources.slot}-hours"
@@ -131,6 +132,9 @@ def format_summary(spec: Experiment, plans: list[JobPlan], summary: RunSummary) 
     if g.models:
         files = "oof.parquet, test.parquet" + (f" (repeat 0; oof_r<r>, test_r<r> for repeats 1-{spec.folds.repeats - 1})"
                                                if spec.folds.repeats > 1 else "")
+        targets = sorted({p.train.target for p in plans} - {"all"})
+        files += (", " + ", ".join(f"oof_{t}.parquet, test_{t}.parquet" for t in targets) + " (specialists)"
+                  if targets else "")
         lines.append(f"gathered {g.oof_rows} OOF rows and {g.test_rows} test rows of {len(g.models)} models "
                      f"-> {spec.out_dir}/{files}, leaderboard.csv")
     if g.incomplete:

@@ -12,6 +12,7 @@ import pandas as pd
 from orchestrator.cluster.plan import JobPlan
 from tasks.atomic import atomic_path
 from tasks.job_io import JobResult, unfinished_reason
+from tasks.labels import ATTRIBUTES
 from tasks.logits import LogitsError, LogitsMeta, gathered_name, logits_table, read_logits, write_logits
 from tasks.spec.load import load_spec
 
@@ -40,19 +41,32 @@ def gather(out_dir: Path, plans: list[JobPlan], train_keys: pd.Series, eval_keys
     jobs = [p for p in done if p.model in complete]
     if not jobs:
         return Gathered(0, 0, (), incomplete)
-    rows = [0, 0]
-    for repeat in sorted({p.repeat for p in jobs}):
-        these = [p for p in jobs if p.repeat == repeat]
+    rows, written = [0, 0], set()
+    for repeat, target in sorted({(p.repeat, p.train.target) for p in jobs}):
+        # one file per target: all-class models (oof.parquet, as ever), each attribute's specialists
+        these = [p for p in jobs if p.repeat == repeat and p.train.target == target]
         oof = _concat([p.out_dir / "oof.parquet" for p in these])
         test = _concat([p.out_dir / "test.parquet" for p in these])
-        check_oof(oof[0], train_keys, complete)
+        check_oof(oof[0], train_keys, sorted({p.model for p in these}))
         check_test(test[0], eval_keys, {(p.model, p.fold) for p in these})
-        write_logits(out_dir / gathered_name("oof", repeat), logits_table(*oof))
-        write_logits(out_dir / gathered_name("test", repeat), logits_table(*test))
+        for split, part in (("oof", oof), ("test", test)):
+            written.add(gathered_name(split, repeat, target))
+            write_logits(out_dir / gathered_name(split, repeat, target), logits_table(*part))
         rows = [rows[0] + len(oof[0]), rows[1] + len(test[0])]
+    _drop_stale_specialists(out_dir, written)
     if len(done) > 1:
         plot_heatmap(out_dir / "leaderboard.png", pd.read_csv(out_dir / "leaderboard.csv"), optimistic)
     return Gathered(rows[0], rows[1], tuple(complete), incomplete)
+
+
+def _drop_stale_specialists(out_dir: Path, written: set[str]) -> None:
+    """Specialists' gathered files this gather did not write (the spec's specialists of that
+    attribute failed or are gone): left, an older run's rows would be read as this one's."""
+    for split in ("oof", "test"):
+        for path in out_dir.glob(f"{split}_*.parquet"):
+            target = path.stem.removeprefix(f"{split}_").split("_r")[0]
+            if target in ATTRIBUTES and path.name not in written:
+                path.unlink()
 
 
 def _concat(paths: list[Path]) -> tuple[pd.DataFrame, np.ndarray, LogitsMeta]:
@@ -60,6 +74,9 @@ def _concat(paths: list[Path]) -> tuple[pd.DataFrame, np.ndarray, LogitsMeta]:
     hashes = {meta.rows_hash for _, _, meta in parts}
     if len(hashes) > 1:
         raise LogitsError(f"job outputs come from different data or folds (spec hashes {sorted(hashes)})")
+    targets = {meta.target for _, _, meta in parts}
+    if len(targets) > 1:
+        raise LogitsError(f"job outputs of one target hold logits of several ({sorted(targets)}): {paths[0].parent}")
     frame = pd.concat([f for f, _, _ in parts], ignore_index=True)
     return frame, np.concatenate([logits for _, logits, _ in parts]), parts[0][2]
 
@@ -98,12 +115,16 @@ def write_leaderboard(path: Path, results: list[JobResult], optimistic: bool = F
     standard deviation, ddof=1: the one spread maskfold shows, in the console and report too).
     `optimistic`: the experiment's models trained on pseudo labels from models that saw every
     fold; every row says so in the column oof_optimistic (their validation scores flatter)."""
-    rows = [{"model": r.model, "backbone": r.backbone, "fold": fold_label(r.fold, r.repeat), "best_epoch": r.best_epoch,
+    # A specialist's scores are of its attribute alone: a `target` column says so (only then, so that
+    # an experiment without specialists keeps its columns).
+    specialists = any(r.target != "all" for r in results)
+    rows = [{"model": r.model, "backbone": r.backbone, **({"target": r.target} if specialists else {}),
+             "fold": fold_label(r.fold, r.repeat), "best_epoch": r.best_epoch,
              "seconds": round(r.seconds, 1), **r.val} for r in results]
     table = pd.DataFrame(rows)
     if len(table):
         metrics = ["macro_f1", "accuracy", "mask_f1", "gender_f1", "age_f1"]
-        per_model = table.groupby(["model", "backbone"])[metrics]  # the fold rows only
+        per_model = table.groupby(["model", "backbone", *(["target"] if specialists else [])])[metrics]  # fold rows
         summaries = [per_model.mean().reset_index().assign(fold="mean"),
                      per_model.std(ddof=1).reset_index().assign(fold="sd")]
         table = pd.concat([table, *summaries], ignore_index=True)
@@ -128,6 +149,9 @@ def plot_heatmap(path: Path, leaderboard: pd.DataFrame, optimistic: bool = False
     folds = leaderboard[~leaderboard["fold"].isin(["mean", "sd"])]  # every fold of every repeat
     grid = folds.pivot(index="model", columns="fold", values="macro_f1")
     grid["mean"] = grid.mean(axis=1)
+    if "target" in folds.columns:  # a specialist's macro F1 is of its attribute alone
+        own = folds.drop_duplicates("model").set_index("model").target
+        grid.index = [m if own[m] == "all" else f"{m} ({own[m]} F1)" for m in grid.index]
     fig, ax = plt.subplots(figsize=(1.2 * grid.shape[1] + 3, 0.5 * grid.shape[0] + 1.5))
     image = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto")
     ax.set_xticks(range(grid.shape[1]), [c if c == "mean" else f"fold {c}".replace("fold r", "r").replace(":", " fold ")

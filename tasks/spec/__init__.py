@@ -1,6 +1,7 @@
 """The experiment spec: one pydantic model (`extra="forbid"`) read from YAML, with
-its sections (augmentation, face crop, pseudo labels, search space, tracking), the
-loader that names the failing field path, and the dotted `--set` overrides.
+its sections (augmentation, face crop, pseudo labels, search space, tracking), the checks
+of attribute specialists (`specialists`), the loader that names the failing field path, and
+the dotted `--set` overrides.
 """
 from tasks.exports import lazy_exports
 

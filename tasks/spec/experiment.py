@@ -27,6 +27,7 @@ from tasks.spec.face import FaceSpec
 from tasks.spec.overrides import deep_merge
 from tasks.spec.pseudo import PseudoSpec, oof_optimistic
 from tasks.spec.search_space import SearchSpec, check_search
+from tasks.spec.specialists import specialist_problems
 from tasks.spec.techniques import EmaSpec, TtaViews, check_tta_flip, neutral_fields
 from tasks.spec.tracking import TrackingSpec
 
@@ -115,9 +116,12 @@ class TrainSpec(Strict):
     batch_size: int = Field(32, ge=1)
     input_size: tuple[int, int] = (128, 96)  # (H, W) fed to the model
     head: Literal["single", "multi"] = "single"
+    # all: the 18 classes. mask, gender or age: a specialist that learns and predicts that
+    # attribute alone (3, 2 or 3 classes); the blend weighs models per attribute to use it.
+    target: Literal["all", "mask", "gender", "age"] = "all"
     drop_rate: float = Field(0.2, ge=0, lt=1)
     head_weights: HeadWeights = HeadWeights()
-    age_mse: float = Field(0.0, ge=0)  # multi head: weight of the age regression term
+    age_mse: float = Field(0.0, ge=0)  # multi head or age specialist: weight of the age regression term
     loss: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="ce")], min_length=1)
     optimizer: OptimizerSpec = OptimizerSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
@@ -150,7 +154,9 @@ class TrainSpec(Strict):
 
     def identity(self) -> dict:
         """What determines a job's result: not the loader's workers, nor techniques.py's options left off."""
-        return self.model_dump(mode="json", exclude={"loader_workers", *neutral_fields(self)})
+        # target: only a specialist's (not all) is in it, so every earlier job keeps its id
+        unset = {"loader_workers", *neutral_fields(self), *({"target"} if self.target == "all" else ())}
+        return self.model_dump(mode="json", exclude=unset)
 
 
 class ModelSpec(Strict):
@@ -231,9 +237,12 @@ class Experiment(Strict):
         problems = []
         for i, model in enumerate(self.models):
             try:
-                self.train_for(model)
+                problems += specialist_problems(i, model, self.train_for(model))
             except ValidationError as err:
                 problems += [f"models.{i}.train.{line}" for line in error_lines(err)]
+        if not problems and all(self.train_for(m).target != "all" for m in self.models):
+            problems.append("models: every model is a specialist (train.target); keep at least one with target: all "
+                            "(the default): the blend's 18-class methods, the audit and the report need one")
         if self.folds.repeats > 1:
             problems += [f"folds.repeats: {self.folds.repeats} repeats do not combine with `{part}:` yet; "
                          f"set folds.repeats: 1 for {what}" for part, what in
@@ -303,9 +312,14 @@ class Experiment(Strict):
         unset |= {"folds": {"repeats"}} if self.folds.repeats == 1 else {}
         # When a slot's process is replaced changes no result.
         unset |= {"resources": set(SLOT_LIMITS), "blend": {"choose"}}  # nor how the blend picks its method
-        unset |= {"train": neutral_fields(self.train)}  # train options left off: the hash they had before
-        return stable_hash(self.model_dump(mode="json", exclude={"name": True, "results_dir": True, "search": True,
-                                                                 "tracking": True, **unset}))
+        # train options left off, and `target: all` (specialists came later): the hash they had before
+        unset |= {"train": neutral_fields(self.train) | ({"target"} if self.train.target == "all" else set())}
+        dump = self.model_dump(mode="json", exclude={"name": True, "results_dir": True, "search": True,
+                                                     "tracking": True, **unset})
+        for model in dump["models"]:  # a model that says `target: all` trains what it did without it
+            if model["train"].get("target") == "all":
+                model["train"] = {k: v for k, v in model["train"].items() if k != "target"}
+        return stable_hash(dump)
 
 
 class SpecError(UserError, ValueError):

@@ -19,7 +19,7 @@ from tasks.spec.experiment import TrainSpec
 from tasks.spec.techniques import Tta
 from tasks.train.device import Device
 from tasks.train.distributed import Ranks, gather_rows
-from tasks.train.model import logits18
+from tasks.train.model import output_logits
 from tasks.train.tta import mean_over_views
 
 
@@ -56,13 +56,14 @@ def eval_loader(cache, rows, train: TrainSpec) -> DataLoader:
 
 @torch.no_grad()
 def predict(model, loader: DataLoader, dev: Device, norm, tta: Tta) -> np.ndarray:
-    """(N, 18) float32 logits in loader order, the mean over the views of `tta` (NO_TTA: none)."""
+    """(N, 18) float32 logits in loader order (a specialist's: (N, its attribute's classes)), the
+    mean over the views of `tta` (NO_TTA: none)."""
     model.eval()
     out = []
     for images, *_ in loader:
         x = to_device(images, *norm, dev.device, dev.channels_last)
         with dev.autocast():
-            logits = mean_over_views(lambda view: logits18(model(view)).float(), x, tta)
+            logits = mean_over_views(lambda view: output_logits(model(view)).float(), x, tta)
         out.append(logits.cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), np.float32)
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from tasks.labels import NUM_CLASSES
 from tasks.spec.experiment import LossTerm, TrainSpec
-from tasks.train.model import HEAD_SIZES
+from tasks.train.model import HEAD_SIZES, output_logits, specialty
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,14 @@ def head_targets(soft: torch.Tensor) -> dict[str, torch.Tensor]:
     """Marginal soft targets of each attribute from the joint 18-class target."""
     cube = soft.reshape(-1, 3, 2, 3)  # mask x gender x age, as class = mask*6 + gender*3 + age
     return {"class": soft, "mask": cube.sum((2, 3)), "gender": cube.sum((1, 3)), "age": cube.sum((1, 2))}
+
+
+def hits(outputs: dict[str, torch.Tensor], soft: torch.Tensor) -> int:
+    """Rows whose predicted class is the target's most likely one: of the 18 classes, or of a
+    specialist's own attribute (its targets' marginal)."""
+    own = specialty(outputs)
+    target = soft if own is None else head_targets(soft)[own]
+    return int((output_logits(outputs).argmax(1) == target.argmax(1)).sum())
 
 
 def class_weights(labels: torch.Tensor) -> dict[str, torch.Tensor]:

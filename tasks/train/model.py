@@ -1,4 +1,5 @@
-"""A timm backbone with a single 18-class head or mask/gender/age heads."""
+"""A timm backbone with a single 18-class head, mask/gender/age heads, or (a specialist,
+`train.target`) one head of its attribute alone."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +7,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tasks.labels import NUM_CLASSES
+from tasks.labels import ALL, ATTRIBUTE_SIZES, NUM_CLASSES
 from tasks.spec.experiment import ModelSpec, TrainSpec
 
-HEAD_SIZES = {"mask": 3, "gender": 2, "age": 3}
+HEAD_SIZES = ATTRIBUTE_SIZES
 
 
 class PretrainedError(RuntimeError):
@@ -17,18 +18,20 @@ class PretrainedError(RuntimeError):
 
 
 class Net(nn.Module):
-    def __init__(self, body: nn.Module, head: str, drop_rate: float, age_regression: bool):
+    def __init__(self, body: nn.Module, head: str, drop_rate: float, age_regression: bool, target: str = ALL):
         super().__init__()
         self.body = body
         self.drop = nn.Dropout(drop_rate)
         # Models with a conv head (MobileNetV3, LCNet) pool to head_hidden_size, not num_features.
         width = getattr(body, "head_hidden_size", None) or body.num_features
-        if head == "single":
+        if target != ALL:  # a specialist: its attribute's head alone (the spec refuses head: multi)
+            self.heads = nn.ModuleDict({target: nn.Linear(width, HEAD_SIZES[target])})
+        elif head == "single":
             self.heads = nn.ModuleDict({"class": nn.Linear(width, NUM_CLASSES)})
         else:
             self.heads = nn.ModuleDict({k: nn.Linear(width, n) for k, n in HEAD_SIZES.items()})
-            if age_regression:
-                self.heads["age_value"] = nn.Linear(width, 1)
+        if age_regression and (head == "multi" or target == "age"):
+            self.heads["age_value"] = nn.Linear(width, 1)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.drop(self.body(x))
@@ -45,9 +48,21 @@ def logits18(outputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return joint.reshape(len(joint), NUM_CLASSES)
 
 
+def specialty(outputs: dict[str, torch.Tensor]) -> str | None:
+    """The attribute a specialist's outputs predict alone; None for an all-class model."""
+    own = [k for k in HEAD_SIZES if k in outputs]
+    return own[0] if "class" not in outputs and len(own) == 1 else None
+
+
+def output_logits(outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The logits a model writes: its 18 classes (logits18), or a specialist's own attribute's."""
+    own = specialty(outputs)
+    return logits18(outputs) if own is None else outputs[own]
+
+
 def build_model(model: ModelSpec, train: TrainSpec) -> Net:
     body = create_body(model)
-    return Net(body, train.head, train.drop_rate, age_regression=train.age_mse > 0)
+    return Net(body, train.head, train.drop_rate, age_regression=train.age_mse > 0, target=train.target)
 
 
 def create_body(model: ModelSpec) -> nn.Module:

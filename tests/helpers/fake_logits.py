@@ -14,8 +14,19 @@ import pandas as pd
 import yaml
 
 from tasks.data.folds import save_folds
-from tasks.labels import GENDER_NAMES, MASK_STEMS, NUM_CLASSES, age_band, class_of, mask_of_stem, split_class
-from tasks.logits import LogitsMeta, logits_table, write_logits
+from tasks.labels import (
+    ATTRIBUTE_SIZES,
+    ATTRIBUTES,
+    GENDER_NAMES,
+    MASK_STEMS,
+    NUM_CLASSES,
+    age_band,
+    class_of,
+    mask_of_stem,
+    split_class,
+    target_labels,
+)
+from tasks.logits import LogitsMeta, gathered_name, logits_table, read_logits, write_logits
 from tasks.spec.experiment import Experiment
 
 CLASS_MASK, CLASS_GENDER, CLASS_AGE = split_class(np.arange(NUM_CLASSES))
@@ -138,6 +149,59 @@ def fake_models(people: pd.DataFrame, answers: np.ndarray, n_splits: int, specs:
         oof[model] = model_logits(people.target.to_numpy(), seed=100 + i + 7919 * seed, **kw)
         test[model] = fold_model_logits(answers, 1000 + 10 * i + 7919 * seed, n_splits, **kw)
     return FakeModels(oof, test)
+
+
+@dataclass(frozen=True)
+class FakeSpecialists:
+    attribute: dict[str, str]  # model -> the attribute it predicts (train.target)
+    oof: dict[str, np.ndarray]  # model -> (N, k) OOF logits
+    test: dict[str, np.ndarray]  # model -> (K, T, k) logits of each fold model
+
+
+def specialist_logits(target: np.ndarray, attribute: str, seed: int, strength: float = 3.0,
+                      noise: float = 1.0) -> np.ndarray:
+    """(N, k) logits of a specialist: `strength` on the true class of its attribute, plus noise."""
+    rng = np.random.default_rng(seed)
+    own = target_labels(np.asarray(target), attribute)
+    k = ATTRIBUTE_SIZES[attribute]
+    logits = strength * (np.arange(k)[None] == own[:, None]) + noise * rng.standard_normal((len(own), k))
+    return logits.astype(np.float32)
+
+
+def fake_specialists(people: pd.DataFrame, answers: np.ndarray, n_splits: int, specs: dict[str, dict],
+                     seed: int = 0) -> FakeSpecialists:
+    """Specialists' OOF and per-fold test logits; specs[m] = {"attribute": a, **specialist_logits' kwargs}."""
+    attribute, oof, test = {}, {}, {}
+    for i, (model, kw) in enumerate(specs.items()):
+        kw = dict(kw)
+        attribute[model] = kw.pop("attribute")
+        oof[model] = specialist_logits(people.target.to_numpy(), attribute[model], 500 + i + 7919 * seed, **kw)
+        base = specialist_logits(answers, attribute[model], 5000 + i + 7919 * seed, **kw)
+        jitter = 0.4 * np.random.default_rng(6000 + i).standard_normal((n_splits, *base.shape))
+        test[model] = (0.9 * base[None] + jitter).astype(np.float32)
+    return FakeSpecialists(attribute, oof, test)
+
+
+def write_specialists(exp_dir: Path, people: pd.DataFrame, fake: FakeSpecialists) -> Path:
+    """Add specialists to a write_experiment folder: their models in spec.yaml (train.target) and
+    oof_<attribute>.parquet / test_<attribute>.parquet as the gather step writes them."""
+    spec = yaml.safe_load((exp_dir / "spec.yaml").read_text())
+    spec["models"] += [{"backbone": "resnet18", "name": m, "train": {"target": a}} for m, a in fake.attribute.items()]
+    (exp_dir / "spec.yaml").write_text(yaml.safe_dump(spec))
+    rows_hash = read_logits(exp_dir / "oof.parquet")[2].rows_hash
+    ids = pd.read_csv(Path(spec["data"]["root"]) / "eval" / "info.csv").ImageID.to_numpy(dtype=object)
+    for a in ATTRIBUTES:
+        names = [m for m, t in fake.attribute.items() if t == a]
+        if not names:
+            continue
+        meta, k = LogitsMeta.of_target(rows_hash, a), ATTRIBUTE_SIZES[a]
+        write_logits(exp_dir / gathered_name("oof", 0, a), logits_table(
+            pd.concat([oof_frame(people, m, exp_dir.name) for m in names], ignore_index=True),
+            np.concatenate([fake.oof[m] for m in names]), meta))
+        frames = [eval_frame(ids, m, f, exp_dir.name) for m in names for f in range(len(fake.test[m]))]
+        write_logits(exp_dir / gathered_name("test", 0, a), logits_table(
+            pd.concat(frames, ignore_index=True), np.concatenate([fake.test[m].reshape(-1, k) for m in names]), meta))
+    return exp_dir
 
 
 @dataclass(frozen=True)

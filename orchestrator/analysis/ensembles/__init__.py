@@ -1,6 +1,7 @@
-"""The blend: ensemble methods on probabilities (`methods`), fitting them on OOF
-logits with a nested estimate (`fitting`), person-bootstrap intervals
-(`uncertainty`), several experiments as one pool (`pooled`), and its files (`outputs`).
+"""The blend: ensemble methods on probabilities (`methods`), per-attribute weights over
+all-class models and specialists (`attributes`), fitting them on OOF logits with a nested
+estimate (`fitting`), the baselines a choice is compared with (`baselines`), person-bootstrap
+intervals (`uncertainty`), several experiments as one pool (`pooled`), and its files (`outputs`).
 A method's name, its description and the methods a spec plans live in `recipes`; a fitted
 method saves and loads itself (`FittedBlend.to_record` / `from_record`).
 """

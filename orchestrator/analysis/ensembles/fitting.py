@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import log_loss as sk_log_loss
 
+from orchestrator.analysis.ensembles import attributes
 from orchestrator.analysis.ensembles import methods as ens
+from orchestrator.analysis.ensembles.attributes import AttributeFit, Extra
+from orchestrator.analysis.ensembles.baselines import BASELINES, Comparison, versus_baselines  # noqa: F401
 from orchestrator.analysis.ensembles.choice import Choice, choose
 from orchestrator.analysis.ensembles.expected import Expectation, expectation, expected_interval
 from orchestrator.analysis.ensembles.recipes import Recipe, Weighting, plan_recipes, recipe_by_name
 from orchestrator.analysis.ensembles.uncertainty import Interval, PersonBootstrap
 from orchestrator.analysis.results import BlendInputs
-from tasks.labels import NUM_CLASSES
+from tasks.labels import ALL, NUM_CLASSES
 from tasks.log import Log, to_stdout
 from tasks.metrics import Scores, score
 from tasks.spec.experiment import BlendSpec
@@ -29,25 +32,41 @@ from tasks.spec.experiment import BlendSpec
 @dataclass(frozen=True)
 class FittedBlend:
     recipe: Recipe
-    weights: np.ndarray  # (M,) on the simplex
+    weights: np.ndarray  # (M,) on the simplex; a per-attribute method's: each model's mean over the attributes
     temperatures: np.ndarray  # (M,)
     offsets: tuple[np.ndarray, ...]  # per decision group (see ensemble.decode_scores)
     bonus: np.ndarray  # (M,) hard-vote tie-break: larger for the better model
+    # per_attr_* methods: per attribute one weight per model of the blend (all-class and specialists)
+    per_attribute: AttributeFit | None = None
 
-    def to_record(self, models: tuple[str, ...]) -> dict:
-        """The fitted method as weights.json keeps it, per model by name."""
+    def to_record(self, models: tuple[str, ...], targets: Sequence[str] | None = None) -> dict:
+        """The fitted method as weights.json keeps it, per model by name. `models`: every model of
+        the blend, `targets` what each predicts (None: all 18 classes); a method of the 18 classes
+        weighs the all-class ones among them, in order, and gives a specialist weight 0."""
+        targets = tuple(targets) if targets is not None else (ALL,) * len(models)
+        own = list(models) if self.per_attribute else [m for m, t in zip(models, targets) if t == ALL]
+        if len(own) != len(self.weights):
+            raise ValueError(f"{len(self.weights)} weights for models {own}")
         groups = ("classes",) if self.recipe.decode == "joint" else ("mask", "gender", "age")
-        return {"method": self.recipe.name, "vote": self.recipe.vote, "decode": self.recipe.decode,
-                "weights": dict(zip(models, self.weights.round(6).tolist())),
-                "temperatures": dict(zip(models, self.temperatures.tolist())),  # exact: it divides every logit
-                "offsets": {g: b.round(3).tolist() for g, b in zip(groups, self.offsets)},
-                "bonus": dict(zip(models, self.bonus.round(6).tolist()))}
+        weights = dict(zip(own, self.weights.round(6).tolist()))
+        record = {"method": self.recipe.name, "vote": self.recipe.vote, "decode": self.recipe.decode,
+                  "weights": {m: weights.get(m, 0.0) for m in models},
+                  "temperatures": dict(zip(own, self.temperatures.tolist())),  # exact: it divides every logit
+                  "offsets": {g: b.round(3).tolist() for g, b in zip(groups, self.offsets)},
+                  "bonus": dict(zip(own, self.bonus.round(6).tolist()))}
+        if any(t != ALL for t in targets):
+            record["targets"] = dict(zip(models, targets))
+        if self.per_attribute is not None:
+            record["attribute_weights"] = attributes.weights_record(self.per_attribute, models)
+        return record
 
     @classmethod
-    def from_record(cls, record: dict, models: tuple[str, ...]) -> FittedBlend:
-        """The method `to_record` saved, for `models` in this order. A model the record lacks
-        gets weight 0; a record weighing a model not in `models`, or naming a method this
-        version does not plan, raises BlendRecordError."""
+    def from_record(cls, record: dict, models: tuple[str, ...], targets: Sequence[str] | None = None) -> FittedBlend:
+        """The method `to_record` saved, for `models` in this order (`targets`: what each predicts;
+        None: as the record says, else all 18 classes). A model the record lacks gets weight 0; a
+        record weighing a model not in `models`, naming a method this version does not plan, or
+        giving a model another target, raises BlendRecordError. Apply it with `predict(fitted,
+        logits of the all-class models among `models`, {attribute: its specialists' logits})`."""
         if not isinstance(record, dict) or not isinstance(record.get("weights"), dict):
             raise BlendRecordError("not a blend record (no weights)")
         recipe = recipe_by_name(str(record.get("method")))
@@ -56,16 +75,25 @@ class FittedBlend:
         unknown = sorted(m for m, w in record["weights"].items() if w > 0 and m not in models)
         if unknown:
             raise BlendRecordError(f"weighs models these results do not hold: {', '.join(unknown)}")
+        saved = record.get("targets") or {}
+        targets = tuple(targets) if targets is not None else tuple(saved.get(m, ALL) for m in models)
+        own = list(models) if recipe.per_attribute_weights else [m for m, t in zip(models, targets) if t == ALL]
 
         def per_model(key: str, default: float) -> np.ndarray:
-            return np.array([float(record.get(key, {}).get(m, default)) for m in models])
+            return np.array([float(record.get(key, {}).get(m, default)) for m in own])
 
         groups = ("classes",) if recipe.decode == "joint" else ("mask", "gender", "age")
-        saved = record.get("offsets") or {}
-        offsets = tuple(np.asarray(saved[g], np.float64) if g in saved else zero
+        saved_offsets = record.get("offsets") or {}
+        offsets = tuple(np.asarray(saved_offsets[g], np.float64) if g in saved_offsets else zero
                         for g, zero in zip(groups, ens.no_offsets(recipe.decode)))
+        per_attribute = None
+        if recipe.per_attribute_weights:
+            try:
+                per_attribute = attributes.from_record(record, models, targets, offsets)
+            except ValueError as err:
+                raise BlendRecordError(str(err)) from None
         return cls(recipe, per_model("weights", 0.0), per_model("temperatures", 1.0), offsets,
-                   per_model("bonus", 0.0))
+                   per_model("bonus", 0.0), per_attribute)
 
 
 class BlendRecordError(ValueError):
@@ -94,22 +122,6 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """The chosen method against a simpler baseline: nested macro F1 difference, paired by person."""
-    method: str  # the baseline's method name
-    baseline: str  # what it is, in words: "the equal soft vote", "the best single model"
-    difference: Interval | None  # chosen minus baseline; None when the chosen method is the baseline
-
-    @property
-    def is_chosen(self) -> bool:
-        return self.difference is None
-
-    @property
-    def clearly_better(self) -> bool:
-        return self.difference is not None and self.difference.low > 0
-
-
-@dataclass(frozen=True)
 class MethodResult:
     fitted: FittedBlend  # on all OOF rows
     in_sample: Evaluation
@@ -133,8 +145,15 @@ class BlendResult:
         return self.methods[self.chosen_index]
 
 
-def fit_recipe(recipe: Recipe, logits: np.ndarray, y: np.ndarray, spec: BlendSpec, cache: dict) -> FittedBlend:
-    """Fit one method; `cache` shares temperatures and weights between methods on the same rows."""
+def fit_recipe(recipe: Recipe, logits: np.ndarray, y: np.ndarray, spec: BlendSpec, cache: dict,
+               extra: Extra | None = None) -> FittedBlend:
+    """Fit one method; `cache` shares temperatures and weights between methods on the same rows.
+    `logits`: the all-class models'; `extra`: each attribute's specialists' (per-attribute methods)."""
+    if recipe.per_attribute_weights:
+        fitted = attributes.fit(recipe.weighting, recipe.offsets, logits, y, spec, extra, cache)
+        n = len(fitted.targets)
+        return FittedBlend(recipe, np.mean(fitted.weights, axis=0), np.ones(n), fitted.offsets, np.zeros(n), fitted)
+
     def once(key, make: Callable):
         if key not in cache:
             cache[key] = make()
@@ -169,7 +188,11 @@ def fit_recipe(recipe: Recipe, logits: np.ndarray, y: np.ndarray, spec: BlendSpe
     return FittedBlend(recipe, weights, temps, offsets, bonus)
 
 
-def predict(fitted: FittedBlend, logits: np.ndarray) -> Prediction:
+def predict(fitted: FittedBlend, logits: np.ndarray, extra: Extra | None = None) -> Prediction:
+    """The method's labels (and probabilities) of rows: `logits` (M, N, 18) of the all-class
+    models it was fitted on, `extra` each attribute's specialists' (a per-attribute method)."""
+    if fitted.per_attribute is not None:
+        return Prediction(*attributes.predict(fitted.per_attribute, logits, extra))
     if fitted.recipe.vote == "hard":
         used = fitted.weights > 0
         votes = ens.one_hot_votes(logits[used])
@@ -180,13 +203,19 @@ def predict(fitted: FittedBlend, logits: np.ndarray) -> Prediction:
     return Prediction(ens.decide(probs, fitted.recipe.decode, fitted.offsets), probs)
 
 
-def fit_all(recipes, logits, y, spec: BlendSpec) -> dict[str, FittedBlend]:
+def fit_all(recipes, logits, y, spec: BlendSpec, extra: Extra | None = None) -> dict[str, FittedBlend]:
     cache: dict = {}
-    return {r.name: fit_recipe(r, logits, y, spec, cache) for r in recipes}
+    return {r.name: fit_recipe(r, logits, y, spec, cache, extra) for r in recipes}
 
 
-def predict_nested(recipes, logits, y, fold, spec: BlendSpec, log: Log = to_stdout) -> dict[str, Prediction]:
-    """Each method fitted on K-1 folds' OOF rows and applied to the held-out fold, pooled."""
+def _rows(extra: Extra | None, keep: np.ndarray) -> Extra | None:
+    return None if extra is None else {a: np.compress(keep, x, axis=1) for a, x in extra.items()}
+
+
+def predict_nested(recipes, logits, y, fold, spec: BlendSpec, log: Log = to_stdout,
+                   extra: Extra | None = None) -> dict[str, Prediction]:
+    """Each method fitted on K-1 folds' OOF rows and applied to the held-out fold, pooled
+    (specialists' rows, `extra`, split the same way)."""
     labels = {r.name: np.zeros(len(y), np.int64) for r in recipes}
     probs = {r.name: np.zeros((len(y), NUM_CLASSES), np.float32) for r in recipes}
     folds = np.unique(fold)
@@ -194,9 +223,9 @@ def predict_nested(recipes, logits, y, fold, spec: BlendSpec, log: Log = to_stdo
         start, held = time.perf_counter(), fold == k
         # np.compress keeps (M, N, C) C-contiguous; logits[:, mask] would not, and every
         # later pass over rows would crawl.
-        fitted = fit_all(recipes, np.compress(~held, logits, axis=1), y[~held], spec)
+        fitted = fit_all(recipes, np.compress(~held, logits, axis=1), y[~held], spec, _rows(extra, ~held))
         for name, f in fitted.items():
-            out = predict(f, np.compress(held, logits, axis=1))
+            out = predict(f, np.compress(held, logits, axis=1), _rows(extra, held))
             labels[name][held] = out.labels
             if out.probs is not None:
                 probs[name][held] = out.probs
@@ -211,52 +240,33 @@ def evaluate(boot: PersonBootstrap, pred: Prediction) -> Evaluation:
     return Evaluation(pred.labels, score(y, pred.labels), loss, boot.interval(pred.labels))
 
 
-# The baselines a chosen method must beat to be worth its fitting, each with the names it can have:
-# the equal soft vote (per-attribute decoded only when the spec decodes no other way), then the
-# best single model. Both are always reported, so that a choice like soft_equal+attr is still
-# weighed against the plain equal vote, and a choice of the equal vote against one model.
-BASELINES = (("the equal soft vote", ("soft_equal", "soft_equal+attr")), ("the best single model", ("single",)))
-
-
-def versus_baselines(boot: PersonBootstrap, ranked: list[MethodResult],
-                     chosen: MethodResult | None = None) -> tuple[Comparison, ...]:
-    """`chosen` (by default ranked[0], the chosen method) against each baseline among `ranked`,
-    paired by person."""
-    by_name = {r.fitted.recipe.name: r for r in ranked}
-    chosen = chosen or ranked[0]
-    out = []
-    for baseline, names in BASELINES:
-        name = next((n for n in names if n in by_name), None)
-        if name is None:  # not planned (a refit of one recipe alone)
-            continue
-        same = name == chosen.fitted.recipe.name
-        out.append(Comparison(name, baseline, None if same else boot.difference(
-            chosen.nested.labels, by_name[name].nested.labels)))
-    return tuple(out)
-
-
 def fit_blend(inputs: BlendInputs, spec: BlendSpec, log: Log = to_stdout,
               recipes: tuple[Recipe, ...] | None = None) -> BlendResult:
     """Fit, nest and rank every planned method (or just `recipes`); the first of the result is the
     chosen one."""
-    oof, recipes = inputs.oof, recipes or plan_recipes(spec)
+    oof, special = inputs.oof, inputs.specialists
+    recipes = recipes or plan_recipes(spec, specialists=special is not None)
+    extra, test_extra = (None, None) if special is None else (special.oof_logits(), special.test_logits())
     log(f"blending {len(oof.models)} models x {len(oof.target)} OOF rows: {len(recipes)} methods, "
         f"metric {spec.metric}")
-    nested = predict_nested(recipes, oof.logits, oof.target, oof.fold, spec, log)
+    if special is not None:
+        log(attributes.specialists_line(special.models, special.targets, recipes, len(oof.models)))
+    nested = predict_nested(recipes, oof.logits, oof.target, oof.fold, spec, log, extra)
     one_member, expect = None, None
     if oof.repeat_logits is not None:
         log(f"  nested again on each of the {len(oof.repeat_logits)} repeats alone (one held-out prediction per "
             "row), to measure what averaging adds")
-        one_member = [predict_nested(recipes, np.ascontiguousarray(logits), oof.target, oof.fold, spec, log)
-                      for logits in oof.repeat_logits]
+        one_member = [predict_nested(recipes, np.ascontiguousarray(logits), oof.target, oof.fold, spec, log,
+                                     None if special is None else special.oof_logits(repeat=r))
+                      for r, logits in enumerate(oof.repeat_logits)]
         expect = expectation(len(oof.repeat_logits), len(np.unique(oof.fold)), oof.person,
                              inputs.test.logits.shape[1])
     start = time.perf_counter()
-    fitted = fit_all(recipes, oof.logits, oof.target, spec)
+    fitted = fit_all(recipes, oof.logits, oof.target, spec, extra)
     log(f"  all rows: {len(recipes)} methods fitted ({time.perf_counter() - start:.1f}s)")
     start, boot = time.perf_counter(), PersonBootstrap.draw(oof.target, oof.person)
-    results = [MethodResult(f, evaluate(boot, predict(f, oof.logits)), evaluate(boot, nested[name]),
-                            predict(f, inputs.test.logits).labels,
+    results = [MethodResult(f, evaluate(boot, predict(f, oof.logits, extra)), evaluate(boot, nested[name]),
+                            predict(f, inputs.test.logits, test_extra).labels,
                             expected=None if expect is None else expected_interval(
                                 boot, [one[name].labels for one in one_member], nested[name].labels, expect))
                for name, f in fitted.items()]
@@ -269,3 +279,4 @@ def fit_blend(inputs: BlendInputs, spec: BlendSpec, log: Log = to_stdout,
     log(f"  scored with {boot.draws.shape[0]} person resamples of {boot.draws.shape[1]} people "
         f"({time.perf_counter() - start:.1f}s)")
     return BlendResult(spec.metric, tuple(ranked), ranked[index].versus, index, choice, expect)
+

@@ -44,12 +44,13 @@ def blend_probs(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.tensordot(np.asarray(weights, np.float32), probs, axes=1)
 
 
-def confusion_batch(y: np.ndarray, preds: np.ndarray) -> np.ndarray:
-    """(B, C, C) confusion matrices (rows true, columns predicted) of (B, N) predictions."""
+def confusion_batch(y: np.ndarray, preds: np.ndarray, classes: int = C) -> np.ndarray:
+    """(B, C, C) confusion matrices (rows true, columns predicted) of (B, N) predictions;
+    `classes`: C of another label set (one attribute's)."""
     preds = np.atleast_2d(preds)
-    batch = preds.shape[0]
-    idx = (np.arange(batch)[:, None] * C + y[None, :]) * C + preds
-    return np.bincount(idx.ravel(), minlength=batch * C * C).reshape(batch, C, C)
+    batch, c = preds.shape[0], classes
+    idx = (np.arange(batch)[:, None] * c + y[None, :]) * c + preds
+    return np.bincount(idx.ravel(), minlength=batch * c * c).reshape(batch, c, c)
 
 
 def metric_of_confusion(conf: np.ndarray, metric: Metric) -> np.ndarray:
@@ -77,10 +78,11 @@ def gain(metric: Metric, value):
 
 
 def score_probs(y: np.ndarray, probs: np.ndarray, metric: Metric) -> float:
-    """Gain of one blend of (N, C) probabilities decoded by 18-class argmax."""
+    """Gain of one blend of (N, C) probabilities decoded by argmax (of the 18 classes, or of
+    one attribute's)."""
     if metric == "log_loss":
         return -log_loss(y, probs)
-    return float(metric_of_confusion(confusion_batch(y, probs.argmax(-1)), metric)[0])
+    return float(metric_of_confusion(confusion_batch(y, probs.argmax(-1), probs.shape[-1]), metric)[0])
 
 
 def decide_hard(votes: np.ndarray, support: np.ndarray) -> np.ndarray:
@@ -96,7 +98,7 @@ def vote_support(votes: np.ndarray, bonus: np.ndarray) -> np.ndarray:
 
 def one_hot_votes(logits: np.ndarray) -> np.ndarray:
     """(M, N, C) logits -> (M, N, C) float32 one-hot of each model's argmax."""
-    return (logits.argmax(-1)[..., None] == np.arange(C)).astype(np.float32)
+    return (logits.argmax(-1)[..., None] == np.arange(logits.shape[-1])).astype(np.float32)
 
 
 def rank_bonus(gains: np.ndarray) -> np.ndarray:
@@ -122,7 +124,7 @@ def select_greedy(members: np.ndarray, y: np.ndarray, rounds: int, metric: Metri
     """Greedy forward selection with replacement (Caruana et al. 2004), as AutoGluon does.
 
     `members` is (M, N, C): probabilities for a soft vote, or one-hot votes with `bonus`
-    (see rank_bonus) for a hard vote. The models in `start` are in from the outset. Each
+    (see rank_bonus) for a hard vote; C is 18, or one attribute's classes. The models in `start` are in from the outset. Each
     round adds the model whose addition scores best (ties: a model already in, then the
     lower index); the rounds up to the best are kept.
     """
@@ -172,7 +174,7 @@ def _candidate_log_loss(true: np.ndarray, total_true: np.ndarray, members_in: in
 def _max_swing(members: np.ndarray) -> np.ndarray:
     """(N, C): most that adding any one member can gain any class over class c, per row."""
     best = members.max(axis=0)
-    ranked = np.partition(best, C - 2, axis=1)
+    ranked = np.partition(best, members.shape[-1] - 2, axis=1)
     top_other = np.where(best == ranked[:, -1:], ranked[:, -2:-1], ranked[:, -1:])  # max over other classes
     return top_other - members.min(axis=0)
 
@@ -180,10 +182,10 @@ def _max_swing(members: np.ndarray) -> np.ndarray:
 def _candidate_decision_gains(members, total, support, y, metric, bonus, swing) -> np.ndarray:
     # A row whose leader is ahead by more than any one member can swing keeps its decision
     # whichever model joins; only the undecided rest is scored per candidate.
-    lead = total.argmax(axis=1)
-    ranked = np.partition(total, C - 2, axis=1)
+    lead, c = total.argmax(axis=1), total.shape[-1]
+    ranked = np.partition(total, c - 2, axis=1)
     settled = ranked[:, -1] - ranked[:, -2] > swing[np.arange(len(y)), lead] + SLACK
-    fixed = confusion_batch(y[settled], lead[settled][None])[0]
+    fixed = confusion_batch(y[settled], lead[settled][None], c)[0]
     open_ = np.flatnonzero(~settled)
     sub = members if len(open_) == len(y) else np.take(members, open_, axis=1)
     votes = sub + total[open_][None]
@@ -192,7 +194,7 @@ def _candidate_decision_gains(members, total, support, y, metric, bonus, swing) 
     else:
         mine = sub * np.asarray(bonus, np.float32)[:, None, None]
         preds = decide_hard(votes, np.maximum(support[open_][None], mine))
-    return metric_of_confusion(confusion_batch(y[open_], preds) + fixed, metric)
+    return metric_of_confusion(confusion_batch(y[open_], preds, c) + fixed, metric)
 
 
 def refine_weights(probs: np.ndarray, y: np.ndarray, weights: np.ndarray, metric: Metric,
@@ -256,18 +258,27 @@ def no_offsets(decode: Decode) -> tuple[np.ndarray, ...]:
 
 def decide(probs: np.ndarray, decode: Decode, offsets: tuple[np.ndarray, ...]) -> np.ndarray:
     """Labels of (N, C) probabilities: argmax of each group's log-score plus its offsets."""
-    groups = decode_scores(probs, decode)
+    return decide_groups(decode_scores(probs, decode), decode, offsets)
+
+
+def decide_groups(groups: list[np.ndarray], decode: Decode, offsets: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Labels from each decision group's (N, C_g) log-scores plus its offsets."""
     return compose(decode, [(s + b).argmax(axis=1) for s, b in zip(groups, offsets)])
 
 
 def fit_offsets(probs: np.ndarray, y: np.ndarray, decode: Decode, metric: Metric,
                 passes: int = 2) -> tuple[np.ndarray, ...]:
-    """Per-class log-score offsets by coordinate ascent on the metric.
+    """Per-class log-score offsets of the blended (N, 18) probabilities (fit_group_offsets)."""
+    return fit_group_offsets(decode_scores(probs, decode), y, decode, metric, passes)
+
+
+def fit_group_offsets(groups: list[np.ndarray], y: np.ndarray, decode: Decode, metric: Metric,
+                      passes: int = 2) -> tuple[np.ndarray, ...]:
+    """Per-class log-score offsets by coordinate ascent on the metric of the 18-class labels.
 
     Each step tries every grid value for one class's offset at once: the class wins a row
     when its score plus the value beats the best other class of its group.
     """
-    groups = decode_scores(probs, decode)
     offsets = [b.copy() for b in no_offsets(decode)]
     preds = [(s + b).argmax(axis=1) for s, b in zip(groups, offsets)]
     current = metric_of_confusion(confusion_batch(y, compose(decode, preds)), metric)[0]

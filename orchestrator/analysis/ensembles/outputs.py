@@ -16,9 +16,19 @@ import pandas as pd
 from orchestrator.analysis.ensembles.choice import Choice
 from orchestrator.analysis.ensembles.fitting import BlendResult, Comparison
 from orchestrator.analysis.ensembles.pooled import PooledModel
-from orchestrator.analysis.ensembles.uncertainty import DESCRIPTION, LEVEL, RESAMPLES, SEED, Interval, PersonBootstrap
+from orchestrator.analysis.ensembles.uncertainty import (
+    DESCRIPTION,
+    LEVEL,
+    RESAMPLES,
+    SEED,
+    Interval,
+    PersonBootstrap,
+    person_bootstrap,
+)
 from orchestrator.analysis.results import BlendInputs, OofLogits
+from orchestrator.analysis.specialists import Specialists
 from tasks.atomic import atomic_dir
+from tasks.labels import ALL, ATTRIBUTES, target_labels
 from tasks.log import Log, to_stdout
 from tasks.metrics import score
 
@@ -69,23 +79,54 @@ def comparison_record(c: Comparison) -> dict:
             "clearly_better": c.clearly_better}
 
 
-def model_table(models: Sequence[PooledModel], result: BlendResult, oof: OofLogits) -> pd.DataFrame:
+def model_table(models: Sequence[PooledModel], result: BlendResult, oof: OofLogits,
+                specialists: Specialists | None = None) -> pd.DataFrame:
     """blend/models.csv: per model its experiment, its OOF macro F1 alone (person-bootstrap
-    interval), its weight and temperature in the chosen blend, and whether its OOF is optimistic."""
+    interval), its weight and temperature in the chosen blend, and whether its OOF is optimistic.
+    With specialists also each model's target (a specialist's macro F1 is its attribute's alone)
+    and, for a per-attribute blend, its weight per attribute."""
     boot, fitted = PersonBootstrap.draw(oof.target, oof.person), result.chosen.fitted
-    rows = [{"name": m.name, "experiment": m.experiment, "model": m.model,
-             **_with_interval("oof", boot.interval(oof.logits[i].argmax(-1))),
-             "weight": round(float(fitted.weights[i]), 6), "temperature": round(float(fitted.temperatures[i]), 4),
-             "oof_optimistic": m.oof_optimistic} for i, m in enumerate(models)]
+    names, targets = [m.name for m in models], [m.target for m in models]
+    record = fitted.to_record(tuple(names), targets)
+    rows = []
+    for i, m in enumerate(models):
+        row = {"name": m.name, "experiment": m.experiment, "model": m.model,
+               **({"target": m.target} if specialists else {}),
+               **_with_interval("oof", _alone(boot, oof, specialists, m.name, m.target, i)),
+               "weight": round(float(record["weights"][m.name]), 6)}
+        if specialists:
+            per = record.get("attribute_weights") or {}
+            row |= {f"weight_{a}": per[a].get(m.name, 0.0) if per else np.nan for a in ATTRIBUTES}
+        rows.append(row | {"temperature": round(float(record["temperatures"].get(m.name, 1.0)), 4),
+                           "oof_optimistic": m.oof_optimistic})
     return pd.DataFrame(rows)
 
 
+def _alone(boot: PersonBootstrap, oof: OofLogits, specialists: Specialists | None, name: str, target: str,
+           i: int) -> Interval:
+    """A model's OOF macro F1 alone: of the 18 classes, or a specialist's of its attribute."""
+    if target == ALL:
+        return boot.interval(oof.logits[i].argmax(-1))
+    own = specialists.oof[target]
+    return person_bootstrap(target_labels(oof.target, target), own.logits[own.models.index(name)].argmax(-1),
+                            oof.person)
+
+
 def print_models(table: pd.DataFrame, log: Log = to_stdout) -> None:
-    shown = pd.DataFrame({"experiment": table.experiment, "model": table.model,
-                          "OOF macro F1": [Interval(*v).text() for v in table[["oof_macro_f1", "oof_macro_f1_low",
-                                                                                "oof_macro_f1_high"]].to_numpy()],
-                          "weight": table.weight, "OOF optimistic": np.where(table.oof_optimistic, "yes", "")})
-    log(f"models (OOF macro F1 alone [{LEVEL:.0%} interval], weight in the chosen blend):\n"
+    shown = pd.DataFrame({"experiment": table.experiment, "model": table.model})
+    if "target" in table.columns:
+        shown["predicts"] = table.target
+    shown["OOF macro F1"] = [Interval(*v).text() for v in table[["oof_macro_f1", "oof_macro_f1_low",
+                                                                  "oof_macro_f1_high"]].to_numpy()]
+    shown["weight"] = table.weight
+    if "weight_mask" in table.columns and table.weight_mask.notna().all():
+        for a in ATTRIBUTES:
+            shown[a] = table[f"weight_{a}"]
+    shown["OOF optimistic"] = np.where(table.oof_optimistic, "yes", "")
+    notes = (["a specialist's macro F1 is of its attribute alone"] if "target" in table.columns else []) + (
+        ["mask, gender, age: each model's weight per attribute"] if "mask" in shown.columns else [])
+    log(f"models (OOF macro F1 alone [{LEVEL:.0%} interval], weight in the chosen blend)"
+        + (f"\n({'; '.join(notes)})" if notes else "") + ":\n"
         + shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
@@ -108,6 +149,7 @@ def _models_record(models: pd.DataFrame | None, result: BlendResult) -> dict:
         return {}
     weighted = models[models.oof_optimistic & (models.weight > 0)]
     return {"models": {r.name: {"experiment": r.experiment, "model": r.model, "oof_macro_f1": round(r.oof_macro_f1, 5),
+                                **({"target": r.target} if "target" in models.columns else {}),
                                 "oof_optimistic": bool(r.oof_optimistic)} for r in models.itertuples()},
             "oof_optimistic_weighted": weighted.name.tolist(), "warning": optimistic_warning(models, result)}
 
@@ -116,9 +158,11 @@ def weights_record(result: BlendResult, inputs: BlendInputs, experiment: str, ru
                    table: pd.DataFrame | None = None) -> dict:
     """weights.json; `run` adds what only the command knows (when, how long, the true score,
     the experiments blended); `table` (model_table) each model's experiment and OOF flag."""
-    chosen = result.chosen
+    chosen, special = result.chosen, inputs.specialists
+    names = inputs.oof.models + (special.models if special else ())
+    targets = (ALL,) * len(inputs.oof.models) + (special.targets if special else ())
     return {"experiment": experiment, "rows_hash": inputs.oof.rows_hash, "metric": result.metric,
-            **chosen.fitted.to_record(inputs.oof.models),
+            **chosen.fitted.to_record(names, targets),
             "in_sample": chosen.in_sample.record(), "nested": chosen.nested.record(),
             "expected": expected_record(result),
             "versus": [comparison_record(c) for c in result.versus], "bootstrap": BOOTSTRAP,

@@ -16,8 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.analysis.results import BlendInputs, EvalLogits, Exclusion, OofLogits, load_blend_inputs, load_oof
+from orchestrator.analysis.results import (
+    BlendInputs,
+    EvalLogits,
+    Exclusion,
+    OofLogits,
+    all_class_models,
+    load_blend_inputs,
+    load_oof,
+)
 from orchestrator.analysis.results_folder import ResultsError, find_experiment, load_experiment
+from orchestrator.analysis.specialists import Specialists
+from tasks.labels import ALL, ATTRIBUTES
 from tasks.log import Log, silent, to_stdout
 from tasks.spec.experiment import Experiment
 from tasks.user_files import check_folder
@@ -38,13 +48,14 @@ class PooledModel:
     experiment: str
     model: str  # as in its own experiment
     oof_optimistic: bool  # trained on pseudo labels from models that saw every fold
+    target: str = ALL  # what it predicts: the 18 classes, or a specialist's attribute
 
 
 @dataclass(frozen=True)
 class Pool:
     sources: tuple[Source, ...]
     inputs: BlendInputs  # every source's models, in source order
-    models: tuple[PooledModel, ...]  # in inputs.oof.models' order
+    models: tuple[PooledModel, ...]  # in inputs.oof.models' order, then inputs.specialists.models'
 
 
 def pooled_name(experiment: str, model: str, several: bool) -> str:
@@ -128,6 +139,27 @@ def _models_of(sources: tuple[Source, ...], names_per_source: list[tuple[str, ..
                  for s, names in zip(sources, names_per_source) for m in names)
 
 
+def pool_specialists(sources: tuple[Source, ...], each: list[BlendInputs]) -> tuple[Specialists | None,
+                                                                                    tuple[PooledModel, ...]]:
+    """Every source's specialists per attribute under their pooled names (rows: checked against
+    each source's all-class rows, which pool_oof checked to be the same)."""
+    oof, test, models = {}, {}, []
+    for a in ATTRIBUTES:
+        have = [(s, i.specialists) for s, i in zip(sources, each) if i.specialists and a in i.specialists.oof]
+        if not have:
+            continue
+        named = tuple(PooledModel(pooled_name(s.name, m, len(sources) > 1), s.name, m, s.spec.oof_optimistic, a)
+                      for s, sp in have for m in sp.oof[a].models)
+        first_oof, first_test = have[0][1].oof[a], have[0][1].test[a]
+        names = tuple(m.name for m in named)
+        oof[a] = OofLogits(names, np.concatenate([sp.oof[a].logits for _, sp in have]), first_oof.image_key,
+                           first_oof.person, first_oof.fold, first_oof.target, first_oof.rows_hash, ())
+        test[a] = EvalLogits(names, np.concatenate([sp.test[a].logits for _, sp in have]), first_test.image_ids,
+                             first_test.rows_hash, ())
+        models += named
+    return (Specialists(oof, test) if oof else None), tuple(models)
+
+
 def _exclusions(sources: tuple[Source, ...], each: list[tuple[Exclusion, ...]]) -> tuple[Exclusion, ...]:
     several = len(sources) > 1
     return tuple(Exclusion(pooled_name(s.name, e.model, several), e.reason) for s, ex in zip(sources, each)
@@ -152,16 +184,18 @@ def load_pool(sources: tuple[Source, ...], log: Log = to_stdout) -> Pool:
         if len(sources) > 1:
             log(f"experiment {s.name}: {s.exp_dir}" + (" (OOF optimistic)" if s.spec.oof_optimistic else ""))
         each.append(load_blend_inputs(s.exp_dir, s.spec, log))
+    specialists, special_models = pool_specialists(sources, each)
     if len(sources) == 1:  # exactly today's inputs and names
         inputs = each[0]
-        return Pool(sources, inputs, _models_of(sources, [inputs.oof.models]))
+        return Pool(sources, inputs, _models_of(sources, [inputs.oof.models]) + special_models)
     oof, models = pool_oof(sources, [i.oof for i in each])
     for s, i in zip(sources[1:], each[1:]):
         check_same_eval(sources[0], each[0].test, s, i.test)
     t = each[0].test
     test = EvalLogits(oof.models, np.concatenate([i.test.logits for i in each]), t.image_ids, t.rows_hash,
                       oof.excluded)
-    inputs = BlendInputs(oof, test, _exclusions(sources, [i.excluded for i in each]))
+    inputs = BlendInputs(oof, test, _exclusions(sources, [i.excluded for i in each]), specialists)
+    models += special_models
     log(f"pooled {len(models)} models of {len(sources)} experiments: "
         + ", ".join(f"{s.name} ({sum(m.experiment == s.name for m in models)})" for s in sources))
     return Pool(sources, inputs, models)
@@ -205,7 +239,7 @@ def blended_oof(out_dir: Path, overrides: Sequence[str] = ()) -> tuple[OofLogits
     path = out_dir / "blend" / "weights.json"
     weights = json.loads(path.read_text()) if path.is_file() else {}
     sources = load_sources(recorded_dirs(out_dir, weights), overrides)
-    oofs = [load_oof(s.exp_dir / "oof.parquet", s.spec.folds.n_splits, [m.name for m in s.spec.models],
+    oofs = [load_oof(s.exp_dir / "oof.parquet", s.spec.folds.n_splits, all_class_models(s.spec),
                      s.exp_dir / "folds.parquet") for s in sources]
     oof, _ = pool_oof(sources, oofs)
     keep = [i for i, m in enumerate(oof.models) if m in weights.get("weights", oof.models)]  # what the blend saw

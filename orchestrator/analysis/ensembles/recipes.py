@@ -23,6 +23,17 @@ WEIGHTINGS = {
 # Equal weights fit nothing; picking one model or greedy weights fit a choice of models; the
 # refined weights add a search on top of the greedy ones.
 FITTED_PARTS = {"equal": 0, "single": 1, "greedy": 1, "greedy_log_loss": 1, "greedy_refined": 2}
+# Per attribute (only with specialists in the blend): mask, gender and age band each blended from
+# every model that predicts it, an all-class model by its marginal over that attribute.
+PER_ATTRIBUTE = {
+    "equal": "per attribute (mask, gender, age band): plain average of every model that predicts it (an "
+             "all-class model's marginal probability, a specialist's own), the class composed from the three",
+    "greedy": "per attribute (mask, gender, age band): weighted average of every model that predicts it (an "
+              "all-class model's marginal, a specialist's own), weights by greedy selection (Caruana) on that "
+              "attribute's blend metric; the class composed from the three",
+}
+# Greedy weights per attribute fit three weightings.
+PER_ATTRIBUTE_PARTS = {"equal": 0, "greedy": 3}
 FLAGS = {
     "temp": "each model's logits first divided by a temperature fitted to its log loss",
     "attr": "mask, gender and age band each decided on its own (per-attribute decoding)",
@@ -37,10 +48,15 @@ class Recipe:
     temperature: bool = False
     offsets: bool = False
     decode: ens.Decode = "joint"
+    # weights per attribute over every model that predicts it, specialists too (then decode is
+    # per_attribute); False: one weight per model over the 18 classes
+    per_attribute_weights: bool = False
 
     @property
     def name(self) -> str:
-        """e.g. single, hard_weighted, soft_greedy_refined_temp+attr+offsets."""
+        """e.g. single, hard_weighted, soft_greedy_refined_temp+attr+offsets, per_attr_greedy+offsets."""
+        if self.per_attribute_weights:
+            return f"per_attr_{self.weighting}" + ("+offsets" if self.offsets else "")
         if self.weighting == "single":
             return "single"
         if self.vote == "hard":
@@ -52,10 +68,14 @@ class Recipe:
     def complexity(self) -> int:
         """How many parts are fitted on the OOF rows: the order of simplicity the blend's
         one-standard-error choice uses (per-attribute decoding is a fixed rule, fitted nothing)."""
+        if self.per_attribute_weights:
+            return PER_ATTRIBUTE_PARTS[self.weighting] + self.offsets
         return FITTED_PARTS[self.weighting] + self.temperature + self.offsets
 
     def describe(self) -> str:
         """What the method does, in one line."""
+        if self.per_attribute_weights:
+            return "; ".join([PER_ATTRIBUTE[self.weighting], *([FLAGS["offsets"]] if self.offsets else [])])
         flags = [f for f, on in (("temp", self.temperature), ("attr", self.decode == "per_attribute"),
                                  ("offsets", self.offsets)) if on]
         return "; ".join([WEIGHTINGS[(self.vote, self.weighting)], *(FLAGS[f] for f in flags)])
@@ -65,8 +85,10 @@ SINGLE = Recipe("soft", "single")
 EQUAL = Recipe("soft", "equal")
 
 
-def plan_recipes(spec: BlendSpec) -> tuple[Recipe, ...]:
-    """The methods to compare; offsets, decoding and hard votes only matter for decisions."""
+def plan_recipes(spec: BlendSpec, specialists: bool = False) -> tuple[Recipe, ...]:
+    """The methods to compare; offsets, decoding and hard votes only matter for decisions. With
+    `specialists` in the blend, the per-attribute weightings too (the only methods that use them,
+    planned whatever blend.decode says: they decide per attribute by construction)."""
     decision = spec.metric != "log_loss"
     recipes = [SINGLE]
     if decision:
@@ -82,12 +104,17 @@ def plan_recipes(spec: BlendSpec) -> tuple[Recipe, ...]:
             tuned = decision and spec.class_offsets and (weighting, temperature) in (("equal", False), final)
             for offsets in (False, True) if tuned else (False,):
                 recipes.append(Recipe("soft", weighting, temperature, offsets, decode))
+    if specialists:
+        for weighting in PER_ATTRIBUTE:
+            for offsets in (False, True) if decision and spec.class_offsets else (False,):
+                recipes.append(Recipe("soft", weighting, offsets=offsets, decode="per_attribute",
+                                      per_attribute_weights=True))
     return tuple(recipes)
 
 
-def recipe_named(name: str, spec: BlendSpec) -> Recipe | None:
+def recipe_named(name: str, spec: BlendSpec, specialists: bool = False) -> Recipe | None:
     """The method `spec` plans under `name`, if it plans one."""
-    return {r.name: r for r in plan_recipes(spec)}.get(name)
+    return {r.name: r for r in plan_recipes(spec, specialists)}.get(name)
 
 
 # Between them, every method a blend spec can plan: for a name read back from a file.
@@ -96,7 +123,7 @@ _EVERY = tuple(BlendSpec(decode="both", refine=refine) for refine in (True, Fals
 
 def recipe_by_name(name: str) -> Recipe | None:
     """The method called `name` under any blend spec (a name read back from weights.json)."""
-    return next((r for r in (recipe_named(name, s) for s in _EVERY) if r), None)
+    return next((r for r in (recipe_named(name, s, True) for s in _EVERY) if r), None)
 
 
 def describe_method(name: str) -> str:

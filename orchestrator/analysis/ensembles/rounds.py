@@ -63,12 +63,14 @@ def own_recipe(source: Source) -> Recipe | None:
 
 
 def round_inputs(pool: Pool, experiment: str) -> BlendInputs:
-    """The pool's inputs restricted to one experiment's models (same rows, same order)."""
-    keep = [i for i, m in enumerate(pool.models) if m.experiment == experiment]
-    o, t = pool.inputs.oof, pool.inputs.test
+    """The pool's inputs restricted to one experiment's models (same rows, same order), its
+    specialists too."""
+    o, t, special = pool.inputs.oof, pool.inputs.test, pool.inputs.specialists
+    keep = [i for i, m in enumerate(pool.models[:len(o.models)]) if m.experiment == experiment]
     names = tuple(o.models[i] for i in keep)
     oof = OofLogits(names, o.logits[keep], o.image_key, o.person, o.fold, o.target, o.rows_hash, ())
-    return BlendInputs(oof, EvalLogits(names, t.logits[keep], t.image_ids, t.rows_hash, ()), ())
+    own = special.only([m.name for m in pool.models if m.experiment == experiment]) if special else None
+    return BlendInputs(oof, EvalLogits(names, t.logits[keep], t.image_ids, t.rows_hash, ()), (), own)
 
 
 def round_estimates(pool: Pool, result: BlendResult, spec: BlendSpec, truth: np.ndarray | None = None,

@@ -56,13 +56,16 @@ def image_probs(oof: OofLogits, weights_json: Path, log: Log = to_stdout) -> np.
         fitted = FittedBlend.from_record(record, oof.models)
     except BlendRecordError:
         fitted = None
-    if fitted is not None and fitted.recipe.vote == "soft":
+    if fitted is not None and fitted.recipe.vote == "soft" and fitted.per_attribute is None:
         weights, temps = fitted.weights, fitted.temperatures
         log(f"audit: OOF probabilities blended with {weights_json}'s weights ({fitted.recipe.name})")
     else:
-        # A blend of several experiments (blend --results A --results B) weighs models this one lacks.
+        # A blend of several experiments (blend --results A --results B) weighs models this one lacks;
+        # a per-attribute blend weighs attribute specialists, whose logits the audit does not read.
         pooled = len(record.get("experiments") or []) > 1
         why = f" ({weights_json} blends several experiments' models)" if pooled else ""
+        if not why and record.get("attribute_weights"):
+            why = f" ({weights_json}'s {record.get('method')} weighs attribute specialists per attribute)"
         log(f"audit: OOF probabilities as an equal soft vote of {len(oof.models)} models{why}")
     return blend_probs(model_probs(oof.logits, temps), weights / weights.sum())
 

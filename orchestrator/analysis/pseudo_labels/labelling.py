@@ -40,6 +40,7 @@ class Round1:
     fold_test: np.ndarray  # (M, K, T, C) each fold model's test logits, rows in `eval_ids` order
     recipe: Recipe  # the blend's chosen method, or the equal soft vote without a blend
     from_blend: bool
+    why_equal: str = ""  # why the equal soft vote although round 1 has a blend
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,13 @@ def load_round1(spec: Experiment, folds: pd.DataFrame, eval_ids: np.ndarray) -> 
                           "so its fold-k models saw fold k's people through them: per-fold labels from it would not "
                           "be honest. Use an honest round (per_fold: true) as the source, or set per_fold: false")
     recipe, from_blend = chosen_recipe(source, src_spec, inputs)
+    why = ""
+    if recipe.per_attribute_weights:  # it weighs specialists, whose fold models' labels are not read here
+        why = (f"round 1's blend chose {recipe.name}, which weighs attribute specialists; pseudo labels use its "
+               "all-class models")
+        recipe, from_blend = EQUAL, False
     fold_test = per_fold_test(source / "test.parquet", inputs.test.models, src_spec.folds.n_splits, eval_ids)
-    return Round1(source, src_spec, inputs, fold_test, recipe, from_blend)
+    return Round1(source, src_spec, inputs, fold_test, recipe, from_blend, why)
 
 
 def check_source(spec: Experiment) -> Path:
@@ -108,11 +114,13 @@ def chosen_recipe(source: Path, src_spec: Experiment, inputs: BlendInputs) -> tu
         raise PseudoError(str(err)) from None
     if not isinstance(record, dict) or not {"method", "metric"} <= set(record):
         raise PseudoError(f"{path}: round 1's blend record is not a blend record (no method and metric); {fix}")
-    if sorted(record.get("weights", {})) != sorted(inputs.oof.models) or record.get("rows_hash") != inputs.oof.rows_hash:
+    names = inputs.oof.models + (inputs.specialists.models if inputs.specialists else ())
+    if sorted(record.get("weights", {})) != sorted(names) or record.get("rows_hash") != inputs.oof.rows_hash:
         raise PseudoError(f"{path}: blended other models or rows than {source} now holds "
                           f"({sorted(record.get('weights', {}))} vs {sorted(inputs.oof.models)}); blend round 1 "
                           f"again (python -m orchestrator.blend --results {source}) or remove its blend/ folder")
-    recipe = recipe_named(record["method"], src_spec.blend.model_copy(update={"metric": record["metric"]}))
+    recipe = recipe_named(record["method"], src_spec.blend.model_copy(update={"metric": record["metric"]}),
+                          inputs.specialists is not None)
     if recipe is None:
         raise PseudoError(f"{path}: method {record['method']!r} is not one this version plans; blend round 1 again")
     return recipe, True
@@ -238,7 +246,7 @@ def build_pseudo(spec: Experiment, folds: pd.DataFrame, eval_ids: np.ndarray, wr
 
 def describe_source(r1: Round1, per_fold: bool) -> str:
     how = (f"round 1's chosen blend {r1.recipe.name}" if r1.from_blend
-           else f"the equal soft vote ({r1.exp_dir / 'blend'} does not exist)")
+           else f"the equal soft vote ({r1.why_equal or str(r1.exp_dir / 'blend') + ' does not exist'})")
     models = ", ".join(r1.inputs.oof.models)
     if per_fold:
         return (f"pseudo labels from {r1.exp_dir} ({models}), per fold: fold k's labels come only from round 1's "

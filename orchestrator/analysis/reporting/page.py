@@ -88,7 +88,8 @@ def run_folds(run_boards: Mapping[str, Path]) -> pd.DataFrame | None:
         if not {"fold", "macro_f1", name} <= set(board.columns) or not board.fold.str.isdigit().any():
             return None
         folds = board[board.fold.str.isdigit()]
-        parts.append(pd.DataFrame({"model": prefix + folds[name].astype(str), "fold": folds.fold,
+        own = (" (" + folds.target + " F1)").where(folds.target != "all", "") if "target" in folds else ""
+        parts.append(pd.DataFrame({"model": prefix + folds[name].astype(str) + own, "fold": folds.fold,
                                    "macro_f1": folds.macro_f1}))
     return pd.concat(parts).pivot_table(index="model", columns="fold", values="macro_f1") if parts else None
 
@@ -135,6 +136,9 @@ def weights_section(w: dict, models: pd.DataFrame | None = None, optimistic: set
     names = list(w["weights"])
     frame = pd.DataFrame({"weight": [w["weights"][m] for m in names],
                           "temperature": [w.get("temperatures", {}).get(m, 1.0) for m in names]}, index=names)
+    targets = w.get("targets") or {}
+    if targets:  # with specialists: what each predicts (a specialist's macro F1 is its attribute's alone)
+        frame.insert(0, "predicts", [targets.get(m, "all") for m in names])
     if models is not None:
         by = models.set_index("name").reindex(names)
         if len(w.get("experiments") or []) > 1:
@@ -148,19 +152,39 @@ def weights_section(w: dict, models: pd.DataFrame | None = None, optimistic: set
         if group == "classes":
             lines.append("<li>per class: see the offset column of the per-class table below</li>")
         else:
-            names = ATTRIBUTE_NAMES.get(group, [str(i) for i in range(len(values))])
-            pairs = ", ".join(f"{esc(n)} <b>{v:+.3f}</b>" for n, v in zip(names, values))
+            classes = ATTRIBUTE_NAMES.get(group, [str(i) for i in range(len(values))])  # not `names`: the models'
+            pairs = ", ".join(f"{esc(n)} <b>{v:+.3f}</b>" for n, v in zip(classes, values))
             lines.append(f"<li>{esc(group)}: {pairs}</li>")
     plain = ("a hard vote counts the models' predicted classes" if w.get("vote") == "hard"
              else "this method decides by the blended probabilities as they are")
     offsets = (f"<p>Offsets added to the log-scores before deciding:</p><ul>{''.join(lines)}</ul>" if lines
                else f"<p>No offsets: {plain}.</p>")
+    per_attribute = attribute_weights_table(w, optimistic)
     return section("weights", "The chosen blend: weights, temperatures, offsets",
                    "A model's weight is its share of the averaged probabilities (0: not used); a temperature "
                    "above 1 softens that model's over-confident probabilities before averaging."
-                   + optimistic_note(optimistic, names),
+                   + (" A specialist's OOF macro F1 alone is of its attribute's classes." if targets else "")
+                   + (" A per-attribute blend's weight here is the mean of its three attribute weights (below)."
+                      if per_attribute else "") + optimistic_note(optimistic, names),
                    frame_table(frame.rename_axis("model"), labels=[model_label(n, optimistic) for n in names]),
-                   offsets)
+                   per_attribute, offsets)
+
+
+def attribute_weights_table(w: dict, optimistic: set[str] = frozenset()) -> str:
+    """A per-attribute blend's weights: model x mask / gender / age band (empty for other methods)."""
+    per = w.get("attribute_weights")
+    if not per:
+        return ""
+    targets, names = w.get("targets") or {}, list(w["weights"])
+    rows = [[model_label(m, optimistic), esc(targets.get(m, "all"))]
+            + [f'<span class="track"><span class="bar" style="width:{per[a][m] * 100:.0f}%"></span></span>'
+               f"{per[a][m]:.3f}" if m in per[a] else '<span title="does not predict it">&ndash;</span>'
+               for a in ATTRIBUTE_NAMES] for m in names]
+    return ("<h3>Weights per attribute</h3><p class=\"why\">Each attribute is blended from the models that predict "
+            "it (an all-class model by its marginal probability over that attribute, a specialist by its own); "
+            "each column sums to 1. &ndash;: the model does not predict that attribute.</p>"
+            + table(simple_head(["model", "predicts", "mask", "gender", "age band"], text_columns=2), rows,
+                    text_columns=2))
 
 
 def curves_section(exp_dir: Path, jobs, optimistic: set[str] = frozenset()) -> str:

@@ -173,7 +173,8 @@ def summary_section(exp_dir: Path, oof: OofLogits, blend, folds: pd.DataFrame, m
     rows += versus_rows(w)
     pooled = len(w.get("experiments") or [])
     rows += [*sources, ("best single model", *single_line(folds, board, optimistic)),
-             ("data", f"{len(oof.models)} models{f' of {pooled} experiments' if pooled > 1 else ''}, "
+             ("data", f"{len(oof.models)} models{f' of {pooled} experiments' if pooled > 1 else ''}"
+                     f"{specialists_text(w)}, "
                       f"{len(oof.target)} OOF images of {len(set(oof.person))} people, "
                       f"{len(set(oof.fold.tolist()))} folds; chosen by nested {esc(w.get('metric', 'macro_f1'))}",
               f"rows hash {esc(w.get('rows_hash', '?'))}"),
@@ -186,3 +187,12 @@ def summary_section(exp_dir: Path, oof: OofLogits, blend, folds: pd.DataFrame, m
     cells = "".join(f'<tr><th>{esc(k)}</th><td>{v}</td><td class="note">{n}</td></tr>' for k, v, n in rows)
     return (f'<section id="summary"><div class="headline">Chosen: <span id="chosen-method">{esc(method)}</span>'
             f'</div><p class="recipe">{esc(describe_method(method))}</p><table>{cells}</table></section>')
+
+
+def specialists_text(w: dict) -> str:
+    """' + 1 age specialist (age_only)': the blend's attribute specialists, if it had any."""
+    special = {m: t for m, t in (w.get("targets") or {}).items() if t != "all"}
+    if not special:
+        return ""
+    named = ", ".join(f"{esc(m)}: {esc(t)}" for m, t in special.items())
+    return f" + {len(special)} attribute specialist{'s' if len(special) > 1 else ''} ({named})"

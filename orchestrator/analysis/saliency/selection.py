@@ -56,6 +56,10 @@ def explainable_jobs(spec: Experiment, exp_dir: Path, rows_hash: str, pseudo: di
     for planned in planned_jobs(spec, rows_hash, pseudo, exp_dir / "jobs"):
         if planned.repeat:  # explain reads oof.parquet, repeat 0's rows: its fold models explain them
             continue
+        target = spec.train_for(spec.model(planned.model)).target
+        if target != "all":  # its predictions are of one attribute, not the 18 classes the sheets show
+            lost[(planned.model, planned.fold)] = f"a {target} specialist (train.target): explain draws all-class models"
+            continue
         why = unfinished_reason(planned.out_dir, needs=NEEDS) if planned.out_dir.exists() else None
         if planned.out_dir.exists() and why is None:
             jobs.append(FoldJob(planned.model, planned.fold, planned.out_dir))
