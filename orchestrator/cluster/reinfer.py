@@ -28,7 +28,6 @@ from tasks.job import split_fold
 from tasks.job_io import Job, JobResult, unfinished_reason, write_job_logits, write_result
 from tasks.lock import experiment_lock
 from tasks.log import Log, to_stdout
-from tasks.metrics import score
 from tasks.spec.experiment import Experiment
 from tasks.spec.techniques import Tta, resolve_tta
 
@@ -161,10 +160,13 @@ def _run_tasks(spec: Experiment, done: list[JobPlan], tta_of: dict[str, Tta], ad
 
 def _write(job: Job, spec: Experiment, val_rows, eval_rows, out: TaskOutput, rows_hash: str) -> None:
     """The job's new logits, then its result.json scored on the new OOF logits (the leaderboard's)."""
+    from tasks.labels import target_labels
+    from tasks.metrics import score_target
     from tasks.train.loop import eval_loss
 
     write_job_logits(job, spec, val_rows, out.oof, eval_rows, out.test, rows_hash)
     labels = val_rows["label"].to_numpy()
+    target = spec.train_for(spec.model(job.model)).target  # a specialist is scored on its attribute
     result = JobResult.read(job.out_dir)
-    write_result(job.out_dir, replace(result, val=score(labels, out.oof.argmax(1)).as_dict(),
-                                      val_loss=eval_loss(out.oof, labels)))
+    write_result(job.out_dir, replace(result, val=score_target(labels, out.oof, target).as_dict(),
+                                      val_loss=eval_loss(out.oof, target_labels(labels, target))))
