@@ -181,8 +181,7 @@ def expected_record(result: BlendResult) -> dict:
 
 
 NO_EXPECTED = ("(it needs folds.repeats: 2 or more, in one experiment): the submission averages the fold "
-               "models, which the nested estimate never sees, so it usually scores above it; repeats measure "
-               "by how much")
+               "models, so it usually scores above the nested estimate")
 
 
 def write_blend(exp_dir: Path, result: BlendResult, inputs: BlendInputs, board: pd.DataFrame,
