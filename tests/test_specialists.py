@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -384,3 +385,11 @@ def test_a_run_with_a_specialist_gathers_blends_and_reinfers_it(synth_root, tmp_
     assert np.allclose(before, after, atol=1e-4)  # the spec has no TTA: the same logits again
     record = json.loads((exp / "blend" / "weights.json").read_text())
     assert record["targets"] == {"test_convnext": "all", "mask_only": "mask"}
+    # predict on the eval photos answers as the submission, specialist included (per-attribute or not)
+    from orchestrator import predict
+
+    assert predict.main([str(synth_root / "eval" / "images"), "--results", str(exp), "--out",
+                         str(tmp_path / "pred.csv")]) == 0
+    answers = pd.read_csv(tmp_path / "pred.csv").assign(ImageID=lambda t: t.path.map(lambda p: Path(p).name))
+    submission = pd.read_csv(exp / "blend" / "submission.csv").set_index("ImageID")
+    assert (answers.set_index("ImageID")["class"] == submission.loc[answers.ImageID, "ans"].to_numpy()).all()

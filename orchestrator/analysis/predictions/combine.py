@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator.analysis.ensembles import methods as ens
+from orchestrator.analysis.ensembles.attributes import split_logits
 from orchestrator.analysis.ensembles.fitting import FittedBlend, predict
 from orchestrator.analysis.predictions.ensemble import Ensemble
 from orchestrator.analysis.results import model_logits
-from tasks.labels import NUM_CLASSES
+from tasks.labels import ALL, NUM_CLASSES, target_width
 
 
 @dataclass(frozen=True)
@@ -25,14 +26,23 @@ class Blended:
     probs: np.ndarray  # (N, 18): the blend's class probabilities (a hard vote: its weighted vote shares)
 
 
-def stacked_logits(ensemble: Ensemble, logits: dict[str, np.ndarray], n: int) -> np.ndarray:
-    """(models, N, 18): each blended model's logits, the mean over its fold models in fold order."""
-    out = np.zeros((len(ensemble.models), n, NUM_CLASSES), np.float32)
-    for i, name in enumerate(ensemble.models):
+def per_model_logits(ensemble: Ensemble, logits: dict[str, np.ndarray], n: int) -> list[np.ndarray]:
+    """Each blended model's (N, width) logits, the mean over its fold models in fold order; zeros
+    for a model the blend does not weigh (18 wide, or a specialist's own width)."""
+    out = []
+    for name, target in zip(ensemble.models, ensemble.targets):
         folds = [logits[m.key] for m in ensemble.members if m.model == name]
-        if folds:
-            out[i] = model_logits(np.stack(folds))
+        out.append(model_logits(np.stack(folds)) if folds else np.zeros((n, target_width(target)), np.float32))
     return out
+
+
+def stacked_logits(ensemble: Ensemble, logits: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, dict | None]:
+    """(all-class models, N, 18), and each attribute's specialists' logits when the blend has
+    any (`fitting.predict`'s `extra`), split as the blend split them (attributes.split_logits)."""
+    each = per_model_logits(ensemble, logits, n)
+    if all(t == ALL for t in ensemble.targets):
+        return (np.stack(each) if each else np.zeros((0, n, NUM_CLASSES), np.float32)), None
+    return split_logits(ensemble.targets, each)
 
 
 def vote_shares(fitted: FittedBlend, logits: np.ndarray) -> np.ndarray:
@@ -42,7 +52,7 @@ def vote_shares(fitted: FittedBlend, logits: np.ndarray) -> np.ndarray:
 
 
 def blend_logits(ensemble: Ensemble, logits: dict[str, np.ndarray], n: int) -> Blended:
-    stacked = stacked_logits(ensemble, logits, n)
-    out = predict(ensemble.fitted, stacked)
+    stacked, extra = stacked_logits(ensemble, logits, n)
+    out = predict(ensemble.fitted, stacked, extra)
     probs = out.probs if out.probs is not None else vote_shares(ensemble.fitted, stacked)
     return Blended(np.asarray(out.labels, np.int64), np.asarray(probs, np.float32))

@@ -41,8 +41,21 @@ class Ensemble:
     def method(self) -> str:
         return self.fitted.recipe.name
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """What each model predicts (`train.target`): all 18 classes unless the record says otherwise."""
+        saved = self.record.get("targets") or {}
+        return tuple(saved.get(m, "all") for m in self.models)
+
     def weighted(self) -> tuple[str, ...]:
-        return tuple(m for m, w in zip(self.models, self.fitted.weights) if w > 0)
+        return tuple(m for m in self.models if model_weights(self.record).get(m, 0) > 0)
+
+
+def model_weights(record: dict) -> dict[str, float]:
+    """Each model's weight by name, as weights.json keeps it (a specialist's is 0 in an 18-class
+    method, its mean over the attributes in a per-attribute one): `fitted.weights` covers only
+    the models the method was fitted on."""
+    return {m: float(w) for m, w in (record.get("weights") or {}).items()}
 
 
 def fitted_blend(record: dict, where: Path) -> tuple[tuple[str, ...], FittedBlend]:
@@ -69,7 +82,7 @@ def load_ensemble(results: Path | None, log: Log = silent) -> Ensemble:
     models, fitted = fitted_blend(record, path)
     dirs = recorded_dirs(folder, record)
     _check_current(dirs[0], record, path)
-    weight = dict(zip(models, fitted.weights))
+    weight = model_weights(record)
     members = [m for d in dirs for m in _members_of(d, len(dirs) > 1, weight)]
     for name in (m for m in models if weight[m] > 0):
         if not any(m.model == name for m in members):

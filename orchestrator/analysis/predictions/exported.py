@@ -28,6 +28,11 @@ def _file_name(key: str) -> str:
 
 def write_exported(ensemble: Ensemble, out: Path, export: Callable[[FoldMember, Path], dict], log: Log) -> Path:
     """The folder `out`, built aside and swapped in whole; `export(member, path)` writes one graph."""
+    special = [f"{m} ({t})" for m, t in zip(ensemble.models, ensemble.targets) if t != "all"]
+    if special:
+        raise PredictError(f"{ensemble.folder}: the blend has attribute specialists ({', '.join(special)}); the "
+                           "exported runner applies blends of 18-class models only: predict with torch (without "
+                           "--exported) instead")
     decodings = list(dict.fromkeys(m.decoding.key for m in ensemble.members))
     by_key = {m.decoding.key: m.decoding for m in ensemble.members}
     members = []

@@ -96,7 +96,7 @@ def _scratch() -> Path:
 
 def _rows(logits: np.ndarray, readable: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """A member's logits of its readable photos -> those of the photos every decoding could read."""
-    full = np.full((len(readable), NUM_CLASSES), np.nan, np.float32)
+    full = np.full((len(readable), logits.shape[1]), np.nan, np.float32)  # 18, or a specialist's width
     full[readable] = logits
     return full[keep]
 
