@@ -8,17 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from orchestrator import blend, explain
+from orchestrator import explain
 from orchestrator.analysis.reporting.focus import explain_section
 from orchestrator.analysis.saliency import pipeline as explain_run
 from orchestrator.analysis.saliency.cam import NoCamLayer, box_share, face_focus, find_cam_layer
 from orchestrator.analysis.saliency.selection import pick_photos
-from orchestrator.cluster.gather import gather
-from orchestrator.cluster.plan import plan_jobs
 from tasks.data.preparation import prepare, rows_hash
-from tasks.job import train_job
-from tasks.job_io import Job
 from tests.helpers.specs import shrunk_spec
+from tests.helpers.trained import train_and_blend
 
 
 def test_face_focus_is_high_for_a_box_around_the_cam_and_low_elsewhere():
@@ -84,19 +81,8 @@ def experiment(synth_root, tmp_path_factory):
     """Two folds of one tiny model, 1 epoch each, gathered and blended; an audit.csv naming one suspect."""
     results = tmp_path_factory.mktemp("explain")
     spec = shrunk_spec(synth_root, results, name="explaintest")
-    dataset = prepare(spec, verbose=False)
-    plans = plan_jobs(spec, rows_hash(spec, dataset))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: more threads only fight over a shared machine's cores
-    try:
-        for plan in plans:
-            train_job(spec, Job(plan.model, plan.fold, plan.out_dir), dataset=dataset, log=lambda s: None)
-    finally:
-        torch.set_num_threads(threads)
-    gather(spec.out_dir, plans, dataset.train["image_key"], dataset.eval["image_key"])
-    exp = spec.out_dir
-    assert blend.main(["--results", str(exp), "--set", "blend.rounds=5"]) == 0
-    person = dataset.train["person"].iloc[0]
+    exp = train_and_blend(spec, "--set", "blend.rounds=5")
+    person = pd.read_parquet(exp / "folds.parquet")["person"].iloc[0]  # the training rows' first person
     pd.DataFrame([{"person": person, "attribute": "gender", "rank": 1, "score": 0.1, "p_wrong": 0.9,
                    "given": "male", "suggested": "female", "suspect": True}]).to_csv(exp / "audit.csv", index=False)
     return exp, person

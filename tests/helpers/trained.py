@@ -24,7 +24,8 @@ def train_and_blend(spec: Experiment, *blend_args: str) -> Path:
     torch.set_num_threads(1)  # tiny models: more threads only fight over a shared machine's cores
     try:
         for plan in plans:
-            train_job(spec, Job(plan.model, plan.fold, plan.out_dir), dataset=dataset, log=lambda s: None)
+            train_job(spec, Job(plan.model, plan.fold, plan.out_dir, repeat=plan.repeat), dataset=dataset,
+                      log=lambda s: None)
     finally:
         torch.set_num_threads(threads)
     gather(spec.out_dir, plans, dataset.train["image_key"], dataset.eval["image_key"])
