@@ -154,10 +154,10 @@ def blended(fitted: FittedBlend, logits: np.ndarray) -> tuple[np.ndarray, np.nda
     return pred.labels, probs
 
 
-def fold_labels(r1: Round1, fold: int, per_fold: bool) -> tuple[np.ndarray, np.ndarray]:
-    if per_fold:
-        return blended(fitted_without(r1, fold), r1.fold_test[:, fold])
-    return blended(fitted_without(r1, None), r1.inputs.test.logits)
+def fold_labels(r1: Round1, fitted: FittedBlend, fold: int, per_fold: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Fold k's eval-photo labels: per fold, round 1's fold-k models under `fitted` (the method
+    refitted without fold k); else every fold model's mean under the full blend."""
+    return blended(fitted, r1.fold_test[:, fold] if per_fold else r1.inputs.test.logits)
 
 
 def select(labels: np.ndarray, probs: np.ndarray, eval_ids: np.ndarray, threshold: float, cap: int) -> PseudoSet:
@@ -170,13 +170,13 @@ def select(labels: np.ndarray, probs: np.ndarray, eval_ids: np.ndarray, threshol
                      probs[order].astype(np.float32))
 
 
-def calibration_rows(r1: Round1, fold: int, per_fold: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def calibration_rows(r1: Round1, fitted: FittedBlend, fold: int, per_fold: bool
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, probabilities, given labels) of round 1's OOF rows that may set fold k's
     per-class thresholds: per fold, the other folds' rows under the blend fitted on them (fold
     k's people's labels never choose which photos fold k learns); else every row."""
     oof = r1.inputs.oof
     keep = oof.fold != fold if per_fold else np.ones(len(oof.fold), bool)
-    fitted = fitted_without(r1, fold if per_fold else None)
     labels, probs = blended(fitted, np.compress(keep, oof.logits, axis=1))
     return labels, probs, oof.target[keep]
 
@@ -192,12 +192,13 @@ def select_per_class(calibration: tuple[np.ndarray, np.ndarray, np.ndarray], per
                      probs[order].astype(np.float32)), thresholds
 
 
-def fold_set(r1: Round1, fold: int, p, labels: np.ndarray, probs: np.ndarray, eval_ids: np.ndarray,
-             cap: int) -> tuple[PseudoSet, np.ndarray]:
+def fold_set(r1: Round1, fitted: FittedBlend, fold: int, p, labels: np.ndarray, probs: np.ndarray,
+             eval_ids: np.ndarray, cap: int) -> tuple[PseudoSet, np.ndarray]:
     """Fold k's rows and the per-class bar they cleared (one global threshold, or per class)."""
     if p.per_class is None:
         return select(labels, probs, eval_ids, p.threshold, cap), np.full(NUM_CLASSES, p.threshold)
-    return select_per_class(calibration_rows(r1, fold, p.per_fold), p.per_class, labels, probs, eval_ids, cap)
+    return select_per_class(calibration_rows(r1, fitted, fold, p.per_fold), p.per_class, labels, probs, eval_ids,
+                            cap)
 
 
 def fold_cap(folds: pd.DataFrame, fold: int, max_share: float) -> int:
@@ -214,12 +215,13 @@ def build_pseudo(spec: Experiment, folds: pd.DataFrame, eval_ids: np.ndarray, wr
     r1 = load_round1(spec, folds, eval_ids)
     log(describe_source(r1, p.per_fold))
     sets, per_fold, confidence = {}, {}, {}
-    shared = None if p.per_fold else fold_labels(r1, 0, False)
+    shared = None if p.per_fold else fitted_without(r1, None)  # the full blend, the same for every fold
     for k in range(n_splits):
-        labels, probs = shared or fold_labels(r1, k, True)
+        fitted = shared or fitted_without(r1, k)  # fitted once per fold: its labels and its calibration
+        labels, probs = fold_labels(r1, fitted, k, p.per_fold)
         cap = fold_cap(folds, k, p.max_share)
         confidence[k] = probs[np.arange(len(labels)), labels]
-        sets[k], bar = fold_set(r1, k, p, labels, probs, eval_ids, cap)
+        sets[k], bar = fold_set(r1, fitted, k, p, labels, probs, eval_ids, cap)
         eligible = int((confidence[k] >= bar[labels]).sum())
         classes = np.bincount(sets[k].label, minlength=NUM_CLASSES)
         per_fold[k] = {"rows": len(sets[k]), "eligible": eligible, "cap": cap, "hash": pseudo_hash(sets[k], p),
