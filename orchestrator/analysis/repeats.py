@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.analysis.results import EvalLogits, Exclusion, OofLogits, load_oof, load_test
-from orchestrator.analysis.results_folder import ResultsError, read_eval_ids
+from orchestrator.analysis.results_folder import ResultsError
 from tasks.data.folds import fold_column
 from tasks.labels import ALL
 from tasks.log import Log
@@ -33,8 +33,8 @@ def load_repeats(exp_dir: Path, spec: Experiment, oof: OofLogits, test: EvalLogi
     for r in range(1, spec.folds.repeats):
         oofs.append(load_oof(exp_dir / gathered_name("oof", r, target), n_splits, expected, exp_dir / "folds.parquet",
                              log, fold_column(r), target))
-        tests.append(load_test(exp_dir / gathered_name("test", r, target), n_splits, read_eval_ids(spec.data.root),
-                               expected, log, target))
+        tests.append(load_test(exp_dir / gathered_name("test", r, target), n_splits, test.image_ids, expected,
+                               log, target))  # repeat 0's eval ids: eval/info.csv, read once
     for r, (o, t) in enumerate(zip(oofs, tests)):
         _check_repeat(exp_dir, r, oof, o, t, target)
     models = tuple(m for m in oof.models if all(m in o.models for o in oofs) and all(m in t.models for t in tests))
