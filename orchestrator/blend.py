@@ -79,6 +79,9 @@ def run(args: argparse.Namespace) -> None:
     log_blend(spec, out_dir, board, json.loads((out / "weights.json").read_text()))
     report = write_report(out_dir, pool.inputs.oof, spec.data.root)
     lines = summary_lines(result) + round_lines(rounds, result, real.macro_f1 if real is not None else None)
+    if pool.inputs.test.refit is not None:  # where the submission's test logits come from
+        lines.append(f"  test logits: {pool.inputs.test.refit.line()}"
+                     + ("; the expected score is of the fold models' average without them" if chosen.expected else ""))
     print("\n".join(lines) + f"\nwrote {out}/ and {report}", flush=True)
     if real is not None:
         print(f"submission vs {args.truth}: macro F1 {real.macro_f1:.4f}, accuracy {real.accuracy:.4f} "

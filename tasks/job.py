@@ -1,6 +1,9 @@
 """One (fold, model) job as a plain function: train, pick the best epoch by validation macro
 F1, write OOF and test logits. No Ray here; the orchestrator wraps it.
 
+A refit job (fold REFIT_FOLD, tasks/spec/refit.py) trains on every training person for
+`job.epochs` epochs on the folds' schedule, with no validation, and writes test logits only.
+
 Every epoch reseeds from (job seed, epoch), so an epoch is a pure function of the weights
 and optimiser state it starts from: a job resumed after epoch k gives the same result as
 one that was never interrupted.
@@ -32,11 +35,13 @@ from tasks.job_io import (
     write_job_logits,
     write_metrics,
     write_result,
+    write_test_logits,
 )
 from tasks.labels import TRUE_AGE_BORDERS, age_band, class_of, target_labels
-from tasks.metrics import score_target
+from tasks.metrics import Scores, score_target
 from tasks.pseudo.fold_sets import pseudo_path, pseudo_samples, read_pseudo
 from tasks.spec.experiment import Experiment, TrainSpec, stable_hash
+from tasks.spec.refit import REFIT_FOLD
 from tasks.spec.techniques import NO_TTA, resolve_tta
 from tasks.tracking import Tracker, epoch_metrics, final_metrics, job_tracking
 from tasks.train.device import select_device
@@ -56,7 +61,7 @@ def job_seed(spec: Experiment, job: Job) -> int:
 
 def split_fold(dataset: Dataset, spec: Experiment, fold: int, train: TrainSpec, repeat: int = 0):
     """Training rows (with training-only band borders and drops) and validation rows of a
-    fold of a repeat (`folds.repeats`)."""
+    fold of a repeat (`folds.repeats`); REFIT_FOLD: every person trains, none validates."""
     folds = read_folds(spec, dataset)
     column = fold_column(repeat)
     if column not in folds:
@@ -65,10 +70,10 @@ def split_fold(dataset: Dataset, spec: Experiment, fold: int, train: TrainSpec, 
     rows = dataset.train.merge(folds, on="image_key", how="left", validate="one_to_one")
     if rows["fold"].isna().any():
         raise ValueError(f"{spec.out_dir / 'folds.parquet'} lacks some images; run prepare again")
-    if not 0 <= fold < spec.folds.n_splits:
+    if not 0 <= fold < spec.folds.n_splits and fold != REFIT_FOLD:
         raise ValueError(f"fold {fold} is outside 0..{spec.folds.n_splits - 1}")
     val = rows[rows["fold"] == fold].reset_index(drop=True)
-    fit = rows[rows["fold"] != fold].copy()
+    fit = rows[rows["fold"] != fold].copy()  # REFIT_FOLD is no fold: every row
     margin = train.drop_age_margin
     if margin:
         near = np.zeros(len(fit), dtype=bool)
@@ -115,7 +120,7 @@ def _train(spec: Experiment, job: Job, ranks: Ranks, tracker: Tracker, on_epoch,
            started: float) -> JobResult:
     dataset = dataset or load_dataset(spec, verbose=False)
     model_spec = spec.model(job.model)
-    train = spec.train_for(model_spec)
+    train, stop = job_schedule(spec.train_for(model_spec), job)
     seed = job_seed(spec, job)
     fit_rows, val_rows = split_fold(dataset, spec, job.fold, train, job.repeat)
     samples = fit_samples(spec, job, dataset, fit_rows, log)
@@ -129,8 +134,8 @@ def _train(spec: Experiment, job: Job, ranks: Ranks, tracker: Tracker, on_epoch,
     fit, state = _start_fitting(ctx, job, fit_rows, optimizer_steps(len(make_fit(0)), train.grad_accum), log)
     judged = fit.judged  # the EMA model when train.ema is set
     board = EpochBoard(job.out_dir, state.epoch) if ranks.leader else None
-    for epoch in range(state.epoch, train.epochs):
-        if state.stale >= train.patience:
+    for epoch in range(state.epoch, stop):
+        if state.stale >= train.patience:  # a refit job never goes stale: it has no validation
             break
         epoch_seed = seed * 1000 + epoch + 7919 * ranks.rank  # ranks drop out and mix differently
         torch.manual_seed(epoch_seed)
@@ -139,14 +144,12 @@ def _train(spec: Experiment, job: Job, ranks: Ranks, tracker: Tracker, on_epoch,
         sync_buffers(model, ranks)
         if fit.ema is not None:  # each rank's EMA averaged its own batch statistics
             sync_buffers(judged.model, ranks)
-        logits = predict_rows(judged, dataset.train_cache, val_rows, NO_TTA)
-        # a specialist (train.target) is scored, and its best epoch chosen, on its attribute alone
-        labels = target_labels(val_rows["label"].to_numpy(), train.target)
-        val = score_target(val_rows["label"].to_numpy(), logits, train.target)
+        val, val_loss = _validate(judged, dataset, val_rows, train)
         if fit.scheduler is not None:
             fit.scheduler.step(epoch + 1, val.macro_f1)
-        state = state.after_epoch(epoch + 1, val.macro_f1, judged.model)
-        report = EpochReport(epoch + 1, train.epochs, stats.loss, stats.accuracy, eval_loss(logits, labels),
+        state = state.after_epoch(epoch + 1, val.macro_f1, judged.model) if len(val_rows) else \
+            state.after_unvalidated_epoch(epoch + 1, judged.model)
+        report = EpochReport(epoch + 1, stop, stats.loss, stats.accuracy, val_loss,
                              val, fit.optimizer.param_groups[0]["lr"], stats.seconds, state.best_f1,
                              state.best_epoch, stats.images / max(stats.seconds, 1e-9), train.target)
         state = replace(state, history=(*state.history, report.row()))
@@ -162,6 +165,28 @@ def _train(spec: Experiment, job: Job, ranks: Ranks, tracker: Tracker, on_epoch,
     if board is not None:
         board.close()
     return _finish(spec, job, dataset, judged, val_rows, state, started, len(samples.rows) - len(fit_rows))
+
+
+def job_schedule(train: TrainSpec, job: Job) -> tuple[TrainSpec, int]:
+    """The train settings a job's schedule is built from, and the epoch it stops after. A refit
+    job (`job.epochs`) follows the folds' schedule and stops at its epoch count; past the
+    folds' last epoch, the schedule is stretched to reach it."""
+    if job.epochs is None:
+        return train, train.epochs
+    return train.model_copy(update={"epochs": max(train.epochs, job.epochs)}), job.epochs
+
+
+NO_SCORES = Scores(*(float("nan"),) * 5)  # a refit job's: it holds no one out
+
+
+def _validate(ctx: ModelContext, dataset: Dataset, val_rows, train: TrainSpec) -> tuple[Scores, float]:
+    """Scores and loss on the validation rows; NaN with none (a refit job)."""
+    if not len(val_rows):
+        return NO_SCORES, float("nan")
+    logits = predict_rows(ctx, dataset.train_cache, val_rows, NO_TTA)
+    # a specialist (train.target) is scored, and its best epoch chosen, on its attribute alone
+    labels = target_labels(val_rows["label"].to_numpy(), train.target)
+    return score_target(val_rows["label"].to_numpy(), logits, train.target), eval_loss(logits, labels)
 
 
 def _start_fitting(ctx: ModelContext, job: Job, fit_rows, updates: int, log) -> tuple[Fitting, TrainState]:
@@ -189,17 +214,23 @@ def _finish(spec: Experiment, job: Job, dataset: Dataset, ctx: ModelContext, val
     model, train, ranks = ctx.model, ctx.train, ctx.ranks
     model.load_state_dict(state.best_weights)
     tta = resolve_tta(train)
-    oof = predict_rows(ctx, dataset.train_cache, val_rows, tta)
     test = predict_rows(ctx, dataset.eval_cache, dataset.eval, tta)
-    if ranks.leader:
-        write_job_logits(job, spec, val_rows, oof, dataset.eval, test, rows_hash(spec, dataset))
-        save_weights(job.out_dir, model)
-    val = score_target(val_rows["label"].to_numpy(), oof, train.target)
-    labels = target_labels(val_rows["label"].to_numpy(), train.target)
+    if not len(val_rows):  # a refit job: test logits only
+        if ranks.leader:
+            write_test_logits(job, spec, dataset.eval, test, rows_hash(spec, dataset))
+            save_weights(job.out_dir, model)
+        val, val_loss = NO_SCORES, float("nan")
+    else:
+        oof = predict_rows(ctx, dataset.train_cache, val_rows, tta)
+        if ranks.leader:
+            write_job_logits(job, spec, val_rows, oof, dataset.eval, test, rows_hash(spec, dataset))
+            save_weights(job.out_dir, model)
+        val = score_target(val_rows["label"].to_numpy(), oof, train.target)
+        val_loss = eval_loss(oof, target_labels(val_rows["label"].to_numpy(), train.target))
     result = JobResult(
         experiment=spec.name, model=job.model, backbone=spec.model(job.model).backbone, fold=job.fold, repeat=job.repeat,
         seed=job_seed(spec, job), best_epoch=state.best_epoch, epochs_run=state.epoch,
-        stopped_early=state.epoch < train.epochs, val=val.as_dict(), val_loss=eval_loss(oof, labels),
+        stopped_early=state.epoch < job_schedule(train, job)[1], val=val.as_dict(), val_loss=val_loss,
         train_images=int(state.history[-1]["train_images"]) if state.history else 0,
         val_images=len(val_rows), test_images=len(dataset.eval), device=str(ctx.device.device),
         seconds=time.monotonic() - started, workers=ranks.world, pseudo_images=pseudo_images, finished=time.time(),

@@ -27,6 +27,7 @@ from tasks.atomic import atomic_path, write_text
 from tasks.logits import LogitsMeta, logits_table, write_logits
 from tasks.metrics import Scores
 from tasks.spec.experiment import Experiment, ModelSpec, TrainSpec, stable_hash
+from tasks.spec.refit import REFIT_FOLD
 
 if TYPE_CHECKING:
     from tasks.pseudo.fold_sets import PseudoSet
@@ -43,6 +44,8 @@ class Job:
     # them from the driver); None: read results/<name>/pseudo/fold<k>.parquet.
     pseudo: PseudoSet | None = field(default=None, repr=False)
     repeat: int = 0  # which fold assignment (folds.repeats); 0 is the one every spec has
+    # A refit job's epoch count (fold REFIT_FOLD: every person, tasks/spec/refit.py); None: a fold job
+    epochs: int | None = None
 
     @property
     def key(self) -> str:
@@ -75,9 +78,10 @@ class EpochReport:
 
     def line(self, key: str) -> str:
         what = "F1" if self.target == "all" else f"{self.target} F1"
-        return (f"[{key}] epoch {self.epoch}/{self.epochs} loss {self.train_loss:.4f} "
-                f"val {what} {self.val.macro_f1:.4f} acc {self.val.accuracy:.4f} (best {self.best_f1:.4f} "
-                f"@{self.best_epoch}) {self.images_per_second:.0f} img/s {self.seconds:.1f}s")
+        scores = (f"val {what} {self.val.macro_f1:.4f} acc {self.val.accuracy:.4f} (best {self.best_f1:.4f} "
+                  f"@{self.best_epoch})" if self.val.macro_f1 == self.val.macro_f1 else "no one held out (refit)")
+        return (f"[{key}] epoch {self.epoch}/{self.epochs} loss {self.train_loss:.4f} {scores} "
+                f"{self.images_per_second:.0f} img/s {self.seconds:.1f}s")
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,11 @@ class TrainState:
             best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             return replace(self, epoch=epoch, best_f1=f1, best_epoch=epoch, stale=0, best_weights=best)
         return replace(self, epoch=epoch, stale=self.stale + 1)
+
+    def after_unvalidated_epoch(self, epoch: int, model: torch.nn.Module) -> TrainState:
+        """A refit job's epoch: nothing to judge it by, so the latest weights are the ones kept."""
+        latest = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return replace(self, epoch=epoch, best_epoch=epoch, stale=0, best_weights=latest)
 
 
 def save_checkpoint(out_dir: Path, model, optimizer, scheduler, scaler, state: TrainState, ema=None) -> None:
@@ -229,10 +238,12 @@ def write_test_logits(job: Job, spec, eval_rows: pd.DataFrame, test, rows_hash: 
 
 # What a finished job must hold for later steps (gather, blend, re-inference) to use it.
 REQUIRED_OUTPUTS = ("result.json", "oof.parquet", "test.parquet", "best.pt", "metrics.csv")
+REFIT_OUTPUTS = ("result.json", "test.parquet", "best.pt", "metrics.csv")  # a refit job has no OOF rows
 
 
-def unfinished_reason(out_dir: Path, needs: tuple[str, ...] = REQUIRED_OUTPUTS) -> str | None:
+def unfinished_reason(out_dir: Path, needs: tuple[str, ...] | None = None) -> str | None:
     """None if `out_dir` holds a finished job's outputs, all present and readable; else why not.
+    Default `needs`: REQUIRED_OUTPUTS, or REFIT_OUTPUTS for a refit job (its result says so).
 
     The one test of "finished": a job is cached or gathered only if it passes, so a lost or
     damaged output makes the job run again instead of failing every later step. Re-inference
@@ -241,6 +252,7 @@ def unfinished_reason(out_dir: Path, needs: tuple[str, ...] = REQUIRED_OUTPUTS) 
     from tasks.logits import LogitsError, check_logits_file
 
     out_dir = Path(out_dir)
+    needs = needs or (REFIT_OUTPUTS if _is_refit(out_dir) else REQUIRED_OUTPUTS)
     missing = [name for name in needs if not (out_dir / name).is_file()]
     if missing:
         return f"missing {', '.join(missing)}"
@@ -259,12 +271,22 @@ def unfinished_reason(out_dir: Path, needs: tuple[str, ...] = REQUIRED_OUTPUTS) 
     return None
 
 
+def _is_refit(out_dir: Path) -> bool:
+    try:
+        return json.loads((out_dir / "result.json").read_text()).get("fold") == REFIT_FOLD
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def write_result(out_dir: Path, result: JobResult) -> None:
     write_text(out_dir / "result.json", json.dumps(asdict(result), indent=2))
 
 
 def fold_key(model: str, fold: int, repeat: int = 0) -> str:
-    """How a fold model is named on the console: `<model>/fold<k>`, `<model>/r<r>/fold<k>`."""
+    """How a fold model is named on the console: `<model>/fold<k>`, `<model>/r<r>/fold<k>`;
+    a refit model `<model>/refit`."""
+    if fold == REFIT_FOLD:
+        return f"{model}/refit"
     return f"{model}/fold{fold}" if repeat == 0 else f"{model}/r{repeat}/fold{fold}"
 
 
@@ -320,3 +342,50 @@ def planned_jobs(spec: Experiment, rows_hash: str, pseudo: dict[int, str] | None
                 folder = jobs_dir / job_folder_name(model.name, fold, repeat, digest)
                 jobs.append(PlannedJob(model.name, fold, digest, folder, repeat))
     return jobs
+
+
+@dataclass(frozen=True)
+class PlannedRefit:
+    """A refit model (tasks/spec/refit.py): its identity, epoch count and where its outputs are."""
+
+    model: str
+    epochs: int
+    job_hash: str
+    out_dir: Path  # results/<name>/jobs/<model>-refit-<hash8>
+    fold_epochs: tuple[int, ...]  # the best epochs of the fold models it was counted from
+
+    @property
+    def job_id(self) -> str:
+        return self.out_dir.name
+
+
+def refit_epochs(spec: Experiment, best_epochs: list[int]) -> int:
+    """`refit.epochs`, or with `best` the median best epoch of the model's fold models (rounded
+    half up, as a count of epochs must be whole)."""
+    if spec.refit.epochs != "best":
+        return int(spec.refit.epochs)
+    ordered = sorted(best_epochs)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return max(1, int(median + 0.5))
+
+
+def planned_refits(spec: Experiment, rows_hash: str, fold_results: dict[str, list[JobResult]],
+                   jobs_dir: Path | None = None) -> list[PlannedRefit]:
+    """The refit job of each of `spec.refit`'s models whose fold jobs all finished (`fold_results`:
+    their results by model). Its identity is its model's settings, the rows and its epoch count."""
+    from tasks.spec.refit import refit_models
+
+    jobs_dir, plans = jobs_dir or spec.out_dir / "jobs", []
+    targets = {m.name: spec.train_for(m).target for m in spec.models}
+    for name in refit_models(spec.refit, targets):
+        results = fold_results.get(name, [])
+        if len(results) < spec.folds.n_splits * spec.folds.repeats:
+            continue
+        best = tuple(sorted(r.best_epoch for r in results))
+        epochs = refit_epochs(spec, list(best))
+        model = spec.model(name)
+        digest = job_hash(spec, model, spec.train_for(model), REFIT_FOLD, rows_hash) + f"-{epochs}"
+        digest = stable_hash(digest)
+        plans.append(PlannedRefit(name, epochs, digest, jobs_dir / f"{name}-refit-{digest[:8]}", best))
+    return plans

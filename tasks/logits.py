@@ -56,6 +56,9 @@ LEGACY_COLUMNS = {"backbone": "model"}
 LEGACY_KEYS = {b"spec_hash": b"rows_hash"}
 
 
+REFIT_FILE = "test_refit.parquet"  # the refit models' test logits (tasks/spec/refit.py), fold -1
+
+
 def gathered_name(split: str, repeat: int = 0, target: str = ALL) -> str:
     """An experiment's gathered file of a split, repeat (folds.repeats) and target: repeat 0's
     all-class file is oof.parquet / test.parquet, as ever; repeat r's oof_r<r>.parquet, in its

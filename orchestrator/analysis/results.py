@@ -29,6 +29,7 @@ from tasks.logits import LogitsError, gathered_name, read_logits
 from tasks.spec.experiment import Experiment
 
 if TYPE_CHECKING:
+    from orchestrator.analysis.refit import RefitUse
     from orchestrator.analysis.specialists import Specialists
 
 
@@ -60,6 +61,7 @@ class EvalLogits:
     image_ids: np.ndarray  # (T,) eval ImageIDs in info.csv order
     rows_hash: str
     excluded: tuple[Exclusion, ...]
+    refit: RefitUse | None = None  # models whose logits include a refit model (analysis.refit)
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,10 @@ def load_target(exp_dir: Path, spec: Experiment, target: str, expected: Sequence
                     oof.target, oof.rows_hash, excluded,
                     None if oof.repeat_logits is None else oof.repeat_logits[:, pick_oof])
     test = EvalLogits(tuple(both), test.logits[pick_test], test.image_ids, test.rows_hash, excluded)
+    if target == ALL and spec.refit is not None:
+        from orchestrator.analysis.refit import apply_refit
+
+        test = apply_refit(exp_dir, spec, test, log)
     return oof, test
 
 

@@ -147,6 +147,24 @@ def planned_jobs_as_run(exp_dir: Path) -> list:
         raise ResultsError(f"{exp_dir}: cannot name the experiment's jobs ({type(err).__name__}: {err})") from None
 
 
+def refits_as_run(exp_dir: Path) -> list:
+    """The saved spec's refit jobs (tasks.job_io.PlannedRefit) whose fold jobs all finished, as the
+    run planned them from those jobs' best epochs; [] without `refit:`."""
+    import json
+
+    from tasks.job_io import JobResult, planned_refits, unfinished_reason
+
+    spec = load_experiment(exp_dir)
+    if spec.refit is None:
+        return []
+    rows = json.loads((exp_dir / "manifest.json").read_text())["rows_hash"]
+    finished: dict[str, list] = {}
+    for job in planned_jobs_as_run(exp_dir):
+        if not unfinished_reason(job.out_dir):
+            finished.setdefault(job.model, []).append(JobResult.read(job.out_dir))
+    return planned_refits(spec, rows, finished, exp_dir / "jobs")
+
+
 def finished_job_dirs(exp_dir: Path) -> list[Path]:
     """The folders of the saved spec's planned jobs that hold a result.json, on the rows
     manifest.json names (prepare writes it): jobs of settings since changed are not listed.

@@ -65,9 +65,11 @@ class Collector:
         meta = {**self.metas[job_id], "node": event.get("node"), "checkpoint": event["checkpoint_path"],
                 "storage": self.storage}
         write_text(plan.out_dir / "job.json", json.dumps(meta))
-        self.board.update(job_id, state="done", finished=time.time(), val_f1=event.get("val_macro_f1"),
+        refit = plan.refit_epochs is not None  # trained on every person: no held-out score
+        self.board.update(job_id, state="done", finished=time.time(), val_f1=None if refit else event.get("val_macro_f1"),
                           node=event.get("node", ""))
-        self.log(job_id, f"done: macro F1 {event.get('val_macro_f1'):.4f}; outputs in {plan.out_dir}")
+        scores = "refit on every person" if refit else f"macro F1 {event.get('val_macro_f1'):.4f}"
+        self.log(job_id, f"done: {scores}; outputs in {plan.out_dir}")
 
 
 def _last_line(text: str | None) -> str:

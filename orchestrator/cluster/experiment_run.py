@@ -14,7 +14,7 @@ import pandas as pd
 
 from orchestrator.analysis.tracking_logs import log_leaderboard
 from orchestrator.cluster.gather import Gathered, gather
-from orchestrator.cluster.plan import JobPlan, Launched, format_plan, plan_jobs
+from orchestrator.cluster.plan import JobPlan, Launched, format_plan, plan_jobs, plan_refits
 from orchestrator.cluster.slots.config import worker_resources
 from tasks.data.folds import make_folds
 from tasks.data.preparation import Dataset, load_dataset, prepare, read_folds, rows_hash
@@ -22,6 +22,7 @@ from tasks.job_io import JobResult, unfinished_reason
 from tasks.lock import experiment_lock
 from tasks.log import to_stream
 from tasks.spec.experiment import Experiment
+from tasks.spec.refit import REFIT_FOLD
 
 
 @dataclass(frozen=True)
@@ -64,27 +65,51 @@ def _run_locked(spec: Experiment, address: str | None, storage: str | None, stre
     say = to_stream(stream)
     say(f"preparing {spec.name}: indexing the data, the image cache, the folds ...")
     dataset = prepare(spec, force=force)
-    plans = plan_jobs(spec, rows_hash(spec, dataset), pseudo_sets(spec, dataset, stream))
+    hashed = rows_hash(spec, dataset)
+    plans = plan_jobs(spec, hashed, pseudo_sets(spec, dataset, stream))
     say(format_plan(plans, per_job_resources(spec)))
-    todo, cached = [p for p in plans if not p.cached], [p for p in plans if p.cached]
-    launched = Launched({}, False)
-    if todo:
-        from orchestrator.cluster.launch import launch
-        from orchestrator.cluster.storage import check_storage
-
-        storage = storage or os.environ.get("MASKFOLD_STORAGE") or str(spec.out_dir / "ray")
-        check_storage(storage)
-        launched = launch(spec, todo, storage, address, stream, cached, clock)
-    else:
-        say(f"all {len(plans)} jobs cached (finished in an earlier run): nothing to train")
+    launched = _launch(spec, plans, address, storage, stream, clock)
+    refits = plan_refits(spec, hashed, plans) if not launched.interrupted else []
+    if refits:  # after the folds: their best epochs say how long each refit model trains
+        say(refit_plan_line(spec, refits, plans))
+        after = _launch(spec, refits, address, storage, stream, clock)
+        launched = Launched({**launched.states, **after.states}, after.interrupted)
+    plans = plans + refits
     say(f"gathering the OOF and test logits of {len(plans)} jobs ...")
     gathered = gather(spec.out_dir, plans, dataset.train["image_key"], dataset.eval["image_key"])
     log_leaderboard(spec, spec.out_dir)
-    summary = RunSummary(launched.jobs("done"), tuple(p.job_id for p in cached), launched.jobs("failed"),
+    summary = RunSummary(launched.jobs("done"), tuple(p.job_id for p in plans if p.cached), launched.jobs("failed"),
                          launched.jobs("interrupted"), launched.jobs("not started"), gathered,
                          time.monotonic() - started)
     say(format_summary(spec, plans, summary))
     return summary
+
+
+def _launch(spec: Experiment, plans: list[JobPlan], address: str | None, storage: str | None, stream,
+            clock: float) -> Launched:
+    """Run the plans not finished before; say so when all are."""
+    todo, cached = [p for p in plans if not p.cached], [p for p in plans if p.cached]
+    if not todo:
+        to_stream(stream)(f"all {len(plans)} jobs cached (finished in an earlier run): nothing to train")
+        return Launched({}, False)
+    from orchestrator.cluster.launch import launch
+    from orchestrator.cluster.storage import check_storage
+
+    storage = storage or os.environ.get("MASKFOLD_STORAGE") or str(spec.out_dir / "ray")
+    check_storage(storage)
+    return launch(spec, todo, storage, address, stream, cached, clock)
+
+
+def refit_plan_line(spec: Experiment, refits: list[JobPlan], folds: list[JobPlan]) -> str:
+    """What each refit model trains for, and from what."""
+    how = "the median best epoch of its fold models" if spec.refit.epochs == "best" else "refit.epochs"
+    parts = []
+    for plan in refits:
+        best = sorted(JobResult.read(p.out_dir).best_epoch for p in folds if p.model == plan.model)
+        parts.append(f"{plan.model} {plan.refit_epochs} epochs (fold best epochs {', '.join(map(str, best))})")
+    state = ", ".join(f"{sum(p.cached == c for p in refits)} {w}" for c, w in ((True, "cached"), (False, "to run")))
+    return (f"refit on all {spec.folds.n_splits}/{spec.folds.n_splits} of the people ({how}; {state}): "
+            + "; ".join(parts))
 
 
 def pseudo_sets(spec: Experiment, dataset: Dataset, stream, write: bool = True) -> dict[int, str] | None:
@@ -110,7 +135,8 @@ def per_job_resources(spec: Experiment) -> str:
 
 
 def format_summary(spec: Experiment, plans: list[JobPlan], summary: RunSummary) -> str:
-    done = [JobResult.read(p.out_dir) for p in plans if not unfinished_reason(p.out_dir)]
+    finished = [JobResult.read(p.out_dir) for p in plans if not unfinished_reason(p.out_dir)]
+    done = [r for r in finished if r.fold != REFIT_FOLD]  # refit models hold no one out: no val F1
     wall = summary.wall_seconds
     lines = [f"\n{spec.name} in {f'{wall:.0f} s' if wall < 60 else f'{wall / 60:.1f} min'}: {len(summary.done)} done, "
              f"{len(summary.cached)} cached, {len(summary.failed)} failed, {len(summary.interrupted)} interrupted, "
@@ -128,6 +154,11 @@ def format_summary(spec: Experiment, plans: list[JobPlan], summary: RunSummary) 
             lines.append("OOF optimistic: these models learned pseudo labels from the full round-1 blend "
                          "(pseudo.per_fold: false), whose models saw every fold's people; their validation "
                          "scores above, and any blend fitted on them, are flattered")
+    refits = [r for r in finished if r.fold == REFIT_FOLD]
+    if refits:
+        lines.append("refit on every person (no held-out rows, so no val F1): " + ", ".join(
+            f"{r.model} {r.epochs_run} epochs {r.seconds * r.workers / 3600:.4f} h" for r in refits)
+            + f" -> {spec.out_dir}/test_refit.parquet; the blend combines them ({spec.refit.combine})")
     g = summary.gathered
     if g.models:
         files = "oof.parquet, test.parquet" + (f" (repeat 0; oof_r<r>, test_r<r> for repeats 1-{spec.folds.repeats - 1})"

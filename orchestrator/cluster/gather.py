@@ -13,8 +13,9 @@ from orchestrator.cluster.plan import JobPlan
 from tasks.atomic import atomic_path
 from tasks.job_io import JobResult, unfinished_reason
 from tasks.labels import ATTRIBUTES
-from tasks.logits import LogitsError, LogitsMeta, gathered_name, logits_table, read_logits, write_logits
+from tasks.logits import REFIT_FILE, LogitsError, LogitsMeta, gathered_name, logits_table, read_logits, write_logits
 from tasks.spec.load import load_spec
+from tasks.spec.refit import REFIT_FOLD
 
 # Short lines: the figure of two folds is about 660 px wide.
 OPTIMISTIC_NOTE = "\nOOF optimistic: pseudo labels from models\nthat saw every fold (pseudo.per_fold: false)"
@@ -30,7 +31,9 @@ class Gathered:
 
 def gather(out_dir: Path, plans: list[JobPlan], train_keys: pd.Series, eval_keys: pd.Series) -> Gathered:
     """Each repeat's jobs into its own files (tasks.logits.gathered_name): a repeat is a
-    complete K-fold of its own, checked as one."""
+    complete K-fold of its own, checked as one. Refit jobs' test logits go to test_refit.parquet."""
+    gather_refits(out_dir, [p for p in plans if p.fold == REFIT_FOLD], eval_keys)
+    plans = [p for p in plans if p.fold != REFIT_FOLD]
     done = [p for p in plans if not unfinished_reason(p.out_dir)]
     folds_of = {m: {(p.repeat, p.fold) for p in plans if p.model == m} for m in {p.model for p in plans}}
     complete = sorted(m for m, folds in folds_of.items()
@@ -57,6 +60,20 @@ def gather(out_dir: Path, plans: list[JobPlan], train_keys: pd.Series, eval_keys
     if len(done) > 1:
         plot_heatmap(out_dir / "leaderboard.png", pd.read_csv(out_dir / "leaderboard.csv"), optimistic)
     return Gathered(rows[0], rows[1], tuple(complete), incomplete)
+
+
+def gather_refits(out_dir: Path, plans: list[JobPlan], eval_keys: pd.Series) -> int:
+    """The finished refit jobs' test logits (fold REFIT_FOLD) into test_refit.parquet; without any,
+    an earlier file goes: its models were trained for other folds' epochs, or are no longer asked for."""
+    path = out_dir / REFIT_FILE
+    done = [p for p in plans if not unfinished_reason(p.out_dir)]
+    if not done:
+        path.unlink(missing_ok=True)
+        return 0
+    test = _concat([p.out_dir / "test.parquet" for p in done])
+    check_test(test[0], eval_keys, {(p.model, REFIT_FOLD) for p in done})
+    write_logits(path, logits_table(*test))
+    return len(test[0])
 
 
 def _drop_stale_specialists(out_dir: Path, written: set[str]) -> None:

@@ -51,7 +51,8 @@ def launch(spec: Experiment, todo: list[JobPlan], storage: str, address: str | N
 def _run_on_slots(spec: Experiment, todo: list[JobPlan], storage: str, local: bool, board: Board,
                   table: ProgressTable, collector: Collector, interrupt: threading.Event) -> dict[str, str]:
     """Start the slots, queue every job, follow them to the end; each job's last state."""
-    configs = [job_config(spec, p.job_id, p.model, p.fold, storage, repeat=p.repeat) for p in todo]
+    configs = [job_config(spec, p.job_id, p.model, p.fold, storage, repeat=p.repeat, epochs=p.refit_epochs)
+               for p in todo]
     slots = board.slots = check_resources(spec.resources)
     starting = min(slots, len(todo))
     table.event(f"running {len(todo)} jobs, {slots} at a time (Ctrl-C stops them; finished jobs are kept)", keep=True)

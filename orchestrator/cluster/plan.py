@@ -9,8 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.job_io import JobResult, planned_jobs, unfinished_reason
+from tasks.job_io import JobResult, planned_jobs, planned_refits, unfinished_reason
 from tasks.spec.experiment import Experiment, ModelSpec, TrainSpec
+from tasks.spec.refit import REFIT_FOLD
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class JobPlan:
     note: str = ""  # why a job that had run must run again (an output lost or damaged)
     label: str = ""  # shown beside the id while it runs (a search trial's sampled values)
     repeat: int = 0  # the fold assignment (folds.repeats) its fold belongs to
+    # A refit job's epoch count (fold REFIT_FOLD, every person; `train.epochs` shows it too)
+    refit_epochs: int | None = None
 
     @property
     def cached(self) -> bool:
@@ -83,6 +86,30 @@ def plan_jobs(spec: Experiment, rows_hash: str, pseudo: dict[int, str] | None = 
                              estimate * train.epochs if estimate else None,
                              "" if damaged in (None, "not run") else damaged, repeat=job.repeat))
     return sorted(plans, key=lambda p: (-p.cost, p.model, p.repeat, p.fold))
+
+
+def plan_refits(spec: Experiment, rows_hash: str, folds: list[JobPlan]) -> list[JobPlan]:
+    """The refit jobs (spec.refit) of the models whose fold jobs in `folds` all finished, longest first."""
+    if spec.refit is None:
+        return []
+    finished: dict[str, list[JobResult]] = {}
+    for plan in folds:
+        if not unfinished_reason(plan.out_dir):
+            finished.setdefault(plan.model, []).append(JobResult.read(plan.out_dir))
+    history = seconds_by_backbone(spec.out_dir / "jobs")
+    plans = []
+    for refit in planned_refits(spec, rows_hash, finished):
+        model = spec.model(refit.model)
+        train = spec.train_for(model).model_copy(update={"epochs": refit.epochs})
+        damaged = unfinished_reason(refit.out_dir) if refit.out_dir.exists() else "not run"
+        estimate = history.get((model.backbone, tuple(train.input_size)))
+        # every person trains: K/(K-1) times a fold job's images per epoch
+        share = spec.folds.n_splits / (spec.folds.n_splits - 1)
+        plans.append(JobPlan(refit.job_id, model.name, model.backbone, train, REFIT_FOLD, refit.job_hash,
+                             refit.out_dir, "to run" if damaged else "cached", relative_cost(model, train) * share,
+                             estimate * train.epochs * share if estimate else None,
+                             "" if damaged in (None, "not run") else damaged, refit_epochs=refit.epochs))
+    return sorted(plans, key=lambda p: (-p.cost, p.model))
 
 
 def seconds_by_backbone(jobs_dir: Path) -> dict[tuple[str, tuple[int, ...]], float]:

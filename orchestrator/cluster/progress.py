@@ -221,18 +221,21 @@ class ProgressTable:
 
     def epoch(self, job_id: str, result: dict) -> None:
         now, s = time.time(), self.board.get(job_id)
-        epoch = int(result.get("epoch", 0))
+        epoch, refit = int(result.get("epoch", 0)), self.board.plans[job_id].refit_epochs is not None
         s = self.board.update(job_id, node=result.get("node", ""), epoch=epoch, epochs=int(result.get("epochs", 0)),
-                              val_f1=result.get("best_f1"), first_report=s.first_report or (epoch, now),
-                              last_report=now)
+                              val_f1=None if refit else result.get("best_f1"),
+                              first_report=s.first_report or (epoch, now), last_report=now)
         left = self.board.remaining(job_id, now) if s.epoch_seconds() is not None else None
-        self.event(f"epoch {epoch}/{s.epochs} {job_id}: val F1 {result.get('val_macro_f1', 0):.4f} (best "
-                   f"{s.val_f1:.4f})" + (f", {left / 60:.1f} min left" if left is not None else ""))
+        scores = (f"refit, no one held out (train loss {result.get('train_loss', 0):.4f})" if refit else
+                  f"val F1 {result.get('val_macro_f1', 0):.4f} (best {s.val_f1:.4f})")
+        self.event(f"epoch {epoch}/{s.epochs} {job_id}: {scores}" + (f", {left / 60:.1f} min left" if left else ""))
 
     def ended(self, job_id: str) -> None:
         """The collector has recorded the outcome by now."""
         s = self.board.get(job_id)
-        if s.state == "done" and s.val_f1 is not None:
+        if s.state == "done" and self.board.plans[job_id].refit_epochs is not None:
+            self.event(f"done {job_id}: refit on every person, {s.epochs} epochs")
+        elif s.state == "done" and s.val_f1 is not None:
             self.event(f"done {job_id}: OOF macro F1 {s.val_f1:.4f}")
         else:
             self.event(f"FAILED {job_id}: {_cut(s.error) or 'see its log'}", keep=True)

@@ -92,7 +92,8 @@ def job_rows(board: Board, now: float | None = None) -> list[dict[str, str]]:
         per = s.epoch_seconds()
         rows.append({"job": f"{job_id} {label}" if label else job_id, "node": s.node or NONE,
                      "state": s.shown_state(), "epoch": f"{s.epoch}/{s.epochs}" if s.epochs else NONE,
-                     "val F1": f"{s.val_f1:.4f}" if s.val_f1 is not None else NONE,
+                     "val F1": f"{s.val_f1:.4f}" if s.val_f1 is not None else
+                     "refit" if board.plans[job_id].refit_epochs is not None else NONE,
                      "s/epoch": f"{per:.1f}" if per else NONE, "ETA": eta_cell(s, forecast.get(job_id))})
     return rows
 

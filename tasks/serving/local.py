@@ -11,6 +11,7 @@ import pandas as pd
 from tasks.log import Log
 from tasks.serving.images import DecodedPhotos
 from tasks.serving.members import FoldMember
+from tasks.spec.refit import REFIT_FOLD
 
 PROGRESS_SECONDS = 5.0
 BATCHES_PER_CHUNK = 16  # rows go in chunks of whole loader batches: the batches stay the eval path's
@@ -43,6 +44,7 @@ def torch_logits(members: Sequence[FoldMember], photos: dict[str, DecodedPhotos]
         logits[member.key] = member_logits(member, photos[member.decoding.key], log, label)
         seconds = time.monotonic() - started
         n = len(logits[member.key])
-        log(f"  {label}{member.key} ({member.model} fold {member.fold}): {n} photos in {seconds:.1f}s "
+        which = "refit" if member.fold == REFIT_FOLD else f"fold {member.fold}"
+        log(f"  {label}{member.key} ({member.model} {which}): {n} photos in {seconds:.1f}s "
             f"({n / max(seconds, 1e-9):.0f} photos/s)")
     return logits

@@ -26,6 +26,7 @@ from tasks.spec.augment import AugmentSpec, MixSpec
 from tasks.spec.face import FaceSpec
 from tasks.spec.overrides import deep_merge
 from tasks.spec.pseudo import PseudoSpec, oof_optimistic
+from tasks.spec.refit import RefitSpec, refit_problems
 from tasks.spec.search_space import SearchSpec, check_search
 from tasks.spec.specialists import specialist_problems
 from tasks.spec.techniques import EmaSpec, TtaViews, check_tta_flip, neutral_fields
@@ -225,6 +226,7 @@ class Experiment(Strict):
     blend: BlendSpec = BlendSpec()
     search: SearchSpec | None = None  # what `orchestrator.search` samples; `run` ignores it
     pseudo: PseudoSpec | None = None  # a second round on eval photos labelled by `pseudo.source`
+    refit: RefitSpec | None = None  # after the folds, models trained on every person (tasks/spec/refit.py)
     tracking: TrackingSpec = TrackingSpec()  # an observer: in no hash (see spec_hash)
     results_dir: Path = Path("results")
 
@@ -248,6 +250,11 @@ class Experiment(Strict):
                          f"set folds.repeats: 1 for {what}" for part, what in
                          (("pseudo", "a pseudo-label round"), ("search", "a search"))
                          if getattr(self, part) is not None]
+        if not problems:
+            trains = {m.name: self.train_for(m) for m in self.models}
+            problems += refit_problems(self.refit, {n: t.target for n, t in trains.items()},
+                                       {n: t.scheduler.name for n, t in trains.items()},
+                                       {"pseudo": self.pseudo is not None, "search": self.search is not None})
         if self.search is not None:
             problems += check_search(self.search, self.model_dump(mode="json", exclude={"search"}), self.folds.n_splits)
         if problems:
@@ -314,8 +321,9 @@ class Experiment(Strict):
         unset |= {"resources": set(SLOT_LIMITS), "blend": {"choose"}}  # nor how the blend picks its method
         # train options left off, and `target: all` (specialists came later): the hash they had before
         unset |= {"train": neutral_fields(self.train) | ({"target"} if self.train.target == "all" else set())}
+        # refit: a phase after the folds; its models' identity is their own (tasks.job_io.refit_hash)
         dump = self.model_dump(mode="json", exclude={"name": True, "results_dir": True, "search": True,
-                                                     "tracking": True, **unset})
+                                                     "tracking": True, "refit": True, **unset})
         for model in dump["models"]:  # a model that says `target: all` trains what it did without it
             if model["train"].get("target") == "all":
                 model["train"] = {k: v for k, v in model["train"].items() if k != "target"}

@@ -168,6 +168,8 @@ def weights_record(result: BlendResult, inputs: BlendInputs, experiment: str, ru
             "versus": [comparison_record(c) for c in result.versus], "bootstrap": BOOTSTRAP,
             "choice": result.choice.record() if result.choice else None,
             "excluded": [{"model": e.model, "reason": e.reason} for e in inputs.excluded],
+            # refit models (tasks/spec/refit.py) in the test logits: what the weights were fitted on instead
+            "refit": inputs.test.refit.record() if inputs.test.refit is not None else None,
             **_models_record(table, result), **(run or {})}
 
 

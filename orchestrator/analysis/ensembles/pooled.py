@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator.analysis.refit import RefitUse
 from orchestrator.analysis.results import (
     BlendInputs,
     EvalLogits,
@@ -177,6 +178,16 @@ def pool_oof(sources: tuple[Source, ...], oofs: list[OofLogits]) -> tuple[OofLog
     return pooled, models
 
 
+def pooled_refit(sources, uses: list) -> RefitUse | None:
+    """The pool's refit record: each experiment's refit models under their pooled names."""
+    have = [(s, u) for s, u in zip(sources, uses) if u is not None]
+    if not have:
+        return None
+    return RefitUse(tuple(pooled_name(s.name, m, True) for s, u in have for m in u.models),
+                    "/".join(sorted({u.combine for _, u in have})),
+                    tuple(pooled_name(s.name, m, True) for s, u in have for m in u.missing))
+
+
 def load_pool(sources: tuple[Source, ...], log: Log = to_stdout) -> Pool:
     """Every source's complete models as one BlendInputs, or a ResultsError before anything is fitted."""
     each = []
@@ -193,7 +204,7 @@ def load_pool(sources: tuple[Source, ...], log: Log = to_stdout) -> Pool:
         check_same_eval(sources[0], each[0].test, s, i.test)
     t = each[0].test
     test = EvalLogits(oof.models, np.concatenate([i.test.logits for i in each]), t.image_ids, t.rows_hash,
-                      oof.excluded)
+                      oof.excluded, pooled_refit(sources, [i.test.refit for i in each]))
     inputs = BlendInputs(oof, test, _exclusions(sources, [i.excluded for i in each]), specialists)
     models += special_models
     log(f"pooled {len(models)} models of {len(sources)} experiments: "

@@ -16,8 +16,10 @@ from orchestrator.analysis.ensembles import methods as ens
 from orchestrator.analysis.ensembles.attributes import split_logits
 from orchestrator.analysis.ensembles.fitting import FittedBlend, predict
 from orchestrator.analysis.predictions.ensemble import Ensemble
+from orchestrator.analysis.refit import combine_refit
 from orchestrator.analysis.results import model_logits
 from tasks.labels import ALL, NUM_CLASSES, target_width
+from tasks.spec.refit import REFIT_FOLD
 
 
 @dataclass(frozen=True)
@@ -29,10 +31,12 @@ class Blended:
 def per_model_logits(ensemble: Ensemble, logits: dict[str, np.ndarray], n: int) -> list[np.ndarray]:
     """Each blended model's (N, width) logits, the mean over its fold models in fold order; zeros
     for a model the blend does not weigh (18 wide, or a specialist's own width)."""
-    out = []
+    out, combine = [], (ensemble.record.get("refit") or {}).get("combine", "average")
     for name, target in zip(ensemble.models, ensemble.targets):
-        folds = [logits[m.key] for m in ensemble.members if m.model == name]
-        out.append(model_logits(np.stack(folds)) if folds else np.zeros((n, target_width(target)), np.float32))
+        folds = [logits[m.key] for m in ensemble.members if m.model == name and m.fold != REFIT_FOLD]
+        each = model_logits(np.stack(folds)) if folds else np.zeros((n, target_width(target)), np.float32)
+        refit = [logits[m.key] for m in ensemble.members if m.model == name and m.fold == REFIT_FOLD]
+        out.append(combine_refit(each, refit[0], combine) if refit else each)  # as the submission's (analysis.refit)
     return out
 
 

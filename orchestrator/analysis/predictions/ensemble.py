@@ -19,10 +19,12 @@ from orchestrator.analysis.results_folder import (
     find_experiment,
     load_experiment,
     planned_jobs_as_run,
+    refits_as_run,
 )
 from tasks.log import Log, silent
 from tasks.serving.images import Decoding
 from tasks.serving.members import FoldMember, ModelInput
+from tasks.spec.refit import REFIT_FOLD
 
 
 class PredictError(ResultsError):
@@ -83,7 +85,8 @@ def load_ensemble(results: Path | None, log: Log = silent) -> Ensemble:
     dirs = recorded_dirs(folder, record)
     _check_current(dirs[0], record, path)
     weight = model_weights(record)
-    members = [m for d in dirs for m in _members_of(d, len(dirs) > 1, weight)]
+    refit = set((record.get("refit") or {}).get("models") or ())
+    members = [m for d in dirs for m in _members_of(d, len(dirs) > 1, weight) + _refit_members(d, len(dirs) > 1, refit)]
     for name in (m for m in models if weight[m] > 0):
         if not any(m.model == name for m in members):
             raise PredictError(f"{path}: weighs model {name}, but its experiment's spec plans no job of it; "
@@ -119,4 +122,24 @@ def _members_of(exp_dir: Path, several: bool, weight: dict[str, float]) -> list[
         train = spec.train_for(spec.model(job.model))
         members.append(FoldMember(f"{name}/{job.job_id}", model, job.fold, weights, decoding, ModelInput.of(train),
                                   spec, job.model))
+    return members
+
+
+def _refit_members(exp_dir: Path, several: bool, wanted: set[str]) -> list[FoldMember]:
+    """The refit models (fold REFIT_FOLD) whose test logits the blend's submission combined in."""
+    if not wanted:
+        return []
+    spec = load_experiment(exp_dir)
+    name, decoding, members = exp_dir.resolve().name, Decoding.of(spec.data), []
+    for refit in refits_as_run(exp_dir):
+        model = pooled_name(name, refit.model, several)
+        if model not in wanted:
+            continue
+        weights = refit.out_dir / "best.pt"
+        if not weights.is_file() or weights.stat().st_size == 0:
+            raise PredictError(f"{weights}: refit weights missing ({model}), yet the blend's submission used them; "
+                               f"run the experiment again (python -m orchestrator.run {exp_dir}/spec.yaml)")
+        train = spec.train_for(spec.model(refit.model))
+        members.append(FoldMember(f"{name}/{refit.job_id}", model, REFIT_FOLD, weights, decoding,
+                                  ModelInput.of(train), spec, refit.model))
     return members

@@ -19,7 +19,7 @@ from tasks.serving.images import Decoding
 from tasks.serving.members import FoldMember, ModelInput
 
 FORMAT = 1
-BLEND_KEYS = ("method", "vote", "decode", "weights", "temperatures", "offsets", "bonus")
+BLEND_KEYS = ("method", "vote", "decode", "weights", "temperatures", "offsets", "bonus", "refit")
 
 
 def _file_name(key: str) -> str:
@@ -48,7 +48,9 @@ def write_exported(ensemble: Ensemble, out: Path, export: Callable[[FoldMember, 
         record = {"format": FORMAT, "source": str(ensemble.folder.resolve()),
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   "blend": {k: ensemble.record[k] for k in BLEND_KEYS if k in ensemble.record},
-                  "combine": "each model's logits: the mean of its fold models' logits (fold order)",
+                  "combine": "each model's logits: the mean of its fold models' logits (fold order); a model in "
+                             "blend.refit.models: that mean and its refit model (fold -1) averaged, or the refit "
+                             "model alone (blend.refit.combine: replace)",
                   "decodings": [by_key[k].record() for k in decodings], "members": members}
         (tmp / "blend.json").write_text(json.dumps(record, indent=2))
         (tmp / "README.md").write_text(readme(ensemble, record))

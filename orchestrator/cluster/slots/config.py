@@ -20,12 +20,14 @@ def worker_resources(res: ResourcesSpec) -> dict[str, float]:
 
 
 def job_config(spec: Experiment, job_id: str, model: str, fold: int, storage: str, channel: str = "run",
-               repeat: int = 0) -> dict:
+               repeat: int = 0, epochs: int | None = None) -> dict:
     """A job as the slots' queue hands it out: the small spec, never data; the fold's pseudo
     labels (a few hundred KB) travel with it, since results/ is on the driver. `channel`: who
-    reads its events (the K-fold driver, or a search's trial)."""
+    reads its events (the K-fold driver, or a search's trial). `epochs`: a refit job's count."""
     config = {"spec": spec.model_dump(mode="json"), "job_id": job_id, "model": model, "fold": fold,
               "repeat": repeat, "storage": storage, "channel": channel}
+    if epochs is not None:
+        config["epochs"] = epochs
     if spec.pseudo is not None:
         config["pseudo"] = file_bytes(spec.out_dir, fold)
     return config

@@ -114,7 +114,8 @@ def run_job(config: dict, queue, slot: str, rank: int, world: int, attempt: int)
     send("started", node=node, pid=os.getpid(), attempt=attempt, slot=slot, resumed=resumed)
     log(f"start on {node}" + (f" as rank {rank}" if rank else "") + (" (resumed from a checkpoint)" if resumed else ""))
     pseudo = read_pseudo(config["pseudo"]) if config.get("pseudo") else None  # the driver's file, as bytes
-    job = Job(config["model"], config["fold"], work, job_id=job_id, pseudo=pseudo, repeat=config.get("repeat", 0))
+    job = Job(config["model"], config["fold"], work, job_id=job_id, pseudo=pseudo, repeat=config.get("repeat", 0),
+              epochs=config.get("epochs"))
     on_epoch = _epoch_hook(store, work, queue, slot, job_id, rank, world, node, send)
     try:
         result = _train(spec, job, on_epoch, log)
@@ -133,7 +134,8 @@ def run_job(config: dict, queue, slot: str, rank: int, world: int, attempt: int)
     finally:
         log_file.close()
     if rank == 0:
-        log_line(work, f"done: best macro F1 {result.val['macro_f1']:.4f} at epoch {result.best_epoch}")
+        log_line(work, f"done: refit on every person, {result.epochs_run} epochs" if job.epochs is not None else
+                 f"done: best macro F1 {result.val['macro_f1']:.4f} at epoch {result.best_epoch}")
         path = store.save(work, OUTPUT_FILES, result.epochs_run, final=True)
         send("final", node=node, checkpoint_path=path, val_macro_f1=result.val["macro_f1"],
              epochs=result.epochs_run, seconds=result.seconds)
