@@ -25,7 +25,7 @@ from tasks.job_io import JobResult
 from tasks.spec.load import load_spec
 from tasks.spec.refit import REFIT_FOLD
 
-VARIANTS = {"folds alone": "refit=null", "refit averaged": "refit.combine=average",
+VARIANTS = {"folds alone": "refit.models=[]", "refit averaged": "refit.combine=average",
             "refit replaces": "refit.combine=replace"}
 
 

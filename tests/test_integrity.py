@@ -365,9 +365,10 @@ def test_results_commands_override_only_blend_and_data_root(tmp_path, capsys):
         for main in (blend.main, audit.main, report.main):
             code, out, err = cli(capsys, main, exp, "--set", override)
             assert_one_clear_error(code, err, f"{exp / 'spec.yaml'}: --set {key}: blend, audit and report read the "
-                                              "experiment as it was run; only blend.*, resources.*, tracking.* and data.root, "
-                                              "data.cache_dir, data.decode_workers can be overridden (run a new "
-                                              f"experiment to change {section})")
+                                              "experiment as it was run; only blend.*, resources.*, tracking.*, "
+                                              "refit.combine, refit.models and data.root, data.cache_dir, "
+                                              "data.decode_workers can be overridden (run a new experiment to "
+                                              f"change {section})")
             assert "re-run the failed jobs" not in err
     assert not (exp / "blend").exists()
     # What may change: the blend (also through --metric) and where the data now lives.

@@ -57,6 +57,9 @@ def find_experiment(results: Path | None, root: Path = Path("results"), *,
 
 # Where the data and its cache are now: neither changes the rows the logits belong to.
 RESULTS_DATA_FIELDS = ("data.root", "data.cache_dir", "data.decode_workers")
+# How the refit models' test logits join the fold models' (analysis.refit): no job changes.
+# `refit.models=[]` blends without them.
+RESULTS_REFIT_FIELDS = ("refit.combine", "refit.models")
 
 
 def load_experiment(exp_dir: Path, overrides: Sequence[str] = ()) -> Experiment:
@@ -72,10 +75,12 @@ def load_experiment(exp_dir: Path, overrides: Sequence[str] = ()) -> Experiment:
             parts, _ = parse_override(text)
         except ValueError:
             continue  # load_spec names the malformed override
-        if parts[0] not in ("blend", "resources", "tracking") and ".".join(parts[:2]) not in RESULTS_DATA_FIELDS:
+        if parts[0] not in ("blend", "resources", "tracking") and \
+                ".".join(parts[:2]) not in RESULTS_DATA_FIELDS + RESULTS_REFIT_FIELDS:
             raise SpecError(f"{path}: --set {'.'.join(parts)}: blend, audit and report read the experiment as it "
-                            "was run; only blend.*, resources.*, tracking.* and data.root, data.cache_dir, "
-                            f"data.decode_workers can be overridden (run a new experiment to change {parts[0]})")
+                            "was run; only blend.*, resources.*, tracking.*, refit.combine, refit.models and "
+                            "data.root, data.cache_dir, data.decode_workers can be overridden (run a new experiment "
+                            f"to change {parts[0]})")
     return load_spec(path, list(overrides), check_data=False)
 
 
