@@ -355,7 +355,7 @@ def test_a_bad_truth_file_stops_before_the_blend_is_fitted(tmp_path, capsys, edi
 # --- --set on results: only blend.*, resources.* and where the data is ----------------------------
 
 REFUSED = [("folds.n_splits=3", "folds"), ("name=other", "name"), ("data.on_bad_image=skip", "data"),
-           ("models.0.name=x", "models")]
+           ("models.0.name=x", "models"), ("refit.epochs=3", "refit")]
 
 
 def test_results_commands_override_only_blend_and_data_root(tmp_path, capsys):
