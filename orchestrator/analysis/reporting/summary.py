@@ -169,6 +169,7 @@ def summary_section(exp_dir: Path, oof: OofLogits, blend, folds: pd.DataFrame, m
             ("in-sample", f"{scored(row, 'in_sample_macro_f1') if len(row) else num(ins['macro_f1'])} macro F1",
              "fitted and scored on the same rows: flatters, for comparison only"),
             ("true score", *truth_line(w, row))]
+    rows += refit_rows(w)
     rows += choice_rows(w)
     rows += versus_rows(w)
     pooled = len(w.get("experiments") or [])
@@ -187,6 +188,20 @@ def summary_section(exp_dir: Path, oof: OofLogits, blend, folds: pd.DataFrame, m
     cells = "".join(f'<tr><th>{esc(k)}</th><td>{v}</td><td class="note">{n}</td></tr>' for k, v, n in rows)
     return (f'<section id="summary"><div class="headline">Chosen: <span id="chosen-method">{esc(method)}</span>'
             f'</div><p class="recipe">{esc(describe_method(method))}</p><table>{cells}</table></section>')
+
+
+def refit_rows(w: dict) -> list[tuple[str, str, str]]:
+    """Where the submission's test logits come from when refit models (trained on every person) are in them."""
+    refit = w.get("refit") or {}
+    if not refit.get("models"):
+        return []
+    how = ("each averaged half and half with its fold models' mean" if refit["combine"] == "average"
+           else "each replacing its fold models' mean")
+    missing = f"; no refit logits for {esc(', '.join(refit['missing']))}" if refit.get("missing") else ""
+    return [("refit", f"{esc(', '.join(refit['models']))}: {how}{missing}",
+             "trained on every training person for the folds' median best epoch; they have no OOF rows, so "
+             "every score on this page (nested, expected, in-sample) is of the fold models, and the weights were "
+             "fitted on those; only the submission's test logits include the refit models")]
 
 
 def specialists_text(w: dict) -> str:
