@@ -14,8 +14,9 @@ from orchestrator.analysis.results_folder import ResultsError, load_experiment
 from orchestrator.cluster.experiment_run import run_experiment
 from tasks.data.preparation import prepare, rows_hash
 from tasks.job import train_job
-from tasks.job_io import Job, JobResult, planned_jobs, refit_epochs, unfinished_reason
+from tasks.job_io import Job, JobResult, planned_jobs, unfinished_reason
 from tasks.logits import REFIT_FILE, LogitsMeta, logits_table, read_logits, write_logits
+from tasks.refits import refit_epochs
 from tasks.spec.experiment import SpecError
 from tasks.spec.load import load_spec
 from tasks.spec.refit import REFIT_FOLD

@@ -157,7 +157,8 @@ def refits_as_run(exp_dir: Path) -> list:
     run planned them from those jobs' best epochs; [] without `refit:`."""
     import json
 
-    from tasks.job_io import JobResult, planned_refits, unfinished_reason
+    from tasks.job_io import JobResult, unfinished_reason
+    from tasks.refits import planned_refits
 
     spec = load_experiment(exp_dir)
     if spec.refit is None:

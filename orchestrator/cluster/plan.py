@@ -9,7 +9,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.job_io import JobResult, planned_jobs, planned_refits, unfinished_reason
+from tasks.job_io import JobResult, planned_jobs, unfinished_reason
+from tasks.refits import planned_refits
 from tasks.spec.experiment import Experiment, ModelSpec, TrainSpec
 from tasks.spec.refit import REFIT_FOLD
 
