@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.bench_specialists import over_draws
 from orchestrator import blend
 from orchestrator.cluster.experiment_run import run_experiment
 from tasks.job_io import JobResult
@@ -70,6 +71,8 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f}")
     print(wide.to_string(float_format=lambda v: f"{v:.4f}"))
     print(wide.filter(like=" - ").describe().loc[["mean", "min", "max"]].to_string(float_format=lambda v: f"{v:+.4f}"))
+    for column in wide.filter(like=" - "):
+        print(f"{column}: mean [95% t interval over {len(wide)} draws] {over_draws(wide[column])}")
     print(table.groupby("draw")[["refit_s_per_job", "fold_s_per_job"]].first().assign(
         ratio=lambda t: t.refit_s_per_job / t.fold_s_per_job).to_string(float_format=lambda v: f"{v:.2f}"))
 

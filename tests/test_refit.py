@@ -100,13 +100,13 @@ def test_apply_refit_averages_or_replaces_only_the_listed_models(synth_root, tmp
     refit = np.full((6, 18), 3.0, np.float32)
     _write_refit(tmp_path, "eff", refit, test.image_ids)
     lines = []
-    spec = shrunk_spec(synth_root, tmp_path, TWO, "refit={}")
+    spec = shrunk_spec(synth_root, tmp_path, TWO, "refit={combine: average}")
     out = apply_refit(tmp_path, spec, test, lines.append)
     assert np.array_equal(out.logits[0], test.logits[0])  # no refit logits of it: its fold mean alone
     assert np.allclose(out.logits[1], (test.logits[1] + 3.0) / 2)
     assert out.refit.models == ("eff",) and out.refit.missing == ("test_convnext",) and "test_convnext" in lines[0]
-    replaced = apply_refit(tmp_path, shrunk_spec(synth_root, tmp_path, TWO, "refit={models: [eff], combine: replace}"),
-                           test, lines.append)
+    replaced = apply_refit(tmp_path, shrunk_spec(synth_root, tmp_path, TWO, "refit={models: [eff]}"),
+                           test, lines.append)  # replace is the default
     assert np.array_equal(replaced.logits[1], refit) and replaced.refit.missing == ()
     assert np.array_equal(combine_refit(test.logits[0], refit, "replace"), refit)
     _write_refit(tmp_path, "eff", refit, test.image_ids, rows="other")
@@ -128,14 +128,17 @@ def test_run_refits_after_the_folds_and_blend_and_predict_use_it(synth_root, tmp
     assert set(again.cached) == set(summary.done) and not again.done  # the refit job is cached too
     capsys.readouterr()
     assert blend.main(["--results", str(spec.out_dir)]) == 0
-    assert "test logits: refit models in the test logits of test_convnext (averaged" in capsys.readouterr().out
+    assert "test logits: refit models in the test logits of test_convnext (replacing" in capsys.readouterr().out
     record = json.loads((spec.out_dir / "blend" / "weights.json").read_text())
-    assert record["refit"]["models"] == ["test_convnext"] and record["refit"]["combine"] == "average"
+    assert record["refit"]["models"] == ["test_convnext"] and record["refit"]["combine"] == "replace"
     submission = pd.read_csv(spec.out_dir / "blend" / "submission.csv")
     folds, fold_logits, _ = read_logits(spec.out_dir / "test.parquet")
-    mean = np.mean([fold_logits[(folds.fold == f).to_numpy()] for f in (0, 1)], axis=0)
     used = load_blend_inputs(spec.out_dir, load_experiment(spec.out_dir), log=lambda s: None)
-    assert np.allclose(used.test.logits[0], (mean + refit_logits) / 2, atol=1e-6)
+    assert np.allclose(used.test.logits[0], refit_logits, atol=1e-6)
+    mean = np.mean([fold_logits[(folds.fold == f).to_numpy()] for f in (0, 1)], axis=0)
+    averaged = load_blend_inputs(spec.out_dir, load_experiment(spec.out_dir, ["refit.combine=average"]),
+                                 log=lambda s: None)
+    assert np.allclose(averaged.test.logits[0], (mean + refit_logits) / 2, atol=1e-6)
     assert blend.main(["--results", str(spec.out_dir), "--out", str(tmp_path / "off"), "--set", "refit.models=[]"]) == 0
     without = pd.read_csv(tmp_path / "off" / "blend" / "submission.csv")
     assert json.loads((tmp_path / "off" / "blend" / "weights.json").read_text())["refit"] is None

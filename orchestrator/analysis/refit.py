@@ -2,9 +2,9 @@
 
 A refit model trained on every training person, so it has no OOF rows: the blend fits on the
 fold models' OOF rows as ever, and only the test logits it applies that fit to change. With
-`combine: average`, a model's test logits are the mean of its fold models' mean and its refit
-model (half and half: the refit model saw K/(K-1) times the people of each fold model); with
-`replace`, the refit model's alone. Logits, not probabilities, as the fold mean is
+`combine: replace` (the default), a model's test logits are its refit model's alone; with
+`average`, the mean of its fold models' mean and its refit model (half and half: the refit model
+saw K/(K-1) times the people of each fold model). Logits, not probabilities, as the fold mean is
 (results.model_logits), so a temperature fitted on OOF rows applies alike.
 """
 from __future__ import annotations

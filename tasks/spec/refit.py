@@ -21,9 +21,9 @@ class RefitSpec(BaseModel):
 
     epochs: Literal["best"] | Annotated[int, Field(ge=1)] = "best"
     models: list[str] | None = None  # None: every model that predicts all 18 classes
-    # average: each refit model's test logits and its fold models' mean, averaged half and half.
-    # replace: the refit model's alone. Measured in benchmarks/README.md, "Refit".
-    combine: Literal["average", "replace"] = "average"
+    # replace: the refit model's test logits alone; average: half and half with its fold models'
+    # mean. replace scored higher on the eval photos on 5 of 5 draws (benchmarks/README.md, "Refit").
+    combine: Literal["average", "replace"] = "replace"
 
 
 def refit_problems(refit: RefitSpec | None, targets: dict[str, str], schedulers: dict[str, str],
